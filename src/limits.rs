@@ -1,0 +1,46 @@
+//! Every limit corekv enforces, in one place (STYLE rule 7). Units come last in
+//! each name. Relations between limits are checked at compile time below.
+
+/// Largest request etcd accepts by default (`--max-request-bytes`, 1.5 MiB).
+pub const request_bytes_max: usize = 1536 * 1024;
+/// Largest frame body on the native protocol: a maximal request plus room for
+/// the flatbuffers tables around it. Bigger frames close the connection.
+pub const frame_bytes_max: usize = 2 * 1024 * 1024;
+/// Largest response frame the server writes: a range whose response would be
+/// bigger is answered with `request is too large` (etcd's gRPC cap is similar).
+pub const response_bytes_max: usize = 64 * 1024 * 1024;
+/// Largest key.
+pub const key_bytes_max: usize = 32 * 1024;
+/// Largest value: a single put carrying it still fits in one request.
+pub const value_bytes_max: usize = request_bytes_max - key_bytes_max - 1024;
+/// etcd's `--max-txn-ops` default: compares, success ops and failure ops each.
+pub const txn_ops_max: usize = 128;
+/// Nesting depth of txns inside txns.
+pub const txn_depth_max: usize = 8;
+/// Requests one connection may have in flight before the server stops reading
+/// from it (back-pressure, not an error).
+pub const connection_requests_in_flight_max: usize = 1024;
+/// Encoded responses queued for one connection's socket writer.
+pub const connection_responses_queued_max: usize = 1024;
+/// Proposals queued from all cores to the log driver.
+pub const proposals_queued_max: usize = 8192;
+/// Entries in one WAL append (one fdatasync).
+pub const batch_entries_max: usize = 4096;
+/// Bytes of entries in one WAL append.
+pub const batch_bytes_max: usize = 8 * 1024 * 1024;
+/// Default size of a WAL segment file.
+pub const wal_segment_bytes_default: u64 = 64 * 1024 * 1024;
+/// Smallest WAL segment a member accepts (tests use small ones).
+pub const wal_segment_bytes_min: u64 = 1024 * 1024;
+/// O_DIRECT alignment used for every WAL write (the disk needs 512, see PLATFORM).
+pub const io_alignment_bytes: usize = 4096;
+/// Largest flatbuffers table count a request may contain (verifier bound).
+pub const request_tables_max: usize = 64 * 1024;
+/// Cores a member runs at most.
+pub const cores_max: usize = 256;
+
+const _: () = assert!(frame_bytes_max > request_bytes_max);
+const _: () = assert!(value_bytes_max + key_bytes_max < request_bytes_max);
+const _: () = assert!(batch_bytes_max >= frame_bytes_max);
+const _: () = assert!(wal_segment_bytes_min as usize >= 2 * frame_bytes_max / 4);
+const _: () = assert!(wal_segment_bytes_default.is_multiple_of(io_alignment_bytes as u64));

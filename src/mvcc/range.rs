@@ -1,0 +1,146 @@
+//! Reads: a range at a revision, with etcd's limit, count, sort and filters.
+
+use std::sync::Arc;
+
+use super::span::Span;
+use super::Snapshot;
+use crate::error::{Error, ErrorCode};
+use crate::types::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
+
+impl Snapshot {
+    /// Resolves a requested revision (≤ 0: current) or explains why it cannot
+    /// be read.
+    pub fn read_revision(&self, requested: i64) -> Result<i64, Error> {
+        if requested <= 0 {
+            return Ok(self.revision);
+        }
+        if requested > self.revision {
+            return Err(Error::new(ErrorCode::FutureRevision));
+        }
+        if requested < self.compact_revision {
+            return Err(Error::new(ErrorCode::Compacted));
+        }
+        Ok(requested)
+    }
+
+    /// Every live key in `span` at `revision` (already resolved), in key order;
+    /// calls `visit` for each and stops when it returns false.
+    pub(super) fn scan(
+        &self,
+        span: &Span,
+        revision: i64,
+        mut visit: impl FnMut(&Arc<KeyValue>) -> bool,
+    ) {
+        if span.is_empty() {
+            return;
+        }
+        if revision == self.revision {
+            for (_, kv) in self.live.range(span.bounds()) {
+                if !visit(kv) {
+                    return;
+                }
+            }
+            return;
+        }
+        // A past revision: per key, the last history entry at or below it.
+        let (start, end) = span.bounds();
+        let lower = match start {
+            std::ops::Bound::Included(k) => std::ops::Bound::Included((k, i64::MIN)),
+            _ => unreachable!("spans always have a start"),
+        };
+        let upper = match end {
+            std::ops::Bound::Included(k) => std::ops::Bound::Included((k, i64::MAX)),
+            std::ops::Bound::Excluded(k) => std::ops::Bound::Excluded((k, i64::MIN)),
+            std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
+        };
+        let mut candidate: Option<&Option<Arc<KeyValue>>> = None;
+        let mut candidate_key: Option<&bytes::Bytes> = None;
+        for ((key, rev), entry) in self.history.range((lower, upper)) {
+            if candidate_key != Some(key) {
+                if let Some(Some(kv)) = candidate.take() {
+                    if !visit(kv) {
+                        return;
+                    }
+                }
+                candidate_key = Some(key);
+            }
+            if *rev <= revision {
+                candidate = Some(entry);
+            }
+        }
+        if let Some(Some(kv)) = candidate {
+            visit(kv);
+        }
+    }
+
+    /// etcd's Range, answered from this snapshot.
+    pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, Error> {
+        let revision = self.read_revision(r.revision)?;
+        let span = Span::new(&r.key, &r.range_end);
+        let filtered = r.min_mod_revision != 0
+            || r.max_mod_revision != 0
+            || r.min_create_revision != 0
+            || r.max_create_revision != 0;
+        // As etcd: fetch everything when sorting or filtering, else one extra
+        // to learn whether there is more.
+        let fetch_max = if r.sort_order != SortOrder::None || filtered || r.limit <= 0 {
+            usize::MAX
+        } else {
+            r.limit as usize + 1
+        };
+        let mut count = 0i64;
+        let mut kvs: Vec<Arc<KeyValue>> = Vec::new();
+        self.scan(&span, revision, |kv| {
+            count += 1;
+            if !r.count_only && kvs.len() < fetch_max {
+                kvs.push(kv.clone());
+            }
+            true
+        });
+        if r.count_only {
+            return Ok(RangeResponse { kvs: Vec::new(), more: false, count });
+        }
+        kvs.retain(|kv| {
+            (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+        });
+        sort(&mut kvs, r.sort_order, r.sort_target);
+        let mut more = false;
+        if r.limit > 0 && kvs.len() > r.limit as usize {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        let kvs = kvs
+            .into_iter()
+            .map(|kv| {
+                let mut kv = KeyValue::clone(&kv);
+                if r.keys_only {
+                    kv.value = bytes::Bytes::new();
+                }
+                kv
+            })
+            .collect();
+        Ok(RangeResponse { kvs, more, count })
+    }
+}
+
+fn sort(kvs: &mut [Arc<KeyValue>], order: SortOrder, target: SortTarget) {
+    // As etcd: a target other than the key with no order means ascending.
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) => return,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (order, _) => order,
+    };
+    match target {
+        SortTarget::Key => {}
+        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+    if order == SortOrder::Descend {
+        kvs.reverse();
+    }
+}

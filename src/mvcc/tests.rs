@@ -1,0 +1,249 @@
+//! etcd's semantics, one rule per test.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::error::ErrorCode;
+use crate::types::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn put(store: &mut Store, key: &str, value: &str) -> PutResponse {
+    let request = Request::Put(PutRequest {
+        key: b(key),
+        value: b(value),
+        prev_kv: true,
+        ..Default::default()
+    });
+    match store.apply(&request).unwrap() {
+        ResponseBody::Put(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn get(store: &Store, key: &str, end: &str, revision: i64) -> Result<RangeResponse, Error> {
+    store.snapshot().range(&RangeRequest {
+        key: b(key),
+        range_end: b(end),
+        revision,
+        ..Default::default()
+    })
+}
+
+fn txn(store: &mut Store, t: TxnRequest) -> Result<TxnResponse, Error> {
+    validate_request(&Request::Txn(t.clone()))?;
+    store.apply(&Request::Txn(t)).map(|body| match body {
+        ResponseBody::Txn(r) => r,
+        other => panic!("{other:?}"),
+    })
+}
+
+use crate::error::Error;
+
+#[test]
+fn a_fresh_store_is_at_revision_one_and_each_put_adds_one() {
+    let mut store = Store::new();
+    assert_eq!(store.revision(), 1);
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    let kv = &get(&store, "a", "", 0).unwrap().kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(store.revision(), 3);
+    store.check_invariants();
+}
+
+#[test]
+fn delete_then_put_starts_a_new_generation() {
+    let mut store = Store::new();
+    put(&mut store, "a", "1");
+    store
+        .apply(&Request::DeleteRange(DeleteRangeRequest { key: b("a"), ..Default::default() }))
+        .unwrap();
+    put(&mut store, "a", "2");
+    let kv = &get(&store, "a", "", 0).unwrap().kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (4, 4, 1));
+    // The old generation is still readable at its revision.
+    assert_eq!(get(&store, "a", "", 2).unwrap().kvs[0].value, b("1"));
+    assert!(get(&store, "a", "", 3).unwrap().kvs.is_empty());
+}
+
+#[test]
+fn deleting_nothing_does_not_move_the_revision() {
+    let mut store = Store::new();
+    let body = store
+        .apply(&Request::DeleteRange(DeleteRangeRequest { key: b("x"), ..Default::default() }));
+    assert_eq!(body.unwrap(), ResponseBody::DeleteRange(DeleteRangeResponse::default()));
+    assert_eq!(store.revision(), 1);
+}
+
+#[test]
+fn future_and_compacted_revisions_are_refused_with_etcds_errors() {
+    let mut store = Store::new();
+    for i in 0..5 {
+        put(&mut store, "k", &i.to_string());
+    }
+    assert_eq!(get(&store, "k", "", 7).unwrap_err().code, ErrorCode::FutureRevision);
+    store.compact(4).unwrap();
+    assert_eq!(get(&store, "k", "", 3).unwrap_err().code, ErrorCode::Compacted);
+    assert_eq!(get(&store, "k", "", 4).unwrap().kvs[0].value, b("2"));
+    assert_eq!(
+        store.compact(4).unwrap_err().message,
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    assert_eq!(store.compact(9).unwrap_err().code, ErrorCode::FutureRevision);
+    store.check_invariants();
+}
+
+#[test]
+fn compaction_drops_deleted_keys_and_old_versions() {
+    let mut store = Store::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "1");
+    store
+        .apply(&Request::DeleteRange(DeleteRangeRequest { key: b("a"), ..Default::default() }))
+        .unwrap();
+    put(&mut store, "b", "2");
+    store.compact(store.revision()).unwrap();
+    store.check_invariants();
+    assert_eq!(store.state.history.len(), 1);
+    assert_eq!(get(&store, "a", "\0", 0).unwrap().count, 1);
+}
+
+#[test]
+fn range_limit_count_sort_and_filters_follow_etcd() {
+    let mut store = Store::new();
+    for (k, v) in [("a", "3"), ("b", "1"), ("c", "2"), ("d", "0")] {
+        put(&mut store, k, v);
+    }
+    let snap = store.snapshot();
+    let base = RangeRequest { key: b("a"), range_end: b("\0"), ..Default::default() };
+    let r = snap.range(&RangeRequest { limit: 2, ..base.clone() }).unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (2, true, 4));
+    let r = snap
+        .range(&RangeRequest {
+            sort_target: SortTarget::Value,
+            sort_order: SortOrder::Descend,
+            ..base.clone()
+        })
+        .unwrap();
+    let keys: Vec<_> = r.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, vec![b("a"), b("c"), b("b"), b("d")]);
+    let r = snap.range(&RangeRequest { min_mod_revision: 4, ..base.clone() }).unwrap();
+    assert_eq!(r.kvs.len(), 2);
+    assert_eq!(r.count, 4, "count ignores filters, as etcd's does");
+    let r = snap.range(&RangeRequest { count_only: true, ..base.clone() }).unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 4));
+    let r = snap.range(&RangeRequest { keys_only: true, ..base }).unwrap();
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+}
+
+#[test]
+fn compare_on_a_missing_key_uses_zero_and_value_compares_fail() {
+    let mut store = Store::new();
+    let cmp = |target, result, number| Compare {
+        target,
+        result,
+        key: b("missing"),
+        number,
+        ..Default::default()
+    };
+    let ok = |store: &mut Store, c: Compare| {
+        txn(store, TxnRequest { compare: vec![c], ..Default::default() }).unwrap().succeeded
+    };
+    assert!(ok(&mut store, cmp(CompareTarget::Version, CompareResult::Equal, 0)));
+    assert!(ok(&mut store, cmp(CompareTarget::Mod, CompareResult::Less, 1)));
+    assert!(ok(&mut store, cmp(CompareTarget::Create, CompareResult::Equal, 0)));
+    assert!(!ok(&mut store, cmp(CompareTarget::Value, CompareResult::Equal, 0)));
+    assert!(!ok(&mut store, cmp(CompareTarget::Value, CompareResult::NotEqual, 0)));
+}
+
+#[test]
+fn txn_reads_see_its_own_writes_and_share_one_revision() {
+    let mut store = Store::new();
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(PutRequest { key: b("a"), value: b("1"), ..Default::default() }),
+            RequestOp::Put(PutRequest { key: b("b"), value: b("2"), ..Default::default() }),
+            RequestOp::Range(RangeRequest {
+                key: b("a"),
+                range_end: b("\0"),
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    };
+    let r = txn(&mut store, t).unwrap();
+    assert!(r.succeeded);
+    let ResponseOp::Range(range) = &r.responses[2] else { panic!() };
+    assert_eq!(range.count, 2);
+    assert!(range.kvs.iter().all(|kv| kv.mod_revision == 2));
+    assert_eq!(store.revision(), 2);
+}
+
+#[test]
+fn txn_checks_duplicates_and_limits_like_etcd() {
+    let mut store = Store::new();
+    let p = |k: &str| RequestOp::Put(PutRequest { key: b(k), value: b("v"), ..Default::default() });
+    let d = |k: &str, e: &str| {
+        RequestOp::DeleteRange(DeleteRangeRequest { key: b(k), range_end: b(e), prev_kv: false })
+    };
+    let dup = TxnRequest { compare: vec![], success: vec![p("a"), p("a")], failure: vec![] };
+    assert_eq!(
+        txn(&mut store, dup).unwrap_err().message,
+        "etcdserver: duplicate key given in txn request"
+    );
+    let dup = TxnRequest { compare: vec![], success: vec![d("a", "c"), p("b")], failure: vec![] };
+    assert_eq!(txn(&mut store, dup).unwrap_err().code, ErrorCode::DuplicateKey);
+    let fine = TxnRequest {
+        compare: vec![],
+        success: vec![d("a", "c"), d("b", "")],
+        failure: vec![p("a"), p("b")],
+    };
+    assert!(txn(&mut store, fine).is_ok());
+    let nested = TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![p("x")],
+            failure: vec![p("x")],
+        })],
+        failure: vec![],
+    };
+    assert!(txn(&mut store, nested).is_ok(), "then and else of one txn may share keys");
+    let many = TxnRequest {
+        compare: vec![],
+        success: (0..129).map(|i| p(&i.to_string())).collect(),
+        failure: vec![],
+    };
+    assert_eq!(
+        txn(&mut store, many).unwrap_err().message,
+        "etcdserver: too many operations in txn request"
+    );
+}
+
+#[test]
+fn put_flags_follow_etcd() {
+    let mut store = Store::new();
+    let request = |p: PutRequest| Request::Put(PutRequest { key: b("k"), ..p });
+    let check = |store: &mut Store, r: Request| validate_request(&r).and_then(|_| store.apply(&r));
+    let err = check(&mut store, request(PutRequest { ignore_value: true, ..Default::default() }))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::KeyNotFound);
+    let err = check(
+        &mut store,
+        request(PutRequest { ignore_value: true, value: b("v"), ..Default::default() }),
+    );
+    assert_eq!(err.unwrap_err().message, "etcdserver: value is provided");
+    let err =
+        check(&mut store, request(PutRequest { lease: 5, ..Default::default() })).unwrap_err();
+    assert_eq!(err.message, "etcdserver: requested lease not found");
+    let err = check(&mut store, Request::Put(PutRequest::default())).unwrap_err();
+    assert_eq!(err.message, "etcdserver: key is not provided");
+    put(&mut store, "k", "v1");
+    check(&mut store, request(PutRequest { ignore_value: true, ..Default::default() })).unwrap();
+    let kv = &get(&store, "k", "", 0).unwrap().kvs[0];
+    assert_eq!((kv.value.clone(), kv.version), (b("v1"), 2));
+}

@@ -1,0 +1,269 @@
+//! Property test: the MVCC store against a deliberately naive model that keeps
+//! a flat list of changes and replays it for every read.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use corekv::error::ErrorCode;
+use corekv::mvcc::{validate_request, Store};
+use corekv::types::*;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug, PartialEq)]
+struct ModelKv {
+    create: i64,
+    modified: i64,
+    version: i64,
+    value: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Model {
+    /// (revision, key, value or None for delete), in order.
+    changes: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>,
+    revision: i64,
+    compacted: i64,
+}
+
+fn in_span(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else if end == [0] {
+        key >= start
+    } else {
+        key >= start && key < end
+    }
+}
+
+impl Model {
+    fn new() -> Model {
+        Model { changes: Vec::new(), revision: 1, compacted: -1 }
+    }
+
+    fn state_at(&self, revision: i64) -> BTreeMap<Vec<u8>, ModelKv> {
+        let mut state: BTreeMap<Vec<u8>, ModelKv> = BTreeMap::new();
+        for (rev, key, value) in self.changes.iter().filter(|c| c.0 <= revision) {
+            match value {
+                Some(v) => {
+                    let previous = state.get(key).cloned();
+                    state.insert(
+                        key.clone(),
+                        ModelKv {
+                            create: previous.as_ref().map_or(*rev, |p| p.create),
+                            modified: *rev,
+                            version: previous.as_ref().map_or(1, |p| p.version + 1),
+                            value: v.clone(),
+                        },
+                    );
+                }
+                None => {
+                    state.remove(key);
+                }
+            }
+        }
+        state
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        rev: i64,
+        limit: i64,
+    ) -> Result<(Vec<(Vec<u8>, ModelKv)>, i64, bool), ErrorCode> {
+        let rev = if rev <= 0 { self.revision } else { rev };
+        if rev > self.revision {
+            return Err(ErrorCode::FutureRevision);
+        }
+        if rev < self.compacted {
+            return Err(ErrorCode::Compacted);
+        }
+        let mut kvs: Vec<_> =
+            self.state_at(rev).into_iter().filter(|(k, _)| in_span(k, start, end)).collect();
+        let count = kvs.len() as i64;
+        let more = limit > 0 && kvs.len() > limit as usize;
+        if more {
+            kvs.truncate(limit as usize);
+        }
+        Ok((kvs, count, more))
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8, u8),
+    Range(u8, u8, i64, i64),
+    Compact(i64),
+    /// if mod_revision(key) < n then put(key2, v) else delete(key2)
+    Txn(u8, i64, u8, u8),
+}
+
+const KEYS: [&str; 5] = ["a", "b", "c", "d", "e"];
+const ENDS: [&str; 4] = ["", "c", "\0", "b"];
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        4 => (0..5u8, 0..255u8).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0..5u8, 0..4u8).prop_map(|(k, e)| Op::Delete(k, e)),
+        4 => (0..5u8, 0..4u8, -1..12i64, 0..4i64).prop_map(|(k, e, r, l)| Op::Range(k, e, r, l)),
+        1 => (0..14i64).prop_map(Op::Compact),
+        2 => (0..5u8, 0..12i64, 0..5u8, 0..255u8).prop_map(|(k, n, k2, v)| Op::Txn(k, n, k2, v)),
+    ];
+    proptest::collection::vec(op, 1..60)
+}
+
+fn kv_matches(kv: &KeyValue, key: &[u8], m: &ModelKv) -> bool {
+    kv.key.as_ref() == key
+        && kv.create_revision == m.create
+        && kv.mod_revision == m.modified
+        && kv.version == m.version
+        && kv.value.as_ref() == m.value.as_slice()
+}
+
+fn check_range(store: &Store, model: &Model, k: u8, e: u8, rev: i64, limit: i64) {
+    let (start, end) = (KEYS[k as usize], ENDS[e as usize]);
+    let request = RangeRequest {
+        key: b(start),
+        range_end: b(end),
+        revision: rev,
+        limit,
+        ..Default::default()
+    };
+    let got = store.snapshot().range(&request);
+    match (got, model.range(start.as_bytes(), end.as_bytes(), rev, limit)) {
+        (Ok(r), Ok((kvs, count, more))) => {
+            assert_eq!(r.count, count, "count of {request:?}");
+            assert_eq!(r.more, more);
+            assert_eq!(r.kvs.len(), kvs.len(), "{request:?}: {r:?} vs {kvs:?}");
+            for (kv, (key, m)) in r.kvs.iter().zip(kvs.iter()) {
+                assert!(kv_matches(kv, key, m), "{kv:?} vs {key:?} {m:?}");
+            }
+        }
+        (Err(e), Err(code)) => assert_eq!(e.code, code),
+        (got, want) => panic!("{request:?}: store {got:?}, model {want:?}"),
+    }
+}
+
+fn apply_model_put(model: &mut Model, key: &str, value: u8) {
+    model.revision += 1;
+    model.changes.push((model.revision, key.as_bytes().to_vec(), Some(vec![value])));
+}
+
+fn run(ops: Vec<Op>) {
+    let mut store = Store::new();
+    let mut model = Model::new();
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                let key = KEYS[k as usize];
+                let request = Request::Put(PutRequest {
+                    key: b(key),
+                    value: Bytes::from(vec![v]),
+                    prev_kv: true,
+                    ..Default::default()
+                });
+                let before = model.state_at(model.revision).get(key.as_bytes()).cloned();
+                let ResponseBody::Put(response) = store.apply(&request).unwrap() else { panic!() };
+                match (response.prev_kv, before) {
+                    (Some(kv), Some(m)) => assert!(kv_matches(&kv, key.as_bytes(), &m)),
+                    (None, None) => {}
+                    other => panic!("prev_kv {other:?}"),
+                }
+                apply_model_put(&mut model, key, v);
+            }
+            Op::Delete(k, e) => {
+                let (start, end) = (KEYS[k as usize], ENDS[e as usize]);
+                let request = Request::DeleteRange(DeleteRangeRequest {
+                    key: b(start),
+                    range_end: b(end),
+                    prev_kv: false,
+                });
+                let ResponseBody::DeleteRange(response) = store.apply(&request).unwrap() else {
+                    panic!()
+                };
+                let doomed: Vec<_> = model
+                    .state_at(model.revision)
+                    .into_keys()
+                    .filter(|key| in_span(key, start.as_bytes(), end.as_bytes()))
+                    .collect();
+                assert_eq!(response.deleted, doomed.len() as i64);
+                if !doomed.is_empty() {
+                    model.revision += 1;
+                    for key in doomed {
+                        model.changes.push((model.revision, key, None));
+                    }
+                }
+            }
+            Op::Range(k, e, rev, limit) => check_range(&store, &model, k, e, rev, limit),
+            Op::Compact(rev) => {
+                let got = store
+                    .apply(&Request::Compact(CompactRequest { revision: rev, physical: false }));
+                let want = if rev <= model.compacted {
+                    Err(ErrorCode::Compacted)
+                } else if rev > model.revision {
+                    Err(ErrorCode::FutureRevision)
+                } else {
+                    Ok(())
+                };
+                match (got, want) {
+                    (Ok(_), Ok(())) => model.compacted = rev,
+                    (Err(e), Err(code)) => assert_eq!(e.code, code),
+                    other => panic!("compact {rev}: {other:?}"),
+                }
+            }
+            Op::Txn(k, n, k2, v) => {
+                let (key, key2) = (KEYS[k as usize], KEYS[k2 as usize]);
+                let request = Request::Txn(TxnRequest {
+                    compare: vec![Compare {
+                        result: CompareResult::Less,
+                        target: CompareTarget::Mod,
+                        key: b(key),
+                        number: n,
+                        ..Default::default()
+                    }],
+                    success: vec![RequestOp::Put(PutRequest {
+                        key: b(key2),
+                        value: Bytes::from(vec![v]),
+                        ..Default::default()
+                    })],
+                    failure: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                        key: b(key2),
+                        ..Default::default()
+                    })],
+                });
+                validate_request(&request).unwrap();
+                let state = model.state_at(model.revision);
+                let modified = state.get(key.as_bytes()).map_or(0, |m| m.modified);
+                let ResponseBody::Txn(response) = store.apply(&request).unwrap() else { panic!() };
+                assert_eq!(response.succeeded, modified < n);
+                if modified < n {
+                    apply_model_put(&mut model, key2, v);
+                } else if state.contains_key(key2.as_bytes()) {
+                    model.revision += 1;
+                    model.changes.push((model.revision, key2.as_bytes().to_vec(), None));
+                }
+            }
+        }
+        assert_eq!(store.revision(), model.revision);
+        store.check_invariants();
+    }
+    // Every key and revision still readable agrees with the model at the end.
+    for rev in (model.compacted.max(1))..=model.revision {
+        for k in 0..5 {
+            check_range(&store, &model, k, 2, rev, 0);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn store_matches_model(ops in ops()) {
+        run(ops);
+    }
+}
