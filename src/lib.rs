@@ -7,8 +7,10 @@
 
 #![allow(non_upper_case_globals)] // STYLE: constants read as `frame_bytes_max`, units last.
 
+pub mod disk;
 pub mod error;
 pub mod limits;
 pub mod mvcc;
 pub mod protocol;
 pub mod types;
+pub mod wal;

@@ -31,7 +31,7 @@ pub const batch_bytes_max: usize = 8 * 1024 * 1024;
 /// Default size of a WAL segment file.
 pub const wal_segment_bytes_default: u64 = 64 * 1024 * 1024;
 /// Smallest WAL segment a member accepts (tests use small ones).
-pub const wal_segment_bytes_min: u64 = 1024 * 1024;
+pub const wal_segment_bytes_min: u64 = 4 * 1024 * 1024;
 /// O_DIRECT alignment used for every WAL write (the disk needs 512, see PLATFORM).
 pub const io_alignment_bytes: usize = 4096;
 /// Largest flatbuffers table count a request may contain (verifier bound).
@@ -42,5 +42,6 @@ pub const cores_max: usize = 256;
 const _: () = assert!(frame_bytes_max > request_bytes_max);
 const _: () = assert!(value_bytes_max + key_bytes_max < request_bytes_max);
 const _: () = assert!(batch_bytes_max >= frame_bytes_max);
-const _: () = assert!(wal_segment_bytes_min as usize >= 2 * frame_bytes_max / 4);
+// A segment holds the largest record with its header page to spare.
+const _: () = assert!(wal_segment_bytes_min as usize >= frame_bytes_max + 2 * io_alignment_bytes);
 const _: () = assert!(wal_segment_bytes_default.is_multiple_of(io_alignment_bytes as u64));

@@ -1,0 +1,287 @@
+//! Opening the WAL after a stop or a crash.
+//!
+//! Segments are read in sequence order and every record is checked (checksum,
+//! kind, consecutive index). At the first record that is not valid, recovery
+//! looks for any valid record after it, in this segment or a later one:
+//! - none: the damage is a torn tail (a write cut short by the crash; never
+//!   acknowledged, since acknowledgement waits for fdatasync). The tail is
+//!   zeroed from there and later segments are removed;
+//! - some: the damage is in the middle of the log. The member refuses to
+//!   start and names the file and offset: dropping the records after it would
+//!   silently lose acknowledged writes.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::format::{self, Decoded, SegmentHeader};
+
+#[derive(Debug)]
+pub enum RecoveryError {
+    Io(PathBuf, io::Error),
+    /// Damage with valid records after it.
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+}
+
+impl std::fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryError::Io(path, e) => write!(f, "WAL: {}: {e}", path.display()),
+            RecoveryError::Corrupt { file, offset, reason } => write!(
+                f,
+                "WAL is corrupt in the middle of the log: {} at offset {offset}: {reason}; \
+                 valid records follow the damage, so the member will not start (restore from a \
+                 snapshot or another member)",
+                file.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecoveryError {}
+
+/// Where the next record goes, as recovery found it.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    pub path: PathBuf,
+    pub sequence: u64,
+    /// Offset of the next record in the segment.
+    pub write_offset: u64,
+    /// The segment's size (where it ends).
+    pub capacity: u64,
+    /// Bytes of the partial page that holds `write_offset`, from the page start.
+    pub page: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Recovered {
+    /// Index of the last valid entry (0 if the log is empty).
+    pub last_index: u64,
+    pub last_term: u64,
+    pub tail: Tail,
+    /// Set when a torn tail was cut off: the file and offset.
+    pub truncated: Option<(PathBuf, u64)>,
+}
+
+pub fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{sequence:016x}.wal"))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, RecoveryError> {
+    let io_err = |e| RecoveryError::Io(dir.to_path_buf(), e);
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err)? {
+        let path = entry.map_err(io_err)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if name.ends_with(".wal.tmp") || name.ends_with(".next") {
+            fs::remove_file(&path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        } else if let Some(hex) = name.strip_suffix(".wal") {
+            if let Ok(sequence) = u64::from_str_radix(hex, 16) {
+                segments.push((sequence, path));
+            }
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// Whether a valid record starts anywhere at or after `from` in `bytes`.
+fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+    let mut at = from.next_multiple_of(format::record_alignment_bytes);
+    while at + format::record_header_bytes <= bytes.len() {
+        if let Decoded::Record(_) = format::decode_record(&bytes[at..]) {
+            return true;
+        }
+        at += format::record_alignment_bytes;
+    }
+    false
+}
+
+struct Damage {
+    segment: usize,
+    offset: u64,
+    reason: &'static str,
+}
+
+/// Replays the WAL in `dir` (created if missing), calling `on_entry(term,
+/// index, payload)` for every valid entry in order, and repairs a torn tail.
+pub fn recover(
+    dir: &Path,
+    segment_bytes: u64,
+    mut on_entry: impl FnMut(u64, u64, Bytes),
+) -> Result<Recovered, RecoveryError> {
+    fs::create_dir_all(dir).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
+    let segments = list_segments(dir)?;
+    let read = |path: &Path| fs::read(path).map_err(|e| RecoveryError::Io(path.to_path_buf(), e));
+    let (mut last_index, mut last_term) = (0u64, 0u64);
+    let mut damage: Option<Damage> = None;
+    let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
+    for (i, (sequence, path)) in segments.iter().enumerate() {
+        let bytes = Bytes::from(read(path)?);
+        match SegmentHeader::decode(&bytes) {
+            Ok(h) if h.sequence == *sequence && h.first_index == last_index + 1 => {}
+            Ok(_) => {
+                damage = Some(Damage { segment: i, offset: 0, reason: "segment out of sequence" });
+                break;
+            }
+            Err(reason) => {
+                damage = Some(Damage { segment: i, offset: 0, reason });
+                break;
+            }
+        }
+        let mut at = format::segment_header_bytes;
+        loop {
+            match format::decode_record(&bytes[at.min(bytes.len())..]) {
+                Decoded::Record(r) if r.index == last_index + 1 => {
+                    let start = at + format::record_header_bytes;
+                    on_entry(r.term, r.index, bytes.slice(start..start + r.payload.len()));
+                    last_index = r.index;
+                    last_term = r.term;
+                    at += r.total_bytes;
+                }
+                Decoded::Record(_) => {
+                    damage = Some(Damage {
+                        segment: i,
+                        offset: at as u64,
+                        reason: "index out of sequence",
+                    });
+                    break;
+                }
+                Decoded::Bad(reason) => {
+                    damage = Some(Damage { segment: i, offset: at as u64, reason });
+                    break;
+                }
+                Decoded::End if i + 1 < segments.len() && valid_record_after(&bytes, at + 8) => {
+                    let reason = "zeros before the end of the segment's records";
+                    damage = Some(Damage { segment: i, offset: at as u64, reason });
+                    break;
+                }
+                Decoded::End => {
+                    end = Some((i, at as u64));
+                    break;
+                }
+            }
+        }
+        if damage.is_some() {
+            break;
+        }
+        // A segment ends where its data ends; the next segment continues.
+    }
+    // Anything valid after the end of the data means damage in the middle.
+    let cut = match (&damage, end) {
+        (Some(d), _) => (d.segment, d.offset, d.reason),
+        (None, Some((segment, offset))) => (segment, offset, "zeros before the end of the log"),
+        (None, None) => (segments.len(), 0, ""),
+    };
+    check_nothing_valid_after(&segments, cut, &read)?;
+    if segments.is_empty() {
+        return Ok(fresh_log(dir, segment_bytes, last_index, last_term));
+    }
+    let (segment, offset, _) = cut;
+    let (sequence, path) = segments[segment.min(segments.len() - 1)].clone();
+    let truncated = damage.as_ref().map(|d| (segments[d.segment].1.clone(), d.offset));
+    for (_, later) in &segments[segment + 1..] {
+        fs::remove_file(later).map_err(|e| RecoveryError::Io(later.clone(), e))?;
+    }
+    if offset < format::segment_header_bytes as u64 {
+        // The segment's header itself is gone: start it again.
+        fs::remove_file(&path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        prepare_segment_file(&path, segment_bytes)
+            .map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        let page = SegmentHeader { sequence, first_index: last_index + 1 }.encode().to_vec();
+        let tail =
+            Tail { path, sequence, write_offset: page.len() as u64, capacity: segment_bytes, page };
+        return Ok(Recovered { last_index, last_term, tail, truncated });
+    }
+    let tail = repair_tail(&path, sequence, offset, segment_bytes)?;
+    Ok(Recovered { last_index, last_term, tail, truncated })
+}
+
+fn check_nothing_valid_after(
+    segments: &[(u64, PathBuf)],
+    (segment, offset, reason): (usize, u64, &'static str),
+    read: &dyn Fn(&Path) -> Result<Vec<u8>, RecoveryError>,
+) -> Result<(), RecoveryError> {
+    for (i, (_, path)) in segments.iter().enumerate().skip(segment) {
+        let bytes = read(path)?;
+        let from = if i == segment { offset as usize + format::record_alignment_bytes } else { 0 };
+        let from = from.max(format::segment_header_bytes);
+        if valid_record_after(&bytes, from) {
+            let (file, offset) = (segments[segment].1.clone(), offset);
+            return Err(RecoveryError::Corrupt { file, offset, reason });
+        }
+    }
+    Ok(())
+}
+
+fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) -> Recovered {
+    let path = segment_path(dir, 0);
+    prepare_segment_file(&path, segment_bytes).expect("create the first WAL segment");
+    let page = SegmentHeader { sequence: 0, first_index: 1 }.encode().to_vec();
+    let tail =
+        Tail { path, sequence: 0, write_offset: page.len() as u64, capacity: segment_bytes, page };
+    Recovered { last_index, last_term, tail, truncated: None }
+}
+
+/// Zeroes the segment from `offset` on (and extends it to `segment_bytes` if a
+/// crash or an operator left it shorter), syncs it, and returns the tail.
+fn repair_tail(
+    path: &Path,
+    sequence: u64,
+    offset: u64,
+    segment_bytes: u64,
+) -> Result<Tail, RecoveryError> {
+    let io_err = |e| RecoveryError::Io(path.to_path_buf(), e);
+    let bytes = fs::read(path).map_err(io_err)?;
+    let capacity = (bytes.len() as u64).max(segment_bytes);
+    let page_start = offset - offset % crate::limits::io_alignment_bytes as u64;
+    let page = bytes[page_start as usize..offset as usize].to_vec();
+    let dirty = bytes[offset as usize..].iter().any(|b| *b != 0);
+    if dirty || (bytes.len() as u64) < capacity {
+        let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+        write_zeros(&file, offset, capacity).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+    }
+    Ok(Tail { path: path.to_path_buf(), sequence, write_offset: offset, capacity, page })
+}
+
+fn write_zeros(file: &fs::File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Creates a segment file of `segment_bytes` zeros, written through once so
+/// that later fdatasyncs carry no metadata (PLATFORM.md), and synced.
+pub fn prepare_segment_file(path: &Path, segment_bytes: u64) -> io::Result<()> {
+    let tmp = path.with_extension("wal.tmp");
+    {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = segment_bytes;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().expect("segment in a directory"))
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
