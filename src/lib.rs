@@ -10,7 +10,10 @@
 pub mod disk;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod mvcc;
 pub mod protocol;
+pub mod runtime;
+pub mod server;
 pub mod types;
 pub mod wal;

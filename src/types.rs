@@ -184,17 +184,21 @@ pub struct RangeResponse {
     pub kvs: Vec<KeyValue>,
     pub more: bool,
     pub count: i64,
+    /// The revision in this response's own header inside a txn (see schema).
+    pub header_revision: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutResponse {
     pub prev_kv: Option<KeyValue>,
+    pub header_revision: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteRangeResponse {
     pub deleted: i64,
     pub prev_kvs: Vec<KeyValue>,
+    pub header_revision: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,6 +213,7 @@ pub enum ResponseOp {
 pub struct TxnResponse {
     pub succeeded: bool,
     pub responses: Vec<ResponseOp>,
+    pub header_revision: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -137,6 +137,11 @@ impl Store {
         Store::default()
     }
 
+    /// A store that continues from `snapshot` (for read-only txns on any core).
+    pub fn from_snapshot(snapshot: Snapshot) -> Store {
+        Store { state: snapshot }
+    }
+
     /// The current state as an immutable snapshot (O(1)).
     pub fn snapshot(&self) -> Snapshot {
         self.state.clone()

@@ -98,7 +98,12 @@ impl Snapshot {
             true
         });
         if r.count_only {
-            return Ok(RangeResponse { kvs: Vec::new(), more: false, count });
+            return Ok(RangeResponse {
+                kvs: Vec::new(),
+                more: false,
+                count,
+                header_revision: self.revision,
+            });
         }
         kvs.retain(|kv| {
             (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
@@ -122,7 +127,7 @@ impl Snapshot {
                 kv
             })
             .collect();
-        Ok(RangeResponse { kvs, more, count })
+        Ok(RangeResponse { kvs, more, count, header_revision: self.revision })
     }
 }
 

@@ -74,7 +74,10 @@ fn deleting_nothing_does_not_move_the_revision() {
     let mut store = Store::new();
     let body = store
         .apply(&Request::DeleteRange(DeleteRangeRequest { key: b("x"), ..Default::default() }));
-    assert_eq!(body.unwrap(), ResponseBody::DeleteRange(DeleteRangeResponse::default()));
+    assert_eq!(
+        body.unwrap(),
+        ResponseBody::DeleteRange(DeleteRangeResponse { header_revision: 1, ..Default::default() })
+    );
     assert_eq!(store.revision(), 1);
 }
 

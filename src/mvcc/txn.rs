@@ -168,8 +168,9 @@ impl Store {
         txn_path(&self.state, t, &mut path);
         self.check_txn(t, &path, &mut 0)?;
         let mut change = Change::new(&mut self.state);
-        let response = apply_on_path(&mut change, t, &path, &mut 0);
+        let mut response = apply_on_path(&mut change, t, &path, &mut 0);
         change.finish();
+        response.header_revision = self.state.revision;
         Ok(response)
     }
 
@@ -206,5 +207,6 @@ fn apply_on_path(
             RequestOp::Txn(inner) => ResponseOp::Txn(apply_on_path(change, inner, path, at)),
         })
         .collect();
-    TxnResponse { succeeded, responses }
+    // etcd leaves the header of a nested txn's response empty.
+    TxnResponse { succeeded, responses, header_revision: 0 }
 }

@@ -158,6 +158,7 @@ impl<'a> Change<'a> {
         self.changed = true;
         PutResponse {
             prev_kv: if p.prev_kv { previous.map(|kv| KeyValue::clone(&kv)) } else { None },
+            header_revision: self.revision,
         }
     }
 
@@ -175,6 +176,7 @@ impl<'a> Change<'a> {
             self.changed = true;
         }
         DeleteRangeResponse {
+            header_revision: if self.changed { self.revision } else { self.state.revision },
             deleted: doomed.len() as i64,
             prev_kvs: if d.prev_kv {
                 doomed.iter().map(|kv| KeyValue::clone(kv)).collect()

@@ -452,12 +452,21 @@ fn build_range_response<'a>(
     r: &RangeResponse,
 ) -> Off<wire::RangeResponse<'a>> {
     let kvs = build_kvs(fbb, &r.kvs);
-    wire::RangeResponse::create(fbb, &wire::RangeResponseArgs { kvs, more: r.more, count: r.count })
+    let args = wire::RangeResponseArgs {
+        kvs,
+        more: r.more,
+        count: r.count,
+        header_revision: r.header_revision,
+    };
+    wire::RangeResponse::create(fbb, &args)
 }
 
 fn build_put_response<'a>(fbb: &mut Builder<'a>, p: &PutResponse) -> Off<wire::PutResponse<'a>> {
     let prev_kv = p.prev_kv.as_ref().map(|kv| build_kv(fbb, kv));
-    wire::PutResponse::create(fbb, &wire::PutResponseArgs { prev_kv })
+    wire::PutResponse::create(
+        fbb,
+        &wire::PutResponseArgs { prev_kv, header_revision: p.header_revision },
+    )
 }
 
 fn build_delete_response<'a>(
@@ -467,7 +476,11 @@ fn build_delete_response<'a>(
     let prev_kvs = build_kvs(fbb, &d.prev_kvs);
     wire::DeleteRangeResponse::create(
         fbb,
-        &wire::DeleteRangeResponseArgs { deleted: d.deleted, prev_kvs },
+        &wire::DeleteRangeResponseArgs {
+            deleted: d.deleted,
+            prev_kvs,
+            header_revision: d.header_revision,
+        },
     )
 }
 
@@ -498,7 +511,12 @@ fn build_txn_response<'a>(fbb: &mut Builder<'a>, t: &TxnResponse) -> Off<wire::T
         })
         .collect();
     let responses = if built.is_empty() { None } else { Some(fbb.create_vector(&built)) };
-    wire::TxnResponse::create(fbb, &wire::TxnResponseArgs { succeeded: t.succeeded, responses })
+    let args = wire::TxnResponseArgs {
+        succeeded: t.succeeded,
+        responses,
+        header_revision: t.header_revision,
+    };
+    wire::TxnResponse::create(fbb, &args)
 }
 
 /// Decodes a response body (client side). A response that cannot be decoded
@@ -579,15 +597,27 @@ fn read_kvs(
 }
 
 fn read_range_response(frame: &Bytes, r: wire::RangeResponse<'_>) -> RangeResponse {
-    RangeResponse { kvs: read_kvs(frame, r.kvs()), more: r.more(), count: r.count() }
+    RangeResponse {
+        kvs: read_kvs(frame, r.kvs()),
+        more: r.more(),
+        count: r.count(),
+        header_revision: r.header_revision(),
+    }
 }
 
 fn read_put_response(frame: &Bytes, p: wire::PutResponse<'_>) -> PutResponse {
-    PutResponse { prev_kv: p.prev_kv().map(|kv| read_kv(frame, kv)) }
+    PutResponse {
+        prev_kv: p.prev_kv().map(|kv| read_kv(frame, kv)),
+        header_revision: p.header_revision(),
+    }
 }
 
 fn read_delete_response(frame: &Bytes, d: wire::DeleteRangeResponse<'_>) -> DeleteRangeResponse {
-    DeleteRangeResponse { deleted: d.deleted(), prev_kvs: read_kvs(frame, d.prev_kvs()) }
+    DeleteRangeResponse {
+        deleted: d.deleted(),
+        prev_kvs: read_kvs(frame, d.prev_kvs()),
+        header_revision: d.header_revision(),
+    }
 }
 
 fn read_txn_response(frame: &Bytes, t: wire::TxnResponse<'_>) -> Result<TxnResponse, Error> {
@@ -614,7 +644,7 @@ fn read_txn_response(frame: &Bytes, t: wire::TxnResponse<'_>) -> Result<TxnRespo
             _ => return Err(bad()),
         });
     }
-    Ok(TxnResponse { succeeded: t.succeeded(), responses })
+    Ok(TxnResponse { succeeded: t.succeeded(), responses, header_revision: t.header_revision() })
 }
 
 #[cfg(test)]
@@ -683,15 +713,22 @@ mod tests {
         };
         let header = ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 };
         let bodies = vec![
-            ResponseBody::Range(RangeResponse { kvs: vec![kv.clone()], more: true, count: 5 }),
-            ResponseBody::Put(PutResponse { prev_kv: Some(kv.clone()) }),
+            ResponseBody::Range(RangeResponse {
+                kvs: vec![kv.clone()],
+                more: true,
+                count: 5,
+                header_revision: 3,
+            }),
+            ResponseBody::Put(PutResponse { prev_kv: Some(kv.clone()), header_revision: 3 }),
             ResponseBody::DeleteRange(DeleteRangeResponse {
                 deleted: 1,
                 prev_kvs: vec![kv.clone()],
+                header_revision: 3,
             }),
             ResponseBody::Txn(TxnResponse {
                 succeeded: true,
                 responses: vec![ResponseOp::Put(PutResponse::default())],
+                header_revision: 0,
             }),
             ResponseBody::Compact,
             ResponseBody::Status(StatusResponse {

@@ -76,6 +76,11 @@ impl<D: LogDisk> WalWriter<D> {
         Ok(writer)
     }
 
+    /// Bytes the log occupies on disk (segments are preallocated).
+    pub fn disk_bytes(&self) -> u64 {
+        (self.sequence + 1) * self.segment_bytes
+    }
+
     pub fn last_index(&self) -> u64 {
         self.last_index
     }

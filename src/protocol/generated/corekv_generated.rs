@@ -3184,6 +3184,7 @@ pub mod corekv {
             pub const VT_KVS: ::flatbuffers::VOffsetT = 4;
             pub const VT_MORE: ::flatbuffers::VOffsetT = 6;
             pub const VT_COUNT: ::flatbuffers::VOffsetT = 8;
+            pub const VT_HEADER_REVISION: ::flatbuffers::VOffsetT = 10;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3200,6 +3201,7 @@ pub mod corekv {
                 args: &'args RangeResponseArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<RangeResponse<'bldr>> {
                 let mut builder = RangeResponseBuilder::new(_fbb);
+                builder.add_header_revision(args.header_revision);
                 builder.add_count(args.count);
                 if let Some(x) = args.kvs {
                     builder.add_kvs(x);
@@ -3236,6 +3238,13 @@ pub mod corekv {
                 // which contains a valid value in this slot
                 unsafe { self._tab.get::<i64>(RangeResponse::VT_COUNT, Some(0)).unwrap() }
             }
+            #[inline]
+            pub fn header_revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(RangeResponse::VT_HEADER_REVISION, Some(0)).unwrap() }
+            }
         }
 
         impl ::flatbuffers::Verifiable for RangeResponse<'_> {
@@ -3250,6 +3259,7 @@ pub mod corekv {
                     >>("kvs", Self::VT_KVS, false)?
                     .visit_field::<bool>("more", Self::VT_MORE, false)?
                     .visit_field::<i64>("count", Self::VT_COUNT, false)?
+                    .visit_field::<i64>("header_revision", Self::VT_HEADER_REVISION, false)?
                     .finish();
                 Ok(())
             }
@@ -3262,11 +3272,12 @@ pub mod corekv {
             >,
             pub more: bool,
             pub count: i64,
+            pub header_revision: i64,
         }
         impl<'a> Default for RangeResponseArgs<'a> {
             #[inline]
             fn default() -> Self {
-                RangeResponseArgs { kvs: None, more: false, count: 0 }
+                RangeResponseArgs { kvs: None, more: false, count: 0, header_revision: 0 }
             }
         }
 
@@ -3294,6 +3305,10 @@ pub mod corekv {
                 self.fbb_.push_slot::<i64>(RangeResponse::VT_COUNT, count, 0);
             }
             #[inline]
+            pub fn add_header_revision(&mut self, header_revision: i64) {
+                self.fbb_.push_slot::<i64>(RangeResponse::VT_HEADER_REVISION, header_revision, 0);
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> RangeResponseBuilder<'a, 'b, A> {
@@ -3313,6 +3328,7 @@ pub mod corekv {
                 ds.field("kvs", &self.kvs());
                 ds.field("more", &self.more());
                 ds.field("count", &self.count());
+                ds.field("header_revision", &self.header_revision());
                 ds.finish()
             }
         }
@@ -3333,6 +3349,7 @@ pub mod corekv {
 
         impl<'a> PutResponse<'a> {
             pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 4;
+            pub const VT_HEADER_REVISION: ::flatbuffers::VOffsetT = 6;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3349,6 +3366,7 @@ pub mod corekv {
                 args: &'args PutResponseArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<PutResponse<'bldr>> {
                 let mut builder = PutResponseBuilder::new(_fbb);
+                builder.add_header_revision(args.header_revision);
                 if let Some(x) = args.prev_kv {
                     builder.add_prev_kv(x);
                 }
@@ -3367,6 +3385,13 @@ pub mod corekv {
                     )
                 }
             }
+            #[inline]
+            pub fn header_revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(PutResponse::VT_HEADER_REVISION, Some(0)).unwrap() }
+            }
         }
 
         impl ::flatbuffers::Verifiable for PutResponse<'_> {
@@ -3381,17 +3406,19 @@ pub mod corekv {
                         Self::VT_PREV_KV,
                         false,
                     )?
+                    .visit_field::<i64>("header_revision", Self::VT_HEADER_REVISION, false)?
                     .finish();
                 Ok(())
             }
         }
         pub struct PutResponseArgs<'a> {
             pub prev_kv: Option<::flatbuffers::WIPOffset<KeyValue<'a>>>,
+            pub header_revision: i64,
         }
         impl<'a> Default for PutResponseArgs<'a> {
             #[inline]
             fn default() -> Self {
-                PutResponseArgs { prev_kv: None }
+                PutResponseArgs { prev_kv: None, header_revision: 0 }
             }
         }
 
@@ -3406,6 +3433,10 @@ pub mod corekv {
                     PutResponse::VT_PREV_KV,
                     prev_kv,
                 );
+            }
+            #[inline]
+            pub fn add_header_revision(&mut self, header_revision: i64) {
+                self.fbb_.push_slot::<i64>(PutResponse::VT_HEADER_REVISION, header_revision, 0);
             }
             #[inline]
             pub fn new(
@@ -3425,6 +3456,7 @@ pub mod corekv {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 let mut ds = f.debug_struct("PutResponse");
                 ds.field("prev_kv", &self.prev_kv());
+                ds.field("header_revision", &self.header_revision());
                 ds.finish()
             }
         }
@@ -3446,6 +3478,7 @@ pub mod corekv {
         impl<'a> DeleteRangeResponse<'a> {
             pub const VT_DELETED: ::flatbuffers::VOffsetT = 4;
             pub const VT_PREV_KVS: ::flatbuffers::VOffsetT = 6;
+            pub const VT_HEADER_REVISION: ::flatbuffers::VOffsetT = 8;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3462,6 +3495,7 @@ pub mod corekv {
                 args: &'args DeleteRangeResponseArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<DeleteRangeResponse<'bldr>> {
                 let mut builder = DeleteRangeResponseBuilder::new(_fbb);
+                builder.add_header_revision(args.header_revision);
                 builder.add_deleted(args.deleted);
                 if let Some(x) = args.prev_kvs {
                     builder.add_prev_kvs(x);
@@ -3490,6 +3524,15 @@ pub mod corekv {
                     >>(DeleteRangeResponse::VT_PREV_KVS, None)
                 }
             }
+            #[inline]
+            pub fn header_revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<i64>(DeleteRangeResponse::VT_HEADER_REVISION, Some(0)).unwrap()
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for DeleteRangeResponse<'_> {
@@ -3503,6 +3546,7 @@ pub mod corekv {
                     .visit_field::<::flatbuffers::ForwardsUOffset<
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyValue>>,
                     >>("prev_kvs", Self::VT_PREV_KVS, false)?
+                    .visit_field::<i64>("header_revision", Self::VT_HEADER_REVISION, false)?
                     .finish();
                 Ok(())
             }
@@ -3514,11 +3558,12 @@ pub mod corekv {
                     ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyValue<'a>>>,
                 >,
             >,
+            pub header_revision: i64,
         }
         impl<'a> Default for DeleteRangeResponseArgs<'a> {
             #[inline]
             fn default() -> Self {
-                DeleteRangeResponseArgs { deleted: 0, prev_kvs: None }
+                DeleteRangeResponseArgs { deleted: 0, prev_kvs: None, header_revision: 0 }
             }
         }
 
@@ -3544,6 +3589,14 @@ pub mod corekv {
                 );
             }
             #[inline]
+            pub fn add_header_revision(&mut self, header_revision: i64) {
+                self.fbb_.push_slot::<i64>(
+                    DeleteRangeResponse::VT_HEADER_REVISION,
+                    header_revision,
+                    0,
+                );
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> DeleteRangeResponseBuilder<'a, 'b, A> {
@@ -3562,6 +3615,7 @@ pub mod corekv {
                 let mut ds = f.debug_struct("DeleteRangeResponse");
                 ds.field("deleted", &self.deleted());
                 ds.field("prev_kvs", &self.prev_kvs());
+                ds.field("header_revision", &self.header_revision());
                 ds.finish()
             }
         }
@@ -3829,6 +3883,7 @@ pub mod corekv {
         impl<'a> TxnResponse<'a> {
             pub const VT_SUCCEEDED: ::flatbuffers::VOffsetT = 4;
             pub const VT_RESPONSES: ::flatbuffers::VOffsetT = 6;
+            pub const VT_HEADER_REVISION: ::flatbuffers::VOffsetT = 8;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3845,6 +3900,7 @@ pub mod corekv {
                 args: &'args TxnResponseArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<TxnResponse<'bldr>> {
                 let mut builder = TxnResponseBuilder::new(_fbb);
+                builder.add_header_revision(args.header_revision);
                 if let Some(x) = args.responses {
                     builder.add_responses(x);
                 }
@@ -3873,6 +3929,13 @@ pub mod corekv {
                     >>(TxnResponse::VT_RESPONSES, None)
                 }
             }
+            #[inline]
+            pub fn header_revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(TxnResponse::VT_HEADER_REVISION, Some(0)).unwrap() }
+            }
         }
 
         impl ::flatbuffers::Verifiable for TxnResponse<'_> {
@@ -3886,6 +3949,7 @@ pub mod corekv {
                     .visit_field::<::flatbuffers::ForwardsUOffset<
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ResponseOp>>,
                     >>("responses", Self::VT_RESPONSES, false)?
+                    .visit_field::<i64>("header_revision", Self::VT_HEADER_REVISION, false)?
                     .finish();
                 Ok(())
             }
@@ -3897,11 +3961,12 @@ pub mod corekv {
                     ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ResponseOp<'a>>>,
                 >,
             >,
+            pub header_revision: i64,
         }
         impl<'a> Default for TxnResponseArgs<'a> {
             #[inline]
             fn default() -> Self {
-                TxnResponseArgs { succeeded: false, responses: None }
+                TxnResponseArgs { succeeded: false, responses: None, header_revision: 0 }
             }
         }
 
@@ -3927,6 +3992,10 @@ pub mod corekv {
                 );
             }
             #[inline]
+            pub fn add_header_revision(&mut self, header_revision: i64) {
+                self.fbb_.push_slot::<i64>(TxnResponse::VT_HEADER_REVISION, header_revision, 0);
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> TxnResponseBuilder<'a, 'b, A> {
@@ -3945,6 +4014,7 @@ pub mod corekv {
                 let mut ds = f.debug_struct("TxnResponse");
                 ds.field("succeeded", &self.succeeded());
                 ds.field("responses", &self.responses());
+                ds.field("header_revision", &self.header_revision());
                 ds.finish()
             }
         }

@@ -1,0 +1,81 @@
+//! Counters kept from day one, per core (each core writes only its own, on its
+//! own cache line) and merged when read. /metrics will serve them with etcd's
+//! names; `snapshot()` is the merge.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What one core counts.
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct CoreCounters {
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub requests_read: AtomicU64,
+    pub requests_write: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+/// What the log driver counts (one writer: core 0).
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct LogCounters {
+    pub batches: AtomicU64,
+    pub entries: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub wal_syncs: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub cores: Vec<CoreCounters>,
+    pub log: LogCounters,
+}
+
+/// Merged totals.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct Totals {
+    pub connections_accepted: u64,
+    pub connections_open: u64,
+    pub requests_read: u64,
+    pub requests_write: u64,
+    pub requests_failed: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub batches: u64,
+    pub entries: u64,
+    pub wal_bytes: u64,
+    pub wal_syncs: u64,
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+impl Metrics {
+    pub fn new(cores: usize) -> Metrics {
+        Metrics {
+            cores: (0..cores).map(|_| CoreCounters::default()).collect(),
+            log: LogCounters::default(),
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for c in &self.cores {
+            t.connections_accepted += c.connections_accepted.load(Relaxed);
+            t.connections_open += c.connections_open.load(Relaxed);
+            t.requests_read += c.requests_read.load(Relaxed);
+            t.requests_write += c.requests_write.load(Relaxed);
+            t.requests_failed += c.requests_failed.load(Relaxed);
+            t.bytes_received += c.bytes_received.load(Relaxed);
+            t.bytes_sent += c.bytes_sent.load(Relaxed);
+        }
+        t.batches = self.log.batches.load(Relaxed);
+        t.entries = self.log.entries.load(Relaxed);
+        t.wal_bytes = self.log.wal_bytes.load(Relaxed);
+        t.wal_syncs = self.log.wal_syncs.load(Relaxed);
+        t
+    }
+}

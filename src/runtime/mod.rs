@@ -1,0 +1,158 @@
+//! The only place that names glommio. It starts one pinned executor per core
+//! and implements the seams the rest of corekv uses: disk (`DmaDisk`), network
+//! (`Listener`, `Stream`) and clock (`sleep`, `timeout`).
+//!
+//! PLATFORM.md pitfalls handled here: the poll-ring probe (`probe_dma_reads`),
+//! placement bounded by the CPUs actually available, SO_REUSEPORT on every
+//! bind (callers check the port is free first).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::io::{DmaFile, OpenOptions};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::disk::{LogDisk, LogFile};
+
+pub type Stream = glommio::net::TcpStream;
+
+/// The CPUs this process may run on (its affinity mask), in order.
+pub fn available_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes into the zeroed set we pass it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|cpu| libc::CPU_ISSET(*cpu, &set)).collect()
+    }
+}
+
+/// Runs `body(core_index)` on `cores` executors, each pinned to one available
+/// CPU (round-robin if more cores than CPUs are asked for), and waits for all.
+pub fn run_cores<F, Fut>(cores: usize, name: &str, body: F) -> io::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cpus = available_cpus();
+    let mut handles = Vec::with_capacity(cores);
+    for core in 0..cores {
+        let body = body.clone();
+        let cpu = cpus[core % cpus.len()];
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("{name}-{core}"))
+            .spawn(move || body(core))
+            .map_err(io::Error::from)?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        handle.join().map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Runs a detached task on the current core.
+pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) {
+    glommio::spawn_local(future).detach();
+}
+
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// `future`, or None if it takes longer than `duration`.
+pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        glommio::timer::sleep(duration).await;
+        None
+    })
+    .await
+}
+
+/// Gives other tasks on this core a turn.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
+/// A listener on `address` for the current core (SO_REUSEPORT: every core
+/// binds the same address and the kernel spreads connections).
+pub struct Listener(glommio::net::TcpListener);
+
+impl Listener {
+    pub fn bind(address: SocketAddr) -> io::Result<Listener> {
+        glommio::net::TcpListener::bind(address).map(Listener).map_err(io::Error::from)
+    }
+
+    pub async fn accept(&self) -> io::Result<Stream> {
+        let stream = self.0.accept().await.map_err(io::Error::from)?;
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        Ok(stream)
+    }
+}
+
+/// PLATFORM.md: glommio decides per executor, from the first DMA file it
+/// opens, whether the device supports polled I/O, and a wrong guess makes
+/// every later DMA read fail with EOPNOTSUPP. Open a written probe file first,
+/// and fail loudly if a DMA read still does not work.
+pub async fn probe_dma_reads(dir: &Path, core: usize) -> io::Result<()> {
+    let path = dir.join(format!(".dma-probe-{core}"));
+    let tmp = dir.join(format!(".dma-probe-{core}.tmp"));
+    std::fs::write(&tmp, vec![0x5au8; 4096])?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    let file = DmaFile::open(&path).await.map_err(io::Error::from)?;
+    let result = file.read_at_aligned(0, 512).await;
+    let _ = file.close().await;
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(data) if data.len() == 512 && data.iter().all(|b| *b == 0x5a) => Ok(()),
+        Ok(_) => Err(io::Error::other("DMA probe read returned wrong bytes")),
+        Err(e) => {
+            let e = io::Error::from(e);
+            Err(io::Error::new(
+                e.kind(),
+                format!("DMA reads do not work on this executor ({e}); see PLATFORM.md, poll ring"),
+            ))
+        }
+    }
+}
+
+/// The disk seam on glommio DMA files (O_DIRECT, io_uring).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DmaDisk;
+
+pub struct DmaLogFile(Rc<DmaFile>);
+
+impl LogFile for DmaLogFile {
+    async fn write_at(&self, position: u64, data: &[u8]) -> io::Result<()> {
+        let mut buffer = self.0.alloc_dma_buffer(data.len());
+        buffer.as_bytes_mut().copy_from_slice(data);
+        let written = self.0.write_at(buffer, position).await.map_err(io::Error::from)?;
+        if written != data.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short DMA write"));
+        }
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.0.fdatasync().await.map_err(io::Error::from)
+    }
+
+    async fn close(self) -> io::Result<()> {
+        self.0.close_rc().await.map(|_| ()).map_err(io::Error::from)
+    }
+}
+
+impl LogDisk for DmaDisk {
+    type File = DmaLogFile;
+
+    async fn open_for_append(&self, path: &Path) -> io::Result<DmaLogFile> {
+        let file = OpenOptions::new().write(true).dma_open(path).await.map_err(io::Error::from)?;
+        Ok(DmaLogFile(Rc::new(file)))
+    }
+}

@@ -1,0 +1,199 @@
+//! The member's configuration: etcd's flag names where etcd has the concept,
+//! so that operators' habits carry over, plus `--cores`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::limits;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "corekv",
+    version,
+    about = "corekv: an etcd-compatible, thread-per-core key-value store"
+)]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: ./<name>.corekv).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated URLs to listen on for client traffic.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub listen_client_urls: String,
+    /// Comma-separated client URLs to advertise (default: the listen URLs).
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+    /// Comma-separated URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise (default: the listen peer URLs).
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Initial cluster configuration, name=peer-url pairs (default: this member alone).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token, mixed into the cluster and member ids.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Executors (one per core) serving clients; default: every available CPU.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Size of each WAL segment file in bytes.
+    #[arg(long, default_value_t = limits::wal_segment_bytes_default)]
+    pub wal_segment_bytes: u64,
+}
+
+/// The configuration checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub client_addresses: Vec<SocketAddr>,
+    pub peer_addresses: Vec<SocketAddr>,
+    pub cores: usize,
+    pub wal_segment_bytes: u64,
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+fn parse_urls(flag: &str, urls: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") || url.starts_with("unixs://") {
+            return Err(format!("--{flag}: {url}: TLS is not supported yet"));
+        } else {
+            return Err(format!("--{flag}: {url}: expected http://host:port"));
+        };
+        let host_port = rest.trim_end_matches('/');
+        let mut resolved = host_port
+            .to_socket_addrs()
+            .map_err(|e| format!("--{flag}: {url}: {e}"))?
+            .filter(|a| a.is_ipv4())
+            .collect::<Vec<_>>();
+        resolved.truncate(1);
+        if resolved.is_empty() {
+            return Err(format!("--{flag}: {url}: no IPv4 address"));
+        }
+        out.extend(resolved);
+    }
+    if out.is_empty() {
+        return Err(format!("--{flag}: no URL given"));
+    }
+    Ok(out)
+}
+
+fn id_of(parts: &[&str]) -> u64 {
+    let joined = parts.join("\u{0}");
+    xxhash_rust::xxh3::xxh3_64(joined.as_bytes()).max(1)
+}
+
+impl Config {
+    pub fn resolve(&self) -> Result<Resolved, String> {
+        if self.name.is_empty() {
+            return Err("--name must not be empty".into());
+        }
+        let client_addresses = parse_urls("listen-client-urls", &self.listen_client_urls)?;
+        let peer_addresses = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        if let Some(urls) = &self.advertise_client_urls {
+            parse_urls("advertise-client-urls", urls)?;
+        }
+        let advertise_peer =
+            self.initial_advertise_peer_urls.clone().unwrap_or(self.listen_peer_urls.clone());
+        parse_urls("initial-advertise-peer-urls", &advertise_peer)?;
+        let initial_cluster =
+            self.initial_cluster.clone().unwrap_or(format!("{}={}", self.name, advertise_peer));
+        let members: Vec<&str> =
+            initial_cluster.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+        for member in &members {
+            let Some((name, url)) = member.split_once('=') else {
+                return Err(format!("--initial-cluster: {member}: expected name=url"));
+            };
+            parse_urls("initial-cluster", url)?;
+            if members.len() > 1 || name != self.name {
+                return Err(format!(
+                    "--initial-cluster: {initial_cluster}: only a single-member cluster naming this \
+                     member ({}) is supported so far",
+                    self.name
+                ));
+            }
+        }
+        match self.initial_cluster_state.as_str() {
+            "new" | "existing" => {}
+            other => {
+                return Err(format!("--initial-cluster-state: {other}: expected new or existing"))
+            }
+        }
+        let available = crate::runtime::available_cpus().len();
+        let cores = self.cores.unwrap_or(available);
+        if cores == 0 || cores > limits::cores_max {
+            return Err(format!("--cores: {cores}: expected 1 to {}", limits::cores_max));
+        }
+        if self.wal_segment_bytes < limits::wal_segment_bytes_min
+            || !self.wal_segment_bytes.is_multiple_of(limits::io_alignment_bytes as u64)
+        {
+            return Err(format!(
+                "--wal-segment-bytes: {}: expected a multiple of {} of at least {}",
+                self.wal_segment_bytes,
+                limits::io_alignment_bytes,
+                limits::wal_segment_bytes_min
+            ));
+        }
+        let member_id = id_of(&[&advertise_peer, &self.initial_cluster_token]);
+        let cluster_id = id_of(&[&member_id.to_string(), &self.initial_cluster_token]);
+        Ok(Resolved {
+            name: self.name.clone(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.corekv", self.name))),
+            client_addresses,
+            peer_addresses,
+            cores,
+            wal_segment_bytes: self.wal_segment_bytes,
+            cluster_id,
+            member_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Resolved, String> {
+        let mut all = vec!["corekv"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).map_err(|e| e.to_string())?.resolve()
+    }
+
+    #[test]
+    fn no_flags_is_a_single_member_on_etcds_ports() {
+        let r = config(&[]).unwrap();
+        assert_eq!(r.data_dir, PathBuf::from("default.corekv"));
+        assert_eq!(r.client_addresses, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(r.peer_addresses, vec!["127.0.0.1:2380".parse().unwrap()]);
+        assert_ne!(r.member_id, r.cluster_id);
+    }
+
+    #[test]
+    fn bad_flags_get_clear_errors() {
+        assert!(config(&["--listen-client-urls", "https://127.0.0.1:1"])
+            .unwrap_err()
+            .contains("TLS"));
+        assert!(config(&["--listen-client-urls", "127.0.0.1:1"]).unwrap_err().contains("http://"));
+        assert!(config(&["--initial-cluster", "a=http://127.0.0.1:1,b=http://127.0.0.1:2"])
+            .unwrap_err()
+            .contains("single-member"));
+        assert!(config(&["--cores", "0"]).unwrap_err().contains("--cores"));
+        assert!(config(&["--wal-segment-bytes", "4097"]).unwrap_err().contains("segment"));
+    }
+}

@@ -1,0 +1,248 @@
+//! One client connection on the native protocol.
+//!
+//! ```text
+//!  socket ──► reader ──(reads answered at once)────────────────┐
+//!               │                                               ▼
+//!               └─(writes)─► log driver ─► completer ──► out queue ──► writer ──► socket
+//! ```
+//! The reader decodes frames and answers reads from the published snapshot;
+//! writes go to the log driver, whose replies come back through the completer.
+//! Requests may be pipelined; responses carry the request id and may come
+//! back in any order. Every queue is bounded: a client with too many requests
+//! in flight is simply not read from until some complete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::shared::{Proposal, Reply, Shared};
+use crate::error::{Error, ErrorCode};
+use crate::limits;
+use crate::metrics::{add, CoreCounters};
+use crate::mvcc::{validate_request, Store};
+use crate::protocol::{self, codec, FrameDecoder, FrameError, Preface};
+use crate::runtime::{self, Stream};
+use crate::types::{Request, Response, ResponseBody};
+
+const preface_timeout: Duration = Duration::from_secs(10);
+
+/// Encodes `response` as a frame; a response over the size limit becomes a
+/// `request is too large` error.
+pub fn encode_frame(
+    fbb: &mut FlatBufferBuilder<'static>,
+    request_id: u64,
+    response: &Response,
+) -> Vec<u8> {
+    let body = codec::encode_response(fbb, response);
+    if body.len() > limits::response_bytes_max {
+        let error = Response {
+            header: response.header,
+            result: Err(Error::new(ErrorCode::RequestTooLarge)),
+        };
+        return encode_frame(fbb, request_id, &error);
+    }
+    let mut frame = Vec::with_capacity(protocol::frame_header_bytes + body.len());
+    protocol::write_frame(&mut frame, request_id, body);
+    frame
+}
+
+pub async fn serve(stream: Stream, shared: Arc<Shared>, core: usize) {
+    let counters = &shared.metrics.cores[core];
+    add(&counters.connections_accepted, 1);
+    add(&counters.connections_open, 1);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let mut preface = [0u8; protocol::preface_bytes];
+    let native = match runtime::timeout(preface_timeout, reader.read_exact(&mut preface)).await {
+        Some(Ok(())) => protocol::parse_preface(&preface),
+        _ => Preface::NotNative,
+    };
+    let ours = protocol::preface();
+    match native {
+        Preface::Native { version } if version == protocol::protocol_version => {
+            if writer.write_all(&ours).await.is_ok() {
+                writer = run(reader, writer, shared.clone(), core).await;
+            }
+        }
+        Preface::Native { .. } => {
+            // Tell the client which version we speak, then close.
+            let _ = writer.write_all(&ours).await;
+        }
+        Preface::NotNative if preface.starts_with(b"GET ") || preface.starts_with(b"POST") => {
+            let body = "corekv: HTTP is not served on this port yet\n";
+            let reply = format!(
+                "HTTP/1.1 501 Not Implemented\r\ncontent-type: text/plain\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = writer.write_all(reply.as_bytes()).await;
+        }
+        Preface::NotNative => {}
+    }
+    let _ = writer.close().await;
+    counters.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+type Reader = futures_lite::io::ReadHalf<Stream>;
+type Writer = futures_lite::io::WriteHalf<Stream>;
+
+/// Serves frames until the client closes and every response owed is written;
+/// gives the writer back for closing.
+async fn run(reader: Reader, writer: Writer, shared: Arc<Shared>, core: usize) -> Writer {
+    let (out_tx, out_rx) = async_channel::bounded(limits::connection_responses_queued_max);
+    let (done_tx, done_rx) = async_channel::bounded(limits::connection_requests_in_flight_max);
+    let (slot_tx, slot_rx) = async_channel::bounded(limits::connection_requests_in_flight_max);
+    runtime::spawn(complete_loop(done_rx, slot_rx, out_tx.clone(), shared.clone(), core));
+    let session = Session {
+        shared: shared.clone(),
+        core,
+        out: out_tx,
+        done: done_tx,
+        slots: slot_tx,
+        fbb: FlatBufferBuilder::new(),
+    };
+    let reading = async move {
+        let mut session = session;
+        session.read_loop(reader).await;
+    };
+    let writing = write_loop(writer, out_rx, &shared.metrics.cores[core]);
+    futures_lite::future::zip(reading, writing).await.1
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    core: usize,
+    out: async_channel::Sender<Vec<u8>>,
+    done: async_channel::Sender<Reply>,
+    slots: async_channel::Sender<()>,
+    fbb: FlatBufferBuilder<'static>,
+}
+
+impl Session {
+    fn counters(&self) -> &CoreCounters {
+        &self.shared.metrics.cores[self.core]
+    }
+
+    async fn read_loop(&mut self, mut reader: Reader) {
+        let mut decoder = FrameDecoder::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some((header, body))) => {
+                        if !self.handle(header.request_id, body).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(FrameError::TooLarge { request_id, .. }) => {
+                        // The stream cannot be resynchronised: answer, then close.
+                        let error = Error::new(ErrorCode::RequestTooLarge);
+                        self.respond(request_id, Err(error), self.revision()).await;
+                        return;
+                    }
+                }
+            }
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    add(&self.counters().bytes_received, n as u64);
+                    decoder.push(&buffer[..n]);
+                }
+            }
+        }
+    }
+
+    fn revision(&self) -> i64 {
+        self.shared.published.load().snapshot.revision()
+    }
+
+    async fn respond(
+        &mut self,
+        request_id: u64,
+        result: Result<ResponseBody, Error>,
+        revision: i64,
+    ) -> bool {
+        if result.is_err() {
+            add(&self.counters().requests_failed, 1);
+        }
+        let response = Response { header: self.shared.header(revision), result };
+        let frame = encode_frame(&mut self.fbb, request_id, &response);
+        self.out.send(frame).await.is_ok()
+    }
+
+    /// Handles one request; false when the connection should close.
+    async fn handle(&mut self, request_id: u64, body: Bytes) -> bool {
+        let request =
+            match codec::decode_request(&body).and_then(|r| validate_request(&r).map(|_| r)) {
+                Ok(request) => request,
+                Err(error) => return self.respond(request_id, Err(error), self.revision()).await,
+            };
+        if !request.is_write() {
+            add(&self.counters().requests_read, 1);
+            let published = self.shared.published.load();
+            let snapshot = &published.snapshot;
+            let result = match &request {
+                Request::Range(r) => snapshot.range(r).map(ResponseBody::Range),
+                Request::Status => Ok(ResponseBody::Status(self.shared.status(&published))),
+                Request::Txn(_) => Store::from_snapshot(snapshot.clone()).apply(&request),
+                _ => unreachable!("writes go to the log"),
+            };
+            let revision = snapshot.revision();
+            drop(published);
+            return self.respond(request_id, result, revision).await;
+        }
+        add(&self.counters().requests_write, 1);
+        if self.slots.send(()).await.is_err() {
+            return false;
+        }
+        let proposal = Proposal { request, payload: body, request_id, reply: self.done.clone() };
+        if self.shared.proposals.send(proposal).await.is_err() {
+            let error = Error::new(ErrorCode::Stopping);
+            return self.respond(request_id, Err(error), self.revision()).await;
+        }
+        true
+    }
+}
+
+async fn complete_loop(
+    done: async_channel::Receiver<Reply>,
+    slots: async_channel::Receiver<()>,
+    out: async_channel::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+    core: usize,
+) {
+    let mut fbb = FlatBufferBuilder::new();
+    while let Ok((request_id, response)) = done.recv().await {
+        let _ = slots.try_recv();
+        if response.result.is_err() {
+            add(&shared.metrics.cores[core].requests_failed, 1);
+        }
+        if out.send(encode_frame(&mut fbb, request_id, &response)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_loop(
+    mut writer: Writer,
+    out: async_channel::Receiver<Vec<u8>>,
+    counters: &CoreCounters,
+) -> Writer {
+    while let Ok(mut buffer) = out.recv().await {
+        while buffer.len() < 256 * 1024 {
+            match out.try_recv() {
+                Ok(more) => buffer.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&buffer).await.is_err() {
+            break;
+        }
+        add(&counters.bytes_sent, buffer.len() as u64);
+    }
+    let _ = writer.flush().await;
+    writer
+}

@@ -1,0 +1,216 @@
+//! The member: recovery, cores, listeners, the log driver.
+//!
+//! Start-up, in order: lock the data dir; check the ports are free (glommio's
+//! bind sets SO_REUSEPORT, which would silently share a port with a stale
+//! server); replay the WAL into the store; start one executor per core. Core
+//! 0 also runs the log driver; every core accepts clients on the client port.
+
+pub mod config;
+mod connection;
+mod driver;
+mod shared;
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+pub use config::{Config, Resolved};
+pub use connection::encode_frame;
+
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::mvcc::Store;
+use crate::protocol::codec;
+use crate::runtime::{self, DmaDisk, Listener};
+use crate::wal::{self, WalWriter};
+use driver::Driver;
+use shared::{Published, Shared};
+
+/// The Raft term of a single voter (there is no election to move it).
+const single_voter_term: u64 = 1;
+
+fn lock_data_dir(dir: &Path) -> Result<fs::File, String> {
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("data dir {} is in use by another corekv process", dir.display()));
+    }
+    Ok(file)
+}
+
+fn check_port_free(address: SocketAddr, what: &str) -> Result<(), String> {
+    TcpListener::bind(address)
+        .map(drop)
+        .map_err(|e| format!("cannot listen for {what} on {address}: {e}"))
+}
+
+/// Replays the WAL into a fresh store.
+fn recover(config: &Resolved) -> Result<(Store, wal::Recovered), String> {
+    let mut store = Store::new();
+    let mut failure: Option<String> = None;
+    let wal_dir = config.data_dir.join("wal");
+    let recovered = wal::recover(&wal_dir, config.wal_segment_bytes, |_, index, payload| {
+        if failure.is_some() {
+            return;
+        }
+        match codec::decode_request(&payload) {
+            Ok(request) => {
+                let _ = store.apply(&request);
+            }
+            Err(e) => failure = Some(format!("WAL entry {index} does not decode: {e}")),
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if let Some((file, offset)) = &recovered.truncated {
+        eprintln!("corekv: WAL: cut a torn tail at {} offset {offset}", file.display());
+    }
+    Ok((store, recovered))
+}
+
+/// Runs the member until the process is stopped.
+pub fn run(config: Resolved) -> Result<(), String> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    for address in &config.client_addresses {
+        check_port_free(*address, "clients")?;
+    }
+    for address in &config.peer_addresses {
+        check_port_free(*address, "peers")?;
+    }
+    let (store, recovered) = recover(&config)?;
+    eprintln!(
+        "corekv: member {:x} ({}) recovered {} log entries, revision {}, data dir {}",
+        config.member_id,
+        config.name,
+        recovered.last_index,
+        store.revision(),
+        config.data_dir.display()
+    );
+    let (proposals_tx, proposals_rx) = async_channel::bounded(limits::proposals_queued_max);
+    let published = Published {
+        snapshot: store.snapshot(),
+        applied_index: recovered.last_index,
+        wal_bytes: (recovered.tail.sequence + 1) * config.wal_segment_bytes,
+    };
+    let shared = Arc::new(Shared {
+        cluster_id: config.cluster_id,
+        member_id: config.member_id,
+        raft_term: single_voter_term,
+        published: ArcSwap::from_pointee(published),
+        proposals: proposals_tx,
+        metrics: Metrics::new(config.cores),
+    });
+    let driver_parts = Arc::new(Mutex::new(Some((store, proposals_rx, recovered))));
+    let config = Arc::new(config);
+    runtime::run_cores(config.cores, "corekv", move |core| {
+        let (shared, config, driver_parts) = (shared.clone(), config.clone(), driver_parts.clone());
+        async move {
+            if let Err(e) = runtime::probe_dma_reads(&config.data_dir, core).await {
+                eprintln!("corekv: fatal: {e}");
+                std::process::exit(1);
+            }
+            if core == 0 {
+                let parts = driver_parts.lock().unwrap().take().expect("core 0 starts once");
+                start_driver(&config, shared.clone(), parts).await;
+                for address in &config.peer_addresses {
+                    runtime::spawn(refuse_peers(*address));
+                }
+            }
+            serve_clients(&config, shared, core).await;
+        }
+    })
+    .map_err(|e| format!("cannot start the cores: {e}"))
+}
+
+async fn start_driver(
+    config: &Resolved,
+    shared: Arc<Shared>,
+    (store, proposals, recovered): (
+        Store,
+        async_channel::Receiver<shared::Proposal>,
+        wal::Recovered,
+    ),
+) {
+    let wal_dir = config.data_dir.join("wal");
+    let segment_bytes = config.wal_segment_bytes;
+    let wal = match WalWriter::open(
+        DmaDisk,
+        &wal_dir,
+        segment_bytes,
+        recovered.last_index,
+        recovered.tail,
+    )
+    .await
+    {
+        Ok(wal) => wal,
+        Err(e) => {
+            eprintln!("corekv: fatal: cannot open the WAL for writing: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime::spawn(Driver { shared, store, wal, proposals }.run());
+}
+
+/// The peer port is held (as etcd holds it) but no peer protocol exists yet:
+/// connections are closed at once.
+async fn refuse_peers(address: SocketAddr) {
+    let Ok(listener) = Listener::bind(address) else {
+        eprintln!("corekv: cannot listen for peers on {address}");
+        return;
+    };
+    while let Ok(stream) = listener.accept().await {
+        drop(stream);
+    }
+}
+
+async fn serve_clients(config: &Resolved, shared: Arc<Shared>, core: usize) {
+    let mut listeners = Vec::new();
+    for address in &config.client_addresses {
+        match Listener::bind(*address) {
+            Ok(listener) => listeners.push(Rc::new(listener)),
+            Err(e) => {
+                eprintln!("corekv: fatal: cannot listen for clients on {address}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if core == 0 {
+        let addresses: Vec<String> =
+            config.client_addresses.iter().map(|a| a.to_string()).collect();
+        eprintln!("corekv: serving clients on {} with {} cores", addresses.join(","), config.cores);
+    }
+    let accepting = listeners.into_iter().map(|listener| {
+        let shared = shared.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => runtime::spawn(connection::serve(stream, shared.clone(), core)),
+                    Err(e) => {
+                        eprintln!("corekv: accept failed on core {core}: {e}");
+                        runtime::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }
+    });
+    for task in accepting.collect::<Vec<_>>() {
+        runtime::spawn(task);
+    }
+    // The executor lives as long as the process.
+    std::future::pending::<()>().await;
+}

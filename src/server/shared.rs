@@ -1,0 +1,71 @@
+//! What the cores share: identities, the published state (immutable, swapped
+//! atomically after every applied batch), the proposal queue into the log
+//! driver, and the metrics. Nothing here is locked on the data path.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::metrics::Metrics;
+use crate::mvcc::Snapshot;
+use crate::types::{Request, Response, ResponseHeader, StatusResponse};
+
+/// A response for request `request_id` of some connection.
+pub type Reply = (u64, Response);
+
+/// A write on its way into the log.
+pub struct Proposal {
+    pub request: Request,
+    /// The request as received: the log entry's payload.
+    pub payload: Bytes,
+    pub request_id: u64,
+    pub reply: async_channel::Sender<Reply>,
+}
+
+/// The state every read is served from. Published only after the entries it
+/// reflects are durable, and before any of them is acknowledged: so a read
+/// that starts after an acknowledgement sees that write (linearizable on a
+/// single member; the cluster will add ReadIndex).
+pub struct Published {
+    pub snapshot: Snapshot,
+    pub applied_index: u64,
+    pub wal_bytes: u64,
+}
+
+pub struct Shared {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub raft_term: u64,
+    pub published: ArcSwap<Published>,
+    pub proposals: async_channel::Sender<Proposal>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft_term,
+        }
+    }
+
+    pub fn publish(&self, published: Published) {
+        self.published.store(Arc::new(published));
+    }
+
+    pub fn status(&self, published: &Published) -> StatusResponse {
+        StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            db_size: published.wal_bytes as i64,
+            db_size_in_use: published.snapshot.size_bytes(),
+            leader: self.member_id,
+            raft_index: published.applied_index,
+            raft_term: self.raft_term,
+            raft_applied_index: published.applied_index,
+            is_learner: false,
+        }
+    }
+}
