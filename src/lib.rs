@@ -7,6 +7,8 @@
 
 #![allow(non_upper_case_globals)] // STYLE: constants read as `frame_bytes_max`, units last.
 
+pub mod client;
+pub mod ctl;
 pub mod disk;
 pub mod error;
 pub mod limits;

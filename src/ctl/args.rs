@@ -1,0 +1,174 @@
+//! corekvctl's command line, etcdctl's names.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::print;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "corekvctl",
+    version,
+    about = "A command line client for corekv (etcdctl's commands)"
+)]
+pub struct Cli {
+    /// Comma-separated endpoints (host:port).
+    #[arg(long, global = true, default_value = "127.0.0.1:2379")]
+    pub endpoints: String,
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value = "simple")]
+    pub write_out: OutputFormat,
+    /// Timeout for a command, after connecting (e.g. 5s, 500ms).
+    #[arg(long, global = true, default_value = "5s")]
+    pub command_timeout: String,
+    /// Timeout for connecting to an endpoint.
+    #[arg(long, global = true, default_value = "2s")]
+    pub dial_timeout: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn endpoint_list(&self) -> Vec<String> {
+        self.endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Simple,
+    Json,
+    Table,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Puts the given key into the store.
+    Put(PutArgs),
+    /// Gets the key or a range of keys.
+    Get(GetArgs),
+    /// Removes the specified key or range of keys [key, range_end).
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction.
+    Txn(TxnArgs),
+    /// Compacts the event history in corekv.
+    Compaction(CompactionArgs),
+    /// Endpoint related commands.
+    Endpoint(EndpointArgs),
+}
+
+/// The operations a txn line may hold: the same flags as the commands.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "txn-op", no_binary_name = true)]
+pub enum TxnOp {
+    Put(PutArgs),
+    Get(GetArgs),
+    Del(DelArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PutArgs {
+    pub key: String,
+    pub value: Option<String>,
+    /// Lease ID (in hexadecimal) to attach to the key.
+    #[arg(long)]
+    pub lease: Option<String>,
+    /// Return the previous key-value pair before modification.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Updates the key using its current value.
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// Updates the key using its current lease.
+    #[arg(long)]
+    pub ignore_lease: bool,
+}
+
+impl PutArgs {
+    pub fn print_options(&self) -> print::Options {
+        print::Options::default()
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GetArgs {
+    pub key: String,
+    pub range_end: Option<String>,
+    /// Linearizable(l) or Serializable(s).
+    #[arg(long, default_value = "l")]
+    pub consistency: String,
+    /// Order of results; ASCEND or DESCEND (ASCEND by default).
+    #[arg(long, default_value = "")]
+    pub order: String,
+    /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION.
+    #[arg(long, default_value = "")]
+    pub sort_by: String,
+    /// Maximum number of results.
+    #[arg(long, default_value_t = 0)]
+    pub limit: i64,
+    /// Get keys with matching prefix.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Get keys that are greater than or equal to the given key using byte compare.
+    #[arg(long)]
+    pub from_key: bool,
+    /// Specify the kv revision.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub rev: i64,
+    /// Get only the keys.
+    #[arg(long)]
+    pub keys_only: bool,
+    /// Get only the count.
+    #[arg(long)]
+    pub count_only: bool,
+    /// Only write values when using the "simple" output format.
+    #[arg(long)]
+    pub print_value_only: bool,
+}
+
+impl GetArgs {
+    pub fn print_options(&self) -> print::Options {
+        print::Options { value_only: self.print_value_only, count_only: self.count_only }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DelArgs {
+    pub key: String,
+    pub range_end: Option<String>,
+    /// Delete keys with matching prefix.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Return deleted key-value pairs.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Delete keys that are greater than or equal to the given key using byte compare.
+    #[arg(long)]
+    pub from_key: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TxnArgs {
+    /// Input transaction in interactive mode.
+    #[arg(short, long)]
+    pub interactive: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompactionArgs {
+    pub revision: String,
+    /// Wait for the compaction to physically remove all old revisions.
+    #[arg(long)]
+    pub physical: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EndpointArgs {
+    #[command(subcommand)]
+    pub command: EndpointCommand,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum EndpointCommand {
+    /// Prints out the status of endpoints specified in `--endpoints` flag.
+    Status,
+}

@@ -1,0 +1,281 @@
+//! corekvctl: etcdctl 3.4's commands, flags and output, on the native protocol.
+//! Output in the simple format is byte for byte what etcdctl prints; `-w json`
+//! is etcdctl's JSON shape (base64 keys and values, zero fields left out).
+//! Exit codes follow etcdctl: 1 for errors from the server or the network,
+//! 3 for unreadable txn input, 128 for bad arguments.
+
+mod args;
+mod print;
+mod txn;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+
+pub use args::{Cli, Command};
+use args::{DelArgs, GetArgs, OutputFormat, PutArgs};
+
+use crate::client::{Client, ClientError};
+use crate::types::*;
+
+pub const exit_error: i32 = 1;
+pub const exit_invalid_input: i32 = 3;
+pub const exit_bad_args: i32 = 128;
+
+/// A failure and the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn bad_args(message: impl Into<String>) -> Failure {
+        Failure { code: exit_bad_args, message: message.into() }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure { code: exit_error, message: e.to_string() }
+    }
+}
+
+/// Runs corekvctl with `argv`; returns the exit code. Output goes to `out`.
+pub fn main_with(argv: Vec<String>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit_bad_args } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(&cli, stdin, out) {
+        Ok(()) => 0,
+        Err(failure) => {
+            eprintln!("Error: {}", failure.message);
+            failure.code
+        }
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) =
+        text.trim().split_at(text.trim().find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    let seconds = match unit {
+        "ns" => value / 1e9,
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration {text:?}")),
+    };
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn connect(cli: &Cli) -> Result<Client, Failure> {
+    let dial = parse_duration(&cli.dial_timeout).map_err(Failure::bad_args)?;
+    let command = parse_duration(&cli.command_timeout).map_err(Failure::bad_args)?;
+    let mut client = Client::connect(&cli.endpoint_list(), dial)?;
+    client.set_timeout(command).map_err(ClientError::Io)?;
+    Ok(client)
+}
+
+fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failure> {
+    let format = cli.write_out;
+    let write = |out: &mut dyn Write, bytes: Vec<u8>| {
+        out.write_all(&bytes)
+            .and_then(|_| out.flush())
+            .map_err(|e| Failure { code: exit_error, message: e.to_string() })
+    };
+    match &cli.command {
+        Command::Put(args) => {
+            reject_table(format)?;
+            let request = put_request(args, Some(stdin))?;
+            let (header, body) = connect(cli)?.call(&request)?;
+            write(out, print::response(format, &header, &body, args.print_options()))
+        }
+        Command::Get(args) => {
+            reject_table(format)?;
+            let request = get_request(args)?;
+            let (header, body) = connect(cli)?.call(&request)?;
+            write(out, print::response(format, &header, &body, args.print_options()))
+        }
+        Command::Del(args) => {
+            reject_table(format)?;
+            let request = del_request(args)?;
+            let (header, body) = connect(cli)?.call(&request)?;
+            write(out, print::response(format, &header, &body, print::Options::default()))
+        }
+        Command::Txn(args) => {
+            reject_table(format)?;
+            let request = txn::read_txn(stdin, out, args.interactive)?;
+            let (header, body) = connect(cli)?.call(&Request::Txn(request))?;
+            write(out, print::response(format, &header, &body, print::Options::default()))
+        }
+        Command::Compaction(args) => {
+            let revision: i64 = args
+                .revision
+                .parse()
+                .map_err(|_| Failure::bad_args(format!("invalid revision {:?}", args.revision)))?;
+            let request = Request::Compact(CompactRequest { revision, physical: args.physical });
+            connect(cli)?.call(&request)?;
+            write(out, format!("compacted revision {revision}\n").into_bytes())
+        }
+        Command::Endpoint(endpoint) => match endpoint.command {
+            args::EndpointCommand::Status => {
+                let mut rows = Vec::new();
+                for endpoint in cli.endpoint_list() {
+                    let mut single = cli.clone();
+                    single.endpoints = endpoint.clone();
+                    let (header, status) = connect(&single)?.status()?;
+                    rows.push((endpoint, header, status));
+                }
+                write(out, print::endpoint_status(format, &rows))
+            }
+        },
+    }
+}
+
+fn reject_table(format: OutputFormat) -> Result<(), Failure> {
+    if format == OutputFormat::Table {
+        return Err(Failure {
+            code: exit_error,
+            message: "table not supported as output format".into(),
+        });
+    }
+    Ok(())
+}
+
+/// etcd's prefix end: the key with its last byte below 0xff incremented, or
+/// "\0" (every key) when there is none.
+pub fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The key and range end for `key [range_end]` with --prefix / --from-key.
+fn key_range(
+    key: &str,
+    range_end: Option<&str>,
+    prefix: bool,
+    from_key: bool,
+) -> Result<(Bytes, Bytes), Failure> {
+    if prefix && from_key {
+        return Err(Failure::bad_args(
+            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+        ));
+    }
+    if range_end.is_some() && (prefix || from_key) {
+        return Err(Failure::bad_args(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
+        ));
+    }
+    let key = key.as_bytes();
+    let (key, end) = if prefix {
+        if key.is_empty() {
+            (vec![0], vec![0])
+        } else {
+            (key.to_vec(), prefix_end(key))
+        }
+    } else if from_key {
+        (if key.is_empty() { vec![0] } else { key.to_vec() }, vec![0])
+    } else {
+        (key.to_vec(), range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default())
+    };
+    Ok((Bytes::from(key), Bytes::from(end)))
+}
+
+pub(crate) fn put_request(
+    args: &PutArgs,
+    stdin: Option<&mut dyn Read>,
+) -> Result<Request, Failure> {
+    let value = match (&args.value, stdin) {
+        (Some(value), _) => value.clone().into_bytes(),
+        (None, Some(stdin)) if !args.ignore_value => {
+            let mut value = Vec::new();
+            stdin.read_to_end(&mut value).map_err(|e| Failure::bad_args(e.to_string()))?;
+            value
+        }
+        (None, _) if args.ignore_value => Vec::new(),
+        (None, None) => {
+            return Err(Failure::bad_args(
+                "put command needs 1 argument and input from stdin or 2 arguments",
+            ))
+        }
+        (None, Some(_)) => unreachable!(),
+    };
+    let lease = match &args.lease {
+        Some(hex) => i64::from_str_radix(hex.trim_start_matches("0x"), 16)
+            .map_err(|_| Failure::bad_args(format!("bad lease ID ({hex}), expecting ID in Hex")))?,
+        None => 0,
+    };
+    Ok(Request::Put(PutRequest {
+        key: Bytes::from(args.key.clone().into_bytes()),
+        value: Bytes::from(value),
+        lease,
+        prev_kv: args.prev_kv,
+        ignore_value: args.ignore_value,
+        ignore_lease: args.ignore_lease,
+    }))
+}
+
+pub(crate) fn get_request(args: &GetArgs) -> Result<Request, Failure> {
+    let (key, range_end) =
+        key_range(&args.key, args.range_end.as_deref(), args.prefix, args.from_key)?;
+    let sort_target = match args.sort_by.to_ascii_uppercase().as_str() {
+        "" | "KEY" => SortTarget::Key,
+        "CREATE" => SortTarget::Create,
+        "MODIFY" => SortTarget::Mod,
+        "VALUE" => SortTarget::Value,
+        "VERSION" => SortTarget::Version,
+        other => return Err(Failure::bad_args(format!("bad sort target {other:?}"))),
+    };
+    let mut sort_order = match args.order.to_ascii_uppercase().as_str() {
+        "" => SortOrder::None,
+        "ASCEND" => SortOrder::Ascend,
+        "DESCEND" => SortOrder::Descend,
+        other => return Err(Failure::bad_args(format!("bad sort order {other:?}"))),
+    };
+    // etcdctl: sorting by a target with no order given means ascending.
+    if sort_order == SortOrder::None && !args.sort_by.is_empty() {
+        sort_order = SortOrder::Ascend;
+    }
+    let serializable = match args.consistency.as_str() {
+        "l" => false,
+        "s" => true,
+        other => return Err(Failure::bad_args(format!("unknown consistency flag {other:?}"))),
+    };
+    Ok(Request::Range(RangeRequest {
+        key,
+        range_end,
+        limit: args.limit,
+        revision: args.rev,
+        sort_order,
+        sort_target,
+        serializable,
+        keys_only: args.keys_only,
+        count_only: args.count_only,
+        ..Default::default()
+    }))
+}
+
+pub(crate) fn del_request(args: &DelArgs) -> Result<Request, Failure> {
+    let (key, range_end) =
+        key_range(&args.key, args.range_end.as_deref(), args.prefix, args.from_key)?;
+    Ok(Request::DeleteRange(DeleteRangeRequest { key, range_end, prev_kv: args.prev_kv }))
+}
