@@ -99,7 +99,7 @@ impl Client {
         }
         Ok(Client {
             stream,
-            decoder: FrameDecoder::new(),
+            decoder: FrameDecoder::for_responses(),
             fbb: FlatBufferBuilder::new(),
             next_id: 1,
             early: HashMap::new(),

@@ -16,6 +16,17 @@ type Builder<'a> = FlatBufferBuilder<'a>;
 type Off<T> = WIPOffset<T>;
 type Fbytes<'a> = WIPOffset<Vector<'a, u8>>;
 
+/// Responses are bounded by their frame size only (a range may hold millions
+/// of key-values).
+fn response_verifier_options() -> VerifierOptions {
+    VerifierOptions {
+        max_depth: 4 * limits::txn_depth_max + 16,
+        max_tables: limits::response_bytes_max,
+        max_apparent_size: 2 * limits::response_bytes_max,
+        ignore_missing_null_terminator: false,
+    }
+}
+
 fn verifier_options() -> VerifierOptions {
     VerifierOptions {
         max_depth: 4 * limits::txn_depth_max + 16,
@@ -522,13 +533,14 @@ fn build_txn_response<'a>(fbb: &mut Builder<'a>, t: &TxnResponse) -> Off<wire::T
 /// Decodes a response body (client side). A response that cannot be decoded
 /// is reported as a malformed-response error.
 pub fn decode_response(frame: &Bytes) -> Result<Response, Error> {
-    let response = flatbuffers::root_with_opts::<wire::Response>(&verifier_options(), frame)
-        .map_err(|e| {
-            Error::with_message(
-                ErrorCode::MalformedRequest,
-                format!("corekv: malformed response: {e}"),
-            )
-        })?;
+    let response =
+        flatbuffers::root_with_opts::<wire::Response>(&response_verifier_options(), frame)
+            .map_err(|e| {
+                Error::with_message(
+                    ErrorCode::MalformedRequest,
+                    format!("corekv: malformed response: {e}"),
+                )
+            })?;
     let header = response.header().map_or(ResponseHeader::default(), |h| ResponseHeader {
         cluster_id: h.cluster_id(),
         member_id: h.member_id(),

@@ -70,11 +70,12 @@ impl FrameHeader {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
+    /// Decodes a header, refusing bodies over `body_bytes_max`.
+    pub fn decode(bytes: &[u8], body_bytes_max: usize) -> Result<FrameHeader, FrameError> {
         assert!(bytes.len() >= frame_header_bytes);
         let body_bytes = u32::from_le_bytes(bytes[..4].try_into().unwrap());
         let request_id = u64::from_le_bytes(bytes[4..12].try_into().unwrap());
-        if body_bytes as usize > limits::frame_bytes_max {
+        if body_bytes as usize > body_bytes_max {
             return Err(FrameError::TooLarge { body_bytes, request_id });
         }
         Ok(FrameHeader { body_bytes, request_id })
@@ -83,14 +84,25 @@ impl FrameHeader {
 
 /// Splits a byte stream into frames. Bytes are pushed as they arrive; complete
 /// frames come out in order. Used by the server, the clients and the fuzzer.
-#[derive(Default)]
 pub struct FrameDecoder {
     buffer: bytes::BytesMut,
+    body_bytes_max: usize,
 }
 
 impl FrameDecoder {
-    pub fn new() -> FrameDecoder {
-        FrameDecoder { buffer: bytes::BytesMut::with_capacity(64 * 1024) }
+    /// For the server side: request frames up to `limits::frame_bytes_max`.
+    pub fn for_requests() -> FrameDecoder {
+        FrameDecoder::new(limits::frame_bytes_max)
+    }
+
+    /// For the client side: response frames up to `limits::response_bytes_max`
+    /// (with room for the error a too-large response is replaced by).
+    pub fn for_responses() -> FrameDecoder {
+        FrameDecoder::new(limits::response_bytes_max + 4096)
+    }
+
+    pub fn new(body_bytes_max: usize) -> FrameDecoder {
+        FrameDecoder { buffer: bytes::BytesMut::with_capacity(64 * 1024), body_bytes_max }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -106,7 +118,7 @@ impl FrameDecoder {
         if self.buffer.len() < frame_header_bytes {
             return Ok(None);
         }
-        let header = FrameHeader::decode(&self.buffer[..frame_header_bytes])?;
+        let header = FrameHeader::decode(&self.buffer[..frame_header_bytes], self.body_bytes_max)?;
         let total = frame_header_bytes + header.body_bytes as usize;
         if self.buffer.len() < total {
             self.buffer.reserve(total - self.buffer.len());
@@ -143,7 +155,7 @@ mod tests {
             write_frame(&mut stream, id, &vec![id as u8; id as usize * 7]);
         }
         for chunk in [1usize, 3, 12, 13, 100, 5000] {
-            let mut decoder = FrameDecoder::new();
+            let mut decoder = FrameDecoder::for_requests();
             let mut seen = 0u64;
             for piece in stream.chunks(chunk) {
                 decoder.push(piece);

@@ -84,8 +84,18 @@ pub async fn yield_now() {
 pub struct Listener(glommio::net::TcpListener);
 
 impl Listener {
+    /// SO_REUSEADDR as well as SO_REUSEPORT: without it, connections left in
+    /// TIME_WAIT by a killed member stop the restarted one from binding.
     pub fn bind(address: SocketAddr) -> io::Result<Listener> {
-        glommio::net::TcpListener::bind(address).map(Listener).map_err(io::Error::from)
+        use socket2::{Domain, Protocol, Socket, Type};
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(1024)?;
+        // SAFETY: a listening TCP socket we own, handed over exactly once.
+        Ok(Listener(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) }))
     }
 
     pub async fn accept(&self) -> io::Result<Stream> {

@@ -126,7 +126,7 @@ impl Session {
     }
 
     async fn read_loop(&mut self, mut reader: Reader) {
-        let mut decoder = FrameDecoder::new();
+        let mut decoder = FrameDecoder::for_requests();
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             loop {

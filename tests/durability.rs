@@ -1,0 +1,115 @@
+//! Kill -9 durability: several clients write while the real server is killed
+//! with SIGKILL; after each restart every acknowledged write is present with
+//! the revision it was acknowledged at.
+
+#![allow(non_upper_case_globals)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{temp_dir, Member};
+use corekv::client::Client;
+use corekv::types::*;
+
+const rounds: usize = 20;
+const writers: usize = 4;
+
+/// (key, value, revision) of every acknowledged put.
+type Acked = Arc<Mutex<Vec<(String, String, i64)>>>;
+
+fn writer(endpoint: String, round: usize, id: usize, acked: Acked, stop: Arc<AtomicBool>) {
+    let Ok(mut client) = Client::connect(&[endpoint], Duration::from_secs(2)) else { return };
+    // Pipeline a few puts at a time so batches hold several entries.
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut sent = Vec::new();
+        for _ in 0..4 {
+            let key = format!("w{id}/r{round}/{i:06}");
+            let value = format!("value-{round}-{id}-{i}");
+            i += 1;
+            let request = Request::Put(PutRequest {
+                key: Bytes::from(key.clone()),
+                value: Bytes::from(value.clone()),
+                ..Default::default()
+            });
+            match client.send(&request) {
+                Ok(request_id) => sent.push((request_id, key, value)),
+                Err(_) => return,
+            }
+        }
+        for (request_id, key, value) in sent {
+            match client.receive(request_id) {
+                Ok(Response { header, result: Ok(_) }) => {
+                    acked.lock().unwrap().push((key, value, header.revision))
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+fn check_all_present(member: &Member, acked: &[(String, String, i64)]) {
+    let mut client = member.client();
+    let everything = Request::Range(RangeRequest {
+        key: Bytes::from_static(b"\0"),
+        range_end: Bytes::from_static(b"\0"),
+        ..Default::default()
+    });
+    let (_, ResponseBody::Range(range)) = client.call(&everything).unwrap() else { panic!() };
+    let stored: std::collections::HashMap<Bytes, KeyValue> =
+        range.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    for (key, value, revision) in acked {
+        let kv = stored.get(key.as_bytes()).unwrap_or_else(|| panic!("acknowledged {key} lost"));
+        assert_eq!(kv.value.as_ref(), value.as_bytes(), "{key}");
+        assert_eq!(kv.mod_revision, *revision, "{key} kept the revision it was acknowledged at");
+        assert_eq!(kv.create_revision, *revision);
+    }
+    // Every put made exactly one revision: the store's revision is at least
+    // the number of acknowledged puts + 1.
+    let (header, _) = client.status().unwrap();
+    assert!(
+        header.revision > acked.len() as i64,
+        "revision {} for {} puts",
+        header.revision,
+        acked.len()
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_mid_load() {
+    let dir = temp_dir("durability");
+    let mut member = Member::start(&dir);
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    for round in 0..rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..writers)
+            .map(|id| {
+                let (endpoint, acked, stop) =
+                    (member.endpoint.clone(), acked.clone(), stop.clone());
+                std::thread::spawn(move || writer(endpoint, round, id, acked, stop))
+            })
+            .collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 250));
+        member.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        member.restart();
+        let acked = acked.lock().unwrap().clone();
+        assert!(!acked.is_empty());
+        check_all_present(&member, &acked);
+    }
+    let total = acked.lock().unwrap().len();
+    eprintln!("durability: {rounds} SIGKILL rounds, {total} acknowledged puts all present");
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
