@@ -87,15 +87,25 @@ impl Listener {
     /// SO_REUSEADDR as well as SO_REUSEPORT: without it, connections left in
     /// TIME_WAIT by a killed member stop the restarted one from binding.
     pub fn bind(address: SocketAddr) -> io::Result<Listener> {
-        use socket2::{Domain, Protocol, Socket, Type};
         use std::os::fd::{FromRawFd, IntoRawFd};
+        let socket = Listener::socket(address)?;
+        socket.listen(1024)?;
+        // SAFETY: a listening TCP socket we own, handed over exactly once.
+        Ok(Listener(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) }))
+    }
+
+    fn socket(address: SocketAddr) -> io::Result<socket2::Socket> {
+        use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.bind(&address.into())?;
-        socket.listen(1024)?;
-        // SAFETY: a listening TCP socket we own, handed over exactly once.
-        Ok(Listener(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) }))
+        Ok(socket)
+    }
+
+    /// Whether `bind` would succeed (binds with the same options and lets go).
+    pub fn check_bind(address: SocketAddr) -> io::Result<()> {
+        Listener::socket(address).map(drop)
     }
 
     pub async fn accept(&self) -> io::Result<Stream> {

@@ -11,7 +11,7 @@ mod driver;
 mod shared;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
@@ -51,10 +51,31 @@ fn lock_data_dir(dir: &Path) -> Result<fs::File, String> {
     Ok(file)
 }
 
+/// Every core binds with SO_REUSEPORT, which would silently share the port
+/// with a live server: so first make sure nobody answers there. A listener of
+/// a member killed a moment ago can still answer for a few milliseconds (its
+/// io_uring is torn down after the process exits), so a connection is retried
+/// for a while before the port counts as taken. A plain bind is no test:
+/// connections a killed member left behind make it fail.
 fn check_port_free(address: SocketAddr, what: &str) -> Result<(), String> {
-    TcpListener::bind(address)
-        .map(drop)
-        .map_err(|e| format!("cannot listen for {what} on {address}: {e}"))
+    use std::time::{Duration, Instant};
+    let mut probe = address;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let busy = format!("cannot listen for {what} on {address}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
+            // A port in the ephemeral range can connect to itself (TCP
+            // simultaneous open): that is no server either.
+            Ok(stream) if stream.local_addr().ok() == stream.peer_addr().ok() => break,
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(_) => return Err(format!("{busy}: another process is listening there")),
+            Err(_) => break,
+        }
+    }
+    Listener::check_bind(address).map_err(|e| format!("{busy}: {e}"))
 }
 
 /// Replays the WAL into a fresh store.

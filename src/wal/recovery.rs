@@ -130,6 +130,15 @@ pub fn recover(
                 damage = Some(Damage { segment: i, offset: 0, reason: "segment out of sequence" });
                 break;
             }
+            // Created but never written (a crash before the first append):
+            // the clean end of the log, if nothing valid follows.
+            Err(_)
+                if bytes.len() >= format::segment_header_bytes
+                    && bytes[..format::segment_header_bytes].iter().all(|b| *b == 0) =>
+            {
+                end = Some((i, 0));
+                break;
+            }
             Err(reason) => {
                 damage = Some(Damage { segment: i, offset: 0, reason });
                 break;

@@ -1,0 +1,182 @@
+//! corekvctl against etcdctl: the same commands against a fresh etcd 3.4 and a
+//! fresh corekv print the same bytes (cluster and member ids aside) and exit
+//! with the same codes. Needs etcd and etcdctl (.ci/run installs them).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, require_program, temp_dir, Member};
+
+struct Etcd(Child);
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_etcd(dir: &std::path::Path) -> (Etcd, String) {
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("127.0.0.1:{client}");
+    let child = Command::new(require_program("etcd"))
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--listen-client-urls")
+        .arg(format!("http://{endpoint}"))
+        .arg("--advertise-client-urls")
+        .arg(format!("http://{endpoint}"))
+        .arg("--listen-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer}"))
+        .arg("--initial-advertise-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer}"))
+        .arg("--initial-cluster")
+        .arg(format!("default=http://127.0.0.1:{peer}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = Etcd(child);
+    let start = Instant::now();
+    loop {
+        let mut health = etcdctl(&endpoint);
+        health.args(["endpoint", "health"]);
+        if output(health, None).status.success() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "etcd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (etcd, endpoint)
+}
+
+fn etcdctl(endpoint: &str) -> Command {
+    let mut command = Command::new(require_program("etcdctl"));
+    command.env("ETCDCTL_API", "3").arg("--endpoints").arg(endpoint);
+    command
+}
+
+fn corekvctl(endpoint: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+    command.arg("--endpoints").arg(endpoint);
+    command
+}
+
+/// Strips what legitimately differs: ids, raft term, and etcd's log lines.
+fn normalize(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.starts_with("{\"level\"")) {
+        let mut line = line.to_string();
+        for field in ["\"cluster_id\":", "\"member_id\":", "\"raft_term\":"] {
+            while let Some(at) = line.find(field) {
+                let end = line[at + field.len()..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(line.len(), |e| at + field.len() + e);
+                line.replace_range(at..end, "");
+            }
+        }
+        out.push_str(&line.replace(",,", ",").replace("{,", "{"));
+        out.push('\n');
+    }
+    out
+}
+
+const CASES: &[(&[&str], Option<&str>)] = &[
+    (&["put", "foo", "bar"], None),
+    (&["put", "foo", "bar2", "--prev-kv"], None),
+    (&["get", "foo"], None),
+    (&["get", "foo", "-w", "json"], None),
+    (&["get", "foo", "--keys-only"], None),
+    (&["put", "k1", "v1"], None),
+    (&["put", "k2", "v2"], None),
+    (&["put", "k3"], Some("value from stdin")),
+    (&["get", "k", "--prefix", "--limit", "1", "-w", "json"], None),
+    (&["get", "k", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"], None),
+    (&["get", "k", "--from-key", "--keys-only", "-w", "json"], None),
+    (&["get", "k1", "k3"], None),
+    (&["get", "k", "--prefix", "--sort-by=MODIFY", "--order=DESCEND", "-w", "json"], None),
+    (&["del", "foo"], None),
+    (&["del", "nothing"], None),
+    (&["put", "a", "1"], None),
+    (&["del", "a", "--prev-kv"], None),
+    (&["get", "foo", "--rev", "100"], None),
+    (&["get", "foo", "--rev", "3", "-w", "json"], None),
+    (&["compaction", "3"], None),
+    (&["compaction", "3"], None),
+    (&["get", "k1", "--rev", "2"], None),
+    (&["put", "", "v"], None),
+    (&["put", "-w", "json", "k4", "v4"], None),
+    (&["txn"], Some("mod(\"k1\") > \"0\"\nvalue(\"k2\") = \"v2\"\n\nput k5 v5\nget k1 --prefix\ndel k2\n\nput x y\n\n")),
+    (&["txn", "-w", "json"], Some("version(\"k1\") = \"9\"\n\nput k6 v6\n\nget k1\nput \"a b\" \"c d\"\n\n")),
+    (&["txn"], Some("val(\"k1\") = \"v1\"\nc(\"k3\") > \"1\"\n\ndel k --prefix --prev-kv\n\n\n")),
+    (&["txn", "-w", "json"], Some("\n\nget --from-key a\nput zz top\n\n\n")),
+    (&["txn"], Some("garbage\n\n\n\n")),
+    (&["del", "k", "--prefix", "--prev-kv", "-w", "json"], None),
+    (&["get", "", "--prefix", "-w", "json"], None),
+    (&["get", "", "--from-key"], None),
+];
+
+#[test]
+fn corekvctl_prints_what_etcdctl_prints() {
+    let etcd_dir = temp_dir("etcd-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-compat"));
+    for (args, stdin) in CASES {
+        let mut reference = etcdctl(&etcd_endpoint);
+        reference.args(*args);
+        let mut ours = corekvctl(&member.endpoint);
+        ours.args(*args);
+        let (want, got) = (output(reference, *stdin), output(ours, *stdin));
+        assert_eq!(normalize(&got.stdout), normalize(&want.stdout), "stdout of {args:?}");
+        assert_eq!(normalize(&got.stderr), normalize(&want.stderr), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}
+
+fn output(mut command: Command, stdin: Option<&str>) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn endpoint_status_has_etcdctls_shape() {
+    let member = Member::start(&temp_dir("ctl-status"));
+    let status = output(
+        {
+            let mut c = corekvctl(&member.endpoint);
+            c.args(["endpoint", "status"]);
+            c
+        },
+        None,
+    );
+    assert!(status.status.success());
+    let line = String::from_utf8(status.stdout).unwrap();
+    let cells: Vec<&str> = line.trim_end().split(", ").collect();
+    assert_eq!(cells.len(), 9, "{line:?}");
+    assert_eq!(cells[0], member.endpoint);
+    assert_eq!(cells[4], "true", "a single member is the leader");
+    assert!(line.ends_with(", \n"), "an empty errors column, as etcdctl: {line:?}");
+    let table = output(
+        {
+            let mut c = corekvctl(&member.endpoint);
+            c.args(["endpoint", "status", "-w", "table"]);
+            c
+        },
+        None,
+    );
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains("| ENDPOINT |") || table.contains("ENDPOINT"), "{table}");
+    assert_eq!(table.lines().count(), 5);
+}
