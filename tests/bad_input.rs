@@ -176,5 +176,6 @@ fn ten_thousand_pipelined_requests_on_one_connection_are_all_answered() {
     assert!(revisions.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(revisions.len(), 6666);
     still_serving(&member);
-    let _ = Client::connect(&[member.endpoint.clone()], Duration::from_secs(1)).unwrap();
+    let _ =
+        Client::connect(std::slice::from_ref(&member.endpoint), Duration::from_secs(1)).unwrap();
 }

@@ -17,6 +17,9 @@ struct ModelKv {
     value: Vec<u8>,
 }
 
+/// (key-values, count, more).
+type ModelRange = (Vec<(Vec<u8>, ModelKv)>, i64, bool);
+
 #[derive(Default)]
 struct Model {
     /// (revision, key, value or None for delete), in order.
@@ -70,7 +73,7 @@ impl Model {
         end: &[u8],
         rev: i64,
         limit: i64,
-    ) -> Result<(Vec<(Vec<u8>, ModelKv)>, i64, bool), ErrorCode> {
+    ) -> Result<ModelRange, ErrorCode> {
         let rev = if rev <= 0 { self.revision } else { rev };
         if rev > self.revision {
             return Err(ErrorCode::FutureRevision);

@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn oversize_frame_is_refused_before_its_body_arrives() {
-        let mut decoder = FrameDecoder::new();
+        let mut decoder = FrameDecoder::for_requests();
         let header =
             FrameHeader { body_bytes: (limits::frame_bytes_max + 1) as u32, request_id: 9 };
         decoder.push(&header.encode());
