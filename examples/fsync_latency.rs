@@ -43,5 +43,10 @@ fn main() {
     std::fs::remove_file(&path).unwrap();
     micros.sort_unstable();
     let q = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
-    println!("{{\"fdatasync_4k_p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"count\":{count}}}", q(0.5), q(0.9), q(0.99));
+    println!(
+        "{{\"fdatasync_4k_p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"count\":{count}}}",
+        q(0.5),
+        q(0.9),
+        q(0.99)
+    );
 }

@@ -138,7 +138,8 @@ pub fn run(config: Resolved) -> Result<(), String> {
     });
     let driver_parts = Arc::new(Mutex::new(Some((store, proposals_rx, recovered))));
     let config = Arc::new(config);
-    runtime::run_cores(config.cores, "corekv", move |core| {
+    let spin = std::time::Duration::from_micros(config.spin_before_park_us);
+    runtime::run_cores(config.cores, "corekv", spin, move |core| {
         let (shared, config, driver_parts) = (shared.clone(), config.clone(), driver_parts.clone());
         async move {
             if let Err(e) = runtime::probe_dma_reads(&config.data_dir, core).await {
