@@ -11,6 +11,7 @@ pub mod client;
 pub mod ctl;
 pub mod disk;
 pub mod error;
+pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mvcc;

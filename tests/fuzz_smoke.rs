@@ -1,0 +1,79 @@
+//! The fuzz targets' entry points over random and mutated inputs, on every
+//! test run (the long runs are `cargo fuzz run frame_decoder|wal_record`).
+
+use bytes::Bytes;
+use corekv::protocol::{codec, write_frame};
+use corekv::types::*;
+use proptest::prelude::*;
+
+/// A valid stream of frames to mutate: mutations of valid input reach deeper
+/// than random bytes.
+fn valid_stream() -> Vec<u8> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let mut stream = vec![7u8];
+    let requests = [
+        Request::Put(PutRequest {
+            key: Bytes::from("k"),
+            value: Bytes::from("v"),
+            ..Default::default()
+        }),
+        Request::Range(RangeRequest {
+            key: Bytes::from("a"),
+            range_end: Bytes::from("z"),
+            limit: 3,
+            ..Default::default()
+        }),
+        Request::Txn(TxnRequest {
+            compare: vec![Compare { key: Bytes::from("k"), ..Default::default() }],
+            success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from("k"),
+                ..Default::default()
+            })],
+            failure: vec![],
+        }),
+    ];
+    for (id, request) in requests.iter().enumerate() {
+        let body = codec::encode_request(&mut fbb, request).to_vec();
+        write_frame(&mut stream, id as u64, &body);
+    }
+    stream
+}
+
+fn valid_segment() -> Vec<u8> {
+    let mut segment =
+        corekv::wal::format::SegmentHeader { sequence: 0, first_index: 1 }.encode().to_vec();
+    for i in 1..20u64 {
+        corekv::wal::format::encode_record(&mut segment, 1, i, &vec![i as u8; i as usize * 3]);
+    }
+    segment
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn frame_decoder_never_panics_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        corekv::fuzz::frame_decoder(&data);
+    }
+
+    #[test]
+    fn frame_decoder_never_panics_on_mutated_frames(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut data = valid_stream();
+        for (at, byte) in flips {
+            let len = data.len();
+            data[at % len] ^= byte;
+        }
+        corekv::fuzz::frame_decoder(&data);
+    }
+
+    #[test]
+    fn wal_record_decoding_never_panics(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+        let mut data = valid_segment();
+        for (at, byte) in flips {
+            let len = data.len();
+            data[at % len] ^= byte;
+        }
+        let cut = cut % (data.len() + 1);
+        corekv::fuzz::wal_record(&data[..cut]);
+    }
+}
