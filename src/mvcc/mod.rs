@@ -1,18 +1,22 @@
 //! MVCC with etcd's semantics: one global revision; per key create_revision,
 //! mod_revision, version and lease; reads at past revisions; compaction.
 //!
-//! The state is a pair of persistent (path-copying) ordered maps, so a
-//! `Snapshot` is an O(1) clone that never changes: the apply loop publishes one
-//! after every batch and any core reads it without a lock.
+//! The state is one persistent (path-copying) ordered map from each key to its
+//! newest version; each version links to the one before it:
 //!
 //! ```text
-//!   live:    key            -> Arc<KeyValue>        every live key, latest version
-//!   history: (key, revision) -> Option<Arc<KeyValue>>  every change kept; None = delete
+//!   keys: key -> Arc<Version>  (newest)  --previous-->  Version  --previous-->  …
+//!                 kv: Some(KeyValue) = a put, None = a delete at `revision`
 //! ```
-//! Invariants (`check_invariants`): `live` is exactly the set of keys whose last
-//! history entry is Some, and holds that entry; history revisions of a key are
-//! ≤ `revision`; after compaction at C, no key keeps more than one entry ≤ C and
-//! that entry is not a delete.
+//! A `Snapshot` is an O(1) clone that never changes: the apply loop publishes
+//! one after every batch and any core reads it without a lock. A put copies
+//! only the map's path to its key and prepends one version (older versions
+//! are shared, never copied).
+//!
+//! Invariants (`check_invariants`): along a chain revisions strictly decrease
+//! and are ≤ `revision`; `live_keys` counts the keys whose newest version is a
+//! put; after compaction at C no chain holds a version older than the one
+//! visible at C, and no chain's version at or below C is a delete.
 //!
 //! This in-memory store is the interface the persistent copy-on-write B+tree
 //! (the page store) slots into: it is rebuilt from the WAL at start for now.
@@ -34,24 +38,44 @@ use crate::types::KeyValue;
 /// Revision of a fresh store, as in etcd.
 pub const initial_revision: i64 = 1;
 
-type History = OrdMap<(Bytes, i64), Option<Arc<KeyValue>>>;
+/// One version of a key: a put (`kv`) or a delete (`kv` None) at `revision`.
+pub(crate) struct Version {
+    pub(crate) kv: Option<KeyValue>,
+    pub(crate) revision: i64,
+    pub(crate) previous: Option<Arc<Version>>,
+}
+
+impl Version {
+    /// The version visible at `revision`, if the key existed then in any form.
+    pub(crate) fn at(self: &Arc<Version>, revision: i64) -> Option<&Arc<Version>> {
+        let mut version = self;
+        while version.revision > revision {
+            version = version.previous.as_ref()?;
+        }
+        Some(version)
+    }
+
+    fn bytes(&self, key: &[u8]) -> i64 {
+        (key.len() + self.kv.as_ref().map_or(0, |kv| kv.value.len())) as i64
+    }
+}
 
 /// An immutable view of the store at one revision.
 #[derive(Clone)]
 pub struct Snapshot {
-    live: OrdMap<Bytes, Arc<KeyValue>>,
-    history: History,
+    keys: OrdMap<Bytes, Arc<Version>>,
+    live_keys: usize,
     revision: i64,
     compact_revision: i64,
-    /// Bytes of keys and values held in history (an estimate of the db size).
+    /// Bytes of keys and values held in all versions (an estimate of the db size).
     size_bytes: i64,
 }
 
 impl Default for Snapshot {
     fn default() -> Snapshot {
         Snapshot {
-            live: OrdMap::new(),
-            history: OrdMap::new(),
+            keys: OrdMap::new(),
+            live_keys: 0,
             revision: initial_revision,
             compact_revision: -1,
             size_bytes: 0,
@@ -74,54 +98,43 @@ impl Snapshot {
     }
 
     pub fn live_keys(&self) -> usize {
-        self.live.len()
+        self.live_keys
+    }
+
+    /// Versions held, over all keys (tombstones included).
+    pub fn versions(&self) -> usize {
+        self.keys
+            .values()
+            .map(|head| std::iter::successors(Some(head), |v| v.previous.as_ref()).count())
+            .sum()
     }
 
     /// Panics if an invariant in the module documentation does not hold. O(n):
     /// for tests and the simulator.
     pub fn check_invariants(&self) {
-        let mut last: Option<(&Bytes, &Option<Arc<KeyValue>>)> = None;
-        let mut live_seen = 0usize;
-        let mut size = 0i64;
-        let mut at_or_below_compact = 0usize;
-        let mut flush = |last: Option<(&Bytes, &Option<Arc<KeyValue>>)>| {
-            if let Some((key, entry)) = last {
-                match entry {
-                    Some(kv) => {
-                        let live =
-                            self.live.get(key).expect("last history entry live ⇒ key in live");
-                        assert!(Arc::ptr_eq(live, kv), "live holds the latest version");
-                        live_seen += 1;
-                    }
-                    None => assert!(self.live.get(key).is_none(), "deleted key not live"),
+        let (mut live, mut size) = (0usize, 0i64);
+        for (key, head) in self.keys.iter() {
+            live += usize::from(head.kv.is_some());
+            let mut newer = i64::MAX;
+            let mut at_or_below_compact = 0;
+            for version in std::iter::successors(Some(head), |v| v.previous.as_ref()) {
+                assert!(version.revision < newer, "revisions decrease along a chain");
+                assert!(version.revision <= self.revision, "version beyond the store revision");
+                newer = version.revision;
+                size += version.bytes(key);
+                if let Some(kv) = &version.kv {
+                    assert_eq!(&kv.key, key);
+                    assert_eq!(kv.mod_revision, version.revision);
+                    assert!(kv.version >= 1 && kv.create_revision <= kv.mod_revision);
+                }
+                if version.revision <= self.compact_revision {
+                    at_or_below_compact += 1;
+                    assert!(at_or_below_compact <= 1, "compaction kept two old versions");
+                    assert!(version.kv.is_some(), "compaction kept a delete");
                 }
             }
-        };
-        let mut previous_key: Option<&Bytes> = None;
-        for ((key, revision), entry) in self.history.iter() {
-            assert!(*revision <= self.revision, "history beyond the store revision");
-            if previous_key != Some(key) {
-                flush(last.take());
-                at_or_below_compact = 0;
-            }
-            if *revision <= self.compact_revision {
-                at_or_below_compact += 1;
-                assert!(at_or_below_compact <= 1, "compaction kept two old versions");
-                assert!(entry.is_some(), "compaction kept a delete");
-            }
-            if let Some(kv) = entry {
-                assert_eq!(kv.mod_revision, *revision);
-                assert_eq!(&kv.key, key);
-                assert!(kv.version >= 1 && kv.create_revision <= kv.mod_revision);
-                size += (kv.key.len() + kv.value.len()) as i64;
-            } else {
-                size += key.len() as i64;
-            }
-            previous_key = Some(key);
-            last = Some((key, entry));
         }
-        flush(last);
-        assert_eq!(live_seen, self.live.len(), "every live key has history");
+        assert_eq!(live, self.live_keys, "live key count");
         assert_eq!(size, self.size_bytes, "size accounting");
     }
 }

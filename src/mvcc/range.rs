@@ -1,7 +1,5 @@
 //! Reads: a range at a revision, with etcd's limit, count, sort and filters.
 
-use std::sync::Arc;
-
 use super::span::Span;
 use super::Snapshot;
 use crate::error::{Error, ErrorCode};
@@ -25,51 +23,27 @@ impl Snapshot {
 
     /// Every live key in `span` at `revision` (already resolved), in key order;
     /// calls `visit` for each and stops when it returns false.
-    pub(super) fn scan(
-        &self,
+    pub(super) fn scan<'a>(
+        &'a self,
         span: &Span,
         revision: i64,
-        mut visit: impl FnMut(&Arc<KeyValue>) -> bool,
+        mut visit: impl FnMut(&'a KeyValue) -> bool,
     ) {
         if span.is_empty() {
             return;
         }
-        if revision == self.revision {
-            for (_, kv) in self.live.range(span.bounds()) {
+        if let Span::Single(key) = span {
+            if let Some(kv) = self.keys.get(key).and_then(|head| head.at(revision)?.kv.as_ref()) {
+                visit(kv);
+            }
+            return;
+        }
+        for (_, head) in self.keys.range(span.bounds()) {
+            if let Some(kv) = head.at(revision).and_then(|v| v.kv.as_ref()) {
                 if !visit(kv) {
                     return;
                 }
             }
-            return;
-        }
-        // A past revision: per key, the last history entry at or below it.
-        let (start, end) = span.bounds();
-        let lower = match start {
-            std::ops::Bound::Included(k) => std::ops::Bound::Included((k, i64::MIN)),
-            _ => unreachable!("spans always have a start"),
-        };
-        let upper = match end {
-            std::ops::Bound::Included(k) => std::ops::Bound::Included((k, i64::MAX)),
-            std::ops::Bound::Excluded(k) => std::ops::Bound::Excluded((k, i64::MIN)),
-            std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
-        };
-        let mut candidate: Option<&Option<Arc<KeyValue>>> = None;
-        let mut candidate_key: Option<&bytes::Bytes> = None;
-        for ((key, rev), entry) in self.history.range((lower, upper)) {
-            if candidate_key != Some(key) {
-                if let Some(Some(kv)) = candidate.take() {
-                    if !visit(kv) {
-                        return;
-                    }
-                }
-                candidate_key = Some(key);
-            }
-            if *rev <= revision {
-                candidate = Some(entry);
-            }
-        }
-        if let Some(Some(kv)) = candidate {
-            visit(kv);
         }
     }
 
@@ -89,11 +63,11 @@ impl Snapshot {
             r.limit as usize + 1
         };
         let mut count = 0i64;
-        let mut kvs: Vec<Arc<KeyValue>> = Vec::new();
+        let mut kvs: Vec<&KeyValue> = Vec::new();
         self.scan(&span, revision, |kv| {
             count += 1;
             if !r.count_only && kvs.len() < fetch_max {
-                kvs.push(kv.clone());
+                kvs.push(kv);
             }
             true
         });
@@ -120,7 +94,7 @@ impl Snapshot {
         let kvs = kvs
             .into_iter()
             .map(|kv| {
-                let mut kv = KeyValue::clone(&kv);
+                let mut kv = kv.clone();
                 if r.keys_only {
                     kv.value = bytes::Bytes::new();
                 }
@@ -131,7 +105,7 @@ impl Snapshot {
     }
 }
 
-fn sort(kvs: &mut [Arc<KeyValue>], order: SortOrder, target: SortTarget) {
+fn sort(kvs: &mut [&KeyValue], order: SortOrder, target: SortTarget) {
     // As etcd: a target other than the key with no order means ascending.
     let order = match (order, target) {
         (SortOrder::None, SortTarget::Key) => return,

@@ -110,7 +110,7 @@ fn compaction_drops_deleted_keys_and_old_versions() {
     put(&mut store, "b", "2");
     store.compact(store.revision()).unwrap();
     store.check_invariants();
-    assert_eq!(store.state.history.len(), 1);
+    assert_eq!(store.state.versions(), 1);
     assert_eq!(get(&store, "a", "\0", 0).unwrap().count, 1);
 }
 
@@ -249,4 +249,30 @@ fn put_flags_follow_etcd() {
     check(&mut store, request(PutRequest { ignore_value: true, ..Default::default() })).unwrap();
     let kv = &get(&store, "k", "", 0).unwrap().kvs[0];
     assert_eq!((kv.value.clone(), kv.version), (b("v1"), 2));
+}
+
+#[test]
+fn overlapping_deletes_in_one_txn_delete_each_key_once() {
+    let mut store = Store::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "2");
+    let d = |k: &str, e: &str| {
+        RequestOp::DeleteRange(DeleteRangeRequest { key: b(k), range_end: b(e), prev_kv: true })
+    };
+    let t = TxnRequest { compare: vec![], success: vec![d("a", "c"), d("b", "")], failure: vec![] };
+    let r = txn(&mut store, t).unwrap();
+    let deleted: Vec<i64> = r
+        .responses
+        .iter()
+        .map(|op| match op {
+            ResponseOp::DeleteRange(d) => d.deleted,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(deleted, vec![2, 0]);
+    assert_eq!(store.revision(), 4);
+    assert_eq!(store.snapshot().live_keys(), 0);
+    store.check_invariants();
+    // Both keys are still readable at the revision before the txn.
+    assert_eq!(get(&store, "a", "\0", 3).unwrap().count, 2);
 }

@@ -2,8 +2,6 @@
 //! against the state before the txn (nested txns too), every request on that
 //! path is checked before anything changes, then the ops apply in order.
 
-use std::sync::Arc;
-
 use super::span::Span;
 use super::write::Change;
 use super::{Snapshot, Store};
@@ -135,7 +133,7 @@ fn compare_holds(state: &Snapshot, c: &Compare) -> bool {
     all
 }
 
-fn compare_kv(c: &Compare, kv: Option<&Arc<KeyValue>>) -> bool {
+fn compare_kv(c: &Compare, kv: Option<&KeyValue>) -> bool {
     let ordering = match c.target {
         CompareTarget::Value => kv.map_or(&[][..], |kv| &kv.value[..]).cmp(&c.value[..]),
         CompareTarget::Version => kv.map_or(0, |kv| kv.version).cmp(&c.number),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::span::Span;
-use super::{Snapshot, Store};
+use super::{Snapshot, Store, Version};
 use crate::error::{Error, ErrorCode};
 use crate::types::*;
 
@@ -41,7 +41,7 @@ impl Store {
     /// The checks etcd makes against the state before a put (lease, key
     /// existence for ignore_value/ignore_lease).
     pub(super) fn check_put(&self, p: &PutRequest) -> Result<(), Error> {
-        if (p.ignore_value || p.ignore_lease) && !self.state.live.contains_key(&p.key) {
+        if (p.ignore_value || p.ignore_lease) && self.state.live(&p.key).is_none() {
             return Err(Error::new(ErrorCode::KeyNotFound));
         }
         if p.lease != 0 {
@@ -52,7 +52,7 @@ impl Store {
     }
 
     /// Removes history older than `revision`, keeping for every key the version
-    /// visible at `revision`.
+    /// visible at `revision` (unless it is a delete).
     pub fn compact(&mut self, revision: i64) -> Result<(), Error> {
         let state = &mut self.state;
         if revision <= state.compact_revision {
@@ -61,42 +61,69 @@ impl Store {
         if revision > state.revision {
             return Err(Error::new(ErrorCode::FutureRevision));
         }
-        let mut doomed: Vec<(Bytes, i64)> = Vec::new();
-        let mut group: Vec<(&(Bytes, i64), bool)> = Vec::new();
-        let mut flush = |group: &mut Vec<(&(Bytes, i64), bool)>| {
-            // Keep the newest entry ≤ revision if it is a live version.
-            if let Some((_, newest_live)) = group.last() {
-                let keep_newest = *newest_live;
-                let cut = if keep_newest { group.len() - 1 } else { group.len() };
-                doomed.extend(group[..cut].iter().map(|(k, _)| (*k).clone()));
+        let mut rewritten: Vec<(Bytes, Option<Arc<Version>>)> = Vec::new();
+        for (key, head) in state.keys.iter() {
+            let Some(visible) = head.at(revision) else { continue };
+            let drop_visible = visible.kv.is_none();
+            if visible.previous.is_none() && !drop_visible {
+                continue;
             }
-            group.clear();
-        };
-        let mut current_key: Option<&Bytes> = None;
-        for (history_key, entry) in state.history.iter() {
-            if current_key != Some(&history_key.0) {
-                flush(&mut group);
-                current_key = Some(&history_key.0);
-            }
-            if history_key.1 <= revision {
-                group.push((history_key, entry.is_some()));
-            }
+            let (chain, dropped) = truncate_chain(key, head, revision, drop_visible);
+            state.size_bytes -= dropped;
+            rewritten.push((key.clone(), chain));
         }
-        flush(&mut group);
-        for history_key in doomed {
-            if let Some(entry) = state.history.remove(&history_key) {
-                state.size_bytes -= entry_bytes(&history_key.0, &entry);
-            }
+        for (key, chain) in rewritten {
+            match chain {
+                Some(chain) => state.keys.insert(key, chain),
+                None => state.keys.remove(&key),
+            };
         }
         state.compact_revision = revision;
         Ok(())
     }
 }
 
-fn entry_bytes(key: &Bytes, entry: &Option<Arc<KeyValue>>) -> i64 {
-    match entry {
-        Some(kv) => (kv.key.len() + kv.value.len()) as i64,
-        None => key.len() as i64,
+/// A copy of the chain from `head` that ends at the version visible at
+/// `revision` (or just before it when that version is a delete); returns it
+/// (None when nothing is left) and the bytes dropped.
+fn truncate_chain(
+    key: &[u8],
+    head: &Arc<Version>,
+    revision: i64,
+    drop_visible: bool,
+) -> (Option<Arc<Version>>, i64) {
+    let mut kept: Vec<&Arc<Version>> = Vec::new();
+    let mut dropped = 0;
+    let mut cut = false;
+    for version in std::iter::successors(Some(head), |v| v.previous.as_ref()) {
+        if cut {
+            dropped += version.bytes(key);
+        } else if version.revision <= revision {
+            cut = true;
+            if drop_visible {
+                dropped += version.bytes(key);
+            } else {
+                kept.push(version);
+            }
+        } else {
+            kept.push(version);
+        }
+    }
+    let mut chain: Option<Arc<Version>> = None;
+    for version in kept.into_iter().rev() {
+        chain = Some(Arc::new(Version {
+            kv: version.kv.clone(),
+            revision: version.revision,
+            previous: chain,
+        }));
+    }
+    (chain, dropped)
+}
+
+impl Snapshot {
+    /// The newest version of `key` if it is live.
+    pub(super) fn live(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.keys.get(key).and_then(|head| head.kv.as_ref())
     }
 }
 
@@ -132,57 +159,62 @@ impl<'a> Change<'a> {
 
     /// A put that passed `Store::check_put`.
     pub(super) fn put(&mut self, p: &PutRequest) -> PutResponse {
-        let previous = self.state.live.get(&p.key).cloned();
-        let value = match (&previous, p.ignore_value) {
+        let head = self.state.keys.get(&p.key).cloned();
+        let previous = head.as_ref().and_then(|h| h.kv.as_ref());
+        let value = match (previous, p.ignore_value) {
             (Some(prev), true) => prev.value.clone(),
             _ => Bytes::copy_from_slice(&p.value),
         };
-        let lease = match (&previous, p.ignore_lease) {
+        let lease = match (previous, p.ignore_lease) {
             (Some(prev), true) => prev.lease,
             _ => p.lease,
         };
-        let key = Bytes::copy_from_slice(&p.key);
-        let kv = Arc::new(KeyValue {
+        let key = previous.map_or_else(|| Bytes::copy_from_slice(&p.key), |prev| prev.key.clone());
+        let kv = KeyValue {
             key: key.clone(),
-            create_revision: previous.as_ref().map_or(self.revision, |prev| prev.create_revision),
+            create_revision: previous.map_or(self.revision, |prev| prev.create_revision),
             mod_revision: self.revision,
-            version: previous.as_ref().map_or(1, |prev| prev.version + 1),
+            version: previous.map_or(1, |prev| prev.version + 1),
             value,
             lease,
-        });
-        self.state.size_bytes += (kv.key.len() + kv.value.len()) as i64;
-        self.state.live.insert(key.clone(), kv.clone());
-        if let Some(old) = self.state.history.insert((key, self.revision), Some(kv)) {
-            self.state.size_bytes -= entry_bytes(&p.key, &old);
+        };
+        let prev_kv = if p.prev_kv { previous.cloned() } else { None };
+        if previous.is_none() {
+            self.state.live_keys += 1;
         }
+        let version = Arc::new(Version { kv: Some(kv), revision: self.revision, previous: head });
+        self.state.size_bytes += version.bytes(&key);
+        self.state.keys.insert(key, version);
         self.changed = true;
-        PutResponse {
-            prev_kv: if p.prev_kv { previous.map(|kv| KeyValue::clone(&kv)) } else { None },
-            header_revision: self.revision,
-        }
+        PutResponse { prev_kv, header_revision: self.revision }
     }
 
     pub(super) fn delete(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
         let span = Span::new(&d.key, &d.range_end);
-        let doomed: Vec<Arc<KeyValue>> = if span.is_empty() {
-            Vec::new()
-        } else {
-            self.state.live.range(span.bounds()).map(|(_, kv)| kv.clone()).collect()
-        };
-        for kv in &doomed {
-            self.state.live.remove(&kv.key);
-            self.state.size_bytes += kv.key.len() as i64;
-            self.state.history.insert((kv.key.clone(), self.revision), None);
+        // Every version in the map is at or below this change's revision, so
+        // this scans the newest versions, this change's own included.
+        let mut doomed: Vec<Bytes> = Vec::new();
+        self.state.scan(&span, self.revision, |kv| {
+            doomed.push(kv.key.clone());
+            true
+        });
+        let mut prev_kvs = Vec::new();
+        for key in &doomed {
+            let head = self.state.keys.get(key).cloned().expect("scanned keys exist");
+            if d.prev_kv {
+                prev_kvs.push(head.kv.clone().expect("scanned keys are live"));
+            }
+            let tombstone =
+                Arc::new(Version { kv: None, revision: self.revision, previous: Some(head) });
+            self.state.size_bytes += tombstone.bytes(key);
+            self.state.keys.insert(key.clone(), tombstone);
+            self.state.live_keys -= 1;
             self.changed = true;
         }
         DeleteRangeResponse {
             header_revision: if self.changed { self.revision } else { self.state.revision },
             deleted: doomed.len() as i64,
-            prev_kvs: if d.prev_kv {
-                doomed.iter().map(|kv| KeyValue::clone(kv)).collect()
-            } else {
-                Vec::new()
-            },
+            prev_kvs,
         }
     }
 }
