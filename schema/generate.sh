@@ -16,4 +16,4 @@ fi
 mkdir -p "$out"
 flatc --rust --gen-all -o "$out" "$root"/schema/corekv.fbs
 # flatc writes corekv_generated.rs; rustfmt it so `cargo fmt --check` holds.
-rustfmt --edition 2021 "$out"/corekv_generated.rs
+rustfmt --edition 2021 --config-path "$root/rustfmt.toml" "$out"/corekv_generated.rs
