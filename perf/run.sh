@@ -9,11 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-if ! command -v etcd >/dev/null; then
-  echo "perf: installing etcd-server (Debian)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-fi
-command -v protoc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
+scripts/install-deps
 cargo build --release --bins --examples -p corekv -p loadgen >&2
 
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
