@@ -265,7 +265,7 @@ async fn client(
         if args.total > 0 && shared.claimed.fetch_add(1, Relaxed) >= args.total {
             return;
         }
-        let sent = if interval.is_some() { intended - interval.unwrap() } else { now };
+        let sent = interval.map_or(now, |i| intended - i);
         let op = choose(args, &mut rng);
         match execute(&mut handle, &op, &shared, &mut known).await {
             Ok(()) => {
