@@ -16,7 +16,10 @@ pub mod limits;
 pub mod metrics;
 pub mod mvcc;
 pub mod protocol;
+pub mod raft;
 pub mod runtime;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod types;
 pub mod wal;

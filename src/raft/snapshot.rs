@@ -1,0 +1,58 @@
+//! Snapshots (§5): the driver compacts the log behind a snapshot of its
+//! state machine (`compact`); a leader whose follower needs compacted entries
+//! sends a `Snapshot` message naming its compaction point, whose data the
+//! driver ships (in chunks) and steps into the follower once complete; the
+//! follower installs it and answers like an append; the leader's driver
+//! reports a failed transfer with `report_snapshot`.
+
+use crate::types::{LogIndex, NodeId, Term};
+
+use super::message::{MessageBody, Role, SnapshotMeta};
+use super::Node;
+
+impl Node {
+    /// The state machine has a durable snapshot at `index` (≤ applied):
+    /// entries up to it may be forgotten.
+    pub fn compact(&mut self, index: LogIndex) {
+        self.log.compact(index);
+    }
+
+    /// Leader: the snapshot transfer to `to` ended; on failure the follower
+    /// is probed again (and sent a fresh snapshot if still needed).
+    pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
+        if self.role != Role::Leader || success {
+            return;
+        }
+        if let Some(progress) = self.progress.get_mut(&to) {
+            if matches!(progress.state, super::ProgressState::Snapshot(_)) {
+                progress.become_probe();
+            }
+        }
+    }
+
+    pub(super) fn handle_snapshot(&mut self, leader: NodeId, meta: SnapshotMeta) {
+        assert!(self.role != Role::Leader, "two leaders in term {}", self.term.0);
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.leader = Some(leader);
+        self.election_elapsed = 0;
+        let term = self.term;
+        let index = if meta.index <= self.log.committed {
+            self.log.committed
+        } else {
+            let index = meta.index;
+            self.log.install(meta.clone());
+            self.pending_snapshot = Some(meta);
+            self.refresh_membership();
+            index
+        };
+        let body = MessageBody::AppendResponse {
+            success: true,
+            index,
+            hint_index: LogIndex(0),
+            hint_term: Term(0),
+        };
+        self.send_after_persist(leader, term, body);
+    }
+}
