@@ -379,7 +379,11 @@ impl Node {
             Role::Leader => {
                 assert_eq!(self.leader, Some(self.id()));
                 assert_eq!(self.vote, Some(self.id()), "a leader voted for itself");
-                assert!(self.log.term(self.term_start_index) == Some(self.term));
+                let start = self.term_start_index;
+                assert!(
+                    start <= self.log.snapshot().index || self.log.term(start) == Some(self.term),
+                    "this term's no-op is in the log"
+                );
                 for (id, progress) in &self.progress {
                     assert!(self.membership.contains(*id), "progress for a non-member");
                     progress.check_invariants(self.config.inflight_max);

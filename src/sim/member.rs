@@ -1,0 +1,88 @@
+//! One simulated member: the real Raft core, its simulated disk, the KV state
+//! machine, and the driver loop that follows the `Ready` contract
+//! (docs/raft.md) step by step.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::raft::{Config, DeliberateBug, Node, ReadMode, Ready, SnapshotMeta};
+use crate::types::{LogIndex, NodeId};
+
+use super::disk::SimDisk;
+use super::kv::Kv;
+
+pub struct Member {
+    pub id: NodeId,
+    pub node: Option<Node>,
+    /// Incremented at every crash so events meant for the old process die.
+    pub epoch: u64,
+    pub disk: SimDisk,
+    /// The `Ready` being persisted, with the snapshot data it installs.
+    pub writing: Option<(Ready, Option<Kv>)>,
+    pub kv: Kv,
+    pub incoming_snapshot: Option<(SnapshotMeta, Kv)>,
+    /// Client writes proposed here: (client, seq), answered when applied.
+    pub waiting_writes: BTreeSet<(u64, u64)>,
+    /// Read contexts → (client, seq, key).
+    pub pending_reads: BTreeMap<u64, (u64, u64, u64)>,
+    /// Reads whose index is known, waiting for the applied index.
+    pub reads_ready: Vec<(LogIndex, u64)>,
+    /// Removed from the cluster and shut down for good.
+    pub removed: bool,
+    /// (term, was leader) after the last step, to notice new leaderships.
+    pub last_leadership: Option<u64>,
+}
+
+pub fn raft_config(id: NodeId, seed: u64, lease_reads: bool, bug: Option<DeliberateBug>) -> Config {
+    let mut config = Config::new(id, seed);
+    config.inflight_max = 8;
+    config.append_bytes_max = 16 * 1024;
+    if lease_reads {
+        config.read_mode = ReadMode::Lease;
+    }
+    config.bug = bug;
+    config
+}
+
+impl Member {
+    pub fn new(id: NodeId, disk: SimDisk) -> Member {
+        Member {
+            id,
+            node: None,
+            epoch: 0,
+            disk,
+            writing: None,
+            kv: Kv::default(),
+            incoming_snapshot: None,
+            waiting_writes: BTreeSet::new(),
+            pending_reads: BTreeMap::new(),
+            reads_ready: Vec::new(),
+            removed: false,
+            last_leadership: None,
+        }
+    }
+
+    /// Starts the process from what its disk holds.
+    pub fn start(&mut self, config: Config) {
+        assert!(self.node.is_none() && !self.removed);
+        self.node = Some(Node::new(config, self.disk.restored()));
+        self.kv = self.disk.snapshot_kv.clone();
+        self.last_leadership = None;
+    }
+
+    /// Kills the process. Whatever it was writing is lost or torn by the
+    /// caller; everything in memory is gone.
+    pub fn crash(&mut self) -> Option<(Ready, Option<Kv>)> {
+        self.node = None;
+        self.epoch += 1;
+        self.incoming_snapshot = None;
+        self.waiting_writes.clear();
+        self.pending_reads.clear();
+        self.reads_ready.clear();
+        self.last_leadership = None;
+        self.writing.take()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.node.is_some()
+    }
+}
