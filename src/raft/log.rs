@@ -191,11 +191,12 @@ impl RaftLog {
         if self.matches(meta.index, meta.term) {
             let keep_from = (meta.index.0 - self.snapshot.index.0) as usize;
             self.entries.drain(..keep_from);
+            self.persisted = self.persisted.max(meta.index);
         } else {
             self.entries.clear();
+            self.persisted = meta.index;
         }
         self.truncations += 1;
-        self.persisted = self.persisted.max(meta.index);
         self.committed = meta.index;
         self.applied = meta.index;
         self.snapshot = meta;

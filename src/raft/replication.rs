@@ -198,6 +198,13 @@ impl Node {
             }
             MessageBody::HeartbeatResponse { read_round } => {
                 progress.probe_sent = false;
+                // Appends may have been lost: free one slot so the window can
+                // never stay full; a gap makes the follower reject, and the
+                // rejection sends us back to probing.
+                let window_full = progress.inflight.len() >= self.config.inflight_max;
+                if progress.state == ProgressState::Replicate && window_full {
+                    progress.inflight.pop_front();
+                }
                 self.send_pending(m.from);
                 self.acknowledge_read_round(m.from, read_round);
             }

@@ -73,7 +73,8 @@ impl Client {
             return_time: None,
         });
         let history_slot = history.len() - 1;
-        self.outstanding = Some(Outstanding { seq, key, input, attempt: 0, call: now, history_slot });
+        self.outstanding =
+            Some(Outstanding { seq, key, input, attempt: 0, call: now, history_slot });
     }
 
     /// The answer to the outstanding operation arrived.
@@ -83,7 +84,9 @@ impl Client {
             KvOutput::Got(Some((_, revision))) | KvOutput::Put { revision } => {
                 self.seen_revision[op.key as usize] = *revision
             }
-            KvOutput::Got(None) | KvOutput::Deleted { .. } => self.seen_revision[op.key as usize] = 0,
+            KvOutput::Got(None) | KvOutput::Deleted { .. } => {
+                self.seen_revision[op.key as usize] = 0
+            }
             _ => {}
         }
         let record = &mut history[op.history_slot];

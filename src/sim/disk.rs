@@ -54,9 +54,8 @@ impl SimDisk {
 
     fn install(&mut self, meta: SnapshotMeta, kv: Kv) {
         let position = meta.index.0.checked_sub(self.snapshot.index.0 + 1).map(|p| p as usize);
-        let matches = position
-            .and_then(|p| self.entries.get(p))
-            .is_some_and(|e| e.term == meta.term);
+        let matches =
+            position.and_then(|p| self.entries.get(p)).is_some_and(|e| e.term == meta.term);
         match position {
             Some(p) if matches => {
                 self.entries.drain(..=p);

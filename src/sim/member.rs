@@ -19,6 +19,9 @@ pub struct Member {
     /// The `Ready` being persisted, with the snapshot data it installs.
     pub writing: Option<(Ready, Option<Kv>)>,
     pub kv: Kv,
+    /// The last index applied to `kv` (the core's applied index runs ahead
+    /// of it while a snapshot or entries handed out are being applied).
+    pub kv_applied: LogIndex,
     pub incoming_snapshot: Option<(SnapshotMeta, Kv)>,
     /// Client writes proposed here: (client, seq), answered when applied.
     pub waiting_writes: BTreeSet<(u64, u64)>,
@@ -52,6 +55,7 @@ impl Member {
             disk,
             writing: None,
             kv: Kv::default(),
+            kv_applied: LogIndex(0),
             incoming_snapshot: None,
             waiting_writes: BTreeSet::new(),
             pending_reads: BTreeMap::new(),
@@ -66,6 +70,7 @@ impl Member {
         assert!(self.node.is_none() && !self.removed);
         self.node = Some(Node::new(config, self.disk.restored()));
         self.kv = self.disk.snapshot_kv.clone();
+        self.kv_applied = self.disk.snapshot.index;
         self.last_leadership = None;
     }
 

@@ -171,16 +171,19 @@ fn run_unguarded(config: SimConfig) -> Report {
         let waited = world.now - healed;
         leader_seen |= world.leader().is_some();
         if !leader_seen && waited > config.leader_bound_ms {
-            violations.push(format!("liveness: no leader {waited} ms after healing"));
+            violations
+                .push(format!("liveness: no leader {waited} ms after healing{}", world.describe()));
             break;
         }
-        let done = world.clients.iter().zip(&completed_at_heal).all(|(c, &at)| c.completed >= at + 2);
+        let done =
+            world.clients.iter().zip(&completed_at_heal).all(|(c, &at)| c.completed >= at + 2);
         if done && leader_seen {
             break;
         }
         if waited > config.liveness_bound_ms {
             violations.push(format!(
-                "liveness: client operations still pending {waited} ms after healing"
+                "liveness: client operations still pending {waited} ms after healing{}",
+                world.describe()
             ));
             break;
         }

@@ -71,6 +71,8 @@ pub struct World {
     next_context: u64,
     membership_applied: LogIndex,
     ever_member: BTreeSet<NodeId>,
+    /// SIM_TRACE=1 prints snapshot installs, applies and reads to stderr.
+    trace: bool,
 }
 
 impl World {
@@ -91,6 +93,7 @@ impl World {
             next_context: 1,
             membership_applied: LogIndex(0),
             ever_member: BTreeSet::new(),
+            trace: std::env::var_os("SIM_TRACE").is_some(),
             config,
         };
         let voters: Vec<NodeId> = (1..=world.config.members).map(NodeId).collect();
@@ -218,10 +221,15 @@ impl World {
             }
             return;
         }
-        let data = match &message.body {
+        // The driver ships its latest snapshot, which may be newer than the
+        // one the core named when it queued the message; the message that
+        // reaches the follower names the one shipped.
+        let mut message = message;
+        let data = match &mut message.body {
             MessageBody::Snapshot { meta } => {
                 let disk = &self.members[&from].disk;
-                assert_eq!(disk.snapshot.index, meta.index, "snapshot data at the named index");
+                assert!(disk.snapshot.index >= meta.index, "snapshot older than named");
+                *meta = disk.snapshot.clone();
                 Some(disk.snapshot_kv.clone())
             }
             _ => None,
@@ -294,7 +302,26 @@ impl World {
         let (ready, snapshot_kv) = member.writing.take().expect("a write in flight");
         member.disk.write(&ready, snapshot_kv.as_ref(), Keep::All);
         if let Some(kv) = snapshot_kv {
+            if self.trace {
+                eprintln!(
+                    "t={} member {} installs snapshot {:?} kv {:?}",
+                    self.now,
+                    id.0,
+                    ready.snapshot.as_ref().map(|m| m.index.0),
+                    kv
+                );
+            }
             member.kv = kv;
+            member.kv_applied = ready.snapshot.as_ref().unwrap().index;
+        }
+        if self.trace && !ready.committed_entries.is_empty() {
+            eprintln!(
+                "t={} member {} applies {}..={}",
+                self.now,
+                id.0,
+                ready.committed_entries[0].index.0,
+                ready.committed_entries.last().unwrap().index.0
+            );
         }
         for message in ready.messages_after_persist.clone() {
             self.send_raft(message);
@@ -327,14 +354,18 @@ impl World {
                 let command = Command::decode(data);
                 let member = self.members.get_mut(&id).expect("member");
                 let output = member.kv.apply(&command);
+                member.kv_applied = entry.index;
                 let waiting = member.waiting_writes.remove(&(command.client, command.seq));
                 if let (Some(output), true) = (output, waiting) {
                     self.reply(id, command.client, command.seq, Reply::Done(output));
                 }
             }
-            EntryPayload::Membership(membership) => self.membership_applied(entry.index, membership),
+            EntryPayload::Membership(membership) => {
+                self.membership_applied(entry.index, membership)
+            }
             EntryPayload::Empty => {}
         }
+        self.members.get_mut(&id).expect("member").kv_applied = entry.index;
     }
 
     /// Members removed by a newly applied membership shut down a little later
@@ -356,13 +387,26 @@ impl World {
 
     fn serve_reads(&mut self, id: NodeId) {
         let member = self.members.get_mut(&id).expect("member");
-        let applied = member.node.as_ref().unwrap().log().applied;
+        let applied = member.kv_applied;
         let (ready, waiting): (Vec<_>, Vec<_>) =
             member.reads_ready.drain(..).partition(|&(index, _)| index <= applied);
         member.reads_ready = waiting;
         let mut replies = Vec::new();
-        for (_, context) in ready {
+        for (index, context) in ready {
             if let Some((client, seq, key)) = member.pending_reads.remove(&context) {
+                if self.trace {
+                    eprintln!(
+                        "t={} member {} serves read c{} s{} key {} at index {} applied {} -> {:?}",
+                        self.now,
+                        id.0,
+                        client,
+                        seq,
+                        key,
+                        index.0,
+                        applied.0,
+                        member.kv.get(key)
+                    );
+                }
                 replies.push((client, seq, member.kv.get(key)));
             }
         }
@@ -375,11 +419,13 @@ impl World {
         let member = self.members.get_mut(&id).expect("member");
         let node = member.node.as_mut().unwrap();
         let log = node.log();
-        if member.writing.is_some() || log.applied.0 < log.snapshot().index.0 + compact_after_entries
+        if member.writing.is_some()
+            || log.applied.0 < log.snapshot().index.0 + compact_after_entries
         {
             return;
         }
-        let index = log.applied;
+        let index = member.kv_applied;
+        assert_eq!(index, log.applied, "compacting at the state machine's index");
         node.compact(index);
         let meta = node.log().snapshot().clone();
         member.disk.compact(meta, member.kv.clone());
@@ -565,7 +611,8 @@ impl World {
 
     fn fault_partition(&mut self) -> bool {
         let ids: Vec<NodeId> = self.members.keys().copied().collect();
-        let side: BTreeSet<NodeId> = ids.iter().copied().filter(|_| self.rng.chance(400_000)).collect();
+        let side: BTreeSet<NodeId> =
+            ids.iter().copied().filter(|_| self.rng.chance(400_000)).collect();
         if side.is_empty() || side.len() == ids.len() {
             return false;
         }
@@ -636,6 +683,55 @@ impl World {
         let accepted = node.transfer_leader(to).is_ok();
         self.after_step(leader);
         accepted
+    }
+
+    /// A one-line-per-member picture, for liveness failures.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (id, member) in &self.members {
+            let Some(node) = member.node.as_ref() else {
+                out.push_str(&format!("\n    member {}: down (removed {})", id.0, member.removed));
+                continue;
+            };
+            let log = node.log();
+            out.push_str(&format!(
+                "\n    member {}: {:?} term {} leader {:?} commit {} applied {} last {} snap {} \
+                 voters {:?} learners {:?} writing {}",
+                id.0,
+                node.role(),
+                node.term().0,
+                node.leader().map(|l| l.0),
+                log.committed.0,
+                log.applied.0,
+                log.last_index().0,
+                log.snapshot().index.0,
+                node.membership().voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+                node.membership().learners.iter().map(|v| v.0).collect::<Vec<_>>(),
+                member.writing.is_some()
+            ));
+            for other in node.membership().members() {
+                if let Some(p) = node.progress(other) {
+                    out.push_str(&format!(
+                        "\n      progress {}: match {} next {} {:?} paused-probe {} inflight {}",
+                        other.0,
+                        p.match_index.0,
+                        p.next_index.0,
+                        p.state,
+                        p.probe_sent,
+                        p.inflight.len()
+                    ));
+                }
+            }
+        }
+        for client in &self.clients {
+            if let Some(op) = &client.outstanding {
+                out.push_str(&format!(
+                    "\n    client {}: seq {} {:?} since {} attempt {} target {}",
+                    client.id, op.seq, op.input, op.call, op.attempt, client.target.0
+                ));
+            }
+        }
+        out
     }
 
     /// The fault phase ends: restart everyone, heal the network.
