@@ -57,7 +57,8 @@ pub enum DeliberateBug {
     CommitOldTermsByCounting,
     /// Grant votes without checking the candidate's log (breaks §3.6.1).
     VoteWithoutLogCheck,
-    /// Answer reads with the commit index without confirming leadership.
+    /// Answer reads at once with the local commit index, on any member,
+    /// without confirming leadership (§6.4).
     ReadWithoutReadIndex,
     /// Leave the vote out of the persisted hard state (breaks §3.8).
     SkipPersistingVote,

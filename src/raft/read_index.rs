@@ -90,6 +90,11 @@ impl Node {
     /// Asks for a read index; the answer arrives as a `ReadState` with this
     /// context (from this member's `Ready`, possibly via the leader).
     pub fn read_index(&mut self, context: u64) -> Result<(), ProposeError> {
+        if self.bug(|b| b == DeliberateBugKind::ReadWithoutReadIndex) {
+            let index = Some(self.log.committed);
+            self.read_states.push(ReadState { context, index });
+            return Ok(());
+        }
         match (self.role, self.leader) {
             (Role::Leader, _) => self.queue_read(ReadRequest { from: self.id(), context }),
             (_, Some(leader)) => {
@@ -119,11 +124,10 @@ impl Node {
         if self.reads.queued() >= self.config.read_requests_max {
             return Err(ProposeError::ReadQueueFull);
         }
-        let unconfirmed = self.bug(|b| b == DeliberateBugKind::ReadWithoutReadIndex);
         let lease = self.config.read_mode == ReadMode::Lease
             && !self.reads.lease_revoked
             && self.ticks < self.reads.lease_until_tick;
-        if self.committed_in_term() && (lease || unconfirmed) {
+        if self.committed_in_term() && lease {
             let index = self.log.committed;
             self.answer_read(request, Some(index));
             return Ok(());

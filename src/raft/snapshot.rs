@@ -17,14 +17,19 @@ impl Node {
         self.log.compact(index);
     }
 
-    /// Leader: the snapshot transfer to `to` ended; on failure the follower
-    /// is probed again (and sent a fresh snapshot if still needed).
+    /// Leader: the snapshot transfer to `to` ended. After a success the
+    /// follower is probed just past the snapshot (its answer to the
+    /// snapshot may be lost); after a failure, from its last known match (a
+    /// fresh snapshot goes out if still needed).
     pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
-        if self.role != Role::Leader || success {
+        if self.role != Role::Leader {
             return;
         }
         if let Some(progress) = self.progress.get_mut(&to) {
-            if matches!(progress.state, super::ProgressState::Snapshot(_)) {
+            if let super::ProgressState::Snapshot(at) = progress.state {
+                if success {
+                    progress.next_index = progress.next_index.max(LogIndex(at.0 + 1));
+                }
                 progress.become_probe();
             }
         }

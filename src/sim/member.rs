@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::raft::{Config, DeliberateBug, Node, ReadMode, Ready, SnapshotMeta};
+use crate::raft::{Config, Node, ReadMode, Ready, SnapshotMeta};
 use crate::types::{LogIndex, NodeId};
 
 use super::disk::SimDisk;
 use super::kv::Kv;
+use super::SimConfig;
 
 pub struct Member {
     pub id: NodeId,
@@ -35,15 +36,21 @@ pub struct Member {
     pub last_leadership: Option<u64>,
 }
 
-pub fn raft_config(id: NodeId, seed: u64, lease_reads: bool, bug: Option<DeliberateBug>) -> Config {
-    let mut config = Config::new(id, seed);
-    config.inflight_max = 8;
-    config.append_bytes_max = 16 * 1024;
-    if lease_reads {
-        config.read_mode = ReadMode::Lease;
+/// Every member runs the same configuration; the seed varies the message
+/// size limit (down to one entry per append, which splits a new leader's
+/// no-op from the entries before it) and the in-flight window.
+pub fn raft_config(id: NodeId, config: &SimConfig) -> Config {
+    let mut raft = Config::new(id, config.seed);
+    (raft.inflight_max, raft.append_bytes_max) = match config.seed % 3 {
+        0 => (8, 16 * 1024),
+        1 => (2, 1),
+        _ => (64, 256),
+    };
+    if config.lease_reads {
+        raft.read_mode = ReadMode::Lease;
     }
-    config.bug = bug;
-    config
+    raft.bug = config.bug;
+    raft
 }
 
 impl Member {

@@ -32,7 +32,7 @@ pub enum Reply {
 pub enum Event {
     Tick,
     Deliver(Message, Option<Kv>),
-    SnapshotFailed { leader: NodeId, to: NodeId },
+    SnapshotDone { leader: NodeId, to: NodeId, success: bool },
     ClientRequest { to: NodeId, client: u64, seq: u64, key: u64, input: KvInput },
     ClientReply { client: u64, seq: u64, reply: Reply },
     ClientSend { client: u64, seq: u64, attempt: u32 },
@@ -126,7 +126,7 @@ impl World {
     }
 
     fn raft_config(&self, id: NodeId) -> crate::raft::Config {
-        raft_config(id, self.config.seed, self.config.lease_reads, self.config.bug)
+        raft_config(id, &self.config)
     }
 
     pub fn schedule(&mut self, delay: u64, event: Event) {
@@ -146,9 +146,9 @@ impl World {
         match event {
             Event::Tick => self.tick(),
             Event::Deliver(message, data) => self.deliver(message, data),
-            Event::SnapshotFailed { leader, to } => {
+            Event::SnapshotDone { leader, to, success } => {
                 if let Some(node) = self.members.get_mut(&leader).and_then(|m| m.node.as_mut()) {
-                    node.report_snapshot(to, false);
+                    node.report_snapshot(to, success);
                     self.after_step(leader);
                 }
             }
@@ -217,7 +217,7 @@ impl World {
         let delay = self.delay();
         if self.lost(from, to) {
             if let MessageBody::Snapshot { .. } = message.body {
-                self.schedule(delay, Event::SnapshotFailed { leader: from, to });
+                self.schedule(delay, Event::SnapshotDone { leader: from, to, success: false });
             }
             return;
         }
@@ -245,14 +245,21 @@ impl World {
         let to = message.to;
         let Some(member) = self.members.get_mut(&to).filter(|m| m.is_up()) else {
             if let MessageBody::Snapshot { .. } = message.body {
-                self.schedule(0, Event::SnapshotFailed { leader: message.from, to });
+                let (leader, success) = (message.from, false);
+                self.schedule(0, Event::SnapshotDone { leader, to, success });
             }
             return;
         };
+        let mut snapshot_from = None;
         if let (MessageBody::Snapshot { meta }, Some(kv)) = (&message.body, data) {
             member.incoming_snapshot = Some((meta.clone(), kv));
+            snapshot_from = Some(message.from);
         }
         member.node.as_mut().unwrap().step(message);
+        if let Some(leader) = snapshot_from {
+            // The stream completed; the sender learns it as TCP would tell it.
+            self.schedule(1, Event::SnapshotDone { leader, to, success: true });
+        }
         self.after_step(to);
     }
 
