@@ -22,6 +22,7 @@ mod kv;
 pub mod kv_model;
 pub mod linearizability;
 mod member;
+pub mod pipeline;
 mod rng;
 mod world;
 
