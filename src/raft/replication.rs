@@ -205,6 +205,12 @@ impl Node {
                 if progress.state == ProgressState::Replicate && window_full {
                     progress.inflight.pop_front();
                 }
+                // An idle leader must still repair a follower whose appends
+                // were lost: an append at next - 1 either is acknowledged or
+                // exposes the gap with a rejection (which probes).
+                if progress.match_index < self.log.last_index() {
+                    self.maybe_send_append(m.from, true);
+                }
                 self.send_pending(m.from);
                 self.acknowledge_read_round(m.from, read_round);
             }

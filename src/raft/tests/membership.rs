@@ -99,7 +99,6 @@ fn s4_2_2_removed_leader_steps_down_after_commit() {
 /// acknowledgement to commit. Once the new member answers a heartbeat, the
 /// leader should start sending it the log, without waiting for new proposals.
 #[test]
-#[ignore = "BUG: a new member is sent no entries until a later proposal"]
 fn s4_1_new_voter_caught_up_without_new_proposals() {
     let mut node = leader(&[1], 1, &[1]);
     assert_eq!(node.log().committed, ix(2));

@@ -243,7 +243,6 @@ fn appends_to(messages: &[Message], to: u64) -> usize {
 /// last 3): it should send it an append (the entry, or a probe that member 2
 /// rejects), as etcd-raft does.
 #[test]
-#[ignore = "BUG: appends lost in Replicate are never resent to an idle follower"]
 fn lost_appends_resent_after_heartbeat_response() {
     let mut node = leader(&[1, 2, 3], 1, &[1]);
     ack_all(&mut node);

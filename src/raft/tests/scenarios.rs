@@ -184,7 +184,6 @@ fn assert_caught_up_by(
 }
 
 #[test]
-#[ignore = "BUG: appends lost in Replicate are never resent to an idle follower"]
 fn lagging_follower_caught_up_by_snapshot() {
     let mut cluster = Cluster::new(3);
     let (leader, lagging, snapshot) = lagging_member(&mut cluster, 10, 3);
