@@ -239,12 +239,10 @@ impl RaftLog {
     }
 
     pub fn check_invariants(&self) {
-        let mut expected = self.snapshot.index.0 + 1;
         let mut term = self.snapshot.term;
-        for entry in &self.entries {
+        for (expected, entry) in (self.snapshot.index.0 + 1..).zip(&self.entries) {
             assert_eq!(entry.index.0, expected, "log not contiguous");
             assert!(entry.term >= term, "log terms go backwards at {}", entry.index.0);
-            expected += 1;
             term = entry.term;
         }
         assert!(self.snapshot.index <= self.applied, "applied below the snapshot");

@@ -193,10 +193,9 @@ impl Node {
             }
             more_pending = true;
         }
-        if more_pending && !self.reads.pending.is_empty() && self.committed_in_term() {
-            if !self.reads.requests_in_flight() {
-                self.broadcast_heartbeat();
-            }
+        let start_next = more_pending && !self.reads.pending.is_empty();
+        if start_next && self.committed_in_term() && !self.reads.requests_in_flight() {
+            self.broadcast_heartbeat();
         }
     }
 

@@ -63,7 +63,8 @@ impl SimConfig {
     /// The seed's own choice of cluster shape, so a range of seeds covers
     /// every mix: 3 or 5 members, faults or not, lease reads or ReadIndex.
     pub fn from_seed(seed: u64) -> SimConfig {
-        let mut config = SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 }, seed % 4 < 3);
+        let mut config =
+            SimConfig::new(seed, if seed.is_multiple_of(2) { 3 } else { 5 }, seed % 4 < 3);
         config.lease_reads = seed % 8 >= 6;
         config
     }

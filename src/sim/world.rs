@@ -181,7 +181,7 @@ impl World {
                 self.after_step(id);
             }
         }
-        if self.stats.ticks % 20 == 0 {
+        if self.stats.ticks.is_multiple_of(20) {
             self.check_logs();
         }
         self.schedule(tick_ms, Event::Tick);
