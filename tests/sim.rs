@@ -53,7 +53,7 @@ fn serving_reads_without_read_index_is_caught() {
 
 #[test]
 fn forgetting_the_vote_across_a_restart_is_caught() {
-    let caught = first_caught(DeliberateBug::SkipPersistingVote, 1_500).expect("not caught");
+    let caught = first_caught(DeliberateBug::SkipPersistingVote, 3_000).expect("not caught");
     assert!(caught.contains("election safety") || caught.contains("two leaders"), "{caught}");
 }
 

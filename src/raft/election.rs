@@ -61,14 +61,19 @@ impl Node {
         z ^ (z >> 31)
     }
 
-    /// §4.2.3: a member that heard from a leader within the minimum election
-    /// timeout ignores vote requests (unless forced by a transfer). A member
-    /// that just started also waits one timeout, so a restart cannot shorten
-    /// a leader's lease (§6.4.1).
+    /// Whether a leader was heard from (or, for a leader, whether it led)
+    /// within the minimum election timeout. Counted apart from roles: a
+    /// message from another term that makes us forget the leader must not
+    /// shorten the time we promised it. A member that just started counts as
+    /// having heard from one, so a restart cannot shorten a lease (§6.4.1).
+    pub(super) fn heard_from_leader(&self) -> bool {
+        self.leader_contact_elapsed < self.config.election_ticks
+    }
+
+    /// §4.2.3: with check-quorum, such a member ignores vote requests of
+    /// higher terms (unless forced by a transfer).
     pub(super) fn in_lease(&self) -> bool {
-        let timeout = self.config.election_ticks;
-        self.config.check_quorum
-            && ((self.leader.is_some() && self.election_elapsed < timeout) || self.ticks < timeout)
+        self.config.check_quorum && self.heard_from_leader()
     }
 
     /// Term rules common to every message (§3.3). Returns whether the
@@ -111,6 +116,9 @@ impl Node {
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term || leader != self.leader {
+            self.fail_forwarded_reads();
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -128,9 +136,11 @@ impl Node {
     }
 
     fn become_pre_candidate(&mut self) {
+        self.fail_forwarded_reads();
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
+        self.self_vote_pending = false;
         self.reset_election_timer();
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let body = MessageBody::Vote { pre: true, force: false, last_index, last_term };
@@ -148,6 +158,7 @@ impl Node {
     /// Starts a real election. The vote for ourselves counts once the new
     /// term and vote are durable (see `advance`).
     pub(super) fn become_candidate(&mut self, force: bool) {
+        self.fail_forwarded_reads();
         self.role = Role::Candidate;
         self.term = Term(self.term.0 + 1);
         self.vote = Some(self.id());
@@ -170,6 +181,7 @@ impl Node {
         self.role = Role::Leader;
         self.leader = Some(self.id());
         self.votes.clear();
+        self.self_vote_pending = false;
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         let next = LogIndex(self.log.last_index().0 + 1);
@@ -188,10 +200,16 @@ impl Node {
     }
 
     pub(super) fn handle_vote(&mut self, m: Message) {
-        let MessageBody::Vote { pre, last_index, last_term, .. } = m.body else { unreachable!() };
-        let can_vote = self.vote == Some(m.from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre && m.term > self.term);
+        let MessageBody::Vote { pre, force, last_index, last_term } = m.body else {
+            unreachable!()
+        };
+        // §4.2.3 / §9.6: while a leader is (recently) known, no vote or
+        // pre-vote goes to anyone but a transfer's target.
+        let disruptive = !force && self.heard_from_leader() && (self.config.check_quorum || pre);
+        let can_vote = !disruptive
+            && (self.vote == Some(m.from)
+                || (self.vote.is_none() && self.leader.is_none())
+                || (pre && m.term > self.term));
         let log_ok = self.log.is_up_to_date(last_index, last_term)
             || self.bug(|b| b == DeliberateBugKind::VoteWithoutLogCheck);
         let granted = can_vote && log_ok;

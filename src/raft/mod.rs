@@ -162,6 +162,8 @@ pub struct Node {
     term_start_index: LogIndex,
     ticks: u64,
     election_elapsed: u64,
+    /// Ticks since a leader's Append/Heartbeat/Snapshot (0 while leading).
+    leader_contact_elapsed: u64,
     heartbeat_elapsed: u64,
     randomized_election_ticks: u64,
     rng: u64,
@@ -192,6 +194,7 @@ impl Node {
             term_start_index: LogIndex(0),
             ticks: 0,
             election_elapsed: 0,
+            leader_contact_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks: 0,
             rng: config.seed ^ config.id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -241,7 +244,9 @@ impl Node {
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.leader_contact_elapsed += 1;
         if self.role == Role::Leader {
+            self.leader_contact_elapsed = 0;
             self.tick_leader();
         } else {
             self.tick_election();
@@ -313,12 +318,11 @@ impl Node {
         if let Some(last) = ready.committed_entries.last() {
             self.log.applied = self.log.applied.max(last.index);
         }
-        if self.role == Role::Candidate
-            && self.self_vote_pending
-            && self.persisted_hard_state.term == self.term
-        {
+        if self.self_vote_pending && self.persisted_hard_state.term == self.term {
             self.self_vote_pending = false;
-            self.record_vote(self.id(), true);
+            if self.role == Role::Candidate {
+                self.record_vote(self.id(), true);
+            }
         }
         if self.role == Role::Leader {
             self.maybe_commit();
@@ -345,7 +349,7 @@ impl Node {
             }
             MessageBody::ReadIndex { context } => self.handle_read_index(message.from, context),
             MessageBody::ReadIndexResponse { context, index } => {
-                self.read_states.push(ReadState { context, index })
+                self.handle_read_index_response(context, index)
             }
             MessageBody::Snapshot { meta } => self.handle_snapshot(message.from, meta),
         }

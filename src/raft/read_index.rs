@@ -11,7 +11,7 @@
 //! was sent, shortened by a margin; voters ignore elections for that long
 //! after hearing from the leader, so no other leader can exist meanwhile.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::types::{LogIndex, NodeId};
 
@@ -48,6 +48,9 @@ pub struct ReadQueue {
     pending: Vec<ReadRequest>,
     lease_until_tick: u64,
     lease_revoked: bool,
+    /// Follower: reads forwarded to the leader, failed if the leader changes
+    /// (a lost request or answer needs the driver's own timeout).
+    forwarded: BTreeSet<u64>,
 }
 
 impl ReadQueue {
@@ -77,6 +80,7 @@ impl ReadQueue {
 
     pub fn check_invariants(&self) {
         assert!(self.rounds.len() <= read_rounds_max, "read rounds unbounded");
+        assert!(self.forwarded.len() <= 1 << 20, "forwarded reads unbounded");
         assert!(self
             .rounds
             .iter()
@@ -98,6 +102,10 @@ impl Node {
         match (self.role, self.leader) {
             (Role::Leader, _) => self.queue_read(ReadRequest { from: self.id(), context }),
             (_, Some(leader)) => {
+                if self.reads.forwarded.len() >= self.config.read_requests_max {
+                    return Err(ProposeError::ReadQueueFull);
+                }
+                self.reads.forwarded.insert(context);
                 self.send(leader, MessageBody::ReadIndex { context });
                 Ok(())
             }
@@ -205,6 +213,20 @@ impl Node {
         } else {
             let body = MessageBody::ReadIndexResponse { context: request.context, index };
             self.send(request.from, body);
+        }
+    }
+
+    /// The leader's answer to a forwarded read (duplicates are dropped).
+    pub(super) fn handle_read_index_response(&mut self, context: u64, index: Option<LogIndex>) {
+        if self.reads.forwarded.remove(&context) {
+            self.read_states.push(ReadState { context, index });
+        }
+    }
+
+    /// The leader we forwarded reads to is no longer ours: they fail.
+    pub(super) fn fail_forwarded_reads(&mut self) {
+        for context in std::mem::take(&mut self.reads.forwarded) {
+            self.read_states.push(ReadState { context, index: None });
         }
     }
 

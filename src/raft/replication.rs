@@ -106,6 +106,7 @@ impl Node {
         }
         self.leader = Some(m.from);
         self.election_elapsed = 0;
+        self.leader_contact_elapsed = 0;
         match m.body {
             MessageBody::Append { prev_index, prev_term, entries, commit } => {
                 self.handle_append(m.from, prev_index, prev_term, &entries, commit)
@@ -241,13 +242,23 @@ impl Node {
         if first_in_term && self.log.committed >= self.term_start_index {
             self.start_pending_reads();
         }
-        // §4.2.2: a leader removed from the configuration steps down once
-        // the change is committed.
-        if !self.is_promotable() && self.log.committed >= self.membership_index {
-            self.become_follower(self.term, None);
-            return;
-        }
         self.broadcast_append(true);
+        // §4.2.2: a leader removed from the configuration steps down once
+        // the change is committed, after telling the others it is, and hands
+        // over to the most up-to-date voter (§3.10) rather than leaving the
+        // cluster to wait out its lease.
+        if !self.is_promotable() && self.log.committed >= self.membership_index {
+            let successor = self
+                .progress
+                .iter()
+                .filter(|(id, _)| self.membership.voters.contains(id))
+                .max_by_key(|(_, p)| p.match_index)
+                .map(|(&id, _)| id);
+            if let Some(successor) = successor {
+                self.send(successor, MessageBody::TimeoutNow);
+            }
+            self.become_follower(self.term, None);
+        }
     }
 }
 

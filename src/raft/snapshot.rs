@@ -21,14 +21,19 @@ impl Node {
     /// follower is probed just past the snapshot (its answer to the
     /// snapshot may be lost); after a failure, from its last known match (a
     /// fresh snapshot goes out if still needed).
-    pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
+    /// `index` is the index of the snapshot shipped; reports of transfers
+    /// older than the one awaited are ignored.
+    pub fn report_snapshot(&mut self, to: NodeId, index: LogIndex, success: bool) {
         if self.role != Role::Leader {
             return;
         }
         if let Some(progress) = self.progress.get_mut(&to) {
             if let super::ProgressState::Snapshot(at) = progress.state {
+                if index < at {
+                    return;
+                }
                 if success {
-                    progress.next_index = progress.next_index.max(LogIndex(at.0 + 1));
+                    progress.next_index = progress.next_index.max(LogIndex(index.0 + 1));
                 }
                 progress.become_probe();
             }
@@ -42,6 +47,7 @@ impl Node {
         }
         self.leader = Some(leader);
         self.election_elapsed = 0;
+        self.leader_contact_elapsed = 0;
         let term = self.term;
         let index = if meta.index <= self.log.committed {
             self.log.committed

@@ -23,7 +23,8 @@ pub struct Member {
     /// The last index applied to `kv` (the core's applied index runs ahead
     /// of it while a snapshot or entries handed out are being applied).
     pub kv_applied: LogIndex,
-    pub incoming_snapshot: Option<(SnapshotMeta, Kv)>,
+    /// Snapshots that arrived, with their data, until the core installs one.
+    pub incoming_snapshots: Vec<(SnapshotMeta, Kv)>,
     /// Client writes proposed here: (client, seq), answered when applied.
     pub waiting_writes: BTreeSet<(u64, u64)>,
     /// Read contexts → (client, seq, key).
@@ -63,7 +64,7 @@ impl Member {
             writing: None,
             kv: Kv::default(),
             kv_applied: LogIndex(0),
-            incoming_snapshot: None,
+            incoming_snapshots: Vec::new(),
             waiting_writes: BTreeSet::new(),
             pending_reads: BTreeMap::new(),
             reads_ready: Vec::new(),
@@ -86,7 +87,7 @@ impl Member {
     pub fn crash(&mut self) -> Option<(Ready, Option<Kv>)> {
         self.node = None;
         self.epoch += 1;
-        self.incoming_snapshot = None;
+        self.incoming_snapshots.clear();
         self.waiting_writes.clear();
         self.pending_reads.clear();
         self.reads_ready.clear();

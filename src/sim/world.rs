@@ -32,7 +32,7 @@ pub enum Reply {
 pub enum Event {
     Tick,
     Deliver(Message, Option<Kv>),
-    SnapshotDone { leader: NodeId, to: NodeId, success: bool },
+    SnapshotDone { leader: NodeId, to: NodeId, index: LogIndex, success: bool },
     ClientRequest { to: NodeId, client: u64, seq: u64, key: u64, input: KvInput },
     ClientReply { client: u64, seq: u64, reply: Reply },
     ClientSend { client: u64, seq: u64, attempt: u32 },
@@ -146,9 +146,9 @@ impl World {
         match event {
             Event::Tick => self.tick(),
             Event::Deliver(message, data) => self.deliver(message, data),
-            Event::SnapshotDone { leader, to, success } => {
+            Event::SnapshotDone { leader, to, index, success } => {
                 if let Some(node) = self.members.get_mut(&leader).and_then(|m| m.node.as_mut()) {
-                    node.report_snapshot(to, success);
+                    node.report_snapshot(to, index, success);
                     self.after_step(leader);
                 }
             }
@@ -214,13 +214,6 @@ impl World {
     fn send_raft(&mut self, message: Message) {
         self.stats.messages += 1;
         let (from, to) = (message.from, message.to);
-        let delay = self.delay();
-        if self.lost(from, to) {
-            if let MessageBody::Snapshot { .. } = message.body {
-                self.schedule(delay, Event::SnapshotDone { leader: from, to, success: false });
-            }
-            return;
-        }
         // The driver ships its latest snapshot, which may be newer than the
         // one the core named when it queued the message; the message that
         // reaches the follower names the one shipped.
@@ -234,6 +227,14 @@ impl World {
             }
             _ => None,
         };
+        let delay = self.delay();
+        if self.lost(from, to) {
+            if let MessageBody::Snapshot { meta } = &message.body {
+                let (leader, index, success) = (from, meta.index, false);
+                self.schedule(delay, Event::SnapshotDone { leader, to, index, success });
+            }
+            return;
+        }
         if self.rng.chance(self.network.duplicate_per_million) {
             let again = self.delay();
             self.schedule(again, Event::Deliver(message.clone(), data.clone()));
@@ -242,23 +243,31 @@ impl World {
     }
 
     fn deliver(&mut self, message: Message, data: Option<Kv>) {
-        let to = message.to;
+        let (leader, to) = (message.from, message.to);
+        let snapshot = match &message.body {
+            MessageBody::Snapshot { meta } => Some(meta.clone()),
+            _ => None,
+        };
         let Some(member) = self.members.get_mut(&to).filter(|m| m.is_up()) else {
-            if let MessageBody::Snapshot { .. } = message.body {
-                let (leader, success) = (message.from, false);
-                self.schedule(0, Event::SnapshotDone { leader, to, success });
+            if let Some(meta) = snapshot {
+                let (index, success) = (meta.index, false);
+                self.schedule(0, Event::SnapshotDone { leader, to, index, success });
             }
             return;
         };
-        let mut snapshot_from = None;
-        if let (MessageBody::Snapshot { meta }, Some(kv)) = (&message.body, data) {
-            member.incoming_snapshot = Some((meta.clone(), kv));
-            snapshot_from = Some(message.from);
+        if let (Some(meta), Some(kv)) = (&snapshot, data) {
+            // Kept until the core installs it (or a newer one): the core may
+            // also ignore it, while one it installed earlier is still pending.
+            member.incoming_snapshots.push((meta.clone(), kv));
+            if member.incoming_snapshots.len() > 4 {
+                member.incoming_snapshots.remove(0);
+            }
         }
         member.node.as_mut().unwrap().step(message);
-        if let Some(leader) = snapshot_from {
+        if let Some(meta) = snapshot {
             // The stream completed; the sender learns it as TCP would tell it.
-            self.schedule(1, Event::SnapshotDone { leader, to, success: true });
+            let (index, success) = (meta.index, true);
+            self.schedule(1, Event::SnapshotDone { leader, to, index, success });
         }
         self.after_step(to);
     }
@@ -286,8 +295,9 @@ impl World {
         }
         let ready = node.ready();
         let snapshot_kv = ready.snapshot.as_ref().map(|meta| {
-            let (incoming, kv) = member.incoming_snapshot.take().expect("snapshot data");
-            assert_eq!(&incoming, meta, "installing the snapshot that arrived");
+            let position = member.incoming_snapshots.iter().rposition(|(m, _)| m == meta);
+            let (_, kv) = member.incoming_snapshots.remove(position.expect("snapshot data"));
+            member.incoming_snapshots.clear();
             kv
         });
         let messages = ready.messages.clone();

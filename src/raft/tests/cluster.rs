@@ -178,25 +178,28 @@ impl Cluster {
 
     fn deliver(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
-        let snapshot = matches!(message.body, MessageBody::Snapshot { .. });
+        let snapshot = match &message.body {
+            MessageBody::Snapshot { meta } => Some(meta.index),
+            _ => None,
+        };
         let up = self.members.get(&to).is_some_and(|m| m.node.is_some());
         if !up || self.blocked.contains(&(from, to)) {
-            if snapshot {
-                self.report_snapshot(from, to, false);
+            if let Some(index) = snapshot {
+                self.report_snapshot(from, to, index, false);
             }
             return;
         }
         // The state machine's data is out of scope: the transfer is complete.
         self.node_mut(to).step(message);
         self.observe(to);
-        if snapshot {
-            self.report_snapshot(from, to, true);
+        if let Some(index) = snapshot {
+            self.report_snapshot(from, to, index, true);
         }
     }
 
-    fn report_snapshot(&mut self, leader: NodeId, to: NodeId, success: bool) {
+    fn report_snapshot(&mut self, leader: NodeId, to: NodeId, index: LogIndex, success: bool) {
         if self.members[&leader].node.is_some() {
-            self.node_mut(leader).report_snapshot(to, success);
+            self.node_mut(leader).report_snapshot(to, index, success);
             self.observe(leader);
         }
     }

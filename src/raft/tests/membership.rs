@@ -83,7 +83,12 @@ fn s4_2_2_removed_leader_steps_down_after_commit() {
     assert_eq!((node.role(), node.log().committed), (Role::Leader, ix(2)));
     step(&mut node, msg(3, 1, 2, ok(3)));
     assert_eq!((node.role(), node.leader()), (Role::Follower, None));
+    // It tells the others the change committed, and hands over to the most
+    // up-to-date voter (§3.10) instead of leaving them to wait out its lease.
+    let mut messages = to_each(1, &[2, 3], 2, append(3, 2, vec![], 3));
+    messages.push(msg(1, 3, 2, MessageBody::TimeoutNow));
     let expected = Ready {
+        messages,
         hard_state: Some(hard_state(2, Some(1), 3)),
         committed_entries: vec![change],
         ..Ready::default()

@@ -12,6 +12,7 @@ mod election;
 mod membership;
 mod reads;
 mod replication;
+mod review;
 mod scenarios;
 mod snapshots;
 mod transfer;
@@ -133,7 +134,7 @@ fn drive(node: &mut Node) -> Ready {
 /// As if the node had been up for an election timeout without hearing from a
 /// leader: its start-up lease (§6.4.1) no longer makes it ignore votes.
 fn skip_startup_lease(node: &mut Node) {
-    node.ticks = node.config.election_ticks;
+    node.leader_contact_elapsed = node.config.election_ticks;
 }
 
 fn ok(index: u64) -> MessageBody {

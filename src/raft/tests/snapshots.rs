@@ -67,18 +67,30 @@ fn after_heartbeat_from_3(node: &mut Node) -> Vec<Message> {
 #[test]
 fn report_snapshot_failure_returns_to_probe() {
     let (mut node, meta) = leader_sending_snapshot();
-    node.report_snapshot(n(3), false);
+    node.report_snapshot(n(3), meta.index, false);
     node.check_invariants();
     let progress = node.progress(n(3)).unwrap();
     assert_eq!((progress.state, progress.probe_sent), (ProgressState::Probe, false));
     assert!(!node.has_ready());
     // Probing finds the entries still compacted: a fresh snapshot.
-    let snapshot = msg(1, 3, 2, MessageBody::Snapshot { meta });
+    let snapshot = msg(1, 3, 2, MessageBody::Snapshot { meta: meta.clone() });
     assert_eq!(after_heartbeat_from_3(&mut node), vec![snapshot]);
     // After a success, it probes just past the snapshot.
-    node.report_snapshot(n(3), true);
+    node.report_snapshot(n(3), meta.index, true);
     node.check_invariants();
     assert_eq!(node.progress(n(3)).unwrap().state, ProgressState::Probe);
     let probe = msg(1, 3, 2, append(4, 1, vec![entry(5, 1), noop(6, 2)], 5));
     assert_eq!(after_heartbeat_from_3(&mut node), vec![probe]);
+}
+
+/// Review finding: a report about an older snapshot transfer says nothing
+/// about the one the leader awaits now.
+#[test]
+fn report_for_an_older_snapshot_is_ignored() {
+    let (mut node, meta) = leader_sending_snapshot();
+    node.report_snapshot(n(3), ix(meta.index.0 - 1), false);
+    node.report_snapshot(n(3), ix(meta.index.0 - 1), true);
+    assert_eq!(node.progress(n(3)).unwrap().state, ProgressState::Snapshot(meta.index));
+    node.report_snapshot(n(3), meta.index, true);
+    assert_eq!(node.progress(n(3)).unwrap().state, ProgressState::Probe);
 }
