@@ -18,6 +18,7 @@
 mod checker;
 mod client;
 mod disk;
+mod faults;
 mod kv;
 pub mod kv_model;
 pub mod linearizability;

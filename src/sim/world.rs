@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::raft::{
-    EntryPayload, Membership, MembershipChange, Message, MessageBody, Role, SnapshotMeta,
-};
+use crate::raft::{EntryPayload, Membership, Message, MessageBody, Role, SnapshotMeta};
 use crate::types::{LogIndex, NodeId, Term};
 
 use super::checker::Checker;
@@ -20,7 +18,7 @@ use super::rng::Rng;
 use super::{SimConfig, Stats};
 
 pub const tick_ms: u64 = 10;
-const fault_interval_ms: u64 = 50;
+pub(super) const fault_interval_ms: u64 = 50;
 const compact_after_entries: u64 = 48;
 
 #[derive(Clone, Debug)]
@@ -67,7 +65,7 @@ pub struct World {
     pub network: Network,
     pub stats: Stats,
     pub healing_since: Option<u64>,
-    next_member_id: u64,
+    pub(super) next_member_id: u64,
     next_context: u64,
     membership_applied: LogIndex,
     ever_member: BTreeSet<NodeId>,
@@ -119,7 +117,7 @@ impl World {
         world
     }
 
-    fn add_member(&mut self, id: NodeId, disk: SimDisk) {
+    pub(super) fn add_member(&mut self, id: NodeId, disk: SimDisk) {
         let mut member = Member::new(id, disk);
         member.start(self.raft_config(id));
         self.members.insert(id, member);
@@ -199,7 +197,7 @@ impl World {
 
     // ---- the network ----
 
-    fn delay(&mut self) -> u64 {
+    pub(super) fn delay(&mut self) -> u64 {
         if self.rng.chance(self.network.slow_per_million) {
             self.rng.range(5, 60)
         } else {
@@ -587,182 +585,5 @@ impl World {
             self.reply(to, client, seq, Reply::Redirect(hint));
         }
         self.after_step(to);
-    }
-
-    // ---- faults ----
-
-    fn fault(&mut self) {
-        if self.healing_since.is_some() {
-            return;
-        }
-        self.schedule(fault_interval_ms, Event::Fault);
-        let roll = self.rng.range(0, 99);
-        let injected = match roll {
-            0..=11 => self.fault_crash(),
-            12..=23 => self.fault_partition(),
-            24..=31 => self.fault_network(),
-            32..=39 => self.fault_membership(),
-            40..=44 => self.fault_transfer(),
-            _ => false,
-        };
-        if injected {
-            self.stats.faults += 1;
-        }
-    }
-
-    fn up_members(&self) -> Vec<NodeId> {
-        self.members.iter().filter(|(_, m)| m.is_up()).map(|(&id, _)| id).collect()
-    }
-
-    fn fault_crash(&mut self) -> bool {
-        let up = self.up_members();
-        if up.is_empty() {
-            return false;
-        }
-        let id = self.rng.pick(&up);
-        self.crash(id);
-        let downtime = self.rng.range(20, 800);
-        self.schedule(downtime, Event::Restart(id));
-        true
-    }
-
-    fn fault_partition(&mut self) -> bool {
-        let ids: Vec<NodeId> = self.members.keys().copied().collect();
-        let side: BTreeSet<NodeId> =
-            ids.iter().copied().filter(|_| self.rng.chance(400_000)).collect();
-        if side.is_empty() || side.len() == ids.len() {
-            return false;
-        }
-        let asymmetric = self.rng.chance(300_000);
-        for &a in &side {
-            for &b in ids.iter().filter(|b| !side.contains(b)) {
-                self.network.blocked.insert((a, b));
-                if !asymmetric {
-                    self.network.blocked.insert((b, a));
-                }
-            }
-        }
-        let duration = self.rng.range(50, 1000);
-        self.schedule(duration, Event::Heal);
-        true
-    }
-
-    fn fault_network(&mut self) -> bool {
-        self.network.drop_per_million = self.rng.range(0, 100_000);
-        self.network.duplicate_per_million = self.rng.range(0, 30_000);
-        self.network.slow_per_million = self.rng.range(0, 100_000);
-        true
-    }
-
-    pub fn leader(&self) -> Option<NodeId> {
-        self.members
-            .values()
-            .filter_map(|m| m.node.as_ref())
-            .filter(|n| n.role() == Role::Leader)
-            .max_by_key(|n| n.term())
-            .map(|n| n.id())
-    }
-
-    fn fault_membership(&mut self) -> bool {
-        let Some(leader) = self.leader() else { return false };
-        let membership = self.members[&leader].node.as_ref().unwrap().membership().clone();
-        let learner = membership.learners.iter().next().copied();
-        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
-        let spare_ids = self.next_member_id <= self.config.members + 6;
-        let change = if let Some(learner) = learner {
-            MembershipChange::PromoteLearner(learner)
-        } else if voters.len() < 5 && spare_ids && (voters.len() <= 3 || self.rng.chance(500_000)) {
-            let id = NodeId(self.next_member_id);
-            self.next_member_id += 1;
-            self.add_member(id, SimDisk::bootstrap(SnapshotMeta::default()));
-            MembershipChange::AddLearner(id)
-        } else if voters.len() > 3 {
-            MembershipChange::Remove(self.rng.pick(&voters))
-        } else {
-            return false;
-        };
-        let node = self.members.get_mut(&leader).unwrap().node.as_mut().unwrap();
-        let accepted = node.propose_membership_change(change).is_ok();
-        self.after_step(leader);
-        accepted
-    }
-
-    fn fault_transfer(&mut self) -> bool {
-        let Some(leader) = self.leader() else { return false };
-        let node = self.members[&leader].node.as_ref().unwrap();
-        let others: Vec<NodeId> =
-            node.membership().voters.iter().copied().filter(|&id| id != leader).collect();
-        if others.is_empty() {
-            return false;
-        }
-        let to = self.rng.pick(&others);
-        let node = self.members.get_mut(&leader).unwrap().node.as_mut().unwrap();
-        let accepted = node.transfer_leader(to).is_ok();
-        self.after_step(leader);
-        accepted
-    }
-
-    /// A one-line-per-member picture, for liveness failures.
-    pub fn describe(&self) -> String {
-        let mut out = String::new();
-        for (id, member) in &self.members {
-            let Some(node) = member.node.as_ref() else {
-                out.push_str(&format!("\n    member {}: down (removed {})", id.0, member.removed));
-                continue;
-            };
-            let log = node.log();
-            out.push_str(&format!(
-                "\n    member {}: {:?} term {} leader {:?} commit {} applied {} last {} snap {} \
-                 voters {:?} learners {:?} writing {}",
-                id.0,
-                node.role(),
-                node.term().0,
-                node.leader().map(|l| l.0),
-                log.committed.0,
-                log.applied.0,
-                log.last_index().0,
-                log.snapshot().index.0,
-                node.membership().voters.iter().map(|v| v.0).collect::<Vec<_>>(),
-                node.membership().learners.iter().map(|v| v.0).collect::<Vec<_>>(),
-                member.writing.is_some()
-            ));
-            for other in node.membership().members() {
-                if let Some(p) = node.progress(other) {
-                    out.push_str(&format!(
-                        "\n      progress {}: match {} next {} {:?} paused-probe {} inflight {}",
-                        other.0,
-                        p.match_index.0,
-                        p.next_index.0,
-                        p.state,
-                        p.probe_sent,
-                        p.inflight.len()
-                    ));
-                }
-            }
-        }
-        for client in &self.clients {
-            if let Some(op) = &client.outstanding {
-                out.push_str(&format!(
-                    "\n    client {}: seq {} {:?} since {} attempt {} target {}",
-                    client.id, op.seq, op.input, op.call, op.attempt, client.target.0
-                ));
-            }
-        }
-        out
-    }
-
-    /// The fault phase ends: restart everyone, heal the network.
-    pub fn heal(&mut self) {
-        self.healing_since = Some(self.now);
-        self.network = Network::default();
-        let down: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.is_up() && !m.removed)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in down {
-            self.restart(id);
-        }
     }
 }
