@@ -34,6 +34,12 @@ pub fn frame_decoder(data: &[u8]) {
     let _ = codec::decode_response(&whole);
 }
 
+/// The page store's view of a page read from disk: the meta decoder and every
+/// page decoder (past the checksum, so the bodies are exercised).
+pub fn pagestore_page(data: &[u8]) {
+    crate::pagestore::fuzz_decode_page(data);
+}
+
 /// WAL recovery's view of a segment: the header, then every record at every
 /// 8-byte offset (as the search for valid records after damage does).
 pub fn wal_record(data: &[u8]) {

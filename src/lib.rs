@@ -15,6 +15,7 @@ pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod mvcc;
+pub mod pagestore;
 pub mod protocol;
 pub mod raft;
 pub mod runtime;

@@ -1,5 +1,5 @@
 //! The fuzz targets' entry points over random and mutated inputs, on every
-//! test run (the long runs are `cargo fuzz run frame_decoder|wal_record`).
+//! test run (the long runs are `cargo fuzz run frame_decoder|wal_record|pagestore_page`).
 
 use bytes::Bytes;
 use corekv::protocol::{codec, write_frame};
@@ -75,5 +75,10 @@ proptest! {
         }
         let cut = cut % (data.len() + 1);
         corekv::fuzz::wal_record(&data[..cut]);
+    }
+
+    #[test]
+    fn pagestore_page_decoding_never_panics(data in proptest::collection::vec(any::<u8>(), 0..4200)) {
+        corekv::fuzz::pagestore_page(&data);
     }
 }

@@ -1,0 +1,154 @@
+//! Ordered reads: a cursor walks the leaves left to right, holding only the
+//! path of branches from the root and the current leaf, so a scan of any size
+//! uses memory for one root-to-leaf path (plus the value it hands out).
+//!
+//! A cursor borrows the store mutably (page reads go through its cache), so the
+//! tree it walks cannot change under it; a snapshot's cursor walks pages that
+//! nothing overwrites while the snapshot lives.
+
+use std::ops::Bound;
+use std::rc::Rc;
+
+use super::node::Node;
+use super::snapshot::TreeView;
+use super::{PageFile, PageStore, Result};
+
+/// Streams the entries of a key range in order.
+pub struct Cursor<'a, F: PageFile> {
+    store: &'a mut PageStore<F>,
+    view: TreeView,
+    /// Branches from the root down, each with the index of the child walked.
+    path: Vec<(Rc<Node>, usize)>,
+    /// The leaf being read; None once the range is exhausted or failed.
+    leaf: Option<Rc<Node>>,
+    position: usize,
+    end: Bound<Vec<u8>>,
+}
+
+impl<F: PageFile> PageStore<F> {
+    /// Entries with keys in (start, end), at most `limit` of them (0: all).
+    pub fn range(
+        &mut self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.cursor(start, end)?.collect_up_to(limit)
+    }
+
+    /// A cursor over the working tree's entries with keys in (start, end).
+    pub fn cursor(&mut self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Cursor<'_, F>> {
+        self.ensure_usable()?;
+        let view = self.working_view();
+        Cursor::new(self, view, start, end)
+    }
+}
+
+impl<'a, F: PageFile> Cursor<'a, F> {
+    pub(crate) fn new(
+        store: &'a mut PageStore<F>,
+        view: TreeView,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Cursor<'a, F>> {
+        let end = end.map(<[u8]>::to_vec);
+        let mut cursor = Cursor { store, view, path: Vec::new(), leaf: None, position: 0, end };
+        cursor.seek(start)?;
+        Ok(cursor)
+    }
+
+    /// Descends to the first entry at or after `start`.
+    fn seek(&mut self, start: Bound<&[u8]>) -> Result<()> {
+        let mut id = self.view.root;
+        for depth in 0..self.view.height - 1 {
+            let node = self.store.node_at(id, self.view, depth)?;
+            let index = match start {
+                Bound::Unbounded => 0,
+                Bound::Included(key) | Bound::Excluded(key) => node.child_index(key),
+            };
+            id = node.child(index);
+            self.path.push((node, index));
+        }
+        let leaf = self.store.node_at(id, self.view, self.view.height - 1)?;
+        let Node::Leaf(entries) = &*leaf else { unreachable!("node_at checked the kind") };
+        self.position = match start {
+            Bound::Unbounded => 0,
+            Bound::Included(key) => entries.partition_point(|entry| entry.key.as_slice() < key),
+            Bound::Excluded(key) => entries.partition_point(|entry| entry.key.as_slice() <= key),
+        };
+        self.leaf = Some(leaf);
+        Ok(())
+    }
+
+    /// The next entry, or None past the end of the range.
+    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            let Some(leaf) = self.leaf.clone() else { return Ok(None) };
+            let Node::Leaf(entries) = &*leaf else { unreachable!("cursor leaves are leaves") };
+            let Some(entry) = entries.get(self.position) else {
+                self.next_leaf()?;
+                continue;
+            };
+            let past_end = match &self.end {
+                Bound::Unbounded => false,
+                Bound::Included(end) => entry.key > *end,
+                Bound::Excluded(end) => entry.key >= *end,
+            };
+            if past_end {
+                self.leaf = None;
+                return Ok(None);
+            }
+            self.position += 1;
+            let value = self.store.read_value(&entry.value, self.view.generation)?;
+            return Ok(Some((entry.key.clone(), value)));
+        }
+    }
+
+    /// Moves to the leaf right of the current one, or ends the walk.
+    fn next_leaf(&mut self) -> Result<()> {
+        self.leaf = None;
+        while let Some((node, index)) = self.path.last_mut() {
+            if *index + 1 < node.len() {
+                *index += 1;
+                break;
+            }
+            self.path.pop();
+        }
+        let Some((node, index)) = self.path.last() else { return Ok(()) };
+        let mut id = node.child(*index);
+        while self.path.len() + 1 < self.view.height as usize {
+            let node = self.store.node_at(id, self.view, self.path.len() as u32)?;
+            id = node.child(0);
+            self.path.push((node, 0));
+        }
+        let depth = self.view.height - 1;
+        self.leaf = Some(self.store.node_at(id, self.view, depth)?);
+        self.position = 0;
+        Ok(())
+    }
+
+    pub(crate) fn collect_up_to(mut self, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        while limit == 0 || out.len() < limit {
+            match self.next_entry()? {
+                Some(entry) => out.push(entry),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<F: PageFile> Iterator for Cursor<'_, F> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    /// Ends after the first error.
+    fn next(&mut self) -> Option<Self::Item> {
+        let result = self.next_entry();
+        if result.is_err() {
+            self.leaf = None;
+            self.path.clear();
+        }
+        result.transpose()
+    }
+}

@@ -1,0 +1,265 @@
+//! A decoded tree page and the pure arithmetic of keeping nodes within a page:
+//! sizes, searching, splitting what overflows and combining what underflows.
+//!
+//! A branch is a list of items `(key, child)`; item 0's key is unused (empty)
+//! and the key of item i ≥ 1 is the separator: child i holds the keys k with
+//! `key[i] <= k < key[i + 1]`. Keeping the separator with the child to its right
+//! makes splitting and combining branches the same slice arithmetic as leaves.
+//!
+//! Fill bounds: every node fits `page_body_bytes`; every node but the root
+//! holds at least `node_fill_bytes_min` bytes. The constants below are chosen
+//! so that any node of up to one page plus one entry can be cut into two halves
+//! that both fit and are both above the minimum (checked at compile time).
+
+use super::key_bytes_max;
+use super::page::page_body_bytes;
+use super::PageId;
+
+/// Fixed bytes of a leaf entry before its key: key length, value kind, value
+/// length.
+pub(crate) const leaf_entry_header_bytes: usize = 8;
+/// The largest leaf entry: values that would make an entry larger go to an
+/// overflow chain, leaving an 8-byte page reference in the entry.
+pub(crate) const leaf_entry_bytes_max: usize = leaf_entry_header_bytes + key_bytes_max + 8;
+/// A branch item: key length (u16), key, child id (u64).
+pub(crate) const branch_item_bytes_max: usize = 2 + key_bytes_max + 8;
+/// A non-root node with fewer bytes is combined with a sibling.
+pub(crate) const node_fill_bytes_min: usize = page_body_bytes / 5;
+
+const entry_bytes_max: usize = if leaf_entry_bytes_max > branch_item_bytes_max {
+    leaf_entry_bytes_max
+} else {
+    branch_item_bytes_max
+};
+// A node one entry too large bisects into halves that fit the page...
+const _: () = assert!(page_body_bytes + 2 * entry_bytes_max <= 2 * page_body_bytes);
+// ...and an underfull node plus a full sibling plus a separator bisects too.
+const _: () =
+    assert!(page_body_bytes + node_fill_bytes_min + 3 * entry_bytes_max <= 2 * page_body_bytes);
+// Both halves of any bisected node (more than a page) are above the minimum.
+const _: () = assert!(page_body_bytes - 2 * entry_bytes_max >= 2 * node_fill_bytes_min);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    Inline(Vec<u8>),
+    /// The value lives in a chain of overflow pages starting at `first`.
+    Overflow {
+        first: PageId,
+        value_bytes: u32,
+    },
+}
+
+impl Value {
+    /// Whether a value of this size is stored inline next to a key of this size.
+    pub(crate) fn fits_inline(key_bytes: usize, value_bytes: usize) -> bool {
+        leaf_entry_header_bytes + key_bytes + value_bytes <= leaf_entry_bytes_max
+    }
+
+    pub(crate) fn value_bytes(&self) -> usize {
+        match self {
+            Value::Inline(value) => value.len(),
+            Value::Overflow { value_bytes, .. } => *value_bytes as usize,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LeafEntry {
+    pub key: Vec<u8>,
+    pub value: Value,
+}
+
+impl LeafEntry {
+    fn encoded_bytes(&self) -> usize {
+        leaf_entry_header_bytes
+            + self.key.len()
+            + match &self.value {
+                Value::Inline(value) => value.len(),
+                Value::Overflow { .. } => 8,
+            }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BranchItem {
+    pub key: Vec<u8>,
+    pub child: PageId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Node {
+    Leaf(Vec<LeafEntry>),
+    Branch(Vec<BranchItem>),
+}
+
+impl Node {
+    /// Bytes the node's entries occupy in a page body (exactly what
+    /// `page::encode_node` writes).
+    pub(crate) fn body_bytes(&self) -> usize {
+        match self {
+            Node::Leaf(entries) => entries.iter().map(LeafEntry::encoded_bytes).sum(),
+            Node::Branch(items) => {
+                8 + items[1..].iter().map(|item| 10 + item.key.len()).sum::<usize>()
+            }
+        }
+    }
+
+    /// Bytes each entry adds to the body. Item 0 of a branch is only its child.
+    fn entry_weights(&self) -> Vec<usize> {
+        match self {
+            Node::Leaf(entries) => entries.iter().map(LeafEntry::encoded_bytes).collect(),
+            Node::Branch(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| if i == 0 { 8 } else { 10 + item.key.len() })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn is_underfull(&self) -> bool {
+        self.body_bytes() < node_fill_bytes_min
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Node::Leaf(entries) => entries.len(),
+            Node::Branch(items) => items.len(),
+        }
+    }
+
+    /// The index of the child of this branch whose range holds `key`.
+    pub(crate) fn child_index(&self, key: &[u8]) -> usize {
+        let Node::Branch(items) = self else { panic!("child_index on a leaf") };
+        items[1..].partition_point(|item| item.key.as_slice() <= key)
+    }
+
+    pub(crate) fn child(&self, index: usize) -> PageId {
+        let Node::Branch(items) = self else { panic!("child on a leaf") };
+        items[index].child
+    }
+
+    /// Joins two adjacent nodes of one kind; `separator` is the parent's key
+    /// between them (it moves down into a branch, and is dropped for leaves).
+    pub(crate) fn combine(left: Node, separator: Vec<u8>, right: Node) -> Node {
+        match (left, right) {
+            (Node::Leaf(mut left), Node::Leaf(right)) => {
+                left.extend(right);
+                Node::Leaf(left)
+            }
+            (Node::Branch(mut left), Node::Branch(mut right)) => {
+                right[0].key = separator;
+                left.extend(right);
+                Node::Branch(left)
+            }
+            _ => panic!("combining a leaf with a branch"),
+        }
+    }
+
+    /// Cuts the node into pieces that each fit a page, most balanced first.
+    /// Returns (separator, piece); the first separator is empty (the piece
+    /// inherits the node's place in its parent), the others go to the parent.
+    pub(crate) fn split_to_fit(self) -> Vec<(Vec<u8>, Node)> {
+        if self.body_bytes() <= page_body_bytes {
+            return vec![(Vec::new(), self)];
+        }
+        let (left, separator, right) = self.bisect();
+        let mut pieces = left.split_to_fit();
+        let mut right_pieces = right.split_to_fit();
+        right_pieces[0].0 = separator;
+        pieces.extend(right_pieces);
+        pieces
+    }
+
+    /// Cuts at the entry that makes the larger half smallest.
+    fn bisect(self) -> (Node, Vec<u8>, Node) {
+        let weights = self.entry_weights();
+        assert!(weights.len() >= 2, "cannot bisect a node of {} entries", weights.len());
+        let total: usize = weights.iter().sum();
+        let is_branch = matches!(self, Node::Branch(_));
+        let mut best = (usize::MAX, 0);
+        let mut left = 0;
+        for (at, weight) in weights.iter().enumerate().skip(1) {
+            left += weights[at - 1];
+            // A branch's item `at` loses its key to the parent and becomes item 0.
+            let right = if is_branch { total - left - weight + 8 } else { total - left };
+            best = best.min((left.max(right), at));
+        }
+        let at = best.1;
+        match self {
+            Node::Leaf(mut entries) => {
+                let right = entries.split_off(at);
+                let separator = right[0].key.clone();
+                (Node::Leaf(entries), separator, Node::Leaf(right))
+            }
+            Node::Branch(mut items) => {
+                let mut right = items.split_off(at);
+                let separator = std::mem::take(&mut right[0].key);
+                (Node::Branch(items), separator, Node::Branch(right))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_of(sizes: &[usize]) -> Node {
+        Node::Leaf(
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| LeafEntry {
+                    key: format!("{i:04}").into_bytes(),
+                    value: Value::Inline(vec![7; *size]),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn an_overfull_leaf_splits_into_balanced_halves_within_bounds() {
+        let node = leaf_of(&[1000, 1000, 1000, 1000, 100]);
+        assert!(node.body_bytes() > page_body_bytes);
+        let pieces = node.split_to_fit();
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces[0].0.is_empty());
+        assert_eq!(pieces[1].0, b"0002".to_vec());
+        for (_, piece) in &pieces {
+            assert!(piece.body_bytes() <= page_body_bytes);
+            assert!(!piece.is_underfull());
+        }
+    }
+
+    #[test]
+    fn branch_split_moves_the_separator_up_and_combine_brings_it_back() {
+        let items: Vec<BranchItem> = (0..400u64)
+            .map(|i| BranchItem {
+                key: if i == 0 { Vec::new() } else { format!("{i:08}").into_bytes() },
+                child: PageId(i + 2),
+            })
+            .collect();
+        let node = Node::Branch(items.clone());
+        let pieces = node.split_to_fit();
+        assert_eq!(pieces.len(), 2);
+        let (_, left) = &pieces[0];
+        let (separator, right) = &pieces[1];
+        let Node::Branch(right_items) = right else { panic!() };
+        assert!(right_items[0].key.is_empty());
+        let joined = Node::combine(left.clone(), separator.clone(), right.clone());
+        assert_eq!(joined, Node::Branch(items));
+    }
+
+    #[test]
+    fn child_index_follows_separators() {
+        let node = Node::Branch(vec![
+            BranchItem { key: Vec::new(), child: PageId(2) },
+            BranchItem { key: b"m".to_vec(), child: PageId(3) },
+            BranchItem { key: b"t".to_vec(), child: PageId(4) },
+        ]);
+        assert_eq!(node.child_index(b"a"), 0);
+        assert_eq!(node.child_index(b"m"), 1);
+        assert_eq!(node.child_index(b"s"), 1);
+        assert_eq!(node.child_index(b"z"), 2);
+    }
+}

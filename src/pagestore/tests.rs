@@ -1,0 +1,590 @@
+//! Whole-store tests: a model check against `BTreeMap` with checkpoints,
+//! reopens and crashes at random points; free-page reuse under churn; damaged
+//! pages; snapshot isolation; eviction; large values; a real file.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use proptest::prelude::*;
+
+use super::*;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Keys of many sizes (up to the maximum) so that nodes split and combine
+/// often; the numeric prefix keeps them unique and ordered.
+fn key(k: u16) -> Vec<u8> {
+    let mut key = format!("{k:05}").into_bytes();
+    let pad = match k % 50 {
+        7 => key_bytes_max - key.len(),
+        0..=14 => 500 + (k as usize * 13) % 500,
+        _ => (k as usize * 37) % 200,
+    };
+    key.resize(key.len() + pad, b'k');
+    key
+}
+
+fn value(k: u16, value_bytes: usize, seed: u8) -> Vec<u8> {
+    (0..value_bytes).map(|i| seed.wrapping_add((i as u8) ^ (k as u8))).collect()
+}
+
+fn all(store: &mut PageStore<MemPageFile>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap()
+}
+
+fn assert_equals_model(store: &mut PageStore<MemPageFile>, model: &Model) {
+    assert_eq!(store.len(), model.len() as u64);
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+    assert!(all(store) == expected, "store differs from the model");
+}
+
+fn bound(k: Option<u16>, included: bool) -> Bound<Vec<u8>> {
+    match k {
+        None => Bound::Unbounded,
+        Some(k) if included => Bound::Included(key(k)),
+        Some(k) => Bound::Excluded(key(k)),
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert {
+        k: u16,
+        value_bytes: usize,
+        seed: u8,
+    },
+    Remove {
+        k: u16,
+    },
+    /// Inserts `count` consecutive keys: grows the tree by levels quickly.
+    InsertMany {
+        k: u16,
+        count: u16,
+        value_bytes: usize,
+    },
+    /// Removes `count` consecutive keys: shrinks it as quickly.
+    RemoveMany {
+        k: u16,
+        count: u16,
+    },
+    Get {
+        k: u16,
+    },
+    Range {
+        start: Option<u16>,
+        end: Option<u16>,
+        inclusive: bool,
+        limit: usize,
+    },
+    Checkpoint,
+    Reopen,
+    Crash {
+        seed: u64,
+        torn: bool,
+    },
+    /// A checkpoint cut off after `calls` writes and syncs, then a crash.
+    CheckpointCrash {
+        calls: u64,
+        seed: u64,
+        torn: bool,
+    },
+    Snapshot,
+    ReadSnapshot {
+        which: usize,
+        k: u16,
+    },
+    DropSnapshot {
+        which: usize,
+    },
+}
+
+/// Keys are drawn from 0..keys_max.
+const keys_max: u16 = 600;
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let k = 0u16..keys_max;
+    let value_bytes = prop_oneof![8 => 0usize..300, 1 => 900usize..1100, 1 => 4000usize..13000];
+    prop_oneof![
+        12 => (k.clone(), value_bytes, any::<u8>())
+            .prop_map(|(k, value_bytes, seed)| Op::Insert { k, value_bytes, seed }),
+        8 => k.clone().prop_map(|k| Op::Remove { k }),
+        1 => (k.clone(), 1u16..150, 0usize..200)
+            .prop_map(|(k, count, value_bytes)| Op::InsertMany { k, count, value_bytes }),
+        1 => (k.clone(), 1u16..200).prop_map(|(k, count)| Op::RemoveMany { k, count }),
+        3 => k.clone().prop_map(|k| Op::Get { k }),
+        2 => (proptest::option::of(k.clone()), proptest::option::of(k.clone()), any::<bool>(),
+              0usize..20)
+            .prop_map(|(start, end, inclusive, limit)| Op::Range { start, end, inclusive, limit }),
+        3 => Just(Op::Checkpoint),
+        1 => Just(Op::Reopen),
+        1 => (any::<u64>(), any::<bool>()).prop_map(|(seed, torn)| Op::Crash { seed, torn }),
+        2 => (0u64..40, any::<u64>(), any::<bool>())
+            .prop_map(|(calls, seed, torn)| Op::CheckpointCrash { calls, seed, torn }),
+        1 => Just(Op::Snapshot),
+        2 => (any::<usize>(), k.clone()).prop_map(|(which, k)| Op::ReadSnapshot { which, k }),
+        1 => any::<usize>().prop_map(|which| Op::DropSnapshot { which }),
+    ]
+}
+
+/// The store under test, the model of its working tree, and the model as of
+/// the last completed checkpoint.
+struct Harness {
+    store: PageStore<MemPageFile>,
+    model: Model,
+    durable: Model,
+    applied_index: u64,
+    snapshots: Vec<(Snapshot, Model)>,
+}
+
+/// Small enough that the model test evicts and re-reads pages all the time.
+const harness_cache_bytes: usize = 6 * page_bytes;
+
+impl Harness {
+    fn new() -> Harness {
+        let mut store = PageStore::create(MemPageFile::new()).unwrap();
+        store.set_cache_bytes(harness_cache_bytes);
+        Harness {
+            store,
+            model: Model::new(),
+            durable: Model::new(),
+            applied_index: 0,
+            snapshots: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Insert { k, value_bytes, seed } => {
+                let value = value(k, value_bytes, seed);
+                let old = self.store.insert(&key(k), &value).unwrap();
+                assert_eq!(old, self.model.insert(key(k), value));
+            }
+            Op::Remove { k } => {
+                assert_eq!(self.store.remove(&key(k)).unwrap(), self.model.remove(&key(k)));
+            }
+            Op::InsertMany { k, count, value_bytes } => {
+                for k in k..(k + count).min(keys_max) {
+                    let value = value(k, value_bytes, count as u8);
+                    let old = self.store.insert(&key(k), &value).unwrap();
+                    assert_eq!(old, self.model.insert(key(k), value));
+                }
+            }
+            Op::RemoveMany { k, count } => {
+                for k in k..(k + count).min(keys_max) {
+                    assert_eq!(self.store.remove(&key(k)).unwrap(), self.model.remove(&key(k)));
+                }
+            }
+            Op::Get { k } => {
+                assert_eq!(self.store.get(&key(k)).unwrap(), self.model.get(&key(k)).cloned())
+            }
+            Op::Range { start, end, inclusive, limit } => self.range(start, end, inclusive, limit),
+            Op::Checkpoint => {
+                self.applied_index += 1;
+                self.store.checkpoint(self.applied_index).unwrap();
+                self.durable = self.model.clone();
+            }
+            Op::Reopen => {
+                let image = self.store.file().durable_image();
+                self.reopen(image, self.store.generation());
+            }
+            Op::Crash { seed, torn } => {
+                let image = self.store.file().crash(seed, torn);
+                self.reopen(image, self.store.generation());
+            }
+            Op::CheckpointCrash { calls, seed, torn } => self.checkpoint_crash(calls, seed, torn),
+            Op::Snapshot => {
+                let snapshot = self.store.snapshot();
+                self.snapshots.push((snapshot, self.durable.clone()));
+            }
+            Op::ReadSnapshot { which, k } => self.read_snapshot(which, k),
+            Op::DropSnapshot { which } => {
+                if !self.snapshots.is_empty() {
+                    self.snapshots.remove(which % self.snapshots.len());
+                }
+            }
+        }
+        self.store.check_invariants().unwrap();
+        assert_eq!(self.store.len(), self.model.len() as u64);
+    }
+
+    fn range(&mut self, start: Option<u16>, end: Option<u16>, inclusive: bool, limit: usize) {
+        let (start, end) = (bound(start, inclusive), bound(end, !inclusive));
+        let got = self.store.range(as_ref(&start), as_ref(&end), limit).unwrap();
+        let reversed = matches!((&start, &end), (Bound::Included(s) | Bound::Excluded(s),
+            Bound::Included(e) | Bound::Excluded(e)) if s > e);
+        if reversed {
+            // BTreeMap::range panics here; the store answers nothing.
+            assert!(got.is_empty());
+            return;
+        }
+        let take = if limit == 0 { usize::MAX } else { limit };
+        let expected: Vec<_> = self
+            .model
+            .range((start, end))
+            .take(take)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert!(got == expected, "range differs");
+    }
+
+    fn checkpoint_crash(&mut self, calls: u64, seed: u64, torn: bool) {
+        let before = self.store.generation();
+        self.store.file_mut().fail_after(calls);
+        let completed = self.store.checkpoint(self.applied_index + 1).is_ok();
+        let image = self.store.file().crash(seed, torn);
+        self.snapshots.clear();
+        self.store = PageStore::open(image, harness_cache_bytes).unwrap();
+        if self.store.generation() == before + 1 {
+            self.applied_index += 1;
+            self.durable = self.model.clone();
+        } else {
+            assert!(!completed, "a completed checkpoint was lost");
+        }
+        self.reopen_checks(before + u64::from(self.store.generation() > before));
+    }
+
+    fn reopen(&mut self, image: MemPageFile, generation: u64) {
+        self.snapshots.clear();
+        self.store = PageStore::open(image, harness_cache_bytes).unwrap();
+        self.reopen_checks(generation);
+    }
+
+    fn reopen_checks(&mut self, generation: u64) {
+        assert_eq!(self.store.generation(), generation);
+        assert_eq!(self.store.applied_index(), self.applied_index);
+        self.model = self.durable.clone();
+        assert_equals_model(&mut self.store, &self.model);
+    }
+
+    fn read_snapshot(&mut self, which: usize, k: u16) {
+        if self.snapshots.is_empty() {
+            return;
+        }
+        let (snapshot, model) = &self.snapshots[which % self.snapshots.len()];
+        assert_eq!(snapshot.get(&mut self.store, &key(k)).unwrap(), model.get(&key(k)).cloned());
+        let entries = snapshot.range(&mut self.store, Bound::Unbounded, Bound::Unbounded, 0);
+        let expected: Vec<_> = model.clone().into_iter().collect();
+        assert!(entries.unwrap() == expected, "snapshot differs from its model");
+        assert_eq!(snapshot.len(), model.len() as u64);
+    }
+}
+
+fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(key) => Bound::Included(key.as_slice()),
+        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn store_matches_a_btreemap_through_checkpoints_reopens_and_crashes(
+        ops in proptest::collection::vec(op_strategy(), 1..400)
+    ) {
+        let mut harness = Harness::new();
+        for op in ops {
+            harness.step(op);
+        }
+    }
+}
+
+fn numbered_key(i: u32) -> Vec<u8> {
+    format!("key-{i:08}").into_bytes()
+}
+
+fn filled(count: u32, value_bytes: usize, seed: u8) -> (PageStore<MemPageFile>, Model) {
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    let mut model = Model::new();
+    for i in 0..count {
+        let value = value(i as u16, value_bytes, seed);
+        store.insert(&numbered_key(i), &value).unwrap();
+        model.insert(numbered_key(i), value);
+    }
+    (store, model)
+}
+
+#[test]
+fn churn_reuses_free_pages_instead_of_growing_the_file() {
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    let mut after_first_round = 0;
+    for round in 0..10u32 {
+        for i in 0..5000 {
+            store.insert(&numbered_key(i), &value(i as u16, 100, round as u8)).unwrap();
+        }
+        // Checkpointed pages are clean: deleting them makes them pending, not free.
+        store.checkpoint(2 * u64::from(round) + 1).unwrap();
+        for i in 0..5000 {
+            assert!(store.remove(&numbered_key(i)).unwrap().is_some());
+        }
+        store.checkpoint(2 * u64::from(round) + 2).unwrap();
+        store.check_invariants().unwrap();
+        assert_eq!((store.len(), store.height), (0, 1));
+        if round == 0 {
+            after_first_round = store.page_count();
+        }
+        assert!(store.page_count() <= 2 * after_first_round, "round {round}: file grows");
+    }
+    let file = store.into_file().durable_image();
+    let mut store = PageStore::open(file, 0).unwrap();
+    store.check_invariants().unwrap();
+    assert!(store.free_page_count() + 4 >= store.page_count(), "freed pages are listed");
+}
+
+#[test]
+fn a_damaged_tree_page_is_an_error_naming_it() {
+    let (mut store, _) = filled(2000, 30, 1);
+    store.checkpoint(1).unwrap();
+    assert!(store.height >= 2);
+    let root = store.root;
+    let generation = store.generation() + 1;
+    let leaf = store.node(root, generation).unwrap().child(1);
+    let mut file = store.into_file().durable_image();
+    file.damage(leaf, 200, 0x04);
+    let mut store = PageStore::open(file.clone(), 1 << 20).unwrap();
+    let error = store.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { page, .. } if page == leaf.0), "{error}");
+    assert!(error.to_string().contains(&format!("page {leaf}")), "{error}");
+    file.damage(root, 40, 0x01);
+    let error = PageStore::open(file, 1 << 20).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { page, .. } if page == root.0), "{error}");
+}
+
+#[test]
+fn a_damaged_meta_page_falls_back_to_the_other_and_both_is_an_error() {
+    let (mut store, model_two) = filled(500, 30, 2);
+    store.checkpoint(2).unwrap(); // generation 2, in page 0
+    for i in 500..900 {
+        store.insert(&numbered_key(i), b"later").unwrap();
+    }
+    store.checkpoint(3).unwrap(); // generation 3, in page 1
+    let image = store.into_file().durable_image();
+
+    let mut newest_bad = image.clone();
+    newest_bad.damage(PageId(1), 20, 0x80);
+    let mut store = PageStore::open(newest_bad, 1 << 20).unwrap();
+    assert_eq!((store.generation(), store.applied_index()), (2, 2));
+    assert_equals_model(&mut store, &model_two);
+    store.check_invariants().unwrap();
+
+    let mut oldest_bad = image.clone();
+    oldest_bad.damage(PageId(0), 90, 0x01);
+    let store = PageStore::open(oldest_bad, 1 << 20).unwrap();
+    assert_eq!((store.generation(), store.len()), (3, 900));
+
+    let mut both_bad = image;
+    both_bad.damage(PageId(0), 3, 0x01);
+    both_bad.damage(PageId(1), 60, 0x01);
+    let error = PageStore::open(both_bad, 1 << 20).unwrap_err().to_string();
+    assert!(error.contains("page 0") && error.contains("page 1"), "{error}");
+}
+
+/// Falling back to an older meta whose pages were since reused must answer
+/// an error, never another tree's data: every page carries its generation.
+#[test]
+fn fallback_to_a_reused_checkpoint_is_an_error_not_wrong_data() {
+    let build = || {
+        let (mut store, _) = filled(800, 60, 3);
+        store.checkpoint(1).unwrap(); // generation 2: tree A
+        for i in 0..800 {
+            store.insert(&numbered_key(i), &value(i as u16, 60, 4)).unwrap();
+        }
+        store.checkpoint(2).unwrap(); // generation 3: tree A's pages are now free
+        for i in 0..800 {
+            store.insert(&numbered_key(i), &value(i as u16, 60, 5)).unwrap();
+        }
+        store
+    };
+    let mut store = build();
+    let calls_before = store.file().calls_made();
+    store.checkpoint(3).unwrap();
+    let checkpoint_calls = store.file().calls_made() - calls_before;
+    // Again, losing power just as the new meta is written (after the data
+    // writes reused tree A's pages and were synced).
+    let mut store = build();
+    store.file_mut().fail_after(checkpoint_calls - 2);
+    assert!(store.checkpoint(3).is_err());
+    let mut image = store.into_file();
+    image.damage(PageId(1), 30, 0x02); // generation 3 rots: only generation 2 is left
+    let error = match PageStore::open(image, 0) {
+        Ok(mut store) => store.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap_err(),
+        Err(error) => error,
+    };
+    assert!(error.to_string().contains("generation 4"), "{error}");
+}
+
+#[test]
+fn a_snapshot_keeps_its_view_and_its_pages_while_the_writer_goes_on() {
+    let (mut store, model) = filled(1500, 80, 6);
+    store.checkpoint(10).unwrap();
+    let snapshot = store.snapshot();
+    let pages = store.tree_pages(snapshot.view()).unwrap();
+    for round in 0..5u32 {
+        for i in 0..1500 {
+            store.insert(&numbered_key(i), &value(i as u16, 120, round as u8)).unwrap();
+        }
+        for i in (0..1500).step_by(3) {
+            store.remove(&numbered_key(i)).unwrap();
+        }
+        store.checkpoint(11 + u64::from(round)).unwrap();
+        store.check_invariants().unwrap();
+        let free: Vec<PageId> = store.space.free_ids().collect();
+        assert!(pages.iter().all(|page| !free.contains(page)), "a snapshot page was freed");
+        let seen = snapshot.range(&mut store, Bound::Unbounded, Bound::Unbounded, 0).unwrap();
+        assert!(seen == model.clone().into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            snapshot.get(&mut store, &numbered_key(3)).unwrap(),
+            model.get(&numbered_key(3)).cloned()
+        );
+        assert_eq!((snapshot.applied_index(), snapshot.len()), (10, 1500));
+    }
+    let mut cursor =
+        snapshot.cursor(&mut store, Bound::Excluded(&numbered_key(10)), Bound::Unbounded).unwrap();
+    assert_eq!(cursor.next_entry().unwrap().unwrap().0, numbered_key(11));
+    drop(cursor);
+    let pending_before = store.pending_page_count();
+    assert!(pending_before > 0);
+    drop(snapshot);
+    store.checkpoint(20).unwrap();
+    store.check_invariants().unwrap();
+    assert!(store.pending_page_count() < pending_before, "dropping the snapshot frees its pages");
+    let free: Vec<PageId> = store.space.free_ids().collect();
+    assert!(pages.iter().any(|page| free.contains(page)));
+}
+
+#[test]
+fn a_snapshot_reads_the_last_checkpoint_not_uncheckpointed_writes() {
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    store.insert(b"a", b"1").unwrap();
+    store.checkpoint(1).unwrap();
+    store.insert(b"a", b"2").unwrap();
+    store.insert(b"b", b"3").unwrap();
+    let snapshot = store.snapshot();
+    assert_eq!(snapshot.get(&mut store, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(snapshot.get(&mut store, b"b").unwrap(), None);
+    assert_eq!(store.get(b"a").unwrap(), Some(b"2".to_vec()));
+}
+
+#[test]
+fn a_data_set_larger_than_the_cache_is_read_back_on_demand() {
+    let cache_bytes = 8 * page_bytes;
+    let (mut store, model) = filled(20_000, 40, 7);
+    store.set_cache_bytes(cache_bytes);
+    store.checkpoint(1).unwrap();
+    assert!(store.cache_bytes() <= cache_bytes);
+    let image = store.into_file().durable_image();
+    let mut store = PageStore::open(image, cache_bytes).unwrap();
+    assert!(store.page_count() > 100);
+    assert_equals_model(&mut store, &model);
+    for i in (0..20_000).step_by(97) {
+        assert_eq!(store.get(&numbered_key(i)).unwrap(), model.get(&numbered_key(i)).cloned());
+    }
+    assert!(store.cache_bytes() <= cache_bytes);
+    store.check_invariants().unwrap();
+}
+
+#[test]
+fn values_of_megabytes_go_to_overflow_chains_and_come_back() {
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    let big = value(1, 2 * 1024 * 1024, 9);
+    let bigger = value(2, 3 * 1024 * 1024 + 17, 10);
+    store.insert(b"big", &big).unwrap();
+    store.insert(b"bigger", &bigger).unwrap();
+    store.insert(b"small", b"s").unwrap();
+    store.checkpoint(1).unwrap();
+    let image = store.into_file().durable_image();
+    let mut store = PageStore::open(image, 1 << 20).unwrap();
+    assert_eq!(store.get(b"big").unwrap(), Some(big.clone()));
+    assert_eq!(store.get(b"bigger").unwrap(), Some(bigger));
+    store.check_invariants().unwrap();
+    assert_eq!(store.insert(b"big", b"tiny").unwrap(), Some(big));
+    store.checkpoint(2).unwrap();
+    assert!(store.free_page_count() >= 512, "the old chain is free");
+    let pages = store.page_count();
+    store.insert(b"again", &value(3, 2 * 1024 * 1024, 11)).unwrap();
+    assert!(store.page_count() <= pages + 2, "the new chain reuses the old one's pages");
+    store.check_invariants().unwrap();
+    let too_big = vec![0; value_bytes_max + 1];
+    assert!(matches!(store.insert(b"x", &too_big), Err(StoreError::ValueTooLarge { .. })));
+    let long_key = vec![b'k'; key_bytes_max + 1];
+    assert!(matches!(store.insert(&long_key, b""), Err(StoreError::KeyTooLarge { .. })));
+}
+
+/// Cuts power after every possible number of writes and syncs of one
+/// checkpoint, then restarts from several crash images of each.
+#[test]
+fn a_checkpoint_cut_off_anywhere_opens_at_the_old_or_the_new_state() {
+    let (mut base, old_model) = filled(600, 150, 12);
+    base.insert(b"overflow", &value(5, 20_000, 1)).unwrap();
+    let mut old_model = old_model;
+    old_model.insert(b"overflow".to_vec(), value(5, 20_000, 1));
+    base.checkpoint(1).unwrap();
+    let image = base.into_file().durable_image();
+    let mutate = |store: &mut PageStore<MemPageFile>, model: &mut Model| {
+        for i in (0..600).step_by(2) {
+            store.remove(&numbered_key(i)).unwrap();
+            model.remove(&numbered_key(i));
+        }
+        for i in 600..700 {
+            let value = value(i as u16, 300, 13);
+            store.insert(&numbered_key(i), &value).unwrap();
+            model.insert(numbered_key(i), value);
+        }
+        store.insert(b"overflow", &value(6, 9_000, 2)).unwrap();
+        model.insert(b"overflow".to_vec(), value(6, 9_000, 2));
+    };
+    let mut calls = 0;
+    loop {
+        let mut store = PageStore::open(image.clone(), 1 << 20).unwrap();
+        let mut new_model = old_model.clone();
+        mutate(&mut store, &mut new_model);
+        store.file_mut().fail_after(calls);
+        let completed = store.checkpoint(2).is_ok();
+        for seed in 0..6 {
+            let crashed = store.file().crash(seed * 1000 + calls, seed % 2 == 0);
+            let mut reopened = PageStore::open(crashed, 1 << 20).unwrap();
+            let expected = match reopened.generation() {
+                2 if !completed => &old_model,
+                3 => &new_model,
+                other => panic!("opened generation {other} (completed: {completed})"),
+            };
+            assert_equals_model(&mut reopened, expected);
+            reopened.check_invariants().unwrap();
+        }
+        if completed {
+            break;
+        }
+        calls += 1;
+    }
+    assert!(calls > 10, "the checkpoint took {calls} calls");
+}
+
+#[test]
+fn a_store_on_a_real_file_survives_reopening() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let name = format!("corekv-pagestore-{}-{}", std::process::id(), nanos.as_nanos());
+    let path = std::env::temp_dir().join(name);
+    let big = value(8, 2 * 1024 * 1024, 14);
+    {
+        let mut store = PageStore::create(StdPageFile::create(&path).unwrap()).unwrap();
+        for i in 0..3000 {
+            store.insert(&numbered_key(i), &value(i as u16, 50, 15)).unwrap();
+        }
+        store.insert(b"big", &big).unwrap();
+        store.checkpoint(42).unwrap();
+        store.insert(b"lost", b"not checkpointed").unwrap();
+    }
+    let mut store = PageStore::open(StdPageFile::open(&path).unwrap(), 1 << 20).unwrap();
+    assert_eq!((store.applied_index(), store.len()), (42, 3001));
+    assert_eq!(store.get(b"big").unwrap(), Some(big));
+    assert_eq!(store.get(b"lost").unwrap(), None);
+    assert_eq!(store.get(&numbered_key(2999)).unwrap(), Some(value(2999, 50, 15)));
+    store.check_invariants().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
