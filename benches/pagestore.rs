@@ -3,6 +3,8 @@
 //! to hold it), 32-byte keys and 256-byte values. The redb comparison of issue
 //! 4 comes with MVCC on the store.
 
+#![allow(non_upper_case_globals)] // STYLE: constants read as `keys_count`, units last.
+
 use std::ops::Bound;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
