@@ -5,12 +5,15 @@
 //! - *fresh* (allocated since the last checkpoint): no checkpoint and no
 //!   snapshot has seen it, so it is free at once;
 //! - otherwise *pending under W*: the durable checkpoint W − 1, and snapshots
-//!   of generation < W, may still read it. It becomes free once checkpoint W is
-//!   durable and no live snapshot has a generation below W (`reclaim`).
+//!   of generation < W, may still read it. It becomes free once checkpoint
+//!   W + 1 is durable and no live snapshot has a generation below W
+//!   (`reclaim`): until W + 1 overwrites its slot, the meta of W − 1 stays a
+//!   valid fallback for opening, so its tree must stay whole.
 //!
 //! The persisted free list (a chain of free-list pages named by the meta) holds
-//! every free and pending page: after a restart no snapshot exists, and the
-//! checkpoint that was opened no longer references any of them.
+//! every free and pending page. Opening checkpoint W puts them all back as
+//! pending under W: the meta of W − 1 may still be valid in the other slot and
+//! reference some of them, so none is written before checkpoint W + 1.
 //!
 //! Invariant: free, pending and fresh are disjoint, and all ids lie in
 //! `2..page_count`.
@@ -41,6 +44,17 @@ impl FreeSpace {
         FreeSpace { free, pending: BTreeMap::new(), fresh: BTreeSet::new(), page_count }
     }
 
+    /// The space of checkpoint `generation` as opened: its persisted free
+    /// list is pending under it (see the module comment).
+    pub(crate) fn opened(listed: BTreeSet<PageId>, generation: u64, page_count: u64) -> FreeSpace {
+        let mut space = FreeSpace::new(BTreeSet::new(), page_count);
+        assert!(listed.iter().all(|id| *id >= PageId::first_data && id.0 < page_count));
+        if !listed.is_empty() {
+            space.pending.insert(generation, listed.into_iter().collect());
+        }
+        space
+    }
+
     /// A page to write: the lowest free one, or a new one at the end.
     pub(crate) fn allocate(&mut self) -> PageId {
         let id = self.free.pop_first().unwrap_or_else(|| {
@@ -68,7 +82,7 @@ impl FreeSpace {
     }
 
     /// Frees the pages pending under every generation up to `horizon`: the
-    /// durable generation, or the oldest live snapshot's if that is lower.
+    /// durable generation minus one, or the oldest live snapshot's if lower.
     pub(crate) fn reclaim(&mut self, horizon: u64) {
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() > horizon {

@@ -87,7 +87,7 @@ impl<F: PageFile> PageStore<F> {
             return Err(corrupt(meta.root, "the root page is on the free list"));
         }
         let mut store = PageStore {
-            space: FreeSpace::new(free, meta.page_count),
+            space: FreeSpace::opened(free, meta.generation, meta.page_count),
             cache: PageCache::new(cache_bytes),
             free_list_pages,
             root: meta.root,
@@ -315,10 +315,11 @@ impl<F: PageFile> PageStore<F> {
         }
     }
 
-    /// Frees pending pages no durable checkpoint or live snapshot needs.
+    /// Frees pending pages that neither of the two meta pages' checkpoints
+    /// nor a live snapshot can read (see `freelist`).
     pub(crate) fn reclaim(&mut self) {
-        let durable = self.durable.generation;
-        let horizon = self.snapshots.oldest().map_or(durable, |oldest| oldest.min(durable));
+        let fallback = self.durable.generation.saturating_sub(1);
+        let horizon = self.snapshots.oldest().map_or(fallback, |oldest| oldest.min(fallback));
         self.space.reclaim(horizon);
     }
 }

@@ -334,7 +334,14 @@ fn churn_reuses_free_pages_instead_of_growing_the_file() {
     let file = store.into_file().durable_image();
     let mut store = PageStore::open(file, 0).unwrap();
     store.check_invariants().unwrap();
-    assert!(store.free_page_count() + 4 >= store.page_count(), "freed pages are listed");
+    // Listed pages come back pending: the older meta may still reference
+    // some of them. One checkpoint later they are free.
+    let listed = store.free_page_count() + store.pending_page_count();
+    // All but the two metas, the root and the free-list chain's own pages.
+    let unlisted = store.page_count() - listed;
+    assert!(unlisted <= 8, "freed pages are listed: {listed} of {}", store.page_count());
+    store.checkpoint(100).unwrap();
+    assert!(store.free_page_count() + 8 >= store.page_count(), "listed pages free again");
 }
 
 #[test]
@@ -385,17 +392,18 @@ fn a_damaged_meta_page_falls_back_to_the_other_and_both_is_an_error() {
     assert!(error.contains("page 0") && error.contains("page 1"), "{error}");
 }
 
-/// Falling back to an older meta whose pages were since reused must answer
-/// an error, never another tree's data: every page carries its generation.
+/// Falling back to the older meta must open exactly the older checkpoint:
+/// its pages are not reused while its meta page can still be chosen (only
+/// once the checkpoint after the newest one overwrites its slot).
 #[test]
-fn fallback_to_a_reused_checkpoint_is_an_error_not_wrong_data() {
+fn fallback_to_the_older_meta_opens_the_older_checkpoint_whole() {
     let build = || {
         let (mut store, _) = filled(800, 60, 3);
         store.checkpoint(1).unwrap(); // generation 2: tree A
         for i in 0..800 {
             store.insert(&numbered_key(i), &value(i as u16, 60, 4)).unwrap();
         }
-        store.checkpoint(2).unwrap(); // generation 3: tree A's pages are now free
+        store.checkpoint(2).unwrap(); // generation 3: tree A's pages are pending
         for i in 0..800 {
             store.insert(&numbered_key(i), &value(i as u16, 60, 5)).unwrap();
         }
@@ -405,18 +413,22 @@ fn fallback_to_a_reused_checkpoint_is_an_error_not_wrong_data() {
     let calls_before = store.file().calls_made();
     store.checkpoint(3).unwrap();
     let checkpoint_calls = store.file().calls_made() - calls_before;
-    // Again, losing power just as the new meta is written (after the data
-    // writes reused tree A's pages and were synced).
+    // Losing power just as the new meta is written (after the data writes
+    // were synced), then generation 3's meta rots: only generation 2 is left.
     let mut store = build();
     store.file_mut().fail_after(checkpoint_calls - 2);
     assert!(store.checkpoint(3).is_err());
     let mut image = store.into_file();
-    image.damage(PageId(1), 30, 0x02); // generation 3 rots: only generation 2 is left
-    let error = match PageStore::open(image, 0) {
-        Ok(mut store) => store.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap_err(),
-        Err(error) => error,
-    };
-    assert!(error.to_string().contains("generation 4"), "{error}");
+    image.damage(PageId(1), 30, 0x02);
+    let mut store = PageStore::open(image, 0).unwrap();
+    assert_eq!(store.applied_index(), 1);
+    store.check_invariants().unwrap();
+    let rows = store.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap();
+    assert_eq!(rows.len(), 800);
+    for (i, (key, row)) in rows.iter().enumerate() {
+        assert_eq!(key, &numbered_key(i as u32), "tree A keys");
+        assert_eq!(row, &value(i as u16, 60, 3), "tree A's values, not a later tree's");
+    }
 }
 
 #[test]
@@ -505,6 +517,8 @@ fn values_of_megabytes_go_to_overflow_chains_and_come_back() {
     store.check_invariants().unwrap();
     assert_eq!(store.insert(b"big", b"tiny").unwrap(), Some(big));
     store.checkpoint(2).unwrap();
+    assert!(store.pending_page_count() >= 512, "the old chain waits for one checkpoint");
+    store.checkpoint(3).unwrap();
     assert!(store.free_page_count() >= 512, "the old chain is free");
     let pages = store.page_count();
     store.insert(b"again", &value(3, 2 * 1024 * 1024, 11)).unwrap();
