@@ -21,6 +21,10 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{corrupt, page_bytes, PageId, Result};
 
+/// Largest page count a meta may name: 2^40 pages of 4 KiB (4 PiB), so that
+/// every page offset fits in a u64 with room to spare.
+const page_count_max: u64 = 1 << 40;
+
 pub(crate) const meta_magic: [u8; 8] = *b"corekvPS";
 pub(crate) const format_version: u32 = 1;
 const checksum_at: usize = 88;
@@ -107,13 +111,22 @@ impl Meta {
             entry_count: field(80),
         };
         meta.validate().map_err(|reason| corrupt(page, reason))?;
+        // A meta in the wrong slot (a misdirected write) would make the next
+        // checkpoint overwrite the only durable meta.
+        if meta.slot() != page {
+            return Err(corrupt(page, format!("generation {} in the wrong slot", meta.generation)));
+        }
         Ok(meta)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
         let in_range = |id: PageId| id >= PageId::first_data && id.0 < self.page_count;
-        if self.generation == 0 {
-            return Err("generation 0".into());
+        if self.generation == 0 || self.generation >= u64::MAX / 2 {
+            return Err(format!("generation {}", self.generation));
+        }
+        // Page offsets must fit in a u64 (and in any real file).
+        if self.page_count > page_count_max {
+            return Err(format!("page count {}", self.page_count));
         }
         if self.height == 0 || self.height > height_max {
             return Err(format!("tree height {}", self.height));
@@ -125,7 +138,7 @@ impl Meta {
             return Err("free-list head outside the file".into());
         }
         if self.free_list_head.is_some() != (self.free_list_pages > 0)
-            || self.free_list_pages + self.free_ids > self.page_count
+            || self.free_list_pages.saturating_add(self.free_ids) > self.page_count
         {
             return Err("free-list sizes disagree with the file".into());
         }

@@ -324,13 +324,14 @@ impl<F: PageFile> PageStore<F> {
     }
 }
 
-/// A meta page's bytes; a page past the end of the file reads as zeros (an
-/// invalid meta), so a file cut short still opens from the other one.
+/// A meta page's bytes. A page that cannot be read (past the end of a file
+/// cut short, or an I/O error such as a bad sector) reads as zeros, an
+/// invalid meta, so the store still opens from the other one; if both fail,
+/// opening names both pages.
 fn read_meta_page(file: &impl PageFile, id: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; page_bytes];
     match read_raw(file, PageId(id), &mut buf) {
         Ok(()) => Ok(buf),
-        Err(StoreError::Corrupt { .. }) => Ok(vec![0u8; page_bytes]),
-        Err(error) => Err(error),
+        Err(_) => Ok(vec![0u8; page_bytes]),
     }
 }

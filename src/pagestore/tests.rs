@@ -602,3 +602,26 @@ fn a_store_on_a_real_file_survives_reopening() {
     store.check_invariants().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Review finding: a meta page found in the other meta's slot (a misdirected
+/// write) is refused, so the next checkpoint cannot overwrite the only
+/// durable meta; the store opens from the meta in its own slot.
+#[test]
+fn a_meta_in_the_wrong_slot_is_refused() {
+    let (mut store, _) = filled(200, 40, 8);
+    store.checkpoint(1).unwrap();
+    store.checkpoint(2).unwrap();
+    let generation = store.generation();
+    let mut file = store.into_file().durable_image();
+    let (own, other) = (PageId(generation % 2), PageId(1 - generation % 2));
+    let mut page = vec![0u8; page_bytes];
+    file.read_page(own, &mut page).unwrap();
+    file.write_page(other, &page).unwrap();
+    file.sync().unwrap();
+    let store = PageStore::open(file.durable_image(), 0).unwrap();
+    assert_eq!((store.generation(), store.applied_index()), (generation, 2));
+    // With the own slot gone too, nothing valid is left: an error names both.
+    file.damage(own, 30, 0x04);
+    let error = PageStore::open(file.durable_image(), 0).map(|_| ()).unwrap_err().to_string();
+    assert!(error.contains("wrong slot"), "{error}");
+}
