@@ -261,6 +261,7 @@ impl<F: PageFile> PageStore<F> {
         let mut buf = vec![0u8; page_bytes];
         let mut next = Some(first);
         while let Some(page) = next {
+            self.check_reference(page)?;
             read_raw(&self.file, page, &mut buf)?;
             let (following, data) = decode_overflow(&buf, page, generation_max)?;
             let expected = (value_bytes - value.len()).min(overflow_data_bytes);

@@ -98,8 +98,10 @@ impl<'a, F: PageFile> Cursor<'a, F> {
                 self.leaf = None;
                 return Ok(None);
             }
-            self.position += 1;
+            // Advance only past an entry actually returned: after a failed
+            // value read, calling again retries it rather than skipping it.
             let value = self.store.read_value(&entry.value, self.view.generation)?;
+            self.position += 1;
             return Ok(Some((entry.key.clone(), value)));
         }
     }

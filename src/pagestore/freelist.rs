@@ -170,10 +170,13 @@ pub(crate) fn read_chain(
         if chain.len() as u64 >= meta.free_list_pages || chain.contains(&page) {
             return Err(corrupt(page, "free-list chain longer than the meta says"));
         }
+        if page < PageId::first_data || page.0 >= meta.page_count {
+            return Err(corrupt(page, "free-list chain leaves the file"));
+        }
         read_raw(file, page, &mut buf)?;
         let (following, listed) = decode_free_list(&buf, page, meta.generation)?;
         for id in listed {
-            if id.0 >= meta.page_count || !ids.insert(id) {
+            if id < PageId::first_data || id.0 >= meta.page_count || !ids.insert(id) {
                 return Err(corrupt(page, format!("free list names page {id} badly")));
             }
         }

@@ -250,6 +250,7 @@ impl<F: PageFile> PageStore<F> {
 
     /// A tree page, from the cache or verified from the file.
     pub(crate) fn node(&mut self, id: PageId, generation_max: u64) -> Result<Rc<Node>> {
+        self.check_reference(id)?;
         if let Some(node) = self.cache.get(id) {
             return Ok(node);
         }
@@ -258,6 +259,15 @@ impl<F: PageFile> PageStore<F> {
         let node = Rc::new(decode_node(&buf, id, generation_max)?);
         self.cache.insert_clean(id, node.clone());
         Ok(node)
+    }
+
+    /// A page id read from the file must name a data page inside it: a
+    /// damaged (but checksum-valid) reference is an error, not a panic later.
+    pub(crate) fn check_reference(&self, id: PageId) -> Result<()> {
+        if id < PageId::first_data || id.0 >= self.space.page_count() {
+            return Err(corrupt(id, "reference to a page outside the file's data pages"));
+        }
+        Ok(())
     }
 
     /// A tree page at `depth` (0 = root) of `view`: a leaf exactly at the
