@@ -99,6 +99,9 @@ pub enum StoreError {
     /// An earlier insert, remove or checkpoint failed half way: the working tree
     /// is no longer trustworthy. Reopen from the file (and replay the WAL).
     Poisoned,
+    /// A snapshot was read through a store other than the one that took it
+    /// (for example after that store was reopened).
+    SnapshotStale,
 }
 
 impl fmt::Display for StoreError {
@@ -119,6 +122,9 @@ impl fmt::Display for StoreError {
             }
             StoreError::Poisoned => {
                 write!(f, "page store failed during a write earlier and must be reopened")
+            }
+            StoreError::SnapshotStale => {
+                write!(f, "snapshot belongs to another (or a reopened) page store")
             }
         }
     }

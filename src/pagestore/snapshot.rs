@@ -19,7 +19,7 @@ use std::rc::{Rc, Weak};
 use super::cursor::Cursor;
 use super::file::PageFile;
 use super::store::PageStore;
-use super::{PageId, Result};
+use super::{PageId, Result, StoreError};
 
 /// Which tree a read walks, and the newest page generation it may meet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Snapshot {
         store: &mut PageStore<F>,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        store.view_get(self.view_for(store), key)
+        store.view_get(self.view_for(store)?, key)
     }
 
     /// Entries with keys in (start, end), at most `limit` of them (0: all).
@@ -82,7 +82,7 @@ impl Snapshot {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let view = self.view_for(store);
+        let view = self.view_for(store)?;
         Cursor::new(store, view, start, end)?.collect_up_to(limit)
     }
 
@@ -92,7 +92,7 @@ impl Snapshot {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
     ) -> Result<Cursor<'a, F>> {
-        let view = self.view_for(store);
+        let view = self.view_for(store)?;
         Cursor::new(store, view, start, end)
     }
 
@@ -101,13 +101,12 @@ impl Snapshot {
         self.pin.view
     }
 
-    fn view_for<F: PageFile>(&self, store: &PageStore<F>) -> TreeView {
+    fn view_for<F: PageFile>(&self, store: &PageStore<F>) -> Result<TreeView> {
         let owner = self.pin.owner.upgrade();
-        assert!(
-            owner.is_some_and(|owner| Rc::ptr_eq(&owner, store.token())),
-            "a snapshot is read through the store that took it"
-        );
-        self.pin.view
+        if !owner.is_some_and(|owner| Rc::ptr_eq(&owner, store.token())) {
+            return Err(StoreError::SnapshotStale);
+        }
+        Ok(self.pin.view)
     }
 }
 

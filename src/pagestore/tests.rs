@@ -625,3 +625,16 @@ fn a_meta_in_the_wrong_slot_is_refused() {
     let error = PageStore::open(file.durable_image(), 0).map(|_| ()).unwrap_err().to_string();
     assert!(error.contains("wrong slot"), "{error}");
 }
+
+/// Review finding: a snapshot used with a store other than the one that took
+/// it (say, after a reopen) is an error, not a panic.
+#[test]
+fn a_snapshot_read_through_another_store_is_an_error() {
+    let (mut store, _) = filled(50, 20, 2);
+    store.checkpoint(1).unwrap();
+    let snapshot = store.snapshot();
+    assert!(snapshot.get(&mut store, &numbered_key(3)).unwrap().is_some());
+    let mut reopened = PageStore::open(store.into_file().durable_image(), 0).unwrap();
+    let error = snapshot.get(&mut reopened, &numbered_key(3)).unwrap_err();
+    assert!(matches!(error, StoreError::SnapshotStale), "{error}");
+}
