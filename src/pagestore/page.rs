@@ -149,6 +149,17 @@ impl<'a> Reader<'a> {
         Ok(PageId(id))
     }
 
+    /// A chain link (overflow and free-list pages): 0 ends the chain, any
+    /// other value must name a data page.
+    fn next_link(&mut self) -> Result<Option<PageId>> {
+        let at = self.at;
+        if self.u64()? == 0 {
+            return Ok(None);
+        }
+        self.at = at;
+        self.page_id().map(Some)
+    }
+
     fn key(&mut self) -> Result<Vec<u8>> {
         let key_bytes = self.u16()? as usize;
         if key_bytes > key_bytes_max {
@@ -300,13 +311,7 @@ pub(crate) fn decode_overflow(
     }
     let body = &buf[page_header_bytes..page_header_bytes + header.used_bytes];
     let mut reader = Reader { bytes: body, at: 0, page };
-    let next = match reader.u64()? {
-        0 => None,
-        _ => {
-            reader.at = 0;
-            Some(reader.page_id()?)
-        }
-    };
+    let next = reader.next_link()?;
     Ok((next, &body[8..]))
 }
 
@@ -341,13 +346,7 @@ pub(crate) fn decode_free_list(
     }
     let body = &buf[page_header_bytes..page_header_bytes + header.used_bytes];
     let mut reader = Reader { bytes: body, at: 0, page };
-    let next = match reader.u64()? {
-        0 => None,
-        _ => {
-            reader.at = 0;
-            Some(reader.page_id()?)
-        }
-    };
+    let next = reader.next_link()?;
     let ids = (0..header.count).map(|_| reader.page_id()).collect::<Result<Vec<_>>>()?;
     Ok((next, ids))
 }
