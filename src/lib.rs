@@ -22,5 +22,6 @@ pub mod runtime;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod snapshot;
 pub mod types;
 pub mod wal;

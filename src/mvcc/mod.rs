@@ -21,6 +21,7 @@
 //! This in-memory store is the interface the persistent copy-on-write B+tree
 //! (the page store) slots into: it is rebuilt from the WAL at start for now.
 
+mod export;
 mod range;
 pub mod span;
 mod txn;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use imbl::OrdMap;
 
+pub use export::{ExportedVersion, Importer};
 pub use txn::validate_request;
 
 use crate::types::KeyValue;

@@ -1,0 +1,386 @@
+//! Snapshots: a point-in-time copy of the whole MVCC state at one revision and
+//! applied log index, zstd-compressed and checksummed (docs/formats/snapshot.md).
+//!
+//! A snapshot is written from a published, immutable `mvcc::Snapshot`, on a
+//! thread of its own, so writes never pause while one is taken. The same bytes
+//! serve three uses: the member's automatic snapshots in `DATA_DIR/snapshots/`
+//! (restart = newest valid snapshot + the WAL after it, and the WAL below it is
+//! purged), `corekvctl snapshot save` (streamed over the native protocol) and
+//! `corekvctl snapshot restore` (a fresh data dir built from a file).
+
+pub mod format;
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::Xxh3;
+
+pub use format::{Meta, Summary};
+
+use crate::limits;
+use crate::mvcc::{ExportedVersion, Importer, Snapshot, Store};
+use crate::types::KeyValue;
+
+/// zstd level: fast; a snapshot is written while the member serves.
+const zstd_level: i32 = 1;
+
+#[derive(Debug)]
+pub enum SnapshotError {
+    Io(PathBuf, io::Error),
+    Corrupt { file: PathBuf, reason: String },
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::Io(file, e) => write!(f, "snapshot {}: {e}", file.display()),
+            SnapshotError::Corrupt { file, reason } => {
+                write!(f, "snapshot {} is corrupt or truncated: {reason}", file.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+/// Counts (and hashes) the bytes that pass through.
+struct Tally<W> {
+    inner: W,
+    bytes: u64,
+    hash: Xxh3,
+}
+
+impl<W> Tally<W> {
+    fn new(inner: W) -> Tally<W> {
+        Tally { inner, bytes: 0, hash: Xxh3::new() }
+    }
+}
+
+impl<W: Write> Write for Tally<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.bytes += n as u64;
+        self.hash.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Tally<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buffer)?;
+        self.bytes += n as u64;
+        self.hash.update(&buffer[..n]);
+        Ok(n)
+    }
+}
+
+fn encode_key(out: &mut Vec<u8>, key: &[u8], versions: &[ExportedVersion]) {
+    out.push(format::tag_key);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(versions.len() as u32).to_le_bytes());
+    for version in versions {
+        out.extend_from_slice(&version.revision.to_le_bytes());
+        match &version.kv {
+            None => out.push(format::kind_delete),
+            Some(kv) => {
+                out.push(format::kind_put);
+                out.extend_from_slice(&kv.create_revision.to_le_bytes());
+                out.extend_from_slice(&kv.version.to_le_bytes());
+                out.extend_from_slice(&kv.lease.to_le_bytes());
+                out.extend_from_slice(&(kv.value.len() as u32).to_le_bytes());
+                out.extend_from_slice(&kv.value);
+            }
+        }
+    }
+}
+
+/// Writes `snapshot` (taken as `meta` says) to `out`.
+pub fn write(snapshot: &Snapshot, meta: &Meta, mut out: impl Write) -> io::Result<Summary> {
+    out.write_all(&meta.encode())?;
+    let mut compressed = Tally::new(&mut out);
+    let mut encoder = zstd::stream::write::Encoder::new(&mut compressed, zstd_level)?;
+    encoder.include_checksum(true)?;
+    let mut body = Tally::new(encoder);
+    let mut summary = Summary::default();
+    let mut record = Vec::with_capacity(64 * 1024);
+    for (key, versions) in snapshot.export() {
+        record.clear();
+        encode_key(&mut record, key, &versions);
+        body.write_all(&record)?;
+        summary.keys += 1;
+        summary.versions += versions.len() as u64;
+        summary.live_keys += u64::from(versions[0].kv.is_some());
+    }
+    body.write_all(&[format::tag_end])?;
+    summary.body_bytes = body.bytes;
+    summary.body_hash = body.hash.digest();
+    body.inner.finish()?;
+    summary.compressed_bytes = compressed.bytes;
+    summary.compressed_hash = compressed.hash.digest();
+    out.write_all(&summary.encode())?;
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Reads records from the decompressed body.
+struct BodyReader<R> {
+    input: R,
+}
+
+impl<R: BufRead> BodyReader<R> {
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        let mut out = vec![0u8; n];
+        self.input.read_exact(&mut out).map_err(|e| format!("body ends early: {e}"))?;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+
+    /// The next key and its versions, or None at the end record.
+    fn next_key(&mut self) -> Result<Option<(Bytes, Vec<ExportedVersion>)>, String> {
+        match self.u8()? {
+            format::tag_end => return Ok(None),
+            format::tag_key => {}
+            tag => return Err(format!("unknown record tag {tag}")),
+        }
+        let key_len = self.u32()? as usize;
+        if key_len == 0 || key_len > limits::key_bytes_max {
+            return Err(format!("key length {key_len} out of bounds"));
+        }
+        let key = Bytes::from(self.bytes(key_len)?);
+        let count = self.u32()? as usize;
+        let mut versions = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let revision = self.i64()?;
+            let kv = match self.u8()? {
+                format::kind_delete => None,
+                format::kind_put => {
+                    let create_revision = self.i64()?;
+                    let version = self.i64()?;
+                    let lease = self.i64()?;
+                    let value_len = self.u32()? as usize;
+                    if value_len > limits::value_bytes_max {
+                        return Err(format!("value length {value_len} out of bounds"));
+                    }
+                    let value = Bytes::from(self.bytes(value_len)?);
+                    Some(KeyValue {
+                        key: key.clone(),
+                        create_revision,
+                        mod_revision: revision,
+                        version,
+                        value,
+                        lease,
+                    })
+                }
+                kind => return Err(format!("unknown version kind {kind}")),
+            };
+            versions.push(ExportedVersion { revision, kv });
+        }
+        Ok(Some((key, versions)))
+    }
+}
+
+/// Reads and checks a whole snapshot from `input` (`len` bytes), calling
+/// `on_key` for every key in order. Any damage is an error; keys handed out
+/// before it was found must be discarded by the caller.
+pub fn read(
+    mut input: impl Read + Seek,
+    len: u64,
+    mut on_key: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<(), String>,
+) -> Result<(Meta, Summary), String> {
+    let min = (format::header_bytes + format::trailer_bytes) as u64;
+    if len < min {
+        return Err(format!("{len} bytes, shorter than a header and a trailer"));
+    }
+    let mut header = [0u8; format::header_bytes];
+    input.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let meta = Meta::decode(&header)?;
+    let mut trailer = [0u8; format::trailer_bytes];
+    input.seek(SeekFrom::Start(len - format::trailer_bytes as u64)).map_err(|e| e.to_string())?;
+    input.read_exact(&mut trailer).map_err(|e| e.to_string())?;
+    let summary = Summary::decode(&trailer)?;
+    if summary.compressed_bytes != len - min {
+        return Err(format!(
+            "the trailer counts {} compressed bytes, the file holds {}",
+            summary.compressed_bytes,
+            len - min
+        ));
+    }
+    input.seek(SeekFrom::Start(format::header_bytes as u64)).map_err(|e| e.to_string())?;
+    let frame = BufReader::new(Tally::new(input.take(summary.compressed_bytes)));
+    let mut decoder =
+        zstd::stream::read::Decoder::with_buffer(frame).map_err(|e| e.to_string())?.single_frame();
+    let mut body =
+        BodyReader { input: BufReader::with_capacity(256 * 1024, Tally::new(&mut decoder)) };
+    let mut seen = Summary::default();
+    let mut last_revision_ok = true;
+    while let Some((key, versions)) = body.next_key().map_err(|e| format!("zstd body: {e}"))? {
+        seen.keys += 1;
+        seen.versions += versions.len() as u64;
+        seen.live_keys += u64::from(versions.first().is_some_and(|v| v.kv.is_some()));
+        last_revision_ok &= versions.iter().all(|v| v.revision <= meta.revision);
+        on_key(key, versions)?;
+    }
+    let mut rest = Vec::new();
+    body.input.read_to_end(&mut rest).map_err(|e| format!("zstd body: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the end record", rest.len()));
+    }
+    let tally = body.input.into_inner();
+    (seen.body_bytes, seen.body_hash) = (tally.bytes, tally.hash.digest());
+    // Whatever follows the frame inside its stated length is damage too.
+    let mut frame = decoder.finish();
+    frame.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the zstd frame", rest.len()));
+    }
+    let frame = frame.into_inner();
+    (seen.compressed_bytes, seen.compressed_hash) = (frame.bytes, frame.hash.digest());
+    if seen != summary {
+        return Err(format!(
+            "contents do not match the trailer: read {seen:?}, trailer {summary:?}"
+        ));
+    }
+    if !last_revision_ok {
+        return Err("a version newer than the snapshot's revision".into());
+    }
+    Ok((meta, summary))
+}
+
+fn open(path: &Path) -> Result<(File, u64), SnapshotError> {
+    let io = |e| SnapshotError::Io(path.to_path_buf(), e);
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    Ok((file, len))
+}
+
+/// Checks a snapshot file end to end without building a store.
+pub fn status(path: &Path) -> Result<(Meta, Summary), SnapshotError> {
+    let (file, len) = open(path)?;
+    read(file, len, |_, _| Ok(()))
+        .map_err(|reason| SnapshotError::Corrupt { file: path.to_path_buf(), reason })
+}
+
+/// Loads a snapshot file into a store.
+pub fn load(path: &Path) -> Result<(Meta, Summary, Store), SnapshotError> {
+    let (file, len) = open(path)?;
+    let corrupt = |reason| SnapshotError::Corrupt { file: path.to_path_buf(), reason };
+    // The header is read twice (here and in `read`) so the importer knows the
+    // revision before the first key arrives.
+    let mut header = [0u8; format::header_bytes];
+    let mut peek = &file;
+    peek.read_exact(&mut header).map_err(|e| corrupt(e.to_string()))?;
+    let meta = Meta::decode(&header).map_err(|e| corrupt(e.to_string()))?;
+    let mut importer = Importer::new(meta.revision, meta.compact_revision).map_err(corrupt)?;
+    peek.seek(SeekFrom::Start(0)).map_err(|e| SnapshotError::Io(path.to_path_buf(), e))?;
+    let (meta, summary) = read(file, len, |key, versions| importer.add(key, versions))
+        .map_err(|reason| SnapshotError::Corrupt { file: path.to_path_buf(), reason })?;
+    Ok((meta, summary, importer.finish()))
+}
+
+/// The file name of a snapshot in a data dir: sortable by applied index.
+pub fn file_name(meta: &Meta) -> String {
+    format!("{:016x}-{:016x}.snap", meta.applied_index, meta.revision)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes a snapshot into `dir` crash-safely: a temporary file, fsync, rename,
+/// fsync of the directory. A crash leaves either no file or a whole one.
+pub fn save_in_dir(dir: &Path, snapshot: &Snapshot, meta: &Meta) -> io::Result<(PathBuf, Summary)> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(file_name(meta));
+    let tmp = path.with_extension("snap.tmp");
+    let file = File::create(&tmp)?;
+    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    let summary = write(snapshot, meta, &mut out)?;
+    drop(out);
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok((path, summary))
+}
+
+/// Copies a snapshot file into `dir` crash-safely (restore).
+pub fn install_in_dir(dir: &Path, source: &Path, meta: &Meta) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join(file_name(meta));
+    let tmp = path.with_extension("snap.tmp");
+    fs::copy(source, &tmp)?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+/// The snapshot files in `dir`, oldest first; removes leftover temporaries
+/// when `clean` is set (at start-up, when no snapshot is being written).
+pub fn list(dir: &Path, clean: bool) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".snap") {
+            out.push(path);
+        } else if clean && name.ends_with(".snap.tmp") {
+            fs::remove_file(&path)?;
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Deletes all but the newest `keep` snapshots (at least one is kept).
+pub fn retain(dir: &Path, keep: usize) -> io::Result<usize> {
+    let files = list(dir, false)?;
+    let excess = files.len().saturating_sub(keep.max(1));
+    for path in &files[..excess] {
+        fs::remove_file(path)?;
+    }
+    if excess > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(excess)
+}
+
+/// The newest snapshot in `dir` that loads; damaged newer ones are reported
+/// (`warn`) and skipped: the WAL decides whether the older one is enough.
+pub fn load_newest(
+    dir: &Path,
+    mut warn: impl FnMut(&SnapshotError),
+) -> io::Result<Option<(PathBuf, Meta, Store)>> {
+    for path in list(dir, true)?.into_iter().rev() {
+        match load(&path) {
+            Ok((meta, _, store)) => return Ok(Some((path, meta, store))),
+            Err(e) => warn(&e),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+use std::io::Cursor;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::types::*;
+
+fn meta_of(store: &Store, applied_index: u64) -> Meta {
+    let snapshot = store.snapshot();
+    Meta {
+        revision: snapshot.revision(),
+        compact_revision: snapshot.compact_revision(),
+        applied_index,
+        applied_term: 1,
+        cluster_id: 7,
+        member_id: 9,
+        created_unix_ms: 1,
+    }
+}
+
+fn encode(store: &Store) -> (Vec<u8>, Summary) {
+    let mut bytes = Vec::new();
+    let summary = write(&store.snapshot(), &meta_of(store, 5), &mut bytes).unwrap();
+    (bytes, summary)
+}
+
+fn decode(bytes: &[u8]) -> Result<(Meta, Summary, Store), String> {
+    let meta = Meta::decode(bytes)?;
+    let mut importer = Importer::new(meta.revision, meta.compact_revision)?;
+    let (meta, summary) = read(Cursor::new(bytes), bytes.len() as u64, |k, v| importer.add(k, v))?;
+    Ok((meta, summary, importer.finish()))
+}
+
+fn history(store: &Store) -> Vec<(Bytes, Vec<ExportedVersion>)> {
+    store.snapshot().export().map(|(k, v)| (k.clone(), v)).collect()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u16),
+    Delete(u8),
+    Compact,
+}
+
+fn apply(store: &mut Store, op: &Op) {
+    let key = |k: u8| Bytes::from(format!("key/{k:03}"));
+    let request = match op {
+        Op::Put(k, len) => Request::Put(PutRequest {
+            key: key(*k),
+            value: Bytes::from(vec![b'v'; *len as usize]),
+            ..Default::default()
+        }),
+        Op::Delete(k) => {
+            Request::DeleteRange(DeleteRangeRequest { key: key(*k), ..Default::default() })
+        }
+        Op::Compact => {
+            let revision = store.revision() - 2;
+            if revision > store.snapshot().compact_revision() && revision >= 1 {
+                store.compact(revision).unwrap();
+            }
+            return;
+        }
+    };
+    store.apply(&request).unwrap();
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => (0u8..40, 0u16..300).prop_map(|(k, l)| Op::Put(k, l)),
+            2 => (0u8..40).prop_map(Op::Delete),
+            1 => Just(Op::Compact),
+        ],
+        0..200,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn round_trip_keeps_every_version(ops in ops()) {
+        let mut store = Store::new();
+        for op in &ops {
+            apply(&mut store, op);
+        }
+        let (bytes, summary) = encode(&store);
+        let (meta, read_summary, copy) = decode(&bytes).unwrap();
+        copy.check_invariants();
+        prop_assert_eq!(meta, meta_of(&store, 5));
+        prop_assert_eq!(summary, read_summary);
+        prop_assert_eq!(summary.versions as usize, store.snapshot().versions());
+        prop_assert_eq!(summary.live_keys as usize, store.snapshot().live_keys());
+        prop_assert_eq!(history(&store), history(&copy));
+        prop_assert_eq!(store.snapshot().size_bytes(), copy.snapshot().size_bytes());
+    }
+}
+
+fn sample_store() -> Store {
+    let mut store = Store::new();
+    for i in 0..60u16 {
+        apply(&mut store, &Op::Put((i % 17) as u8, i * 3));
+        if i % 9 == 0 {
+            apply(&mut store, &Op::Delete((i % 5) as u8));
+        }
+    }
+    apply(&mut store, &Op::Compact);
+    store
+}
+
+#[test]
+fn every_flipped_byte_is_detected() {
+    let (bytes, _) = encode(&sample_store());
+    for at in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = bytes.clone();
+            bad[at] ^= bit;
+            assert!(decode(&bad).is_err(), "flipped bit {bit:#x} of byte {at} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn every_truncation_and_extension_is_detected() {
+    let (bytes, _) = encode(&sample_store());
+    for len in 0..bytes.len() {
+        assert!(decode(&bytes[..len]).is_err(), "truncated to {len} bytes");
+    }
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0; 10]);
+    assert!(decode(&longer).is_err());
+}
+
+#[test]
+fn an_empty_store_round_trips() {
+    let store = Store::new();
+    let (bytes, summary) = encode(&store);
+    assert_eq!((summary.keys, summary.versions), (0, 0));
+    let (_, _, copy) = decode(&bytes).unwrap();
+    assert_eq!(copy.revision(), store.revision());
+}
+
+#[test]
+fn files_in_a_dir_are_saved_listed_retained_and_loaded_newest_first() {
+    let dir = std::env::temp_dir().join(format!("corekv-snapdir-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let mut store = Store::new();
+    for i in 0..5u64 {
+        apply(&mut store, &Op::Put(i as u8, 10));
+        save_in_dir(&dir, &store.snapshot(), &meta_of(&store, 10 + i)).unwrap();
+    }
+    fs::write(dir.join("0000000000000099-0000000000000001.snap.tmp"), b"partial").unwrap();
+    assert_eq!(list(&dir, true).unwrap().len(), 5);
+    assert!(!dir.join("0000000000000099-0000000000000001.snap.tmp").exists(), "temp cleaned");
+    assert_eq!(retain(&dir, 2).unwrap(), 3);
+    let files = list(&dir, false).unwrap();
+    assert_eq!(files.len(), 2);
+    // Damage the newest: loading falls back to the one before, with a warning.
+    let newest = files.last().unwrap();
+    let len = fs::metadata(newest).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(newest).unwrap();
+    file.set_len(len - 1).unwrap();
+    let mut warnings = Vec::new();
+    let (path, meta, loaded) =
+        load_newest(&dir, |e| warnings.push(e.to_string())).unwrap().unwrap();
+    assert_eq!(path, files[0]);
+    assert_eq!(meta.applied_index, 13);
+    assert_eq!(loaded.revision(), meta.revision);
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("corrupt or truncated"), "{}", warnings[0]);
+    assert!(warnings[0].contains(newest.to_str().unwrap()), "names the file");
+    fs::remove_dir_all(&dir).unwrap();
+}
