@@ -194,3 +194,66 @@ fn damage_in_an_earlier_segment_refuses_to_open_and_names_the_place() {
     assert_eq!(read_log(&dir).unwrap_err().to_string(), message);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn read_log_after(dir: &Path, start_after: u64) -> Result<Vec<u64>, RecoveryError> {
+    let mut seen = Vec::new();
+    wal::recover_after(dir, SEGMENT, start_after, |_, index, bytes| {
+        assert_eq!(bytes.as_ref(), payload(index).as_slice(), "entry {index} intact");
+        seen.push(index);
+    })?;
+    Ok(seen)
+}
+
+#[test]
+fn purge_drops_whole_segments_below_a_snapshot_and_recovery_resumes_after_it() {
+    let dir = temp_dir("purge");
+    let mut rng = Rng(11);
+    let count = 12000;
+    write_log(&dir, count, &mut rng);
+    let before = segments(&dir);
+    assert!(before.len() >= 4, "several segments: {}", before.len());
+    // Nothing below entry 1: nothing to purge.
+    assert_eq!(wal::purge(&dir, 1).unwrap(), 0);
+    // Keep from entry 8000: every segment ending before it goes, and the
+    // first remaining one still holds entry 8000.
+    let deleted = wal::purge(&dir, 8000).unwrap();
+    assert!(deleted >= 1);
+    let after = segments(&dir);
+    assert_eq!(after.len(), before.len() - deleted);
+    assert_eq!(after[..], before[deleted..], "the oldest segments went, in order");
+    // A snapshot at 8000: recovery hands out exactly 8001..=count.
+    let seen = read_log_after(&dir, 8000).unwrap();
+    assert_eq!(seen, (8001..=count).collect::<Vec<_>>());
+    // A snapshot older than the first remaining entry leaves a gap: refused.
+    let error = read_log_after(&dir, 10).unwrap_err().to_string();
+    assert!(error.contains("missing"), "{error}");
+    // A snapshot beyond the end of the log: refused too.
+    let error = read_log_after(&dir, count + 5).unwrap_err().to_string();
+    assert!(error.contains("before the snapshot"), "{error}");
+    // Purging everything keeps the last segment (the one being written).
+    wal::purge(&dir, u64::MAX).unwrap();
+    assert_eq!(segments(&dir).len(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_empty_log_after_a_restored_snapshot_continues_at_the_next_index() {
+    let dir = temp_dir("restored");
+    let recovered = wal::recover_after(&dir, SEGMENT, 500, |_, _, _| panic!("empty")).unwrap();
+    assert_eq!(recovered.last_index, 500);
+    let mut writer =
+        block_on_ready(WalWriter::open(StdDisk, &dir, SEGMENT, 500, recovered.tail)).unwrap();
+    let payloads: Vec<_> = (501..=510).map(payload).collect();
+    let entries: Vec<_> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| EntryRef { term: 1, index: 501 + i as u64, payload: p })
+        .collect();
+    block_on_ready(writer.append(&entries)).unwrap();
+    block_on_ready(writer.close()).unwrap();
+    assert_eq!(read_log_after(&dir, 500).unwrap(), (501..=510).collect::<Vec<_>>());
+    assert_eq!(read_log_after(&dir, 505).unwrap(), (506..=510).collect::<Vec<_>>());
+    // Without the snapshot, entries 1..=500 are missing.
+    assert!(read_log(&dir).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

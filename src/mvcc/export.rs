@@ -46,7 +46,7 @@ pub struct Importer {
 
 impl Importer {
     pub fn new(revision: i64, compact_revision: i64) -> Result<Importer, String> {
-        if revision < super::initial_revision || compact_revision >= revision.max(1) + 1 {
+        if revision < super::initial_revision || compact_revision > revision {
             return Err(format!("revision {revision} / compact revision {compact_revision}"));
         }
         Ok(Importer {

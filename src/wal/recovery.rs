@@ -21,6 +21,8 @@ use super::format::{self, Decoded, SegmentHeader};
 #[derive(Debug)]
 pub enum RecoveryError {
     Io(PathBuf, io::Error),
+    /// The log does not join the snapshot the state was loaded from.
+    Gap(String),
     /// Damage with valid records after it.
     Corrupt {
         file: PathBuf,
@@ -33,6 +35,7 @@ impl std::fmt::Display for RecoveryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecoveryError::Io(path, e) => write!(f, "WAL: {}: {e}", path.display()),
+            RecoveryError::Gap(detail) => write!(f, "WAL: {detail}"),
             RecoveryError::Corrupt { file, offset, reason } => write!(
                 f,
                 "WAL is corrupt in the middle of the log: {} at offset {offset}: {reason}; \
@@ -114,18 +117,45 @@ struct Damage {
 pub fn recover(
     dir: &Path,
     segment_bytes: u64,
+    on_entry: impl FnMut(u64, u64, Bytes),
+) -> Result<Recovered, RecoveryError> {
+    recover_after(dir, segment_bytes, 0, on_entry)
+}
+
+/// As `recover`, for a state loaded from a snapshot that holds every entry up
+/// to `start_after`: the log may begin anywhere at or before `start_after + 1`
+/// (older segments were purged), only later entries are handed to `on_entry`,
+/// and a log that starts after `start_after + 1` or ends before `start_after`
+/// is refused (entries would be missing).
+pub fn recover_after(
+    dir: &Path,
+    segment_bytes: u64,
+    start_after: u64,
     mut on_entry: impl FnMut(u64, u64, Bytes),
 ) -> Result<Recovered, RecoveryError> {
     fs::create_dir_all(dir).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
     let segments = list_segments(dir)?;
     let read = |path: &Path| fs::read(path).map_err(|e| RecoveryError::Io(path.to_path_buf(), e));
-    let (mut last_index, mut last_term) = (0u64, 0u64);
+    let (mut last_index, mut last_term) = (start_after, 0u64);
     let mut damage: Option<Damage> = None;
     let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
     for (i, (sequence, path)) in segments.iter().enumerate() {
         let bytes = Bytes::from(read(path)?);
         match SegmentHeader::decode(&bytes) {
             Ok(h) if h.sequence == *sequence && h.first_index == last_index + 1 => {}
+            // The oldest segment left after purging starts at or before the
+            // snapshot's next entry: entries up to the snapshot are skipped.
+            Ok(h) if i == 0 && h.sequence == *sequence && h.first_index >= 1 => {
+                if h.first_index > start_after + 1 {
+                    return Err(RecoveryError::Gap(format!(
+                        "{} starts at entry {}, but the snapshot holds entries up to {start_after} \
+                         only: entries in between are missing",
+                        path.display(),
+                        h.first_index
+                    )));
+                }
+                last_index = h.first_index - 1;
+            }
             Ok(_) => {
                 damage = Some(Damage { segment: i, offset: 0, reason: "segment out of sequence" });
                 break;
@@ -149,7 +179,9 @@ pub fn recover(
             match format::decode_record(&bytes[at.min(bytes.len())..]) {
                 Decoded::Record(r) if r.index == last_index + 1 => {
                     let start = at + format::record_header_bytes;
-                    on_entry(r.term, r.index, bytes.slice(start..start + r.payload.len()));
+                    if r.index > start_after {
+                        on_entry(r.term, r.index, bytes.slice(start..start + r.payload.len()));
+                    }
                     last_index = r.index;
                     last_term = r.term;
                     at += r.total_bytes;
@@ -189,6 +221,11 @@ pub fn recover(
         (None, None) => (segments.len(), 0, ""),
     };
     check_nothing_valid_after(&segments, cut, &read)?;
+    if last_index < start_after {
+        return Err(RecoveryError::Gap(format!(
+            "the log ends at entry {last_index}, before the snapshot's entry {start_after}"
+        )));
+    }
     if segments.is_empty() {
         return Ok(fresh_log(dir, segment_bytes, last_index, last_term));
     }
@@ -232,7 +269,7 @@ fn check_nothing_valid_after(
 fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) -> Recovered {
     let path = segment_path(dir, 0);
     prepare_segment_file(&path, segment_bytes).expect("create the first WAL segment");
-    let page = SegmentHeader { sequence: 0, first_index: 1 }.encode().to_vec();
+    let page = SegmentHeader { sequence: 0, first_index: last_index + 1 }.encode().to_vec();
     let tail =
         Tail { path, sequence: 0, write_offset: page.len() as u64, capacity: segment_bytes, page };
     Recovered { last_index, last_term, tail, truncated: None }
@@ -270,6 +307,45 @@ fn write_zeros(file: &fs::File, from: u64, to: u64) -> io::Result<()> {
         at += n as u64;
     }
     Ok(())
+}
+
+/// Deletes the oldest segments whose every entry is below `keep_from`, and
+/// returns how many. A segment's last entry is one before the next segment's
+/// first, so the segment being written (the last) is never deleted, nor one
+/// whose successor's header is not yet written. Safe while the writer runs:
+/// it only ever adds segments at the end.
+pub fn purge(dir: &Path, keep_from: u64) -> io::Result<usize> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if let Some(sequence) =
+            name.strip_suffix(".wal").and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        {
+            segments.push((sequence, path));
+        }
+    }
+    segments.sort();
+    let header = |path: &Path| -> Option<SegmentHeader> {
+        use std::io::Read;
+        let mut bytes = [0u8; format::segment_header_bytes];
+        fs::File::open(path).ok()?.read_exact(&mut bytes).ok()?;
+        SegmentHeader::decode(&bytes).ok()
+    };
+    let mut deleted = 0;
+    for pair in segments.windows(2) {
+        match header(&pair[1].1) {
+            Some(next) if next.sequence == pair[1].0 && next.first_index <= keep_from => {
+                fs::remove_file(&pair[0].1)?;
+                deleted += 1;
+            }
+            _ => break,
+        }
+    }
+    if deleted > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(deleted)
 }
 
 /// Creates a segment file of `segment_bytes` zeros, written through once so
