@@ -27,10 +27,19 @@ pub struct LogCounters {
     pub wal_syncs: AtomicU64,
 }
 
+/// The member's own snapshots.
+#[derive(Default, Debug)]
+pub struct SnapshotCounters {
+    pub taken: AtomicU64,
+    pub bytes: AtomicU64,
+    pub wal_segments_purged: AtomicU64,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub cores: Vec<CoreCounters>,
     pub log: LogCounters,
+    pub snapshots: SnapshotCounters,
 }
 
 /// Merged totals.
@@ -58,6 +67,7 @@ impl Metrics {
         Metrics {
             cores: (0..cores).map(|_| CoreCounters::default()).collect(),
             log: LogCounters::default(),
+            snapshots: SnapshotCounters::default(),
         }
     }
 

@@ -53,6 +53,29 @@ pub struct Config {
     /// Size of each WAL segment file in bytes.
     #[arg(long, default_value_t = limits::wal_segment_bytes_default)]
     pub wal_segment_bytes: u64,
+    /// Applied entries that trigger a snapshot to DATA_DIR/snapshots (and a
+    /// WAL purge below it); 0: never by count.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Seconds after which new entries trigger a snapshot; 0: never by time.
+    #[arg(long, default_value_t = 0)]
+    pub snapshot_interval: u64,
+    /// Snapshots kept in DATA_DIR/snapshots (the newest N; at least 1).
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_retain: usize,
+    /// Entries kept in the WAL below the newest snapshot (for followers that
+    /// lag a little, once there are followers).
+    #[arg(long, default_value_t = 5_000)]
+    pub wal_retain_entries: u64,
+}
+
+/// When the member snapshots itself, and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub count: u64,
+    pub interval_secs: u64,
+    pub retain: usize,
+    pub wal_retain_entries: u64,
 }
 
 /// The configuration checked and resolved.
@@ -65,6 +88,7 @@ pub struct Resolved {
     pub cores: usize,
     pub wal_segment_bytes: u64,
     pub spin_before_park_us: u64,
+    pub snapshots: SnapshotPolicy,
     pub cluster_id: u64,
     pub member_id: u64,
 }
@@ -153,6 +177,9 @@ impl Config {
                 limits::wal_segment_bytes_min
             ));
         }
+        if self.snapshot_retain == 0 {
+            return Err("--snapshot-retain: 0: keep at least 1 snapshot".into());
+        }
         let member_id = id_of(&[&advertise_peer, &self.initial_cluster_token]);
         let cluster_id = id_of(&[&member_id.to_string(), &self.initial_cluster_token]);
         Ok(Resolved {
@@ -166,6 +193,12 @@ impl Config {
             cores,
             wal_segment_bytes: self.wal_segment_bytes,
             spin_before_park_us: self.spin_before_park_us,
+            snapshots: SnapshotPolicy {
+                count: self.snapshot_count,
+                interval_secs: self.snapshot_interval,
+                retain: self.snapshot_retain,
+                wal_retain_entries: self.wal_retain_entries,
+            },
             cluster_id,
             member_id,
         })
@@ -202,5 +235,7 @@ mod tests {
             .contains("single-member"));
         assert!(config(&["--cores", "0"]).unwrap_err().contains("--cores"));
         assert!(config(&["--wal-segment-bytes", "4097"]).unwrap_err().contains("segment"));
+        assert!(config(&["--snapshot-retain", "0"]).unwrap_err().contains("--snapshot-retain"));
+        assert!(config(&["--snapshot-count", "x"]).unwrap_err().contains("snapshot-count"));
     }
 }

@@ -5,8 +5,18 @@
 //!
 //! Group commit: while one batch is being written and synced, proposals queue
 //! up in the channel; the next batch takes all of them (up to the limits).
+//!
+//! Snapshots: every `--snapshot-count` applied entries (or `--snapshot-interval`
+//! seconds with new entries), the published state is written to
+//! DATA_DIR/snapshots by a thread of its own (the loop never waits for it),
+//! then old snapshots beyond `--snapshot-retain` are deleted and WAL segments
+//! wholly below `index - --wal-retain-entries` are purged. One at a time.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
 
 use crate::disk::LogDisk;
 use crate::limits;
@@ -15,13 +25,129 @@ use crate::mvcc::Store;
 use crate::types::Response;
 use crate::wal::{EntryRef, WalWriter};
 
+use super::config::SnapshotPolicy;
 use super::shared::{Proposal, Published, Shared};
+use crate::snapshot::{self, Meta};
+
+/// The member's own snapshots: when the next is due, and the one being written.
+pub struct Snapshots {
+    policy: SnapshotPolicy,
+    snapshot_dir: PathBuf,
+    wal_dir: PathBuf,
+    last_index: u64,
+    last_at: Instant,
+    writing: Option<JoinHandle<()>>,
+}
+
+impl Snapshots {
+    pub fn new(data_dir: &Path, policy: SnapshotPolicy, last_index: u64) -> Snapshots {
+        Snapshots {
+            policy,
+            snapshot_dir: data_dir.join("snapshots"),
+            wal_dir: data_dir.join("wal"),
+            last_index,
+            last_at: Instant::now(),
+            writing: None,
+        }
+    }
+
+    fn due(&mut self, applied_index: u64) -> bool {
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return false;
+        }
+        if let Some(done) = self.writing.take() {
+            let _ = done.join();
+        }
+        let new_entries = applied_index.saturating_sub(self.last_index);
+        let by_count = self.policy.count > 0 && new_entries >= self.policy.count;
+        let by_time = self.policy.interval_secs > 0
+            && new_entries > 0
+            && self.last_at.elapsed().as_secs() >= self.policy.interval_secs;
+        by_count || by_time
+    }
+
+    /// Starts writing `published` as a snapshot if one is due.
+    fn maybe_start(&mut self, shared: &Arc<Shared>, published: &Published) {
+        if !self.due(published.applied_index) {
+            return;
+        }
+        self.last_index = published.applied_index;
+        self.last_at = Instant::now();
+        let state = published.snapshot.clone();
+        let meta = Meta {
+            revision: state.revision(),
+            compact_revision: state.compact_revision(),
+            applied_index: published.applied_index,
+            applied_term: shared.raft_term,
+            cluster_id: shared.cluster_id,
+            member_id: shared.member_id,
+            created_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let (policy, snapshot_dir, wal_dir) =
+            (self.policy, self.snapshot_dir.clone(), self.wal_dir.clone());
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            write_and_purge(&shared, &state, &meta, policy, &snapshot_dir, &wal_dir)
+        });
+        match spawned {
+            Ok(handle) => self.writing = Some(handle),
+            Err(e) => eprintln!("corekv: cannot start a snapshot thread: {e}"),
+        }
+    }
+}
+
+/// Writes one snapshot, then drops what it makes unnecessary. A failure is
+/// reported, not fatal: the WAL still holds every entry.
+fn write_and_purge(
+    shared: &Shared,
+    state: &crate::mvcc::Snapshot,
+    meta: &Meta,
+    policy: SnapshotPolicy,
+    snapshot_dir: &Path,
+    wal_dir: &Path,
+) {
+    let started = Instant::now();
+    let (path, summary) = match snapshot::save_in_dir(snapshot_dir, state, meta) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("corekv: snapshot at index {} failed: {e}", meta.applied_index);
+            return;
+        }
+    };
+    let snapshots = &shared.metrics.snapshots;
+    add(&snapshots.taken, 1);
+    add(&snapshots.bytes, summary.compressed_bytes);
+    if let Err(e) = snapshot::retain(snapshot_dir, policy.retain) {
+        eprintln!("corekv: cannot delete old snapshots in {}: {e}", snapshot_dir.display());
+    }
+    let keep_from = meta.applied_index.saturating_sub(policy.wal_retain_entries) + 1;
+    match crate::wal::purge(wal_dir, keep_from) {
+        Ok(purged) => {
+            add(&snapshots.wal_segments_purged, purged as u64);
+            shared.wal_first_sequence.fetch_add(purged as u64, Ordering::Relaxed);
+        }
+        Err(e) => eprintln!("corekv: cannot purge the WAL in {}: {e}", wal_dir.display()),
+    }
+    eprintln!(
+        "corekv: snapshot {} (index {}, revision {}, {} keys, {} bytes) in {} ms",
+        path.display(),
+        meta.applied_index,
+        meta.revision,
+        summary.keys,
+        summary.compressed_bytes
+            + (snapshot::format::header_bytes + snapshot::format::trailer_bytes) as u64,
+        started.elapsed().as_millis()
+    );
+}
 
 pub struct Driver<D: LogDisk> {
     pub shared: Arc<Shared>,
     pub store: Store,
     pub wal: WalWriter<D>,
     pub proposals: async_channel::Receiver<Proposal>,
+    pub snapshots: Snapshots,
 }
 
 impl<D: LogDisk> Driver<D> {
@@ -77,11 +203,14 @@ impl<D: LogDisk> Driver<D> {
         }
         // 4. Publish, then acknowledge.
         let snapshot = self.store.snapshot();
-        self.shared.publish(Published {
+        let first_sequence = self.shared.wal_first_sequence.load(Ordering::Relaxed);
+        let published = Published {
             snapshot,
             applied_index: commit_index,
-            wal_bytes: self.wal.disk_bytes(),
-        });
+            wal_bytes: self.wal.disk_bytes(first_sequence),
+        };
+        self.snapshots.maybe_start(&self.shared, &published);
+        self.shared.publish(published);
         for (reply, request_id, response) in replies {
             // A full or closed channel means the connection is gone.
             let _ = reply.try_send((request_id, response));

@@ -15,6 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -27,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::mvcc::Store;
 use crate::protocol::codec;
 use crate::runtime::{self, DmaDisk, Listener};
+use crate::snapshot;
 use crate::wal::{self, WalWriter};
 use driver::Driver;
 use shared::{Published, Shared};
@@ -78,22 +80,51 @@ fn check_port_free(address: SocketAddr, what: &str) -> Result<(), String> {
     Listener::check_bind(address).map_err(|e| format!("{busy}: {e}"))
 }
 
-/// Replays the WAL into a fresh store.
-fn recover(config: &Resolved) -> Result<(Store, wal::Recovered), String> {
-    let mut store = Store::new();
+/// What start-up recovered: the state, the WAL's tail, and the index of the
+/// snapshot the state was loaded from (0 if none).
+struct Recovery {
+    store: Store,
+    wal: wal::Recovered,
+    snapshot_index: u64,
+}
+
+/// Loads the newest valid snapshot (if any), then replays the WAL after it.
+fn recover(config: &Resolved) -> Result<Recovery, String> {
+    let snapshot_dir = config.data_dir.join("snapshots");
+    let loaded = snapshot::load_newest(&snapshot_dir, |e| {
+        eprintln!("corekv: warning: {e}; trying an older snapshot")
+    })
+    .map_err(|e| format!("cannot read {}: {e}", snapshot_dir.display()))?;
+    let (mut store, snapshot_index) = match loaded {
+        Some((path, meta, store)) => {
+            eprintln!(
+                "corekv: loaded snapshot {} (index {}, revision {})",
+                path.display(),
+                meta.applied_index,
+                meta.revision
+            );
+            (store, meta.applied_index)
+        }
+        None => (Store::new(), 0),
+    };
     let mut failure: Option<String> = None;
     let wal_dir = config.data_dir.join("wal");
-    let recovered = wal::recover(&wal_dir, config.wal_segment_bytes, |_, index, payload| {
-        if failure.is_some() {
-            return;
-        }
-        match codec::decode_request(&payload) {
-            Ok(request) => {
-                let _ = store.apply(&request);
+    let recovered = wal::recover_after(
+        &wal_dir,
+        config.wal_segment_bytes,
+        snapshot_index,
+        |_, index, payload| {
+            if failure.is_some() {
+                return;
             }
-            Err(e) => failure = Some(format!("WAL entry {index} does not decode: {e}")),
-        }
-    })
+            match codec::decode_request(&payload) {
+                Ok(request) => {
+                    let _ = store.apply(&request);
+                }
+                Err(e) => failure = Some(format!("WAL entry {index} does not decode: {e}")),
+            }
+        },
+    )
     .map_err(|e| e.to_string())?;
     if let Some(failure) = failure {
         return Err(failure);
@@ -101,7 +132,20 @@ fn recover(config: &Resolved) -> Result<(Store, wal::Recovered), String> {
     if let Some((file, offset)) = &recovered.truncated {
         eprintln!("corekv: WAL: cut a torn tail at {} offset {offset}", file.display());
     }
-    Ok((store, recovered))
+    Ok(Recovery { store, wal: recovered, snapshot_index })
+}
+
+/// The sequence number of the oldest WAL segment left in `dir`.
+fn first_wal_sequence(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_suffix(".wal")?, 16).ok()
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// Runs the member until the process is stopped.
@@ -113,20 +157,23 @@ pub fn run(config: Resolved) -> Result<(), String> {
     for address in &config.peer_addresses {
         check_port_free(*address, "peers")?;
     }
-    let (store, recovered) = recover(&config)?;
+    let Recovery { store, wal: recovered, snapshot_index } = recover(&config)?;
     eprintln!(
-        "corekv: member {:x} ({}) recovered {} log entries, revision {}, data dir {}",
+        "corekv: member {:x} ({}) recovered up to log entry {} (snapshot at {}), revision {}, \
+         data dir {}",
         config.member_id,
         config.name,
         recovered.last_index,
+        snapshot_index,
         store.revision(),
         config.data_dir.display()
     );
+    let wal_first_sequence = first_wal_sequence(&config.data_dir.join("wal"));
     let (proposals_tx, proposals_rx) = async_channel::bounded(limits::proposals_queued_max);
     let published = Published {
         snapshot: store.snapshot(),
         applied_index: recovered.last_index,
-        wal_bytes: (recovered.tail.sequence + 1) * config.wal_segment_bytes,
+        wal_bytes: (recovered.tail.sequence + 1 - wal_first_sequence) * config.wal_segment_bytes,
     };
     let shared = Arc::new(Shared {
         cluster_id: config.cluster_id,
@@ -135,8 +182,9 @@ pub fn run(config: Resolved) -> Result<(), String> {
         published: ArcSwap::from_pointee(published),
         proposals: proposals_tx,
         metrics: Metrics::new(config.cores),
+        wal_first_sequence: AtomicU64::new(wal_first_sequence),
     });
-    let driver_parts = Arc::new(Mutex::new(Some((store, proposals_rx, recovered))));
+    let driver_parts = Arc::new(Mutex::new(Some((store, proposals_rx, recovered, snapshot_index))));
     let config = Arc::new(config);
     let spin = std::time::Duration::from_micros(config.spin_before_park_us);
     runtime::run_cores(config.cores, "corekv", spin, move |core| {
@@ -162,10 +210,11 @@ pub fn run(config: Resolved) -> Result<(), String> {
 async fn start_driver(
     config: &Resolved,
     shared: Arc<Shared>,
-    (store, proposals, recovered): (
+    (store, proposals, recovered, snapshot_index): (
         Store,
         async_channel::Receiver<shared::Proposal>,
         wal::Recovered,
+        u64,
     ),
 ) {
     let wal_dir = config.data_dir.join("wal");
@@ -185,7 +234,8 @@ async fn start_driver(
             std::process::exit(1);
         }
     };
-    runtime::spawn(Driver { shared, store, wal, proposals }.run());
+    let snapshots = driver::Snapshots::new(&config.data_dir, config.snapshots, snapshot_index);
+    runtime::spawn(Driver { shared, store, wal, proposals, snapshots }.run());
 }
 
 /// The peer port is held (as etcd holds it) but no peer protocol exists yet:

@@ -2,6 +2,7 @@
 //! atomically after every applied batch), the proposal queue into the log
 //! driver, and the metrics. Nothing here is locked on the data path.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub published: ArcSwap<Published>,
     pub proposals: async_channel::Sender<Proposal>,
     pub metrics: Metrics,
+    /// The oldest WAL segment left (segments below it were purged).
+    pub wal_first_sequence: AtomicU64,
 }
 
 impl Shared {

@@ -76,9 +76,10 @@ impl<D: LogDisk> WalWriter<D> {
         Ok(writer)
     }
 
-    /// Bytes the log occupies on disk (segments are preallocated).
-    pub fn disk_bytes(&self) -> u64 {
-        (self.sequence + 1) * self.segment_bytes
+    /// Bytes the log occupies on disk (segments are preallocated), given the
+    /// oldest segment left after purging.
+    pub fn disk_bytes(&self, first_sequence: u64) -> u64 {
+        (self.sequence + 1).saturating_sub(first_sequence) * self.segment_bytes
     }
 
     pub fn last_index(&self) -> u64 {
