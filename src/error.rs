@@ -27,6 +27,7 @@ pub enum ErrorCode {
     NoSpace = 16,
     Stopping = 17,
     InvalidArgument = 18,
+    SnapshotFailed = 19,
 }
 
 /// (code, etcd's message). The messages are etcd's where etcd has one.
@@ -49,6 +50,7 @@ const MESSAGES: &[(ErrorCode, &str)] = &[
     (ErrorCode::NoSpace, "etcdserver: mvcc: database space exceeded"),
     (ErrorCode::Stopping, "etcdserver: server stopped"),
     (ErrorCode::InvalidArgument, "corekv: invalid argument"),
+    (ErrorCode::SnapshotFailed, "corekv: snapshot failed"),
 ];
 
 impl ErrorCode {

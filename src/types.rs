@@ -150,13 +150,15 @@ pub enum Request {
     Txn(TxnRequest),
     Compact(CompactRequest),
     Status,
+    /// A snapshot of the whole state, streamed back in chunks.
+    Snapshot,
 }
 
 impl Request {
     /// Whether the request changes state and so must go through the log.
     pub fn is_write(&self) -> bool {
         match self {
-            Request::Range(_) | Request::Status => false,
+            Request::Range(_) | Request::Status | Request::Snapshot => false,
             Request::Txn(txn) => txn_has_writes(txn),
             Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => true,
         }
@@ -236,6 +238,14 @@ pub enum ResponseBody {
     Txn(TxnResponse),
     Compact,
     Status(StatusResponse),
+    Snapshot(SnapshotChunk),
+}
+
+/// Part of a streamed snapshot file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub blob: Bytes,
+    pub done: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -54,6 +54,44 @@ pub enum Command {
     Compaction(CompactionArgs),
     /// Endpoint related commands.
     Endpoint(EndpointArgs),
+    /// Manages corekv node snapshots.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SnapshotCommand {
+    /// Stores a snapshot of a member's state to the given file.
+    Save { file: String },
+    /// Gets backend snapshot status of a given file.
+    Status { file: String },
+    /// Restores a member data directory from a snapshot file.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    pub file: String,
+    /// Path to the data directory (default: ./<name>.corekv).
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Initial cluster configuration for restore bootstrap.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster token for the cluster during restore bootstrap.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
 }
 
 /// The operations a txn line may hold: the same flags as the commands.

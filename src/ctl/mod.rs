@@ -6,6 +6,7 @@
 
 mod args;
 mod print;
+mod snapshot;
 mod txn;
 
 use std::io::{Read, Write};
@@ -142,6 +143,7 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
                 write(out, print::endpoint_status(format, &rows))
             }
         },
+        Command::Snapshot(args) => snapshot::run(cli, &args.command, out),
     }
 }
 

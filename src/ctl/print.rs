@@ -49,7 +49,7 @@ fn simple(out: &mut Vec<u8>, body: &ResponseBody, options: Options) {
         ResponseBody::Range(r) => simple_range(out, r, options.value_only),
         ResponseBody::DeleteRange(d) => simple_delete(out, d),
         ResponseBody::Txn(t) => simple_txn(out, t),
-        ResponseBody::Compact | ResponseBody::Status(_) => {}
+        ResponseBody::Compact | ResponseBody::Status(_) | ResponseBody::Snapshot(_) => {}
     }
 }
 
@@ -236,6 +236,7 @@ fn json_body(header: &ResponseHeader, body: &ResponseBody) -> String {
         ResponseBody::Txn(t) => json_txn(header, t),
         ResponseBody::Compact => Object::new().raw("header", &json_header(header)).done(),
         ResponseBody::Status(s) => json_status(header, s),
+        ResponseBody::Snapshot(_) => Object::new().raw("header", &json_header(header)).done(),
     }
 }
 
@@ -323,7 +324,6 @@ fn status_cells(endpoint: &str, header: &ResponseHeader, s: &StatusResponse) -> 
     ]
 }
 
-/// The table etcdctl draws (tablewriter): centred headers, right-aligned cells.
 fn status_table(rows: &[(String, ResponseHeader, StatusResponse)]) -> String {
     let headers = [
         "ENDPOINT",
@@ -338,6 +338,11 @@ fn status_table(rows: &[(String, ResponseHeader, StatusResponse)]) -> String {
         "ERRORS",
     ];
     let cells: Vec<Vec<String>> = rows.iter().map(|(e, h, s)| status_cells(e, h, s)).collect();
+    table(&headers, &cells)
+}
+
+/// The table etcdctl draws (tablewriter): centred headers, right-aligned cells.
+pub fn table(headers: &[&str], cells: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| cells.iter().map(|row| row[i].len()).chain([headers[i].len()]).max().unwrap())
         .collect();
@@ -351,7 +356,7 @@ fn status_table(rows: &[(String, ResponseHeader, StatusResponse)]) -> String {
     }
     out.push_str("|\n");
     out.push_str(&rule);
-    for row in &cells {
+    for row in cells {
         for (i, cell) in row.iter().enumerate() {
             out.push_str(&format!("| {:>width$} ", cell, width = widths[i]));
         }

@@ -20,7 +20,7 @@ pub fn validate_request(request: &Request) -> Result<(), Error> {
             validate_txn(t, limits::txn_ops_max)?;
             check_intervals(&t.success).and(check_intervals(&t.failure)).map(|_| ())
         }
-        Request::Compact(_) | Request::Status => Ok(()),
+        Request::Compact(_) | Request::Status | Request::Snapshot => Ok(()),
     }
 }
 

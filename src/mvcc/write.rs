@@ -35,6 +35,8 @@ impl Store {
                 Ok(ResponseBody::Compact)
             }
             Request::Status => Ok(ResponseBody::Status(StatusResponse::default())),
+            // Served by the member from a published snapshot, never applied.
+            Request::Snapshot => Err(Error::new(ErrorCode::UnknownOperation)),
         }
     }
 

@@ -77,6 +77,7 @@ pub fn decode_request(frame: &Bytes) -> Result<Request, Error> {
             Request::Compact(CompactRequest { revision: c.revision(), physical: c.physical() })
         }
         wire::RequestBody::StatusRequest => Request::Status,
+        wire::RequestBody::SnapshotRequest => Request::Snapshot,
         _ => return Err(unknown()),
     })
 }
@@ -233,6 +234,10 @@ pub fn encode_request<'b>(fbb: &'b mut Builder<'static>, request: &Request) -> &
         Request::Status => (
             wire::RequestBody::StatusRequest,
             wire::StatusRequest::create(fbb, &wire::StatusRequestArgs {}).as_union_value(),
+        ),
+        Request::Snapshot => (
+            wire::RequestBody::SnapshotRequest,
+            wire::SnapshotRequest::create(fbb, &wire::SnapshotRequestArgs {}).as_union_value(),
         ),
     };
     let root = wire::Request::create(fbb, &wire::RequestArgs { body_type, body: Some(body) });
@@ -430,6 +435,14 @@ fn build_response_body(
                 wire::StatusResponse::create(fbb, &args).as_union_value(),
             )
         }
+        ResponseBody::Snapshot(chunk) => {
+            let blob = Some(fbb.create_vector(&chunk.blob));
+            let args = wire::SnapshotResponseArgs { blob, done: chunk.done };
+            (
+                wire::ResponseBody::SnapshotResponse,
+                wire::SnapshotResponse::create(fbb, &args).as_union_value(),
+            )
+        }
     }
 }
 
@@ -585,6 +598,10 @@ pub fn decode_response(frame: &Bytes) -> Result<Response, Error> {
                 is_learner: s.is_learner(),
             })
         }
+        wire::ResponseBody::SnapshotResponse => {
+            let s = response.body_as_snapshot_response().ok_or_else(bad)?;
+            ResponseBody::Snapshot(SnapshotChunk { blob: slice(frame, s.blob()), done: s.done() })
+        }
         _ => return Err(bad()),
     };
     Ok(Response { header, result: Ok(body) })
@@ -676,6 +693,7 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         round_trip(Request::Status);
+        round_trip(Request::Snapshot);
         round_trip(Request::Compact(CompactRequest { revision: 7, physical: true }));
         round_trip(Request::Put(PutRequest {
             key: b("k"),

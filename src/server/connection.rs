@@ -25,7 +25,8 @@ use crate::metrics::{add, CoreCounters};
 use crate::mvcc::{validate_request, Store};
 use crate::protocol::{self, codec, FrameDecoder, FrameError, Preface};
 use crate::runtime::{self, Stream};
-use crate::types::{Request, Response, ResponseBody};
+use crate::snapshot;
+use crate::types::{Request, Response, ResponseBody, SnapshotChunk};
 
 const preface_timeout: Duration = Duration::from_secs(10);
 
@@ -180,6 +181,10 @@ impl Session {
                 Ok(request) => request,
                 Err(error) => return self.respond(request_id, Err(error), self.revision()).await,
             };
+        if request == Request::Snapshot {
+            add(&self.counters().requests_read, 1);
+            return self.stream_snapshot(request_id).await;
+        }
         if !request.is_write() {
             add(&self.counters().requests_read, 1);
             let published = self.shared.published.load();
@@ -204,6 +209,115 @@ impl Session {
             return self.respond(request_id, Err(error), self.revision()).await;
         }
         true
+    }
+}
+
+/// What the snapshot thread hands the connection.
+enum SnapshotPart {
+    Chunk(Vec<u8>),
+    Done,
+    Failed(String),
+}
+
+/// Cuts the snapshot writer's output into chunks for the connection; a send
+/// to a connection that is gone stops the writer.
+struct ChunkSink {
+    parts: async_channel::Sender<SnapshotPart>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(snapshot_chunk_bytes));
+        self.parts
+            .send_blocking(SnapshotPart::Chunk(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+    }
+}
+
+impl std::io::Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= snapshot_chunk_bytes {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+const snapshot_chunk_bytes: usize = 1 << 20;
+
+impl Session {
+    /// Streams a snapshot of the published state: a thread writes it (the
+    /// log driver and every other reader go on), this connection forwards the
+    /// chunks as they come, with back-pressure from the client's socket.
+    async fn stream_snapshot(&mut self, request_id: u64) -> bool {
+        let published = self.shared.published.load_full();
+        let state = published.snapshot.clone();
+        let meta = snapshot::Meta {
+            revision: state.revision(),
+            compact_revision: state.compact_revision(),
+            applied_index: published.applied_index,
+            applied_term: self.shared.raft_term,
+            cluster_id: self.shared.cluster_id,
+            member_id: self.shared.member_id,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        drop(published);
+        let revision = state.revision();
+        let (parts_tx, parts) = async_channel::bounded(4);
+        let writer = std::thread::Builder::new().name("snapshot-save".into()).spawn(move || {
+            let mut sink = ChunkSink {
+                parts: parts_tx.clone(),
+                buffer: Vec::with_capacity(snapshot_chunk_bytes),
+            };
+            let last = match snapshot::write(&state, &meta, &mut sink) {
+                Ok(_) => SnapshotPart::Done,
+                Err(e) => SnapshotPart::Failed(e.to_string()),
+            };
+            let _ = parts_tx.send_blocking(last);
+        });
+        if let Err(e) = writer {
+            let error = Error::with_message(ErrorCode::SnapshotFailed, e.to_string());
+            return self.respond(request_id, Err(error), revision).await;
+        }
+        loop {
+            let (result, last) = match parts.recv().await {
+                Ok(SnapshotPart::Chunk(blob)) => {
+                    (Ok(SnapshotChunk { blob: Bytes::from(blob), done: false }), false)
+                }
+                Ok(SnapshotPart::Done) => {
+                    (Ok(SnapshotChunk { blob: Bytes::new(), done: true }), true)
+                }
+                Ok(SnapshotPart::Failed(message)) => {
+                    (Err(Error::with_message(ErrorCode::SnapshotFailed, message)), true)
+                }
+                Err(_) => {
+                    let message = "the snapshot writer stopped early";
+                    (Err(Error::with_message(ErrorCode::SnapshotFailed, message)), true)
+                }
+            };
+            // The out queue is sized for small responses: keep at most a few
+            // chunks in it, so a slow client holds a few MiB, not the file.
+            while self.out.len() > 4 && !self.out.is_closed() {
+                runtime::sleep(Duration::from_millis(1)).await;
+            }
+            if !self.respond(request_id, result.map(ResponseBody::Snapshot), revision).await {
+                return false;
+            }
+            if last {
+                return true;
+            }
+        }
     }
 }
 

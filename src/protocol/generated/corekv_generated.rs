@@ -511,13 +511,13 @@ pub mod corekv {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_REQUEST_BODY: u8 = 6;
+        pub const ENUM_MAX_REQUEST_BODY: u8 = 7;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 7] = [
+        pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
             RequestBody::NONE,
             RequestBody::RangeRequest,
             RequestBody::PutRequest,
@@ -525,6 +525,7 @@ pub mod corekv {
             RequestBody::TxnRequest,
             RequestBody::CompactRequest,
             RequestBody::StatusRequest,
+            RequestBody::SnapshotRequest,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -539,9 +540,10 @@ pub mod corekv {
             pub const TxnRequest: Self = Self(4);
             pub const CompactRequest: Self = Self(5);
             pub const StatusRequest: Self = Self(6);
+            pub const SnapshotRequest: Self = Self(7);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 6;
+            pub const ENUM_MAX: u8 = 7;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RangeRequest,
@@ -550,6 +552,7 @@ pub mod corekv {
                 Self::TxnRequest,
                 Self::CompactRequest,
                 Self::StatusRequest,
+                Self::SnapshotRequest,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -561,6 +564,7 @@ pub mod corekv {
                     Self::TxnRequest => Some("TxnRequest"),
                     Self::CompactRequest => Some("CompactRequest"),
                     Self::StatusRequest => Some("StatusRequest"),
+                    Self::SnapshotRequest => Some("SnapshotRequest"),
                     _ => None,
                 }
             }
@@ -735,13 +739,13 @@ pub mod corekv {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_RESPONSE_BODY: u8 = 6;
+        pub const ENUM_MAX_RESPONSE_BODY: u8 = 7;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 7] = [
+        pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
             ResponseBody::NONE,
             ResponseBody::RangeResponse,
             ResponseBody::PutResponse,
@@ -749,6 +753,7 @@ pub mod corekv {
             ResponseBody::TxnResponse,
             ResponseBody::CompactResponse,
             ResponseBody::StatusResponse,
+            ResponseBody::SnapshotResponse,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -763,9 +768,10 @@ pub mod corekv {
             pub const TxnResponse: Self = Self(4);
             pub const CompactResponse: Self = Self(5);
             pub const StatusResponse: Self = Self(6);
+            pub const SnapshotResponse: Self = Self(7);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 6;
+            pub const ENUM_MAX: u8 = 7;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RangeResponse,
@@ -774,6 +780,7 @@ pub mod corekv {
                 Self::TxnResponse,
                 Self::CompactResponse,
                 Self::StatusResponse,
+                Self::SnapshotResponse,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -785,6 +792,7 @@ pub mod corekv {
                     Self::TxnResponse => Some("TxnResponse"),
                     Self::CompactResponse => Some("CompactResponse"),
                     Self::StatusResponse => Some("StatusResponse"),
+                    Self::SnapshotResponse => Some("SnapshotResponse"),
                     _ => None,
                 }
             }
@@ -2656,6 +2664,84 @@ pub mod corekv {
                 ds.finish()
             }
         }
+        pub enum SnapshotRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct SnapshotRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for SnapshotRequest<'a> {
+            type Inner = SnapshotRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> SnapshotRequest<'a> {
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                SnapshotRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                _args: &'args SnapshotRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<SnapshotRequest<'bldr>> {
+                let mut builder = SnapshotRequestBuilder::new(_fbb);
+                builder.finish()
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for SnapshotRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.finish();
+                Ok(())
+            }
+        }
+        pub struct SnapshotRequestArgs {}
+        impl<'a> Default for SnapshotRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                SnapshotRequestArgs {}
+            }
+        }
+
+        pub struct SnapshotRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> SnapshotRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                SnapshotRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<SnapshotRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for SnapshotRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("SnapshotRequest");
+                ds.finish()
+            }
+        }
         pub enum RequestOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -2809,6 +2895,21 @@ pub mod corekv {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_snapshot_request(&self) -> Option<SnapshotRequest<'a>> {
+                if self.body_type() == RequestBody::SnapshotRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { SnapshotRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Request<'_> {
@@ -2826,6 +2927,7 @@ pub mod corekv {
           RequestBody::TxnRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TxnRequest>>("RequestBody::TxnRequest", pos),
           RequestBody::CompactRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactRequest>>("RequestBody::CompactRequest", pos),
           RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
+          RequestBody::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("RequestBody::SnapshotRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2935,6 +3037,16 @@ pub mod corekv {
                     }
                     RequestBody::StatusRequest => {
                         if let Some(x) = self.body_as_status_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::SnapshotRequest => {
+                        if let Some(x) = self.body_as_snapshot_request() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
@@ -4337,6 +4449,137 @@ pub mod corekv {
                 ds.finish()
             }
         }
+        pub enum SnapshotResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct SnapshotResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for SnapshotResponse<'a> {
+            type Inner = SnapshotResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> SnapshotResponse<'a> {
+            pub const VT_BLOB: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DONE: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                SnapshotResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args SnapshotResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<SnapshotResponse<'bldr>> {
+                let mut builder = SnapshotResponseBuilder::new(_fbb);
+                if let Some(x) = args.blob {
+                    builder.add_blob(x);
+                }
+                builder.add_done(args.done);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn blob(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                        SnapshotResponse::VT_BLOB,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn done(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<bool>(SnapshotResponse::VT_DONE, Some(false)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for SnapshotResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
+                        "blob",
+                        Self::VT_BLOB,
+                        false,
+                    )?
+                    .visit_field::<bool>("done", Self::VT_DONE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct SnapshotResponseArgs<'a> {
+            pub blob: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub done: bool,
+        }
+        impl<'a> Default for SnapshotResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                SnapshotResponseArgs { blob: None, done: false }
+            }
+        }
+
+        pub struct SnapshotResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_blob(
+                &mut self,
+                blob: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    SnapshotResponse::VT_BLOB,
+                    blob,
+                );
+            }
+            #[inline]
+            pub fn add_done(&mut self, done: bool) {
+                self.fbb_.push_slot::<bool>(SnapshotResponse::VT_DONE, done, false);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> SnapshotResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                SnapshotResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<SnapshotResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for SnapshotResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("SnapshotResponse");
+                ds.field("blob", &self.blob());
+                ds.field("done", &self.done());
+                ds.finish()
+            }
+        }
         pub enum ErrorOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -4637,6 +4880,21 @@ pub mod corekv {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_snapshot_response(&self) -> Option<SnapshotResponse<'a>> {
+                if self.body_type() == ResponseBody::SnapshotResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { SnapshotResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Response<'_> {
@@ -4655,6 +4913,7 @@ pub mod corekv {
           ResponseBody::TxnResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TxnResponse>>("ResponseBody::TxnResponse", pos),
           ResponseBody::CompactResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactResponse>>("ResponseBody::CompactResponse", pos),
           ResponseBody::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("ResponseBody::StatusResponse", pos),
+          ResponseBody::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("ResponseBody::SnapshotResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4782,6 +5041,16 @@ pub mod corekv {
                     }
                     ResponseBody::StatusResponse => {
                         if let Some(x) = self.body_as_status_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::SnapshotResponse => {
+                        if let Some(x) = self.body_as_snapshot_response() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
