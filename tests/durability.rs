@@ -1,6 +1,9 @@
 //! Kill -9 durability: several clients write while the real server is killed
 //! with SIGKILL; after each restart every acknowledged write is present with
-//! the revision it was acknowledged at.
+//! the revision it was acknowledged at. The member snapshots itself every few
+//! hundred entries and purges its WAL behind them, so kills land before,
+//! during and after snapshots, purges and segment roll-overs, and restarts go
+//! through snapshot load + WAL replay.
 
 #![allow(non_upper_case_globals)]
 
@@ -15,7 +18,7 @@ use common::{temp_dir, Member};
 use corekv::client::Client;
 use corekv::types::*;
 
-const rounds: usize = 20;
+const rounds: usize = 50;
 const writers: usize = 4;
 
 /// (key, value, revision) of every acknowledged put.
@@ -82,7 +85,10 @@ fn check_all_present(member: &Member, acked: &[(String, String, i64)]) {
 #[test]
 fn acknowledged_writes_survive_sigkill_mid_load() {
     let dir = temp_dir("durability");
-    let mut member = Member::start(&dir);
+    let mut member = Member::start_with(
+        &dir,
+        &["--snapshot-count", "300", "--snapshot-retain", "2", "--wal-retain-entries", "100"],
+    );
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let mut seed = 0x2545F4914F6CDD1Du64;
     for round in 0..rounds {
@@ -109,7 +115,17 @@ fn acknowledged_writes_survive_sigkill_mid_load() {
         check_all_present(&member, &acked);
     }
     let total = acked.lock().unwrap().len();
-    eprintln!("durability: {rounds} SIGKILL rounds, {total} acknowledged puts all present");
+    let log = member.log_text();
+    let (snapshots, loads) =
+        (log.matches("corekv: snapshot ").count(), log.matches("loaded snapshot").count());
+    eprintln!(
+        "durability: {rounds} SIGKILL rounds, {total} acknowledged puts all present; \
+         {snapshots} snapshots taken, {loads} restarts from a snapshot"
+    );
+    assert!(
+        snapshots >= 10 && loads >= 10,
+        "kills met snapshots: {snapshots} taken, {loads} loaded"
+    );
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -32,6 +32,8 @@ pub struct Member {
     pub client_port: u16,
     pub peer_port: u16,
     pub log: PathBuf,
+    /// Extra flags, kept across restarts.
+    pub args: Vec<String>,
 }
 
 pub fn corekv_command(data_dir: &Path, client_port: u16, peer_port: u16, log: &Path) -> Command {
@@ -56,14 +58,27 @@ pub fn corekv_command(data_dir: &Path, client_port: u16, peer_port: u16, log: &P
 impl Member {
     /// Starts a member on `data_dir` and waits until it answers.
     pub fn start(data_dir: &Path) -> Member {
-        let (client_port, peer_port) = (free_port(), free_port());
-        Member::start_on(data_dir, client_port, peer_port)
+        Member::start_with(data_dir, &[])
     }
 
-    pub fn start_on(data_dir: &Path, client_port: u16, peer_port: u16) -> Member {
+    /// Starts a member with extra flags (kept across restarts).
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> Member {
+        let (client_port, peer_port) = (free_port(), free_port());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Member::start_on(data_dir, client_port, peer_port, args)
+    }
+
+    pub fn start_on(
+        data_dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        args: Vec<String>,
+    ) -> Member {
         let log = data_dir.with_extension("log");
-        let child =
-            corekv_command(data_dir, client_port, peer_port, &log).spawn().expect("start corekv");
+        let child = corekv_command(data_dir, client_port, peer_port, &log)
+            .args(&args)
+            .spawn()
+            .expect("start corekv");
         let endpoint = format!("127.0.0.1:{client_port}");
         let mut member = Member {
             child,
@@ -72,6 +87,7 @@ impl Member {
             client_port,
             peer_port,
             log,
+            args,
         };
         if let Err(e) = wait_ready(&member.endpoint, Duration::from_secs(20)) {
             let _ = member.child.kill();
@@ -98,7 +114,12 @@ impl Member {
     /// Restarts on the same data dir and ports.
     pub fn restart(&mut self) {
         self.kill9();
-        let fresh = Member::start_on(&self.data_dir.clone(), self.client_port, self.peer_port);
+        let fresh = Member::start_on(
+            &self.data_dir.clone(),
+            self.client_port,
+            self.peer_port,
+            self.args.clone(),
+        );
         drop(std::mem::replace(self, fresh));
     }
 }
