@@ -147,9 +147,12 @@ pub fn recover_after(
             // snapshot's next entry: entries up to the snapshot are skipped.
             Ok(h) if i == 0 && h.sequence == *sequence && h.first_index >= 1 => {
                 if h.first_index > start_after + 1 {
+                    let held = match start_after {
+                        0 => "no valid snapshot holds the entries before it".to_string(),
+                        n => format!("the snapshot holds entries up to {n} only"),
+                    };
                     return Err(RecoveryError::Gap(format!(
-                        "{} starts at entry {}, but the snapshot holds entries up to {start_after} \
-                         only: entries in between are missing",
+                        "{} starts at entry {}, but {held}: entries in between are missing",
                         path.display(),
                         h.first_index
                     )));
