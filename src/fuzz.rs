@@ -40,6 +40,25 @@ pub fn pagestore_page(data: &[u8]) {
     crate::pagestore::fuzz_decode_page(data);
 }
 
+/// A snapshot file: as read from disk (checksums first), then the same bytes
+/// as the records of an otherwise well-formed file, loaded into a store whose
+/// invariants must hold whatever the importer accepted.
+pub fn snapshot_file(data: &[u8]) {
+    use crate::snapshot;
+    let _ = snapshot::read(std::io::Cursor::new(data), data.len() as u64, |_, _| Ok(()));
+    let meta = snapshot::Meta { revision: 1000, compact_revision: 10, ..Default::default() };
+    let file = snapshot::fuzz_wrap_body(&meta, data);
+    let mut importer = crate::mvcc::Importer::new(meta.revision, meta.compact_revision)
+        .expect("a valid revision pair");
+    let mut accepted = 0usize;
+    let _ = snapshot::read(std::io::Cursor::new(&file), file.len() as u64, |key, versions| {
+        importer.add(key, versions).map(|_| accepted += 1)
+    });
+    let store = importer.finish();
+    store.check_invariants();
+    assert_eq!(store.snapshot().export().count(), accepted);
+}
+
 /// WAL recovery's view of a segment: the header, then every record at every
 /// 8-byte offset (as the search for valid records after damage does).
 pub fn wal_record(data: &[u8]) {

@@ -1,5 +1,5 @@
 //! The fuzz targets' entry points over random and mutated inputs, on every
-//! test run (the long runs are `cargo fuzz run frame_decoder|wal_record|pagestore_page`).
+//! test run (the long runs are `cargo fuzz run frame_decoder|wal_record|pagestore_page|snapshot_file`).
 
 use bytes::Bytes;
 use corekv::protocol::{codec, write_frame};
@@ -81,4 +81,44 @@ proptest! {
     fn pagestore_page_decoding_never_panics(data in proptest::collection::vec(any::<u8>(), 0..4200)) {
         corekv::fuzz::pagestore_page(&data);
     }
+
+    #[test]
+    fn snapshot_decoding_never_panics(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6), cut in any::<usize>(), raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+        corekv::fuzz::snapshot_file(&raw);
+        let (mut body, file) = valid_snapshot();
+        corekv::fuzz::snapshot_file(&file);
+        corekv::fuzz::snapshot_file(&body);
+        for (at, byte) in flips {
+            let len = body.len();
+            body[at % len] ^= byte;
+        }
+        let cut = cut % (body.len() + 1);
+        corekv::fuzz::snapshot_file(&body[..cut]);
+    }
+}
+
+/// A snapshot file of a small store with history, and its uncompressed body.
+fn valid_snapshot() -> (Vec<u8>, Vec<u8>) {
+    use corekv::mvcc::Store;
+    use corekv::snapshot::{format, Meta};
+    let mut store = Store::new();
+    for i in 0..40u32 {
+        let request = corekv::types::Request::Put(corekv::types::PutRequest {
+            key: bytes::Bytes::from(format!("k{}", i % 9)),
+            value: bytes::Bytes::from(vec![b'x'; (i % 13) as usize]),
+            ..Default::default()
+        });
+        store.apply(&request).unwrap();
+    }
+    store.compact(30).unwrap();
+    let snapshot = store.snapshot();
+    let meta = Meta {
+        revision: snapshot.revision(),
+        compact_revision: snapshot.compact_revision(),
+        ..Default::default()
+    };
+    let mut file = Vec::new();
+    corekv::snapshot::write(&snapshot, &meta, &mut file).unwrap();
+    let frame = &file[format::header_bytes..file.len() - format::trailer_bytes];
+    (zstd::decode_all(frame).unwrap(), file)
 }

@@ -382,5 +382,24 @@ pub fn load_newest(
     Ok(None)
 }
 
+/// For the fuzz target: `body` as the uncompressed records of a file whose
+/// header, frame and trailer hashes are valid (the counts are not), so the
+/// record decoder and the importer see arbitrary bytes past the checksums.
+#[doc(hidden)]
+pub fn fuzz_wrap_body(meta: &Meta, body: &[u8]) -> Vec<u8> {
+    let mut out = meta.encode().to_vec();
+    let frame = zstd::bulk::compress(body, zstd_level).expect("compress in memory");
+    out.extend_from_slice(&frame);
+    let summary = Summary {
+        body_bytes: body.len() as u64,
+        body_hash: xxhash_rust::xxh3::xxh3_64(body),
+        compressed_bytes: frame.len() as u64,
+        compressed_hash: xxhash_rust::xxh3::xxh3_64(&frame),
+        ..Summary::default()
+    };
+    out.extend_from_slice(&summary.encode());
+    out
+}
+
 #[cfg(test)]
 mod tests;
