@@ -157,16 +157,18 @@ pub fn run(config: Resolved) -> Result<(), String> {
     for address in &config.peer_addresses {
         check_port_free(*address, "peers")?;
     }
+    let started = std::time::Instant::now();
     let Recovery { store, wal: recovered, snapshot_index } = recover(&config)?;
     eprintln!(
         "corekv: member {:x} ({}) recovered up to log entry {} (snapshot at {}), revision {}, \
-         data dir {}",
+         data dir {}, in {} ms",
         config.member_id,
         config.name,
         recovered.last_index,
         snapshot_index,
         store.revision(),
-        config.data_dir.display()
+        config.data_dir.display(),
+        started.elapsed().as_millis()
     );
     let wal_first_sequence = first_wal_sequence(&config.data_dir.join("wal"));
     let (proposals_tx, proposals_rx) = async_channel::bounded(limits::proposals_queued_max);
