@@ -58,6 +58,22 @@ where
 }
 
 /// Runs a detached task on the current core.
+/// Starts a background thread (snapshots) that runs only when a CPU would
+/// otherwise idle (SCHED_IDLE): on a busy machine it must not preempt the
+/// pinned executors for whole time slices, which shows as request latency.
+pub fn spawn_background<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets the calling thread's policy (pid 0); no memory is shared.
+        // Failure only leaves the default policy.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        body()
+    })
+}
+
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) {
     glommio::spawn_local(future).detach();
 }

@@ -275,7 +275,7 @@ impl Session {
         drop(published);
         let revision = state.revision();
         let (parts_tx, parts) = async_channel::bounded(4);
-        let writer = std::thread::Builder::new().name("snapshot-save".into()).spawn(move || {
+        let writer = runtime::spawn_background("snapshot-save", move || {
             let mut sink = ChunkSink {
                 parts: parts_tx.clone(),
                 buffer: Vec::with_capacity(snapshot_chunk_bytes),

@@ -88,7 +88,7 @@ impl Snapshots {
         let (policy, snapshot_dir, wal_dir) =
             (self.policy, self.snapshot_dir.clone(), self.wal_dir.clone());
         let shared = shared.clone();
-        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+        let spawned = crate::runtime::spawn_background("snapshot", move || {
             write_and_purge(&shared, &state, &meta, policy, &snapshot_dir, &wal_dir)
         });
         match spawned {

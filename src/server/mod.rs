@@ -91,6 +91,7 @@ struct Recovery {
 /// Loads the newest valid snapshot (if any), then replays the WAL after it.
 fn recover(config: &Resolved) -> Result<Recovery, String> {
     let snapshot_dir = config.data_dir.join("snapshots");
+    let started = std::time::Instant::now();
     let loaded = snapshot::load_newest(&snapshot_dir, |e| {
         eprintln!("corekv: warning: {e}; trying an older snapshot")
     })
@@ -98,10 +99,11 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     let (mut store, snapshot_index) = match loaded {
         Some((path, meta, store)) => {
             eprintln!(
-                "corekv: loaded snapshot {} (index {}, revision {})",
+                "corekv: loaded snapshot {} (index {}, revision {}) in {} ms",
                 path.display(),
                 meta.applied_index,
-                meta.revision
+                meta.revision,
+                started.elapsed().as_millis()
             );
             (store, meta.applied_index)
         }

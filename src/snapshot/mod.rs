@@ -141,16 +141,22 @@ impl<R: BufRead> BodyReader<R> {
         Ok(out)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0u8; N];
+        self.input.read_exact(&mut out).map_err(|e| format!("body ends early: {e}"))?;
+        Ok(out)
+    }
+
     fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.bytes(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
 
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+        Ok(u32::from_le_bytes(self.array()?))
     }
 
     fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+        Ok(i64::from_le_bytes(self.array()?))
     }
 
     /// The next key and its versions, or None at the end record.
@@ -290,8 +296,42 @@ pub fn load(path: &Path) -> Result<(Meta, Summary, Store), SnapshotError> {
     let meta = Meta::decode(&header).map_err(|e| corrupt(e.to_string()))?;
     let mut importer = Importer::new(meta.revision, meta.compact_revision).map_err(corrupt)?;
     peek.seek(SeekFrom::Start(0)).map_err(|e| SnapshotError::Io(path.to_path_buf(), e))?;
-    let (meta, summary) = read(file, len, |key, versions| importer.add(key, versions))
-        .map_err(|reason| SnapshotError::Corrupt { file: path.to_path_buf(), reason })?;
+    // Decompressing and decoding on one thread, building the map on this one.
+    type Batch = Vec<(Bytes, Vec<ExportedVersion>)>;
+    const batch_keys: usize = 1024;
+    let (read_result, import_result) = std::thread::scope(|scope| {
+        let (batches_tx, batches) = std::sync::mpsc::sync_channel::<Batch>(16);
+        let reader = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(batch_keys);
+            let result = read(file, len, |key, versions| {
+                batch.push((key, versions));
+                if batch.len() == batch_keys {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
+                    batches_tx.send(full).map_err(|_| "the import stopped".to_string())?;
+                }
+                Ok(())
+            });
+            if result.is_ok() && !batch.is_empty() {
+                let _ = batches_tx.send(batch);
+            }
+            result
+        });
+        let mut import_result = Ok(());
+        'batches: for batch in batches {
+            for (key, versions) in batch {
+                if let Err(e) = importer.add(key, versions) {
+                    import_result = Err(e);
+                    break 'batches;
+                }
+            }
+        }
+        (reader.join().expect("the snapshot reader panicked"), import_result)
+    });
+    let (meta, summary) = match (read_result, import_result) {
+        // An import error stops the reader ("the import stopped"): it is the cause.
+        (_, Err(reason)) | (Err(reason), Ok(())) => return Err(corrupt(reason)),
+        (Ok(done), Ok(())) => done,
+    };
     Ok((meta, summary, importer.finish()))
 }
 
