@@ -212,6 +212,12 @@ fn purge_drops_whole_segments_below_a_snapshot_and_recovery_resumes_after_it() {
     write_log(&dir, count, &mut rng);
     let before = segments(&dir);
     assert!(before.len() >= 4, "several segments: {}", before.len());
+    // Before any purge, recovery after a snapshot at 8000 skips the segments
+    // the snapshot covers and hands out exactly the later entries.
+    let seen = read_log_after(&dir, 8000).unwrap();
+    assert_eq!(seen, (8001..=count).collect::<Vec<_>>());
+    let seen = read_log_after(&dir, count).unwrap();
+    assert!(seen.is_empty());
     // Nothing below entry 1: nothing to purge.
     assert_eq!(wal::purge(&dir, 1).unwrap(), 0);
     // Keep from entry 8000: every segment ending before it goes, and the

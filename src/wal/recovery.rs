@@ -139,13 +139,34 @@ pub fn recover_after(
     let (mut last_index, mut last_term) = (start_after, 0u64);
     let mut damage: Option<Damage> = None;
     let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
+    let header_of = |path: &Path| -> Option<SegmentHeader> {
+        use std::io::Read;
+        let mut bytes = [0u8; format::segment_header_bytes];
+        fs::File::open(path).ok()?.read_exact(&mut bytes).ok()?;
+        SegmentHeader::decode(&bytes).ok()
+    };
+    let mut skipped = 0;
     for (i, (sequence, path)) in segments.iter().enumerate() {
+        // A segment whose every entry the snapshot already holds (the next
+        // segment starts at or before start_after + 1) is not read at all.
+        if i == skipped && i + 1 < segments.len() {
+            if let Some(next) = header_of(&segments[i + 1].1) {
+                if next.sequence == segments[i + 1].0
+                    && next.first_index <= start_after + 1
+                    && next.first_index >= 1
+                {
+                    skipped += 1;
+                    last_index = next.first_index - 1;
+                    continue;
+                }
+            }
+        }
         let bytes = Bytes::from(read(path)?);
         match SegmentHeader::decode(&bytes) {
             Ok(h) if h.sequence == *sequence && h.first_index == last_index + 1 => {}
             // The oldest segment left after purging starts at or before the
             // snapshot's next entry: entries up to the snapshot are skipped.
-            Ok(h) if i == 0 && h.sequence == *sequence && h.first_index >= 1 => {
+            Ok(h) if i == skipped && h.sequence == *sequence && h.first_index >= 1 => {
                 if h.first_index > start_after + 1 {
                     let held = match start_after {
                         0 => "no valid snapshot holds the entries before it".to_string(),
