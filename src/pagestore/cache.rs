@@ -4,13 +4,18 @@
 //!   checkpoint writes them; they are never evicted, because the file does not
 //!   hold them yet.
 //! - Clean pages (as in the file) are kept up to `clean_bytes_max`, charged one
-//!   page each, and the least recently used is evicted first: a data set larger
-//!   than the cache is read back on demand.
+//!   page each, and evicted by the CLOCK algorithm (second chance): a hit only
+//!   sets the page's referenced bit, so reads change no structure; the hand
+//!   evicts the first unreferenced page it meets, clearing bits as it passes.
+//!   A data set larger than the cache is read back on demand.
 //!
-//! Invariant: a page id is dirty or clean, never both; the clean set stays
-//! within its bound after every call.
+//! Invariant: a page id is dirty or clean, never both; every clean page has
+//! exactly one live entry on the clock ring (entries of forgotten or
+//! re-inserted pages are stale: their stamp no longer matches); the clean set
+//! stays within its bound after every call.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use super::node::Node;
@@ -19,14 +24,44 @@ use super::{page_bytes, PageId};
 /// What one cached clean page counts against the bound.
 const clean_page_charge_bytes: usize = page_bytes;
 
+/// Page ids are dense integers: a multiplicative hash is enough and far
+/// cheaper than SipHash on the read path.
+#[derive(Default)]
+pub(crate) struct PageIdHasher(u64);
+
+impl Hasher for PageIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PageMap<V> = HashMap<PageId, V, BuildHasherDefault<PageIdHasher>>;
+
+#[derive(Debug)]
+struct CleanPage {
+    node: Rc<Node>,
+    referenced: bool,
+    /// Matches the page's live entry on the ring.
+    stamp: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct PageCache {
     dirty: BTreeMap<PageId, Rc<Node>>,
-    /// Clean page → (node, last use on `clock`).
-    clean: HashMap<PageId, (Rc<Node>, u64)>,
-    /// Last use → page: the first entry is the least recently used.
-    recency: BTreeMap<u64, PageId>,
-    clock: u64,
+    clean: PageMap<CleanPage>,
+    /// The clock: (page, stamp) in the order the hand visits them.
+    ring: VecDeque<(PageId, u64)>,
+    stamps: u64,
     clean_bytes_max: usize,
 }
 
@@ -34,9 +69,9 @@ impl PageCache {
     pub(crate) fn new(clean_bytes_max: usize) -> PageCache {
         PageCache {
             dirty: BTreeMap::new(),
-            clean: HashMap::new(),
-            recency: BTreeMap::new(),
-            clock: 0,
+            clean: PageMap::default(),
+            ring: VecDeque::new(),
+            stamps: 0,
             clean_bytes_max,
         }
     }
@@ -47,15 +82,14 @@ impl PageCache {
     }
 
     pub(crate) fn get(&mut self, id: PageId) -> Option<Rc<Node>> {
-        if let Some(node) = self.dirty.get(&id) {
-            return Some(node.clone());
+        if !self.dirty.is_empty() {
+            if let Some(node) = self.dirty.get(&id) {
+                return Some(node.clone());
+            }
         }
-        let (node, last_use) = self.clean.get_mut(&id)?;
-        self.recency.remove(last_use);
-        self.clock += 1;
-        *last_use = self.clock;
-        self.recency.insert(self.clock, id);
-        Some(node.clone())
+        let page = self.clean.get_mut(&id)?;
+        page.referenced = true;
+        Some(page.node.clone())
     }
 
     /// Remembers a page just read from, or written to, the file.
@@ -64,11 +98,15 @@ impl PageCache {
         if self.clean_bytes_max < clean_page_charge_bytes {
             return;
         }
-        self.forget_clean(id);
-        self.clock += 1;
-        self.clean.insert(id, (node, self.clock));
-        self.recency.insert(self.clock, id);
+        self.stamps += 1;
+        let stamp = self.stamps;
+        self.clean.insert(id, CleanPage { node, referenced: false, stamp });
+        self.ring.push_back((id, stamp));
         self.evict();
+        if self.ring.len() > 2 * self.clean.len() + 64 {
+            let clean = &self.clean;
+            self.ring.retain(|(id, stamp)| clean.get(id).is_some_and(|p| p.stamp == *stamp));
+        }
     }
 
     pub(crate) fn put_dirty(&mut self, id: PageId, node: Node) {
@@ -100,23 +138,36 @@ impl PageCache {
     }
 
     fn forget_clean(&mut self, id: PageId) {
-        if let Some((_, last_use)) = self.clean.remove(&id) {
-            self.recency.remove(&last_use);
-        }
+        // Its ring entry goes stale and is dropped when the hand reaches it.
+        self.clean.remove(&id);
     }
 
     fn evict(&mut self) {
         while self.clean_bytes() > self.clean_bytes_max {
-            let (_, id) = self.recency.pop_first().expect("clean pages have a recency");
-            self.clean.remove(&id);
+            let (id, stamp) = self.ring.pop_front().expect("clean pages are on the ring");
+            let Some(page) = self.clean.get_mut(&id) else { continue };
+            if page.stamp != stamp {
+                continue;
+            }
+            if page.referenced {
+                page.referenced = false;
+                self.ring.push_back((id, stamp));
+            } else {
+                self.clean.remove(&id);
+            }
         }
     }
 
     pub(crate) fn check_invariants(&self) {
-        assert_eq!(self.clean.len(), self.recency.len());
         assert!(self.clean_bytes() <= self.clean_bytes_max);
-        for (id, (_, last_use)) in &self.clean {
-            assert_eq!(self.recency.get(last_use), Some(id));
+        let live: Vec<_> = self
+            .ring
+            .iter()
+            .filter(|(id, stamp)| self.clean.get(id).is_some_and(|p| p.stamp == *stamp))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(live.len(), self.clean.len(), "one live ring entry per clean page");
+        for id in self.clean.keys() {
             assert!(!self.dirty.contains_key(id));
         }
     }
@@ -127,7 +178,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn least_recently_used_clean_page_goes_first() {
+    fn an_unreferenced_clean_page_goes_before_a_recently_used_one() {
         let mut cache = PageCache::new(2 * page_bytes);
         let node = || Rc::new(Node::Leaf(Vec::new()));
         cache.insert_clean(PageId(2), node());
@@ -141,5 +192,23 @@ mod tests {
         cache.check_invariants();
         assert_eq!(cache.clean_bytes(), page_bytes);
         assert_eq!(cache.take_all_dirty().len(), 2);
+    }
+
+    #[test]
+    fn forgetting_and_reinserting_keeps_the_ring_bounded_and_consistent() {
+        let mut cache = PageCache::new(8 * page_bytes);
+        let node = || Rc::new(Node::Leaf(Vec::new()));
+        for round in 0..1000u64 {
+            let id = PageId(2 + round % 13);
+            cache.insert_clean(id, node());
+            if round % 3 == 0 {
+                cache.forget(id);
+            }
+            if round % 5 == 0 {
+                let _ = cache.get(PageId(2 + (round * 7) % 13));
+            }
+            cache.check_invariants();
+            assert!(cache.ring.len() <= 2 * cache.clean.len() + 65);
+        }
     }
 }
