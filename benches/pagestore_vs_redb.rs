@@ -11,7 +11,7 @@
 use std::ops::Bound;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, TableDefinition};
 
 use corekv::pagestore::{PageStore, StdPageFile};
 

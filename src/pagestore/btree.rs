@@ -14,7 +14,7 @@
 //! the next checkpoint's first sync makes them durable with the tree pages.
 
 use super::file::read_raw;
-use super::node::{BranchItem, LeafEntry, Node, Value};
+use super::node::{BranchItem, Key, LeafEntry, Node, Value};
 use super::page::{decode_overflow, encode_overflow, overflow_data_bytes, page_body_bytes};
 use super::snapshot::TreeView;
 use super::{corrupt, key_bytes_max, page_bytes, value_bytes_max, PageFile, PageId, PageStore};
@@ -102,7 +102,7 @@ impl<F: PageFile> PageStore<F> {
         let old = match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
             Ok(i) => Some(std::mem::replace(&mut entries[i].value, stored)),
             Err(i) => {
-                entries.insert(i, LeafEntry { key: key.to_vec(), value: stored });
+                entries.insert(i, LeafEntry { key: Key::from_slice(key), value: stored });
                 self.entry_count += 1;
                 None
             }

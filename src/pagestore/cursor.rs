@@ -91,8 +91,8 @@ impl<'a, F: PageFile> Cursor<'a, F> {
             };
             let past_end = match &self.end {
                 Bound::Unbounded => false,
-                Bound::Included(end) => entry.key > *end,
-                Bound::Excluded(end) => entry.key >= *end,
+                Bound::Included(end) => entry.key.as_slice() > end.as_slice(),
+                Bound::Excluded(end) => entry.key.as_slice() >= end.as_slice(),
             };
             if past_end {
                 self.leaf = None;
@@ -102,7 +102,7 @@ impl<'a, F: PageFile> Cursor<'a, F> {
             // value read, calling again retries it rather than skipping it.
             let value = self.store.read_value(&entry.value, self.view.generation)?;
             self.position += 1;
-            return Ok(Some((entry.key.clone(), value)));
+            return Ok(Some((entry.key.to_vec(), value)));
         }
     }
 

@@ -11,7 +11,14 @@
 //! so that any node of up to one page plus one entry can be cut into two halves
 //! that both fit and are both above the minimum (checked at compile time).
 
+use smallvec::SmallVec;
+
 use super::key_bytes_max;
+
+/// A key in a decoded node: up to 40 bytes inline (most keys), longer ones
+/// on the heap. Searching a node then touches the node's own array, not one
+/// allocation per key.
+pub(crate) type Key = SmallVec<[u8; 40]>;
 use super::page::page_body_bytes;
 use super::PageId;
 
@@ -65,7 +72,7 @@ impl Value {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LeafEntry {
-    pub key: Vec<u8>,
+    pub key: Key,
     pub value: Value,
 }
 
@@ -82,7 +89,7 @@ impl LeafEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BranchItem {
-    pub key: Vec<u8>,
+    pub key: Key,
     pub child: PageId,
 }
 
@@ -140,7 +147,7 @@ impl Node {
 
     /// Joins two adjacent nodes of one kind; `separator` is the parent's key
     /// between them (it moves down into a branch, and is dropped for leaves).
-    pub(crate) fn combine(left: Node, separator: Vec<u8>, right: Node) -> Node {
+    pub(crate) fn combine(left: Node, separator: Key, right: Node) -> Node {
         match (left, right) {
             (Node::Leaf(mut left), Node::Leaf(right)) => {
                 left.extend(right);
@@ -158,9 +165,9 @@ impl Node {
     /// Cuts the node into pieces that each fit a page, most balanced first.
     /// Returns (separator, piece); the first separator is empty (the piece
     /// inherits the node's place in its parent), the others go to the parent.
-    pub(crate) fn split_to_fit(self) -> Vec<(Vec<u8>, Node)> {
+    pub(crate) fn split_to_fit(self) -> Vec<(Key, Node)> {
         if self.body_bytes() <= page_body_bytes {
-            return vec![(Vec::new(), self)];
+            return vec![(Key::new(), self)];
         }
         let (left, separator, right) = self.bisect();
         let mut pieces = left.split_to_fit();
@@ -171,7 +178,7 @@ impl Node {
     }
 
     /// Cuts at the entry that makes the larger half smallest.
-    fn bisect(self) -> (Node, Vec<u8>, Node) {
+    fn bisect(self) -> (Node, Key, Node) {
         let weights = self.entry_weights();
         assert!(weights.len() >= 2, "cannot bisect a node of {} entries", weights.len());
         let total: usize = weights.iter().sum();
@@ -210,7 +217,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, size)| LeafEntry {
-                    key: format!("{i:04}").into_bytes(),
+                    key: Key::from_slice(format!("{i:04}").as_bytes()),
                     value: Value::Inline(vec![7; *size]),
                 })
                 .collect(),
@@ -224,7 +231,7 @@ mod tests {
         let pieces = node.split_to_fit();
         assert_eq!(pieces.len(), 2);
         assert!(pieces[0].0.is_empty());
-        assert_eq!(pieces[1].0, b"0002".to_vec());
+        assert_eq!(pieces[1].0.as_slice(), b"0002");
         for (_, piece) in &pieces {
             assert!(piece.body_bytes() <= page_body_bytes);
             assert!(!piece.is_underfull());
@@ -235,7 +242,11 @@ mod tests {
     fn branch_split_moves_the_separator_up_and_combine_brings_it_back() {
         let items: Vec<BranchItem> = (0..400u64)
             .map(|i| BranchItem {
-                key: if i == 0 { Vec::new() } else { format!("{i:08}").into_bytes() },
+                key: if i == 0 {
+                    Key::new()
+                } else {
+                    Key::from_slice(format!("{i:08}").as_bytes())
+                },
                 child: PageId(i + 2),
             })
             .collect();
@@ -253,9 +264,9 @@ mod tests {
     #[test]
     fn child_index_follows_separators() {
         let node = Node::Branch(vec![
-            BranchItem { key: Vec::new(), child: PageId(2) },
-            BranchItem { key: b"m".to_vec(), child: PageId(3) },
-            BranchItem { key: b"t".to_vec(), child: PageId(4) },
+            BranchItem { key: Key::new(), child: PageId(2) },
+            BranchItem { key: Key::from_slice(b"m"), child: PageId(3) },
+            BranchItem { key: Key::from_slice(b"t"), child: PageId(4) },
         ]);
         assert_eq!(node.child_index(b"a"), 0);
         assert_eq!(node.child_index(b"m"), 1);

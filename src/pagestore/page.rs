@@ -18,7 +18,7 @@
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::node::{BranchItem, LeafEntry, Node, Value};
+use super::node::{BranchItem, Key, LeafEntry, Node, Value};
 use super::{corrupt, key_bytes_max, page_bytes, value_bytes_max, PageId, Result};
 
 pub(crate) const page_header_bytes: usize = 32;
@@ -160,12 +160,12 @@ impl<'a> Reader<'a> {
         self.page_id().map(Some)
     }
 
-    fn key(&mut self) -> Result<Vec<u8>> {
+    fn key(&mut self) -> Result<Key> {
         let key_bytes = self.u16()? as usize;
         if key_bytes > key_bytes_max {
             return Err(corrupt(self.page, format!("key of {key_bytes} bytes")));
         }
-        Ok(self.take(key_bytes)?.to_vec())
+        Ok(Key::from_slice(self.take(key_bytes)?))
     }
 }
 
@@ -235,7 +235,7 @@ pub(crate) fn decode_node(buf: &[u8], page: PageId, generation_max: u64) -> Resu
         if header.count < 2 {
             return Err(corrupt(page, format!("branch with {} children", header.count)));
         }
-        let mut items = vec![BranchItem { key: Vec::new(), child: reader.page_id()? }];
+        let mut items = vec![BranchItem { key: Key::new(), child: reader.page_id()? }];
         for _ in 1..header.count {
             let key = reader.key()?;
             items.push(BranchItem { key, child: reader.page_id()? });
@@ -262,7 +262,7 @@ fn decode_leaf_entries(reader: &mut Reader, count: usize) -> Result<Vec<LeafEntr
         if key_bytes > key_bytes_max {
             return Err(corrupt(page, format!("key of {key_bytes} bytes")));
         }
-        let key = reader.take(key_bytes)?.to_vec();
+        let key = Key::from_slice(reader.take(key_bytes)?);
         let inline = Value::fits_inline(key_bytes, value_bytes as usize);
         let value = match value_kind {
             value_inline if inline => Value::Inline(reader.take(value_bytes as usize)?.to_vec()),
@@ -367,9 +367,9 @@ mod tests {
 
     fn leaf() -> Node {
         Node::Leaf(vec![
-            LeafEntry { key: b"a".to_vec(), value: Value::Inline(b"1".to_vec()) },
+            LeafEntry { key: Key::from_slice(b"a"), value: Value::Inline(b"1".to_vec()) },
             LeafEntry {
-                key: b"b".to_vec(),
+                key: Key::from_slice(b"b"),
                 value: Value::Overflow { first: PageId(9), value_bytes: 5000 },
             },
         ])
