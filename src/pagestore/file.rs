@@ -54,6 +54,24 @@ impl StdPageFile {
         Ok(StdPageFile { file, page_count: 0 })
     }
 
+    /// Creates a page store at `path` crash-atomically: built in a temporary
+    /// file, synced, renamed into place and the directory synced, so a crash
+    /// leaves either no file or a whole, openable one (never a half-made file
+    /// that neither opens nor can be created again).
+    pub fn create_store(path: &Path) -> super::Result<super::PageStore<StdPageFile>> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let store = super::PageStore::create(StdPageFile::create(&tmp)?)?;
+        let cache_bytes = store.cache_bytes();
+        drop(store);
+        std::fs::rename(&tmp, path)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()?;
+        super::PageStore::open(StdPageFile::open(path)?, cache_bytes)
+    }
+
     pub fn open(path: &Path) -> io::Result<StdPageFile> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let page_count = file.metadata()?.len() / page_bytes as u64;

@@ -638,3 +638,24 @@ fn a_snapshot_read_through_another_store_is_an_error() {
     let error = snapshot.get(&mut reopened, &numbered_key(3)).unwrap_err();
     assert!(matches!(error, StoreError::SnapshotStale), "{error}");
 }
+
+#[test]
+fn create_store_is_crash_atomic_and_a_leftover_temporary_does_not_block_it() {
+    let dir = std::env::temp_dir().join(format!("corekv-pagestore-create-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.pages");
+    // A crash during an earlier create left only the temporary behind.
+    std::fs::write(dir.join("store.pages.tmp"), b"half made").unwrap();
+    let mut store = StdPageFile::create_store(&path).unwrap();
+    assert!(!dir.join("store.pages.tmp").exists());
+    store.insert(b"k", b"v").unwrap();
+    store.checkpoint(7).unwrap();
+    drop(store);
+    let mut reopened = PageStore::open(StdPageFile::open(&path).unwrap(), 1 << 20).unwrap();
+    assert_eq!(reopened.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(reopened.applied_index(), 7);
+    // An existing store is never overwritten by create.
+    assert!(StdPageFile::create(&path).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
