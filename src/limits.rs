@@ -45,3 +45,7 @@ const _: () = assert!(batch_bytes_max >= frame_bytes_max);
 // A segment holds the largest record with its header page to spare.
 const _: () = assert!(wal_segment_bytes_min as usize >= frame_bytes_max + 2 * io_alignment_bytes);
 const _: () = assert!(wal_segment_bytes_default.is_multiple_of(io_alignment_bytes as u64));
+/// The share of wall time a snapshot writer works (it sleeps the rest): the
+/// walk and compression of a large state would otherwise take the memory
+/// bandwidth and caches that requests need (docs/performance.md).
+pub const snapshot_work_fraction: f64 = 0.25;

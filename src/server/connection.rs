@@ -280,7 +280,8 @@ impl Session {
                 parts: parts_tx.clone(),
                 buffer: Vec::with_capacity(snapshot_chunk_bytes),
             };
-            let last = match snapshot::write(&state, &meta, &mut sink) {
+            let duty = limits::snapshot_work_fraction;
+            let last = match snapshot::write_paced(&state, &meta, &mut sink, duty) {
                 Ok(_) => SnapshotPart::Done,
                 Err(e) => SnapshotPart::Failed(e.to_string()),
             };

@@ -109,7 +109,8 @@ fn write_and_purge(
     wal_dir: &Path,
 ) {
     let started = Instant::now();
-    let (path, summary) = match snapshot::save_in_dir(snapshot_dir, state, meta) {
+    let duty = crate::limits::snapshot_work_fraction;
+    let (path, summary) = match snapshot::save_in_dir(snapshot_dir, state, meta, duty) {
         Ok(done) => done,
         Err(e) => {
             eprintln!("corekv: snapshot at index {} failed: {e}", meta.applied_index);

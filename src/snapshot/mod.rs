@@ -102,7 +102,46 @@ fn encode_key(out: &mut Vec<u8>, key: &[u8], versions: &[ExportedVersion]) {
 }
 
 /// Writes `snapshot` (taken as `meta` says) to `out`.
-pub fn write(snapshot: &Snapshot, meta: &Meta, mut out: impl Write) -> io::Result<Summary> {
+pub fn write(snapshot: &Snapshot, meta: &Meta, out: impl Write) -> io::Result<Summary> {
+    write_paced(snapshot, meta, out, 1.0)
+}
+
+/// Spends at most `duty` (0 < duty ≤ 1) of wall time working: after each
+/// slice of work it sleeps so that work / (work + sleep) = duty. A member's
+/// own snapshots run paced, so that walking and compressing gigabytes does
+/// not take the memory bandwidth and caches the request path needs.
+struct Pace {
+    duty: f64,
+    slice_started: std::time::Instant,
+}
+
+impl Pace {
+    const slice: std::time::Duration = std::time::Duration::from_millis(2);
+
+    fn new(duty: f64) -> Pace {
+        Pace { duty: duty.clamp(0.01, 1.0), slice_started: std::time::Instant::now() }
+    }
+
+    fn tick(&mut self) {
+        if self.duty >= 1.0 {
+            return;
+        }
+        let worked = self.slice_started.elapsed();
+        if worked >= Pace::slice {
+            std::thread::sleep(worked.mul_f64((1.0 - self.duty) / self.duty));
+            self.slice_started = std::time::Instant::now();
+        }
+    }
+}
+
+/// As `write`, working at most `duty` of the time (see `Pace`).
+pub fn write_paced(
+    snapshot: &Snapshot,
+    meta: &Meta,
+    mut out: impl Write,
+    duty: f64,
+) -> io::Result<Summary> {
+    let mut pace = Pace::new(duty);
     out.write_all(&meta.encode())?;
     let mut compressed = Tally::new(&mut out);
     let mut encoder = zstd::stream::write::Encoder::new(&mut compressed, zstd_level)?;
@@ -117,6 +156,9 @@ pub fn write(snapshot: &Snapshot, meta: &Meta, mut out: impl Write) -> io::Resul
         summary.keys += 1;
         summary.versions += versions.len() as u64;
         summary.live_keys += u64::from(versions[0].kv.is_some());
+        if summary.keys.is_multiple_of(64) {
+            pace.tick();
+        }
     }
     body.write_all(&[format::tag_end])?;
     summary.body_bytes = body.bytes;
@@ -346,13 +388,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes a snapshot into `dir` crash-safely: a temporary file, fsync, rename,
 /// fsync of the directory. A crash leaves either no file or a whole one.
-pub fn save_in_dir(dir: &Path, snapshot: &Snapshot, meta: &Meta) -> io::Result<(PathBuf, Summary)> {
+pub fn save_in_dir(
+    dir: &Path,
+    snapshot: &Snapshot,
+    meta: &Meta,
+    duty: f64,
+) -> io::Result<(PathBuf, Summary)> {
     fs::create_dir_all(dir)?;
     let path = dir.join(file_name(meta));
     let tmp = path.with_extension("snap.tmp");
     let file = File::create(&tmp)?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
-    let summary = write(snapshot, meta, &mut out)?;
+    let summary = write_paced(snapshot, meta, &mut out, duty)?;
     drop(out);
     file.sync_all()?;
     fs::rename(&tmp, &path)?;

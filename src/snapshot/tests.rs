@@ -147,7 +147,7 @@ fn files_in_a_dir_are_saved_listed_retained_and_loaded_newest_first() {
     let mut store = Store::new();
     for i in 0..5u64 {
         apply(&mut store, &Op::Put(i as u8, 10));
-        save_in_dir(&dir, &store.snapshot(), &meta_of(&store, 10 + i)).unwrap();
+        save_in_dir(&dir, &store.snapshot(), &meta_of(&store, 10 + i), 0.5).unwrap();
     }
     fs::write(dir.join("0000000000000099-0000000000000001.snap.tmp"), b"partial").unwrap();
     assert_eq!(list(&dir, true).unwrap().len(), 5);
