@@ -4,6 +4,11 @@
 # Writes perf/results/<stamp>-snapshot.md.
 #
 # Usage: perf/snapshot.sh [KEYS] [VALUE_BYTES]   (default 1000000 1024: ~1 GiB)
+# Environment: SAVE_DIR, where `snapshot save` writes (default: beside the
+# data dir, on the same disk as the WAL); CLIENT_IDLE=1 runs the saving
+# corekvctl at SCHED_IDLE (it verifies the whole file after receiving it: on
+# these 2 shared cores that CPU would otherwise be charged to the server's p99;
+# a real client runs on another machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}
@@ -43,14 +48,17 @@ rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 
 # A first snapshot, idle: how long one takes.
 t0=$(date +%s%N)
-$ctl snapshot save $dir/idle.snap >/dev/null
+save_dir=${SAVE_DIR:-$dir}
+$ctl snapshot save $save_dir/idle.snap >/dev/null
 idle_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-snap_bytes=$(stat -c %s $dir/idle.snap)
+snap_bytes=$(stat -c %s $save_dir/idle.snap)
 seconds=$(( idle_ms / 1000 + 3 ))
 
 base=$(put $seconds)
 t0=$(date +%s%N)
-( $ctl snapshot save $dir/busy.snap >/dev/null; echo $(( ($(date +%s%N) - t0) / 1000000 )) > $dir/busy_ms ) &
+saver_prefix=
+[ "${CLIENT_IDLE:-0}" = 1 ] && saver_prefix="chrt -i 0"
+( $saver_prefix $ctl snapshot save $save_dir/busy.snap >/dev/null; echo $(( ($(date +%s%N) - t0) / 1000000 )) > $dir/busy_ms ) &
 saver=$!
 during=$(put $seconds)
 wait $saver
@@ -63,12 +71,12 @@ replay_log=$(grep "recovered up to" $dir/corekv.log | tail -1)
 stop
 mkdir -p $dir/data/snapshots
 # Put the saved snapshot under its member-side name (index-revision).
-python3 - "$dir" <<'PY'
+python3 - "$dir" "$save_dir/busy.snap" <<'PY'
 import struct, sys, shutil
 d = sys.argv[1]
-h = open(f"{d}/busy.snap", "rb").read(128)
+h = open(sys.argv[2], "rb").read(128)
 revision, = struct.unpack_from("<q", h, 16); index, = struct.unpack_from("<Q", h, 32)
-shutil.copy(f"{d}/busy.snap", f"{d}/data/snapshots/{index:016x}-{revision:016x}.snap")
+shutil.copy(sys.argv[2], f"{d}/data/snapshots/{index:016x}-{revision:016x}.snap")
 PY
 start; snapshot_ms=$ready_ms
 snapshot_log=$(grep "recovered up to" $dir/corekv.log | tail -1)
@@ -91,6 +99,7 @@ out=perf/results/$stamp-snapshot.md
     echo "| $name | $(echo "$json" | field ops_per_sec) | $(echo "$json" | field p50_us) | $(echo "$json" | field p99_us) | $(echo "$json" | field max_us) |"
   done
   echo
+  echo "Saved to: $save_dir; saving client at SCHED_IDLE: ${CLIENT_IDLE:-0}."
   echo "Snapshot: $snap_bytes bytes; save took $idle_ms ms idle, $busy_ms ms under the put load."
   echo "p99 during / without: $(python3 -c "print(round($(echo "$during" | field p99_us) / $(echo "$base" | field p99_us), 2))")×."
   echo
