@@ -34,9 +34,9 @@ start() {
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 trap 'kill $pid 2>/dev/null || true' EXIT
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
-put() { # seconds → loadgen JSON
+put() { # seconds name → loadgen JSON (per-second progress in $dir/put-name.progress)
   target/release/loadgen put --clients 16 --duration "$1" --keyspace "$keys" --val-size 256 \
-    --endpoints $endpoint 2>/dev/null
+    --endpoints $endpoint 2>"$dir/put-$2.progress"
 }
 
 start
@@ -54,16 +54,16 @@ idle_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 snap_bytes=$(stat -c %s $save_dir/idle.snap)
 seconds=$(( idle_ms / 1000 + 3 ))
 
-base=$(put $seconds)
+base=$(put $seconds base)
 t0=$(date +%s%N)
 saver_prefix=
 [ "${CLIENT_IDLE:-0}" = 1 ] && saver_prefix="chrt -i 0"
 ( $saver_prefix $ctl snapshot save $save_dir/busy.snap >/dev/null; echo $(( ($(date +%s%N) - t0) / 1000000 )) > $dir/busy_ms ) &
 saver=$!
-during=$(put $seconds)
+during=$(put $seconds during)
 wait $saver
 busy_ms=$(cat $dir/busy_ms)
-after=$(put $seconds)
+after=$(put $seconds after)
 
 # Restart: the whole WAL replayed, then from a snapshot + the WAL after it.
 stop; start; replay_ms=$ready_ms
