@@ -261,17 +261,7 @@ impl Session {
     async fn stream_snapshot(&mut self, request_id: u64) -> bool {
         let published = self.shared.published.load_full();
         let state = published.snapshot.clone();
-        let meta = snapshot::Meta {
-            revision: state.revision(),
-            compact_revision: state.compact_revision(),
-            applied_index: published.applied_index,
-            applied_term: self.shared.raft_term,
-            cluster_id: self.shared.cluster_id,
-            member_id: self.shared.member_id,
-            created_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        };
+        let meta = self.shared.snapshot_meta(&published);
         drop(published);
         let revision = state.revision();
         let (parts_tx, parts) = async_channel::bounded(4);

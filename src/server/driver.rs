@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::disk::LogDisk;
 use crate::limits;
@@ -74,17 +74,7 @@ impl Snapshots {
         self.last_index = published.applied_index;
         self.last_at = Instant::now();
         let state = published.snapshot.clone();
-        let meta = Meta {
-            revision: state.revision(),
-            compact_revision: state.compact_revision(),
-            applied_index: published.applied_index,
-            applied_term: shared.raft_term,
-            cluster_id: shared.cluster_id,
-            member_id: shared.member_id,
-            created_unix_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        };
+        let meta = shared.snapshot_meta(published);
         let (policy, snapshot_dir, wal_dir) =
             (self.policy, self.snapshot_dir.clone(), self.wal_dir.clone());
         let shared = shared.clone();

@@ -139,15 +139,7 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
 
 /// The sequence number of the oldest WAL segment left in `dir`.
 fn first_wal_sequence(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            u64::from_str_radix(name.strip_suffix(".wal")?, 16).ok()
-        })
-        .min()
-        .unwrap_or(0)
+    wal::list_segments(dir, false).ok().and_then(|s| s.first().map(|(n, _)| *n)).unwrap_or(0)
 }
 
 /// Runs the member until the process is stopped.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::metrics::Metrics;
 use crate::mvcc::Snapshot;
+use crate::snapshot;
 use crate::types::{Request, Response, ResponseHeader, StatusResponse};
 
 /// A response for request `request_id` of some connection.
@@ -57,6 +58,21 @@ impl Shared {
 
     pub fn publish(&self, published: Published) {
         self.published.store(Arc::new(published));
+    }
+
+    /// What a snapshot of `published` records about itself.
+    pub fn snapshot_meta(&self, published: &Published) -> snapshot::Meta {
+        snapshot::Meta {
+            revision: published.snapshot.revision(),
+            compact_revision: published.snapshot.compact_revision(),
+            applied_index: published.applied_index,
+            applied_term: self.raft_term,
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
     }
 
     pub fn status(&self, published: &Published) -> StatusResponse {

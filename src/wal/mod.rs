@@ -9,5 +9,5 @@ pub mod format;
 pub mod recovery;
 pub mod writer;
 
-pub use recovery::{purge, recover, recover_after, Recovered, RecoveryError, Tail};
+pub use recovery::{list_segments, purge, recover, recover_after, Recovered, RecoveryError, Tail};
 pub use writer::{EntryRef, WalWriter};

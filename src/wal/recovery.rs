@@ -76,14 +76,18 @@ pub fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
     dir.join(format!("{sequence:016x}.wal"))
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, RecoveryError> {
-    let io_err = |e| RecoveryError::Io(dir.to_path_buf(), e);
+/// The segment files in `dir` as (sequence, path), in sequence order. With
+/// `clean`, leftovers of an interrupted roll-over (`.wal.tmp`, `.next`) are
+/// removed (at start-up only: while the writer runs, `.next` is its file).
+pub fn list_segments(dir: &Path, clean: bool) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err)? {
-        let path = entry.map_err(io_err)?.path();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
         if name.ends_with(".wal.tmp") || name.ends_with(".next") {
-            fs::remove_file(&path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+            if clean {
+                fs::remove_file(&path)?;
+            }
         } else if let Some(hex) = name.strip_suffix(".wal") {
             if let Ok(sequence) = u64::from_str_radix(hex, 16) {
                 segments.push((sequence, path));
@@ -92,6 +96,14 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, RecoveryError> {
     }
     segments.sort();
     Ok(segments)
+}
+
+/// The header of the segment at `path`, if it reads and checks out.
+fn read_segment_header(path: &Path) -> Option<SegmentHeader> {
+    use std::io::Read;
+    let mut bytes = [0u8; format::segment_header_bytes];
+    fs::File::open(path).ok()?.read_exact(&mut bytes).ok()?;
+    SegmentHeader::decode(&bytes).ok()
 }
 
 /// Whether a valid record starts anywhere at or after `from` in `bytes`.
@@ -134,23 +146,17 @@ pub fn recover_after(
     mut on_entry: impl FnMut(u64, u64, Bytes),
 ) -> Result<Recovered, RecoveryError> {
     fs::create_dir_all(dir).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
-    let segments = list_segments(dir)?;
+    let segments = list_segments(dir, true).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
     let read = |path: &Path| fs::read(path).map_err(|e| RecoveryError::Io(path.to_path_buf(), e));
     let (mut last_index, mut last_term) = (start_after, 0u64);
     let mut damage: Option<Damage> = None;
     let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
-    let header_of = |path: &Path| -> Option<SegmentHeader> {
-        use std::io::Read;
-        let mut bytes = [0u8; format::segment_header_bytes];
-        fs::File::open(path).ok()?.read_exact(&mut bytes).ok()?;
-        SegmentHeader::decode(&bytes).ok()
-    };
     let mut skipped = 0;
     for (i, (sequence, path)) in segments.iter().enumerate() {
         // A segment whose every entry the snapshot already holds (the next
         // segment starts at or before start_after + 1) is not read at all.
         if i == skipped && i + 1 < segments.len() {
-            if let Some(next) = header_of(&segments[i + 1].1) {
+            if let Some(next) = read_segment_header(&segments[i + 1].1) {
                 if next.sequence == segments[i + 1].0
                     && next.first_index <= start_after + 1
                     && next.first_index >= 1
@@ -339,26 +345,10 @@ fn write_zeros(file: &fs::File, from: u64, to: u64) -> io::Result<()> {
 /// whose successor's header is not yet written. Safe while the writer runs:
 /// it only ever adds segments at the end.
 pub fn purge(dir: &Path, keep_from: u64) -> io::Result<usize> {
-    let mut segments = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-        if let Some(sequence) =
-            name.strip_suffix(".wal").and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        {
-            segments.push((sequence, path));
-        }
-    }
-    segments.sort();
-    let header = |path: &Path| -> Option<SegmentHeader> {
-        use std::io::Read;
-        let mut bytes = [0u8; format::segment_header_bytes];
-        fs::File::open(path).ok()?.read_exact(&mut bytes).ok()?;
-        SegmentHeader::decode(&bytes).ok()
-    };
+    let segments = list_segments(dir, false)?;
     let mut deleted = 0;
     for pair in segments.windows(2) {
-        match header(&pair[1].1) {
+        match read_segment_header(&pair[1].1) {
             Some(next) if next.sequence == pair[1].0 && next.first_index <= keep_from => {
                 fs::remove_file(&pair[0].1)?;
                 deleted += 1;
