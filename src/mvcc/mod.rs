@@ -22,6 +22,7 @@
 //! (the page store) slots into: it is rebuilt from the WAL at start for now.
 
 mod export;
+pub mod paged;
 mod range;
 pub mod span;
 mod txn;
@@ -141,10 +142,22 @@ impl Snapshot {
     }
 }
 
+/// One change to the history, in the order applied: what a checkpoint folds
+/// into the page store (`paged`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryChange {
+    /// A put (`kv`) or a delete (`kv` None) of `key` at `revision`.
+    Version { key: Bytes, revision: i64, kv: Option<KeyValue> },
+    /// A compaction at this revision.
+    Compact(i64),
+}
+
 /// The writable store, owned by the apply loop. Reads go through `snapshot()`.
 #[derive(Default)]
 pub struct Store {
     state: Snapshot,
+    /// Changes since the last `take_changes`, when recording.
+    log: Option<Vec<HistoryChange>>,
 }
 
 impl Store {
@@ -154,7 +167,17 @@ impl Store {
 
     /// A store that continues from `snapshot` (for read-only txns on any core).
     pub fn from_snapshot(snapshot: Snapshot) -> Store {
-        Store { state: snapshot }
+        Store { state: snapshot, log: None }
+    }
+
+    /// Starts (or stops) recording every change for `take_changes`.
+    pub fn record_changes(&mut self, on: bool) {
+        self.log = on.then(Vec::new);
+    }
+
+    /// The changes recorded since the last call, in the order applied.
+    pub fn take_changes(&mut self) -> Vec<HistoryChange> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The current state as an immutable snapshot (O(1)).

@@ -165,7 +165,7 @@ impl Store {
         let mut path = Vec::new();
         txn_path(&self.state, t, &mut path);
         self.check_txn(t, &path, &mut 0)?;
-        let mut change = Change::new(&mut self.state);
+        let mut change = Change::new(&mut self.state, self.log.as_mut());
         let mut response = apply_on_path(&mut change, t, &path, &mut 0);
         change.finish();
         response.header_revision = self.state.revision;

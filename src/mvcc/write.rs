@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::span::Span;
-use super::{Snapshot, Store, Version};
+use super::{HistoryChange, Snapshot, Store, Version};
 use crate::error::{Error, ErrorCode};
 use crate::types::*;
 
@@ -18,13 +18,13 @@ impl Store {
             Request::Range(r) => self.state.range(r).map(ResponseBody::Range),
             Request::Put(p) => {
                 self.check_put(p)?;
-                let mut change = Change::new(&mut self.state);
+                let mut change = Change::new(&mut self.state, self.log.as_mut());
                 let response = change.put(p);
                 change.finish();
                 Ok(ResponseBody::Put(response))
             }
             Request::DeleteRange(d) => {
-                let mut change = Change::new(&mut self.state);
+                let mut change = Change::new(&mut self.state, self.log.as_mut());
                 let response = change.delete(d);
                 change.finish();
                 Ok(ResponseBody::DeleteRange(response))
@@ -81,6 +81,9 @@ impl Store {
             };
         }
         state.compact_revision = revision;
+        if let Some(log) = &mut self.log {
+            log.push(HistoryChange::Compact(revision));
+        }
         Ok(())
     }
 }
@@ -136,12 +139,23 @@ pub(super) struct Change<'a> {
     pub(super) state: &'a mut Snapshot,
     revision: i64,
     changed: bool,
+    log: Option<&'a mut Vec<HistoryChange>>,
 }
 
 impl<'a> Change<'a> {
-    pub(super) fn new(state: &'a mut Snapshot) -> Change<'a> {
+    pub(super) fn new(
+        state: &'a mut Snapshot,
+        log: Option<&'a mut Vec<HistoryChange>>,
+    ) -> Change<'a> {
         let revision = state.revision + 1;
-        Change { state, revision, changed: false }
+        Change { state, revision, changed: false, log }
+    }
+
+    fn record(&mut self, key: &Bytes, kv: Option<&KeyValue>) {
+        if let Some(log) = &mut self.log {
+            let (key, revision, kv) = (key.clone(), self.revision, kv.cloned());
+            log.push(HistoryChange::Version { key, revision, kv });
+        }
     }
 
     pub(super) fn finish(self) {
@@ -184,6 +198,7 @@ impl<'a> Change<'a> {
         if previous.is_none() {
             self.state.live_keys += 1;
         }
+        self.record(&key, Some(&kv));
         let version = Arc::new(Version { kv: Some(kv), revision: self.revision, previous: head });
         self.state.size_bytes += version.bytes(&key);
         self.state.keys.insert(key, version);
@@ -206,6 +221,7 @@ impl<'a> Change<'a> {
             if d.prev_kv {
                 prev_kvs.push(head.kv.clone().expect("scanned keys are live"));
             }
+            self.record(key, None);
             let tombstone =
                 Arc::new(Version { kv: None, revision: self.revision, previous: Some(head) });
             self.state.size_bytes += tombstone.bytes(key);

@@ -1,0 +1,709 @@
+//! MVCC history on the page store: every version of every key, keyed by
+//! (key, revision), plus a revision-ordered index, in one copy-on-write B+tree
+//! (`pagestore`). Checkpoints fold the changes applied since the last one into
+//! it (`apply`), so a checkpoint writes only what changed; start-up loads it
+//! back (`load`) and replays the WAL after its applied index.
+//!
+//! Tree keys (docs/formats/pagestore.md, "MVCC layout"):
+//!
+//! ```text
+//!   'h' stem revision(BE 8)  → version record     history, in (key, revision) order
+//!   'r' revision(BE 8) stem  → (empty)            revision index, revisions ≥ compaction
+//!   'm' name                 → i64 (BE 8)         "revision", "compact_revision"
+//!
+//!   stem = esc(key) 00 01                                   keys up to stem_key_bytes_max
+//!        | esc(key[..n]) 00 02 xxh3-128(key)(BE 16)         longer keys (record holds the key)
+//!   esc: every 00 byte → 00 FF, so stems of short keys sort as their keys do
+//! ```
+//!
+//! Version record: kind (1 put, 2 delete), flags (bit 0: the full key
+//! follows), then for a put create_revision, version, lease (i64 LE each);
+//! then, if flagged, the key's length (u32 LE) and the key; then a put's value.
+//!
+//! Compaction at C removes, for each key changed since the previous one, the
+//! versions below the newest at or below C (and that one too if it is a
+//! delete), and every index entry below C: the index lists exactly the
+//! versions a watch from after the compaction point may need. Pages freed by
+//! compaction go back to the page store's free list: no defragmentation.
+//!
+//! Long keys sort by their hash within their prefix in the tree; `load` puts
+//! them back in key order (holding only the long keys in memory to do so).
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::{ExportedVersion, HistoryChange, Importer, Snapshot, Store};
+use crate::pagestore::{PageFile, PageStore, StoreError};
+use crate::types::KeyValue;
+
+const prefix_history: u8 = b'h';
+const prefix_index: u8 = b'r';
+const meta_revision: &[u8] = b"mrevision";
+const meta_compact_revision: &[u8] = b"mcompact_revision";
+/// Escaped key bytes a stem may hold before the key counts as long. The
+/// largest tree key ('r', 8, stem, 2, 16) stays within the page store's cap.
+pub const stem_key_bytes_max: usize = 960;
+const _: () = assert!(1 + 8 + stem_key_bytes_max + 2 + 16 <= crate::pagestore::key_bytes_max);
+
+const kind_put: u8 = 1;
+const kind_delete: u8 = 2;
+const flag_long_key: u8 = 1;
+/// Index entries taken per compaction step (bounds its memory).
+const compaction_chunk_entries: usize = 4096;
+
+#[derive(Debug)]
+pub enum HistoryError {
+    Store(StoreError),
+    /// An entry that decodes wrongly: the page checksums held, the content did not.
+    Record(String),
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistoryError::Store(e) => write!(f, "{e}"),
+            HistoryError::Record(reason) => write!(f, "page store history is corrupt: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for HistoryError {}
+
+impl From<StoreError> for HistoryError {
+    fn from(error: StoreError) -> HistoryError {
+        HistoryError::Store(error)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, HistoryError>;
+
+fn bad(reason: impl Into<String>) -> HistoryError {
+    HistoryError::Record(reason.into())
+}
+
+/// The stem of `key`; long keys end in a hash, not the whole key.
+fn stem(key: &[u8]) -> (Vec<u8>, bool) {
+    let escaped_bytes = key.len() + key.iter().filter(|b| **b == 0).count();
+    let mut out = Vec::with_capacity(escaped_bytes.min(stem_key_bytes_max) + 18);
+    let long = escaped_bytes > stem_key_bytes_max;
+    for byte in key {
+        let width = if *byte == 0 { 2 } else { 1 };
+        if long && out.len() + width > stem_key_bytes_max {
+            break;
+        }
+        out.push(*byte);
+        if *byte == 0 {
+            out.push(0xff);
+        }
+    }
+    if long {
+        out.extend_from_slice(&[0, 2]);
+        out.extend_from_slice(&xxh3_128(key).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[0, 1]);
+    }
+    (out, long)
+}
+
+/// The key a short stem spells (None for a long one: its record holds it).
+fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut key = Vec::with_capacity(stem.len());
+    let mut i = 0;
+    while i < stem.len() {
+        if stem[i] != 0 {
+            key.push(stem[i]);
+            i += 1;
+            continue;
+        }
+        match stem.get(i + 1) {
+            Some(0xff) => {
+                key.push(0);
+                i += 2;
+            }
+            Some(1) if i + 2 == stem.len() => return Ok(Some(key)),
+            Some(2) if i + 18 == stem.len() => return Ok(None),
+            _ => return Err(bad("a history key with a malformed stem")),
+        }
+    }
+    Err(bad("a history key without a stem terminator"))
+}
+
+fn history_key(stem: &[u8], revision: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + stem.len() + 8);
+    out.push(prefix_history);
+    out.extend_from_slice(stem);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out
+}
+
+fn index_key(revision: i64, stem: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + stem.len());
+    out.push(prefix_index);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(stem);
+    out
+}
+
+/// Splits a history tree key into (stem, revision).
+fn split_history_key(tree_key: &[u8]) -> Result<(&[u8], i64)> {
+    if tree_key.len() < 1 + 2 + 8 || tree_key[0] != prefix_history {
+        return Err(bad("a history key too short"));
+    }
+    let (stem, revision) = tree_key[1..].split_at(tree_key.len() - 9);
+    let revision = i64::from_be_bytes(revision.try_into().expect("8 bytes"));
+    if revision < 1 {
+        return Err(bad(format!("a version at revision {revision}")));
+    }
+    Ok((stem, revision))
+}
+
+fn encode_record(key: &[u8], long: bool, kv: Option<&KeyValue>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(26 + kv.map_or(0, |kv| kv.value.len()));
+    out.push(if kv.is_some() { kind_put } else { kind_delete });
+    out.push(if long { flag_long_key } else { 0 });
+    if let Some(kv) = kv {
+        out.extend_from_slice(&kv.create_revision.to_le_bytes());
+        out.extend_from_slice(&kv.version.to_le_bytes());
+        out.extend_from_slice(&kv.lease.to_le_bytes());
+    }
+    if long {
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+    }
+    if let Some(kv) = kv {
+        out.extend_from_slice(&kv.value);
+    }
+    out
+}
+
+/// A decoded record: (the full key if the record holds it, the version).
+fn decode_record(
+    record: &[u8],
+    revision: i64,
+    short_key: Option<&[u8]>,
+) -> Result<(Bytes, ExportedVersion)> {
+    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+        let slice = record.get(*at..*at + n).ok_or_else(|| bad("a version record cut short"))?;
+        *at += n;
+        Ok(slice)
+    };
+    let i64_at = |at: &mut usize| -> Result<i64> {
+        Ok(i64::from_le_bytes(take(at, 8)?.try_into().expect("8 bytes")))
+    };
+    let mut at = 0;
+    let header = take(&mut at, 2)?;
+    let (kind, flags) = (header[0], header[1]);
+    if flags & !flag_long_key != 0 || (kind != kind_put && kind != kind_delete) {
+        return Err(bad(format!("a version record of kind {kind} flags {flags}")));
+    }
+    let fields = if kind == kind_put {
+        Some((i64_at(&mut at)?, i64_at(&mut at)?, i64_at(&mut at)?))
+    } else {
+        None
+    };
+    let key = if flags & flag_long_key != 0 {
+        let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
+        Bytes::copy_from_slice(take(&mut at, len)?)
+    } else {
+        Bytes::copy_from_slice(short_key.ok_or_else(|| bad("a long key's record lacks it"))?)
+    };
+    let kv = fields.map(|(create_revision, version, lease)| KeyValue {
+        key: key.clone(),
+        create_revision,
+        mod_revision: revision,
+        version,
+        value: Bytes::copy_from_slice(&record[at..]),
+        lease,
+    });
+    if kv.is_none() && at != record.len() {
+        return Err(bad("a delete record with a value"));
+    }
+    Ok((key, ExportedVersion { revision, kv }))
+}
+
+fn prefix_end(prefix: u8) -> Vec<u8> {
+    vec![prefix + 1]
+}
+
+/// The whole MVCC history in a page store, with its revision and compaction
+/// point. The checkpoint's applied index is the page store's.
+pub struct PagedHistory<F: PageFile> {
+    store: PageStore<F>,
+    revision: i64,
+    compact_revision: i64,
+}
+
+impl<F: PageFile> PagedHistory<F> {
+    /// The history held in `store` (an empty store holds an empty history).
+    pub fn open(mut store: PageStore<F>) -> Result<PagedHistory<F>> {
+        let read = |store: &mut PageStore<F>, name: &[u8], default: i64| -> Result<i64> {
+            match store.get(name)? {
+                None => Ok(default),
+                Some(bytes) => Ok(i64::from_be_bytes(
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad("a meta entry of the wrong size"))?,
+                )),
+            }
+        };
+        let revision = read(&mut store, meta_revision, super::initial_revision)?;
+        let compact_revision = read(&mut store, meta_compact_revision, -1)?;
+        if revision < super::initial_revision || compact_revision > revision {
+            return Err(bad(format!("revision {revision}, compacted at {compact_revision}")));
+        }
+        Ok(PagedHistory { store, revision, compact_revision })
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// The Raft index the last checkpoint holds everything up to.
+    pub fn applied_index(&self) -> u64 {
+        self.store.applied_index()
+    }
+
+    pub fn page_store(&self) -> &PageStore<F> {
+        &self.store
+    }
+
+    pub fn page_store_mut(&mut self) -> &mut PageStore<F> {
+        &mut self.store
+    }
+
+    /// Folds changes into the working tree, in order.
+    pub fn apply(&mut self, changes: &[HistoryChange]) -> Result<()> {
+        for change in changes {
+            match change {
+                HistoryChange::Version { key, revision, kv } => {
+                    let (stem, long) = stem(key);
+                    let record = encode_record(key, long, kv.as_ref());
+                    self.store.insert(&history_key(&stem, *revision), &record)?;
+                    self.store.insert(&index_key(*revision, &stem), &[])?;
+                    self.revision = self.revision.max(*revision);
+                }
+                HistoryChange::Compact(revision) => self.compact(*revision)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole history with `state` (when the page store lags
+    /// behind a state loaded from elsewhere, such as a snapshot file).
+    pub fn replace_all(&mut self, state: &Snapshot) -> Result<()> {
+        loop {
+            let keys: Vec<Vec<u8>> = self
+                .store
+                .cursor(Bound::Unbounded, Bound::Unbounded)?
+                .take(compaction_chunk_entries)
+                .map(|entry| entry.map(|(key, _)| key))
+                .collect::<std::result::Result<_, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                self.store.remove(&key)?;
+            }
+        }
+        for (key, versions) in state.export() {
+            let (stem, long) = stem(key);
+            for version in versions {
+                let record = encode_record(key, long, version.kv.as_ref());
+                self.store.insert(&history_key(&stem, version.revision), &record)?;
+                if version.revision >= state.compact_revision() {
+                    self.store.insert(&index_key(version.revision, &stem), &[])?;
+                }
+            }
+        }
+        self.revision = state.revision();
+        self.compact_revision = state.compact_revision();
+        Ok(())
+    }
+
+    /// Makes everything applied durable, as of Raft index `applied_index`
+    /// and store revision `revision`.
+    pub fn checkpoint(&mut self, applied_index: u64, revision: i64) -> Result<()> {
+        if revision < self.revision {
+            return Err(bad(format!("checkpoint at revision {revision} below {}", self.revision)));
+        }
+        self.revision = revision;
+        self.store.insert(meta_revision, &self.revision.to_be_bytes())?;
+        self.store.insert(meta_compact_revision, &self.compact_revision.to_be_bytes())?;
+        self.store.checkpoint(applied_index)?;
+        Ok(())
+    }
+
+    /// Removes history below `revision` (see the module comment).
+    fn compact(&mut self, revision: i64) -> Result<()> {
+        let end = index_key(revision + 1, &[]);
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let start = match &from {
+                Some(last) => Bound::Excluded(last.as_slice()),
+                None => Bound::Included(&[prefix_index][..]),
+            };
+            let chunk: Vec<Vec<u8>> = self
+                .store
+                .cursor(start, Bound::Excluded(&end))?
+                .take(compaction_chunk_entries)
+                .map(|entry| entry.map(|(key, _)| key))
+                .collect::<std::result::Result<_, _>>()?;
+            let Some(last) = chunk.last().cloned() else { break };
+            for entry in &chunk {
+                if entry.len() < 9 {
+                    return Err(bad("an index key too short"));
+                }
+                let at = i64::from_be_bytes(entry[1..9].try_into().expect("8 bytes"));
+                self.compact_stem(&entry[9..], revision)?;
+                if at < revision {
+                    self.store.remove(entry)?;
+                }
+            }
+            from = Some(last);
+        }
+        self.compact_revision = self.compact_revision.max(revision);
+        Ok(())
+    }
+
+    /// Drops the versions of one key that compaction at `revision` removes.
+    fn compact_stem(&mut self, stem: &[u8], revision: i64) -> Result<()> {
+        let start = history_key(stem, 0);
+        let end = history_key(stem, revision + 1);
+        let versions: Vec<(Vec<u8>, bool)> = self
+            .store
+            .cursor(Bound::Included(&start), Bound::Excluded(&end))?
+            .map(|entry| entry.map(|(key, record)| (key, record.first() == Some(&kind_delete))))
+            .collect::<std::result::Result<_, _>>()?;
+        let Some((newest, newest_is_delete)) = versions.last() else { return Ok(()) };
+        let keep_newest = !newest_is_delete;
+        for (i, (key, _)) in versions.iter().enumerate() {
+            if i + 1 == versions.len() && keep_newest {
+                break;
+            }
+            self.store.remove(key)?;
+            if key != newest {
+                // Its own index entry (below the compaction point) goes too.
+                let (_, at) = split_history_key(key)?;
+                self.store.remove(&index_key(at, stem))?;
+            }
+        }
+        if !keep_newest {
+            let (_, at) = split_history_key(newest)?;
+            self.store.remove(&index_key(at, stem))?;
+        }
+        Ok(())
+    }
+
+    /// Every key with its versions (newest first), in key order, calling
+    /// `visit` for each: the whole history, for loading or exporting.
+    pub fn for_each_key(
+        &mut self,
+        mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
+    ) -> Result<()> {
+        let mut long_keys: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
+        let mut group: Option<(Vec<u8>, Bytes, Vec<ExportedVersion>)> = None;
+        let end = prefix_end(prefix_history);
+        let mut emit = |group: (Vec<u8>, Bytes, Vec<ExportedVersion>),
+                        long_keys: &mut Vec<(Bytes, Vec<ExportedVersion>)>|
+         -> Result<()> {
+            let (stem, key, mut versions) = group;
+            versions.reverse();
+            if key_of_stem(&stem)?.is_none() {
+                long_keys.push((key, versions));
+                return Ok(());
+            }
+            // Long keys sorted before this one go first.
+            long_keys.sort_by(|a, b| b.0.cmp(&a.0));
+            while long_keys.last().is_some_and(|(long, _)| *long < key) {
+                let (long, versions) = long_keys.pop().expect("checked");
+                visit(long, versions)?;
+            }
+            visit(key, versions)
+        };
+        for entry in self.store.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))? {
+            let (tree_key, record) = entry?;
+            let (stem, revision) = split_history_key(&tree_key)?;
+            let short_key = key_of_stem(stem)?;
+            let (key, version) = decode_record(&record, revision, short_key.as_deref())?;
+            match &mut group {
+                Some((current, group_key, versions)) if current.as_slice() == stem => {
+                    if *group_key != key {
+                        return Err(bad("two keys share a stem"));
+                    }
+                    versions.push(version);
+                }
+                _ => {
+                    if let Some(done) = group.take() {
+                        emit(done, &mut long_keys)?;
+                    }
+                    group = Some((stem.to_vec(), key, vec![version]));
+                }
+            }
+        }
+        if let Some(done) = group.take() {
+            emit(done, &mut long_keys)?;
+        }
+        long_keys.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, versions) in long_keys {
+            visit(key, versions)?;
+        }
+        Ok(())
+    }
+
+    /// The whole history as an in-memory store (checked as a snapshot import is).
+    pub fn load(&mut self) -> Result<Store> {
+        let mut importer = Importer::new(self.revision, self.compact_revision).map_err(bad)?;
+        self.for_each_key(|key, versions| importer.add(key, versions).map_err(bad))?;
+        Ok(importer.finish())
+    }
+
+    /// Revision-index entries from `from` on: (revision, key), in revision
+    /// order, at most `limit` of them.
+    pub fn changes_since(&mut self, from: i64, limit: usize) -> Result<Vec<(i64, Bytes)>> {
+        let start = index_key(from, &[]);
+        let end = prefix_end(prefix_index);
+        let entries: Vec<Vec<u8>> = self
+            .store
+            .cursor(Bound::Included(&start), Bound::Excluded(&end))?
+            .take(limit)
+            .map(|entry| entry.map(|(key, _)| key))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut out = Vec::with_capacity(entries.len());
+        for tree_key in entries {
+            if tree_key.len() < 9 {
+                return Err(bad("an index key too short"));
+            }
+            let revision = i64::from_be_bytes(tree_key[1..9].try_into().expect("8 bytes"));
+            let stem = &tree_key[9..];
+            let key = match key_of_stem(stem)? {
+                Some(key) => Bytes::from(key),
+                None => {
+                    let record = self
+                        .store
+                        .get(&history_key(stem, revision))?
+                        .ok_or_else(|| bad("an index entry without its version"))?;
+                    decode_record(&record, revision, None)?.0
+                }
+            };
+            out.push((revision, key));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pagestore::MemPageFile;
+    use crate::types::*;
+
+    /// Keys that exercise escaping (zero bytes), shared prefixes and long
+    /// keys, whose stems end in a hash, next to short keys with their prefix.
+    fn keys() -> Vec<Bytes> {
+        let long = |fill: u8, n: usize, tail: &[u8]| {
+            let mut key = vec![fill; n];
+            key.extend_from_slice(tail);
+            Bytes::from(key)
+        };
+        vec![
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"a\0"),
+            Bytes::from_static(b"a\0b"),
+            Bytes::from_static(b"ab"),
+            Bytes::from_static(b"\0"),
+            Bytes::from_static(b"b"),
+            long(b'L', 950, b""),
+            long(b'L', 950, b"\x01"),
+            long(b'L', 1000, b"x"),
+            long(b'L', 1000, b"y"),
+            long(b'L', 959, b"\0\0\0"),
+            long(0, 600, b"z"),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put(usize, u16),
+        Delete(usize, usize),
+        /// Puts two keys in one revision.
+        TxnPut(usize, usize),
+        /// Compacts at (revision × n / 8).
+        Compact(u8),
+        /// Folds the changes into the page store and checkpoints.
+        Checkpoint,
+        /// Checkpoints, then opens the store again from its durable image.
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let n = keys().len();
+        prop_oneof![
+            6 => (0..n, any::<u16>()).prop_map(|(k, v)| Op::Put(k, v)),
+            2 => (0..n, 0..n).prop_map(|(a, b)| Op::Delete(a, b)),
+            1 => (0..n, 0..n).prop_map(|(a, b)| Op::TxnPut(a, b)),
+            1 => (1..=8u8).prop_map(Op::Compact),
+            2 => Just(Op::Checkpoint),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    fn put_op(key: &Bytes, value: u16) -> PutRequest {
+        // Some values go to the page store's overflow pages.
+        let bytes = if value.is_multiple_of(7) {
+            vec![value as u8; 2000 + value as usize % 5000]
+        } else {
+            value.to_le_bytes().to_vec()
+        };
+        PutRequest { key: key.clone(), value: Bytes::from(bytes), ..Default::default() }
+    }
+
+    fn history(state: &Snapshot) -> Vec<(Bytes, Vec<ExportedVersion>)> {
+        state.export().map(|(key, versions)| (key.clone(), versions)).collect()
+    }
+
+    /// The index a state implies: every version at or after the compaction
+    /// point, by revision then key.
+    fn expected_index(state: &Snapshot) -> Vec<(i64, Bytes)> {
+        let mut out: Vec<(i64, Bytes)> = history(state)
+            .into_iter()
+            .flat_map(|(key, versions)| {
+                versions
+                    .into_iter()
+                    .filter(|v| v.revision >= state.compact_revision())
+                    .map(move |v| (v.revision, key.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn sorted(mut index: Vec<(i64, Bytes)>) -> Vec<(i64, Bytes)> {
+        index.sort();
+        index
+    }
+
+    fn check(paged: &mut PagedHistory<MemPageFile>, model: &Snapshot) {
+        let loaded = paged.load().expect("loads");
+        loaded.check_invariants();
+        let state = loaded.snapshot();
+        assert_eq!(state.revision(), model.revision());
+        assert_eq!(state.compact_revision(), model.compact_revision());
+        assert_eq!(history(&state), history(model));
+        assert_eq!(state.size_bytes(), model.size_bytes());
+        let index = paged.changes_since(0, usize::MAX).unwrap();
+        assert_eq!(sorted(index), expected_index(model));
+        paged.page_store_mut().check_invariants().unwrap();
+    }
+
+    fn run(ops: Vec<Op>) {
+        let keys = keys();
+        let mut model = Store::new();
+        model.record_changes(true);
+        let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
+        let mut index = 0u64;
+        let mut durable = model.snapshot();
+        for op in ops {
+            index += 1;
+            match op {
+                Op::Put(k, v) => {
+                    model.apply(&Request::Put(put_op(&keys[k], v))).unwrap();
+                }
+                Op::Delete(a, b) => {
+                    let (start, end) = (keys[a.min(b)].clone(), keys[a.max(b)].clone());
+                    let range_end = if a == b { Bytes::new() } else { end };
+                    let d = DeleteRangeRequest { key: start, range_end, prev_kv: false };
+                    model.apply(&Request::DeleteRange(d)).unwrap();
+                }
+                Op::TxnPut(a, b) => {
+                    let mut success = vec![RequestOp::Put(put_op(&keys[a], 1))];
+                    if a != b {
+                        success.push(RequestOp::Put(put_op(&keys[b], 2)));
+                    }
+                    let t = TxnRequest { compare: vec![], success, failure: vec![] };
+                    model.apply(&Request::Txn(t)).unwrap();
+                }
+                Op::Compact(n) => {
+                    let at = model.revision() * i64::from(n) / 8;
+                    let _ = model.compact(at.max(1));
+                }
+                Op::Checkpoint | Op::Reopen => {
+                    paged.apply(&model.take_changes()).unwrap();
+                    paged.checkpoint(index, model.revision()).unwrap();
+                    durable = model.snapshot();
+                    check(&mut paged, &durable);
+                    assert_eq!(paged.applied_index(), index);
+                }
+            }
+            if matches!(op, Op::Reopen) {
+                let image = paged.page_store().file().durable_image();
+                paged = PagedHistory::open(PageStore::open(image, 1 << 20).unwrap()).unwrap();
+                check(&mut paged, &durable);
+            }
+        }
+        paged.apply(&model.take_changes()).unwrap();
+        paged.checkpoint(index + 1, model.revision()).unwrap();
+        check(&mut paged, &model.snapshot());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_paged_history_is_the_in_memory_history(ops in proptest::collection::vec(op(), 1..120)) {
+            run(ops);
+        }
+    }
+
+    #[test]
+    fn stems_sort_as_their_keys_and_spell_them_back() {
+        let mut short: Vec<Bytes> = keys().into_iter().filter(|k| !stem(k).1).collect();
+        short.sort();
+        let stems: Vec<Vec<u8>> = short.iter().map(|k| stem(k).0).collect();
+        assert!(stems.windows(2).all(|w| w[0] < w[1]), "stems in key order");
+        for (key, stem) in short.iter().zip(&stems) {
+            assert_eq!(key_of_stem(stem).unwrap().as_deref(), Some(key.as_ref()));
+        }
+        let (long, is_long) = stem(&keys()[8]);
+        assert!(is_long && key_of_stem(&long).unwrap().is_none());
+        assert!(long.len() <= stem_key_bytes_max + 18);
+    }
+
+    #[test]
+    fn replace_all_then_load_is_the_state() {
+        let mut model = Store::new();
+        for (i, key) in keys().iter().enumerate() {
+            model.apply(&Request::Put(put_op(key, i as u16))).unwrap();
+            model.apply(&Request::Put(put_op(key, 7 * i as u16))).unwrap();
+        }
+        model.compact(10).unwrap();
+        let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
+        paged
+            .apply(&[HistoryChange::Version {
+                key: Bytes::from_static(b"stale"),
+                revision: 2,
+                kv: None,
+            }])
+            .unwrap();
+        paged.replace_all(&model.snapshot()).unwrap();
+        paged.checkpoint(9, model.revision()).unwrap();
+        check(&mut paged, &model.snapshot());
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        for record in [&[][..], &[1], &[1, 0, 1, 2], &[3, 0], &[2, 1, 9, 0, 0, 0], &[2, 0, 5]] {
+            assert!(decode_record(record, 5, Some(b"k")).is_err(), "{record:?}");
+        }
+        for stem in [&[][..], &[0], &[0, 3], &[b'a', 0, 1, 7], &[0, 2, 1]] {
+            assert!(key_of_stem(stem).is_err(), "{stem:?}");
+        }
+    }
+}
