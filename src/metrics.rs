@@ -30,6 +30,8 @@ pub struct LogCounters {
 /// The member's own snapshots.
 #[derive(Default, Debug)]
 pub struct SnapshotCounters {
+    /// Page store checkpoints completed.
+    pub checkpoints: AtomicU64,
     pub taken: AtomicU64,
     pub bytes: AtomicU64,
     pub wal_segments_purged: AtomicU64,

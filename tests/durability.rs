@@ -1,9 +1,9 @@
 //! Kill -9 durability: several clients write while the real server is killed
 //! with SIGKILL; after each restart every acknowledged write is present with
-//! the revision it was acknowledged at. The member snapshots itself every few
-//! hundred entries and purges its WAL behind them, so kills land before,
-//! during and after snapshots, purges and segment roll-overs, and restarts go
-//! through snapshot load + WAL replay.
+//! the revision it was acknowledged at. The member checkpoints its page store
+//! (and writes a snapshot file) every few hundred entries and purges its WAL
+//! behind them, so kills land before, during and after checkpoints, purges and
+//! segment roll-overs, and restarts go through checkpoint load + WAL replay.
 
 #![allow(non_upper_case_globals)]
 
@@ -116,15 +116,15 @@ fn acknowledged_writes_survive_sigkill_mid_load() {
     }
     let total = acked.lock().unwrap().len();
     let log = member.log_text();
-    let (snapshots, loads) =
-        (log.matches("corekv: snapshot ").count(), log.matches("loaded snapshot").count());
+    let (checkpoints, loads) =
+        (log.matches("corekv: checkpoint ").count(), log.matches("loaded checkpoint").count());
     eprintln!(
         "durability: {rounds} SIGKILL rounds, {total} acknowledged puts all present; \
-         {snapshots} snapshots taken, {loads} restarts from a snapshot"
+         {checkpoints} checkpoints taken, {loads} restarts from a checkpoint"
     );
     assert!(
-        snapshots >= 10 && loads >= 10,
-        "kills met snapshots: {snapshots} taken, {loads} loaded"
+        checkpoints >= 10 && loads >= 10,
+        "kills met checkpoints: {checkpoints} taken, {loads} loaded"
     );
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();

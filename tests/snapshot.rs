@@ -161,20 +161,29 @@ fn files(dir: &Path, extension: &str) -> usize {
 }
 
 #[test]
-fn automatic_snapshots_are_retained_purge_the_wal_and_damage_is_refused() {
+fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() {
     let dir = temp_dir("snapshot-auto");
-    let flags =
-        ["--snapshot-count", "1000", "--snapshot-retain", "2", "--wal-retain-entries", "500"];
+    // By count while writing; by time for the tail once writes stop.
+    let flags = [
+        "--snapshot-count",
+        "1000",
+        "--snapshot-interval",
+        "1",
+        "--snapshot-retain",
+        "2",
+        "--wal-retain-entries",
+        "500",
+    ];
     let mut member = Member::start_with(&dir, &flags);
     let mut client = member.client();
     let value = "v".repeat(2000);
     for i in 0..12_000 {
         put(&mut client, &format!("k/{:05}", i % 3000), &format!("{i}-{value}"));
     }
-    // Snapshots are written in the background: wait for the last one due.
+    // Checkpoints are written in the background: wait for the last one due.
     let snapshots = dir.join("snapshots");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !member.log_text().contains("(index 12000,") {
+    while !member.log_text().contains("db (index 12000,") {
         assert!(
             std::time::Instant::now() < deadline,
             "no snapshot at 12000:\n{}",
@@ -190,13 +199,37 @@ fn automatic_snapshots_are_retained_purge_the_wal_and_damage_is_refused() {
     let before = everything(&mut client, 0);
     member.restart();
     let mut client = member.client();
-    assert!(member.log_text().contains("loaded snapshot"));
+    assert!(member.log_text().contains("loaded checkpoint"), "{}", member.log_text());
     assert_eq!(everything(&mut client, 0), before);
     assert_eq!(client.status().unwrap().0.revision, 12_001);
 
-    // Damage both snapshots: each is reported by name and skipped, and the
-    // purged WAL alone does not reach back to entry 1, so the member refuses
-    // to start rather than serve a state with entries missing.
+    // Damage every tree page of the page store: the error names a page, the
+    // file is moved aside (kept), and the state comes from the newest
+    // snapshot file and the WAL, unchanged.
+    drop(client);
+    member.kill9();
+    let db = dir.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for page in bytes.chunks_mut(4096).skip(2) {
+        page[100] ^= 0x01;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    member.restart();
+    let mut client = member.client();
+    let log = member.log_text();
+    assert!(log.contains("corrupt at page"), "names the page:\n{log}");
+    assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
+    assert_eq!(everything(&mut client, 0), before);
+    let damaged = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("db.damaged-"))
+        .count();
+    assert_eq!(damaged, 1, "the damaged page store is kept aside");
+
+    // Damage both snapshots too (the new page store holds nothing yet): each
+    // is reported by name and skipped, and the purged WAL alone does not
+    // reach back to entry 1, so the member refuses to start rather than serve
+    // a state with entries missing.
     drop(client);
     member.kill9();
     let mut names: Vec<_> = std::fs::read_dir(&snapshots)

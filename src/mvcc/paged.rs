@@ -71,6 +71,13 @@ impl std::fmt::Display for HistoryError {
 
 impl std::error::Error for HistoryError {}
 
+impl HistoryError {
+    /// Whether the file's content is at fault (not the I/O that read it).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, HistoryError::Record(_) | HistoryError::Store(StoreError::Corrupt { .. }))
+    }
+}
+
 impl From<StoreError> for HistoryError {
     fn from(error: StoreError) -> HistoryError {
         HistoryError::Store(error)

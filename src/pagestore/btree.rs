@@ -78,7 +78,7 @@ impl<F: PageFile> PageStore<F> {
         &mut self,
         view: TreeView,
         key: &[u8],
-    ) -> Result<(Vec<Frame>, PageId, std::rc::Rc<Node>)> {
+    ) -> Result<(Vec<Frame>, PageId, std::sync::Arc<Node>)> {
         let mut path = Vec::with_capacity(view.height as usize);
         let mut id = view.root;
         for depth in 0..view.height {

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::node::Node;
 use super::{page_bytes, PageId};
@@ -49,7 +49,7 @@ type PageMap<V> = HashMap<PageId, V, BuildHasherDefault<PageIdHasher>>;
 
 #[derive(Debug)]
 struct CleanPage {
-    node: Rc<Node>,
+    node: Arc<Node>,
     referenced: bool,
     /// Matches the page's live entry on the ring.
     stamp: u64,
@@ -57,7 +57,7 @@ struct CleanPage {
 
 #[derive(Debug)]
 pub(crate) struct PageCache {
-    dirty: BTreeMap<PageId, Rc<Node>>,
+    dirty: BTreeMap<PageId, Arc<Node>>,
     clean: PageMap<CleanPage>,
     /// The clock: (page, stamp) in the order the hand visits them.
     ring: VecDeque<(PageId, u64)>,
@@ -81,7 +81,7 @@ impl PageCache {
         self.evict();
     }
 
-    pub(crate) fn get(&mut self, id: PageId) -> Option<Rc<Node>> {
+    pub(crate) fn get(&mut self, id: PageId) -> Option<Arc<Node>> {
         if !self.dirty.is_empty() {
             if let Some(node) = self.dirty.get(&id) {
                 return Some(node.clone());
@@ -93,7 +93,7 @@ impl PageCache {
     }
 
     /// Remembers a page just read from, or written to, the file.
-    pub(crate) fn insert_clean(&mut self, id: PageId, node: Rc<Node>) {
+    pub(crate) fn insert_clean(&mut self, id: PageId, node: Arc<Node>) {
         assert!(!self.dirty.contains_key(&id), "page {id} is dirty");
         if self.clean_bytes_max < clean_page_charge_bytes {
             return;
@@ -111,10 +111,10 @@ impl PageCache {
 
     pub(crate) fn put_dirty(&mut self, id: PageId, node: Node) {
         self.forget_clean(id);
-        self.dirty.insert(id, Rc::new(node));
+        self.dirty.insert(id, Arc::new(node));
     }
 
-    pub(crate) fn take_dirty(&mut self, id: PageId) -> Option<Rc<Node>> {
+    pub(crate) fn take_dirty(&mut self, id: PageId) -> Option<Arc<Node>> {
         self.dirty.remove(&id)
     }
 
@@ -125,7 +125,7 @@ impl PageCache {
     }
 
     /// Hands every dirty page to the checkpoint, in page order.
-    pub(crate) fn take_all_dirty(&mut self) -> BTreeMap<PageId, Rc<Node>> {
+    pub(crate) fn take_all_dirty(&mut self) -> BTreeMap<PageId, Arc<Node>> {
         std::mem::take(&mut self.dirty)
     }
 
@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn an_unreferenced_clean_page_goes_before_a_recently_used_one() {
         let mut cache = PageCache::new(2 * page_bytes);
-        let node = || Rc::new(Node::Leaf(Vec::new()));
+        let node = || Arc::new(Node::Leaf(Vec::new()));
         cache.insert_clean(PageId(2), node());
         cache.insert_clean(PageId(3), node());
         assert!(cache.get(PageId(2)).is_some());
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn forgetting_and_reinserting_keeps_the_ring_bounded_and_consistent() {
         let mut cache = PageCache::new(8 * page_bytes);
-        let node = || Rc::new(Node::Leaf(Vec::new()));
+        let node = || Arc::new(Node::Leaf(Vec::new()));
         for round in 0..1000u64 {
             let id = PageId(2 + round % 13);
             cache.insert_clean(id, node());

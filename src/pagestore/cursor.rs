@@ -7,7 +7,7 @@
 //! nothing overwrites while the snapshot lives.
 
 use std::ops::Bound;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::node::Node;
 use super::snapshot::TreeView;
@@ -18,9 +18,9 @@ pub struct Cursor<'a, F: PageFile> {
     store: &'a mut PageStore<F>,
     view: TreeView,
     /// Branches from the root down, each with the index of the child walked.
-    path: Vec<(Rc<Node>, usize)>,
+    path: Vec<(Arc<Node>, usize)>,
     /// The leaf being read; None once the range is exhausted or failed.
-    leaf: Option<Rc<Node>>,
+    leaf: Option<Arc<Node>>,
     position: usize,
     end: Bound<Vec<u8>>,
 }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::rc::{Rc, Weak};
+use std::sync::{Arc, Weak};
 
 use super::cursor::Cursor;
 use super::file::PageFile;
@@ -43,7 +43,7 @@ struct Pin {
 /// A point-in-time read view of the page store's last checkpoint.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    pin: Rc<Pin>,
+    pin: Arc<Pin>,
 }
 
 impl Snapshot {
@@ -103,7 +103,7 @@ impl Snapshot {
 
     fn view_for<F: PageFile>(&self, store: &PageStore<F>) -> Result<TreeView> {
         let owner = self.pin.owner.upgrade();
-        if !owner.is_some_and(|owner| Rc::ptr_eq(&owner, store.token())) {
+        if !owner.is_some_and(|owner| Arc::ptr_eq(&owner, store.token())) {
             return Err(StoreError::SnapshotStale);
         }
         Ok(self.pin.view)
@@ -119,7 +119,7 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn pin(
         &mut self,
-        owner: &Rc<()>,
+        owner: &Arc<()>,
         view: TreeView,
         applied_index: u64,
         entry_count: u64,
@@ -127,8 +127,8 @@ impl Registry {
         if let Some(pin) = self.pins.get(&view.generation).and_then(Weak::upgrade) {
             return Snapshot { pin };
         }
-        let pin = Rc::new(Pin { owner: Rc::downgrade(owner), view, applied_index, entry_count });
-        self.pins.insert(view.generation, Rc::downgrade(&pin));
+        let pin = Arc::new(Pin { owner: Arc::downgrade(owner), view, applied_index, entry_count });
+        self.pins.insert(view.generation, Arc::downgrade(&pin));
         Snapshot { pin }
     }
 

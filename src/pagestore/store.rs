@@ -16,7 +16,7 @@
 //! fresh page is reachable from the working tree; nothing tree g or a live
 //! snapshot can read is ever written (`freelist` decides when a page is free).
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::cache::PageCache;
 use super::file::{read_raw, PageFile};
@@ -43,7 +43,7 @@ pub struct PageStore<F: PageFile> {
     pub(crate) entry_count: u64,
     pub(crate) snapshots: Registry,
     /// Identifies this store to its snapshots.
-    token: Rc<()>,
+    token: Arc<()>,
     /// Set when a write failed half way: the working tree may be inconsistent.
     pub(crate) poisoned: bool,
 }
@@ -96,7 +96,7 @@ impl<F: PageFile> PageStore<F> {
             durable: meta,
             file,
             snapshots: Registry::default(),
-            token: Rc::new(()),
+            token: Arc::new(()),
             poisoned: false,
         };
         let view = store.working_view();
@@ -229,7 +229,7 @@ impl<F: PageFile> PageStore<F> {
         &mut self.file
     }
 
-    pub(crate) fn token(&self) -> &Rc<()> {
+    pub(crate) fn token(&self) -> &Arc<()> {
         &self.token
     }
 
@@ -249,14 +249,14 @@ impl<F: PageFile> PageStore<F> {
     }
 
     /// A tree page, from the cache or verified from the file.
-    pub(crate) fn node(&mut self, id: PageId, generation_max: u64) -> Result<Rc<Node>> {
+    pub(crate) fn node(&mut self, id: PageId, generation_max: u64) -> Result<Arc<Node>> {
         self.check_reference(id)?;
         if let Some(node) = self.cache.get(id) {
             return Ok(node);
         }
         let mut buf = vec![0u8; page_bytes];
         read_raw(&self.file, id, &mut buf)?;
-        let node = Rc::new(decode_node(&buf, id, generation_max)?);
+        let node = Arc::new(decode_node(&buf, id, generation_max)?);
         self.cache.insert_clean(id, node.clone());
         Ok(node)
     }
@@ -272,7 +272,7 @@ impl<F: PageFile> PageStore<F> {
 
     /// A tree page at `depth` (0 = root) of `view`: a leaf exactly at the
     /// bottom level, a branch above it.
-    pub(crate) fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Rc<Node>> {
+    pub(crate) fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
         let node = self.node(id, view.generation)?;
         let leaf_expected = depth + 1 == view.height;
         if matches!(*node, Node::Leaf(_)) != leaf_expected {
@@ -285,7 +285,7 @@ impl<F: PageFile> PageStore<F> {
     /// The content of a working-tree page, owned, to be changed and placed.
     pub(crate) fn take_for_write(&mut self, id: PageId) -> Result<Node> {
         if let Some(node) = self.cache.take_dirty(id) {
-            return Ok(Rc::try_unwrap(node).unwrap_or_else(|node| (*node).clone()));
+            return Ok(Arc::try_unwrap(node).unwrap_or_else(|node| (*node).clone()));
         }
         let generation = self.working_generation();
         Ok((*self.node(id, generation)?).clone())

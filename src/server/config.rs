@@ -63,6 +63,10 @@ pub struct Config {
     /// Snapshots kept in DATA_DIR/snapshots (the newest N; at least 1).
     #[arg(long, default_value_t = 5)]
     pub snapshot_retain: usize,
+    /// Bytes of clean pages the page store (DATA_DIR/db) keeps in memory;
+    /// a suffix K, M or G (powers of 1024) may follow the number.
+    #[arg(long, default_value = "64M", value_parser = parse_bytes)]
+    pub cache_size: u64,
     /// Entries kept in the WAL below the newest snapshot (for followers that
     /// lag a little, once there are followers).
     #[arg(long, default_value_t = 5_000)]
@@ -89,6 +93,7 @@ pub struct Resolved {
     pub wal_segment_bytes: u64,
     pub spin_before_park_us: u64,
     pub snapshots: SnapshotPolicy,
+    pub cache_bytes: usize,
     pub cluster_id: u64,
     pub member_id: u64,
 }
@@ -119,6 +124,25 @@ fn parse_urls(flag: &str, urls: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("--{flag}: no URL given"));
     }
     Ok(out)
+}
+
+/// A byte count: digits, then optionally K, M or G (KiB, MiB, GiB; a
+/// trailing "iB" or "B" is allowed too).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let unit = lower.trim_end_matches("ib").trim_end_matches('b');
+    let (digits, shift) = match unit.chars().last() {
+        Some('k') => (&unit[..unit.len() - 1], 10),
+        Some('m') => (&unit[..unit.len() - 1], 20),
+        Some('g') => (&unit[..unit.len() - 1], 30),
+        _ => (unit, 0),
+    };
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text}: expected a byte count such as 268435456, 256M or 1G"))?;
+    number.checked_mul(1 << shift).ok_or_else(|| format!("{text}: too large"))
 }
 
 fn id_of(parts: &[&str]) -> u64 {
@@ -199,6 +223,7 @@ impl Config {
                 retain: self.snapshot_retain,
                 wal_retain_entries: self.wal_retain_entries,
             },
+            cache_bytes: self.cache_size as usize,
             cluster_id,
             member_id,
         })
@@ -237,5 +262,17 @@ mod tests {
         assert!(config(&["--wal-segment-bytes", "4097"]).unwrap_err().contains("segment"));
         assert!(config(&["--snapshot-retain", "0"]).unwrap_err().contains("--snapshot-retain"));
         assert!(config(&["--snapshot-count", "x"]).unwrap_err().contains("snapshot-count"));
+        assert!(config(&["--cache-size", "12Q"]).unwrap_err().contains("byte count"));
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("8kb").unwrap(), 8 << 10);
+        assert!(parse_bytes("").is_err() && parse_bytes("M").is_err());
+        assert!(parse_bytes("99999999999G").is_err());
+        assert_eq!(config(&[]).unwrap().cache_bytes, 64 << 20);
     }
 }

@@ -6,11 +6,14 @@
 //! Group commit: while one batch is being written and synced, proposals queue
 //! up in the channel; the next batch takes all of them (up to the limits).
 //!
-//! Snapshots: every `--snapshot-count` applied entries (or `--snapshot-interval`
-//! seconds with new entries), the published state is written to
-//! DATA_DIR/snapshots by a thread of its own (the loop never waits for it),
-//! then old snapshots beyond `--snapshot-retain` are deleted and WAL segments
-//! wholly below `index - --wal-retain-entries` are purged. One at a time.
+//! Checkpoints: every applied batch's changes (`Store::take_changes`) wait
+//! in `pending`. Every `--snapshot-count` applied entries (or
+//! `--snapshot-interval` seconds with new entries), a thread of its own (the
+//! loop never waits for it) folds them into the page store (DATA_DIR/db,
+//! `mvcc::paged`) and checkpoints it, writes the same state as a snapshot
+//! file to DATA_DIR/snapshots (keeping the newest `--snapshot-retain`), and
+//! purges WAL segments wholly below `index - --wal-retain-entries`. One at a
+//! time: the page store travels to the thread and back.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -21,42 +24,89 @@ use std::time::Instant;
 use crate::disk::LogDisk;
 use crate::limits;
 use crate::metrics::add;
-use crate::mvcc::Store;
+use crate::mvcc::paged::PagedHistory;
+use crate::mvcc::{HistoryChange, Store};
+use crate::pagestore::{PageStore, StdPageFile};
 use crate::types::Response;
 use crate::wal::{EntryRef, WalWriter};
 
-use super::config::SnapshotPolicy;
+use super::config::{Resolved, SnapshotPolicy};
 use super::shared::{Proposal, Published, Shared};
 use crate::snapshot::{self, Meta};
 
-/// The member's own snapshots: when the next is due, and the one being written.
-pub struct Snapshots {
+/// The page store holding the history, and the checkpoints that keep it.
+pub type History = PagedHistory<StdPageFile>;
+
+/// What a checkpoint thread hands back: the history (None if it could not
+/// even be reopened after a failure), and whether it holds every change up
+/// to the checkpoint (false after a failure: the next one rewrites it whole).
+struct Done {
+    history: Option<History>,
+    complete: bool,
+}
+
+/// The member's checkpoints: when the next is due, the changes it will fold
+/// in, and the one being written.
+pub struct Checkpoints {
     policy: SnapshotPolicy,
     snapshot_dir: PathBuf,
     wal_dir: PathBuf,
+    db_path: PathBuf,
+    cache_bytes: usize,
     last_index: u64,
     last_at: Instant,
-    writing: Option<JoinHandle<()>>,
+    /// The page store, while no checkpoint has it.
+    history: Option<History>,
+    /// Changes applied since the last checkpoint took its share.
+    pending: Vec<HistoryChange>,
+    /// The page store misses changes (it lags a loaded snapshot, or a
+    /// checkpoint failed): the next checkpoint writes the whole state.
+    rewrite: bool,
+    writing: Option<JoinHandle<Done>>,
 }
 
-impl Snapshots {
-    pub fn new(data_dir: &Path, policy: SnapshotPolicy, last_index: u64) -> Snapshots {
-        Snapshots {
-            policy,
-            snapshot_dir: data_dir.join("snapshots"),
-            wal_dir: data_dir.join("wal"),
+impl Checkpoints {
+    pub fn new(config: &Resolved, history: History, rewrite: bool, last_index: u64) -> Checkpoints {
+        Checkpoints {
+            policy: config.snapshots,
+            snapshot_dir: config.data_dir.join("snapshots"),
+            wal_dir: config.data_dir.join("wal"),
+            db_path: config.data_dir.join("db"),
+            cache_bytes: config.cache_bytes,
             last_index,
             last_at: Instant::now(),
+            history: Some(history),
+            pending: Vec::new(),
+            rewrite,
             writing: None,
         }
     }
 
-    fn due(&mut self, applied_index: u64) -> bool {
+    /// How often the driver looks for a checkpoint due by time while idle.
+    fn tick(&self) -> Option<std::time::Duration> {
+        (self.policy.interval_secs > 0).then(|| std::time::Duration::from_millis(250))
+    }
+
+    /// Collects a finished checkpoint; whether none is running now.
+    fn idle(&mut self) -> bool {
         if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
             return false;
         }
         if let Some(done) = self.writing.take() {
-            let _ = done.join();
+            match done.join() {
+                Ok(Done { history, complete }) => {
+                    self.history = history;
+                    self.rewrite |= !complete;
+                }
+                Err(_) => eprintln!("corekv: the checkpoint thread panicked; checkpoints stop"),
+            }
+        }
+        true
+    }
+
+    fn due(&mut self, applied_index: u64) -> bool {
+        if !self.idle() || self.history.is_none() {
+            return false;
         }
         let new_entries = applied_index.saturating_sub(self.last_index);
         let by_count = self.policy.count > 0 && new_entries >= self.policy.count;
@@ -66,71 +116,183 @@ impl Snapshots {
         by_count || by_time
     }
 
-    /// Starts writing `published` as a snapshot if one is due.
-    fn maybe_start(&mut self, shared: &Arc<Shared>, published: &Published) {
+    /// Records a batch's changes, then starts a checkpoint of `published`
+    /// if one is due.
+    fn after_batch(
+        &mut self,
+        shared: &Arc<Shared>,
+        published: &Published,
+        changes: Vec<HistoryChange>,
+    ) {
+        if self.pending.is_empty() {
+            self.pending = changes;
+        } else {
+            self.pending.extend(changes);
+        }
         if !self.due(published.applied_index) {
             return;
         }
         self.last_index = published.applied_index;
         self.last_at = Instant::now();
-        let state = published.snapshot.clone();
-        let meta = shared.snapshot_meta(published);
-        let (policy, snapshot_dir, wal_dir) =
-            (self.policy, self.snapshot_dir.clone(), self.wal_dir.clone());
+        let job = Job {
+            history: self.history.take().expect("due checks it is here"),
+            changes: std::mem::take(&mut self.pending),
+            rewrite: std::mem::take(&mut self.rewrite),
+            state: published.snapshot.clone(),
+            meta: shared.snapshot_meta(published),
+            policy: self.policy,
+            snapshot_dir: self.snapshot_dir.clone(),
+            wal_dir: self.wal_dir.clone(),
+            db_path: self.db_path.clone(),
+            cache_bytes: self.cache_bytes,
+        };
         let shared = shared.clone();
-        let spawned = crate::runtime::spawn_background("snapshot", move || {
-            write_and_purge(&shared, &state, &meta, policy, &snapshot_dir, &wal_dir)
+        // The thread is handed the history; if it cannot start, nothing ran.
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
+        let spawned = crate::runtime::spawn_background("checkpoint", move || match job_rx.recv() {
+            Ok(job) => job.run(&shared),
+            Err(_) => Done { history: None, complete: false },
         });
         match spawned {
-            Ok(handle) => self.writing = Some(handle),
-            Err(e) => eprintln!("corekv: cannot start a snapshot thread: {e}"),
+            Ok(handle) => {
+                job_tx.send(job).expect("the thread waits for its job");
+                self.writing = Some(handle);
+            }
+            Err(e) => {
+                eprintln!("corekv: cannot start a checkpoint thread: {e}");
+                self.history = Some(job.history);
+                self.rewrite = true;
+            }
         }
     }
 }
 
-/// Writes one snapshot, then drops what it makes unnecessary. A failure is
-/// reported, not fatal: the WAL still holds every entry.
-fn write_and_purge(
-    shared: &Shared,
-    state: &crate::mvcc::Snapshot,
-    meta: &Meta,
+/// One checkpoint, on its own thread.
+struct Job {
+    history: History,
+    changes: Vec<HistoryChange>,
+    rewrite: bool,
+    state: crate::mvcc::Snapshot,
+    meta: Meta,
     policy: SnapshotPolicy,
-    snapshot_dir: &Path,
-    wal_dir: &Path,
-) {
-    let started = Instant::now();
-    let duty = crate::limits::snapshot_work_fraction;
-    let (path, summary) = match snapshot::save_in_dir(snapshot_dir, state, meta, duty) {
-        Ok(done) => done,
-        Err(e) => {
-            eprintln!("corekv: snapshot at index {} failed: {e}", meta.applied_index);
-            return;
+    snapshot_dir: PathBuf,
+    wal_dir: PathBuf,
+    db_path: PathBuf,
+    cache_bytes: usize,
+}
+
+impl Job {
+    /// Checkpoints the page store, writes the snapshot file, then drops what
+    /// they make unnecessary. A failure is reported, not fatal: the WAL still
+    /// holds every entry, and nothing is purged.
+    fn run(mut self, shared: &Shared) -> Done {
+        let started = Instant::now();
+        let index = self.meta.applied_index;
+        let folded = if self.rewrite {
+            self.history.replace_all(&self.state)
+        } else {
+            self.history.apply(&self.changes)
+        };
+        drop(std::mem::take(&mut self.changes));
+        if let Err(e) = folded.and_then(|()| self.history.checkpoint(index, self.meta.revision)) {
+            eprintln!(
+                "corekv: checkpoint of {} at index {index} failed: {e}; the next one rewrites it",
+                self.db_path.display()
+            );
+            drop(self.history);
+            let history = if e.is_corruption() {
+                replace_damaged(&self.db_path, self.cache_bytes, &e.to_string())
+            } else {
+                reopen(&self.db_path, self.cache_bytes)
+            };
+            return Done { history: history.ok(), complete: false };
         }
-    };
-    let snapshots = &shared.metrics.snapshots;
-    add(&snapshots.taken, 1);
-    add(&snapshots.bytes, summary.compressed_bytes);
-    if let Err(e) = snapshot::retain(snapshot_dir, policy.retain) {
-        eprintln!("corekv: cannot delete old snapshots in {}: {e}", snapshot_dir.display());
-    }
-    let keep_from = meta.applied_index.saturating_sub(policy.wal_retain_entries) + 1;
-    match crate::wal::purge(wal_dir, keep_from) {
-        Ok(purged) => {
-            add(&snapshots.wal_segments_purged, purged as u64);
-            shared.wal_first_sequence.fetch_add(purged as u64, Ordering::Relaxed);
+        let checkpointed_ms = started.elapsed().as_millis();
+        let counters = &shared.metrics.snapshots;
+        add(&counters.checkpoints, 1);
+        let duty = crate::limits::snapshot_work_fraction;
+        match snapshot::save_in_dir(&self.snapshot_dir, &self.state, &self.meta, duty) {
+            Ok((path, summary)) => {
+                add(&counters.taken, 1);
+                add(&counters.bytes, summary.compressed_bytes);
+                eprintln!(
+                    "corekv: snapshot {} (index {index}, revision {}, {} keys) in {} ms",
+                    path.display(),
+                    self.meta.revision,
+                    summary.keys,
+                    started.elapsed().as_millis() - checkpointed_ms
+                );
+            }
+            Err(e) => eprintln!("corekv: snapshot at index {index} failed: {e}"),
         }
-        Err(e) => eprintln!("corekv: cannot purge the WAL in {}: {e}", wal_dir.display()),
+        if let Err(e) = snapshot::retain(&self.snapshot_dir, self.policy.retain) {
+            eprintln!(
+                "corekv: cannot delete old snapshots in {}: {e}",
+                self.snapshot_dir.display()
+            );
+        }
+        let keep_from = index.saturating_sub(self.policy.wal_retain_entries) + 1;
+        match crate::wal::purge(&self.wal_dir, keep_from) {
+            Ok(purged) => {
+                add(&counters.wal_segments_purged, purged as u64);
+                shared.wal_first_sequence.fetch_add(purged as u64, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("corekv: cannot purge the WAL in {}: {e}", self.wal_dir.display()),
+        }
+        let store = self.history.page_store();
+        eprintln!(
+            "corekv: checkpoint {} (index {index}, revision {}{}, {} pages, {} free) in {checkpointed_ms} ms",
+            self.db_path.display(),
+            self.meta.revision,
+            if self.rewrite { ", rewritten whole" } else { "" },
+            store.page_count(),
+            store.free_page_count(),
+        );
+        Done { history: Some(self.history), complete: true }
     }
-    eprintln!(
-        "corekv: snapshot {} (index {}, revision {}, {} keys, {} bytes) in {} ms",
-        path.display(),
-        meta.applied_index,
-        meta.revision,
-        summary.keys,
-        summary.compressed_bytes
-            + (snapshot::format::header_bytes + snapshot::format::trailer_bytes) as u64,
-        started.elapsed().as_millis()
-    );
+}
+
+/// Opens the page store at `path` as its last checkpoint left it.
+pub fn open_history(path: &Path, cache_bytes: usize) -> Result<History, String> {
+    StdPageFile::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| PageStore::open(file, cache_bytes).map_err(|e| e.to_string()))
+        .and_then(|store| PagedHistory::open(store).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Creates an empty page store at `path` (which must not exist).
+pub fn create_history(path: &Path, cache_bytes: usize) -> Result<History, String> {
+    let mut store = StdPageFile::create_store(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    store.set_cache_bytes(cache_bytes);
+    PagedHistory::open(store).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Moves a damaged page store aside (kept for inspection, never deleted) and
+/// puts an empty one in its place, to be rewritten whole.
+pub fn replace_damaged(path: &Path, cache_bytes: usize, why: &str) -> Result<History, String> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = path.with_extension(format!("damaged-{seconds}"));
+    eprintln!("corekv: warning: {why}; moving {} to {}", path.display(), aside.display());
+    let replaced = std::fs::rename(path, &aside)
+        .map_err(|e| format!("cannot move {} aside: {e}", path.display()))
+        .and_then(|()| create_history(path, cache_bytes));
+    if let Err(e) = &replaced {
+        eprintln!("corekv: {e}; checkpoints stop");
+    }
+    replaced
+}
+
+/// The page store as its last checkpoint left it (after a failed one).
+fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
+    let reopened = open_history(path, cache_bytes);
+    if let Err(e) = &reopened {
+        eprintln!("corekv: cannot reopen {e}; checkpoints stop");
+    }
+    reopened
 }
 
 pub struct Driver<D: LogDisk> {
@@ -138,13 +300,28 @@ pub struct Driver<D: LogDisk> {
     pub store: Store,
     pub wal: WalWriter<D>,
     pub proposals: async_channel::Receiver<Proposal>,
-    pub snapshots: Snapshots,
+    pub checkpoints: Checkpoints,
 }
 
 impl<D: LogDisk> Driver<D> {
     pub async fn run(mut self) {
         let mut batch: Vec<Proposal> = Vec::with_capacity(limits::batch_entries_max);
-        while let Ok(first) = self.proposals.recv().await {
+        // With a checkpoint interval, a quiet member still checkpoints its tail.
+        let tick = self.checkpoints.tick();
+        loop {
+            let first = match tick {
+                None => self.proposals.recv().await.ok(),
+                Some(tick) => match crate::runtime::timeout(tick, self.proposals.recv()).await {
+                    Some(received) => received.ok(),
+                    None => {
+                        let published = self.shared.published.load_full();
+                        let changes = self.store.take_changes();
+                        self.checkpoints.after_batch(&self.shared, &published, changes);
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = first else { break };
             let mut bytes = first.payload.len();
             batch.push(first);
             while batch.len() < limits::batch_entries_max && bytes < limits::batch_bytes_max {
@@ -200,7 +377,8 @@ impl<D: LogDisk> Driver<D> {
             applied_index: commit_index,
             wal_bytes: self.wal.disk_bytes(first_sequence),
         };
-        self.snapshots.maybe_start(&self.shared, &published);
+        let changes = self.store.take_changes();
+        self.checkpoints.after_batch(&self.shared, &published, changes);
         self.shared.publish(published);
         for (reply, request_id, response) in replies {
             // A full or closed channel means the connection is gone.

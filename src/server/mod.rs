@@ -80,42 +80,81 @@ fn check_port_free(address: SocketAddr, what: &str) -> Result<(), String> {
     Listener::check_bind(address).map_err(|e| format!("{busy}: {e}"))
 }
 
-/// What start-up recovered: the state, the WAL's tail, and the index of the
-/// snapshot the state was loaded from (0 if none).
+/// What start-up recovered: the state, the WAL's tail, the page store, and
+/// where the state came from.
 struct Recovery {
     store: Store,
     wal: wal::Recovered,
-    snapshot_index: u64,
+    history: driver::History,
+    /// The page store lags the state (loaded from a snapshot file instead):
+    /// the first checkpoint rewrites it whole.
+    rewrite: bool,
+    /// The applied index the state was loaded at (before the WAL replay).
+    base_index: u64,
 }
 
-/// Loads the newest valid snapshot (if any), then replays the WAL after it.
+/// Opens the page store at DATA_DIR/db, creating it if it does not exist. A
+/// store that does not open (a damaged page, named in the message) is moved
+/// aside, not deleted, and a new one made: the state then comes from a
+/// snapshot file and the WAL, or start-up fails saying what is missing.
+/// Answers whether it was replaced.
+fn open_history(config: &Resolved) -> Result<(driver::History, bool), String> {
+    let path = config.data_dir.join("db");
+    if !path.exists() {
+        return Ok((driver::create_history(&path, config.cache_bytes)?, false));
+    }
+    match driver::open_history(&path, config.cache_bytes) {
+        Ok(history) => Ok((history, false)),
+        Err(e) => Ok((driver::replace_damaged(&path, config.cache_bytes, &e)?, true)),
+    }
+}
+
+/// The applied index of the newest snapshot file whose header is sound.
+fn newest_snapshot_index(dir: &Path) -> Result<u64, String> {
+    let files =
+        snapshot::list(dir, true).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    Ok(files
+        .iter()
+        .rev()
+        .find_map(|path| snapshot::read_meta(path).ok())
+        .map_or(0, |m| m.applied_index))
+}
+
+/// Loads the state from the page store, or from the newest valid snapshot
+/// file if that is newer, then replays the WAL after it.
 fn recover(config: &Resolved) -> Result<Recovery, String> {
-    let snapshot_dir = config.data_dir.join("snapshots");
     let started = std::time::Instant::now();
-    let loaded = snapshot::load_newest(&snapshot_dir, |e| {
-        eprintln!("corekv: warning: {e}; trying an older snapshot")
-    })
-    .map_err(|e| format!("cannot read {}: {e}", snapshot_dir.display()))?;
-    let (mut store, snapshot_index) = match loaded {
-        Some((path, meta, store)) => {
-            eprintln!(
-                "corekv: loaded snapshot {} (index {}, revision {}) in {} ms",
-                path.display(),
-                meta.applied_index,
-                meta.revision,
-                started.elapsed().as_millis()
-            );
-            (store, meta.applied_index)
-        }
-        None => (Store::new(), 0),
-    };
+    let (mut history, damaged) = open_history(config)?;
+    let snapshot_dir = config.data_dir.join("snapshots");
+    let db_index = history.applied_index();
+    let (mut store, base_index, rewrite) =
+        if damaged || newest_snapshot_index(&snapshot_dir)? > db_index {
+            let loaded = snapshot::load_newest(&snapshot_dir, |e| {
+                eprintln!("corekv: warning: {e}; trying an older snapshot")
+            })
+            .map_err(|e| format!("cannot read {}: {e}", snapshot_dir.display()))?;
+            match loaded {
+                Some((path, meta, store)) if damaged || meta.applied_index > db_index => {
+                    eprintln!(
+                        "corekv: loaded snapshot {} (index {}, revision {}) in {} ms",
+                        path.display(),
+                        meta.applied_index,
+                        meta.revision,
+                        started.elapsed().as_millis()
+                    );
+                    (store, meta.applied_index, true)
+                }
+                _ if damaged => (Store::new(), 0, true),
+                _ => (load_history(&mut history, config, started)?, db_index, false),
+            }
+        } else {
+            (load_history(&mut history, config, started)?, db_index, false)
+        };
+    store.record_changes(true);
     let mut failure: Option<String> = None;
     let wal_dir = config.data_dir.join("wal");
-    let recovered = wal::recover_after(
-        &wal_dir,
-        config.wal_segment_bytes,
-        snapshot_index,
-        |_, index, payload| {
+    let recovered =
+        wal::recover_after(&wal_dir, config.wal_segment_bytes, base_index, |_, index, payload| {
             if failure.is_some() {
                 return;
             }
@@ -125,16 +164,35 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
                 }
                 Err(e) => failure = Some(format!("WAL entry {index} does not decode: {e}")),
             }
-        },
-    )
-    .map_err(|e| e.to_string())?;
+        })
+        .map_err(|e| e.to_string())?;
     if let Some(failure) = failure {
         return Err(failure);
     }
     if let Some((file, offset)) = &recovered.truncated {
         eprintln!("corekv: WAL: cut a torn tail at {} offset {offset}", file.display());
     }
-    Ok(Recovery { store, wal: recovered, snapshot_index })
+    Ok(Recovery { store, wal: recovered, history, rewrite, base_index })
+}
+
+/// The state held in the page store.
+fn load_history(
+    history: &mut driver::History,
+    config: &Resolved,
+    started: std::time::Instant,
+) -> Result<Store, String> {
+    let path = config.data_dir.join("db");
+    let store = history.load().map_err(|e| format!("{}: {e}", path.display()))?;
+    if history.applied_index() > 0 {
+        eprintln!(
+            "corekv: loaded checkpoint {} (index {}, revision {}) in {} ms",
+            path.display(),
+            history.applied_index(),
+            history.revision(),
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(store)
 }
 
 /// The sequence number of the oldest WAL segment left in `dir`.
@@ -152,14 +210,14 @@ pub fn run(config: Resolved) -> Result<(), String> {
         check_port_free(*address, "peers")?;
     }
     let started = std::time::Instant::now();
-    let Recovery { store, wal: recovered, snapshot_index } = recover(&config)?;
+    let Recovery { store, wal: recovered, history, rewrite, base_index } = recover(&config)?;
     eprintln!(
-        "corekv: member {:x} ({}) recovered up to log entry {} (snapshot at {}), revision {}, \
+        "corekv: member {:x} ({}) recovered up to log entry {} (checkpoint at {}), revision {}, \
          data dir {}, in {} ms",
         config.member_id,
         config.name,
         recovered.last_index,
-        snapshot_index,
+        base_index,
         store.revision(),
         config.data_dir.display(),
         started.elapsed().as_millis()
@@ -180,7 +238,8 @@ pub fn run(config: Resolved) -> Result<(), String> {
         metrics: Metrics::new(config.cores),
         wal_first_sequence: AtomicU64::new(wal_first_sequence),
     });
-    let driver_parts = Arc::new(Mutex::new(Some((store, proposals_rx, recovered, snapshot_index))));
+    let driver_parts =
+        Arc::new(Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index))));
     let config = Arc::new(config);
     let spin = std::time::Duration::from_micros(config.spin_before_park_us);
     runtime::run_cores(config.cores, "corekv", spin, move |core| {
@@ -203,15 +262,14 @@ pub fn run(config: Resolved) -> Result<(), String> {
     .map_err(|e| format!("cannot start the cores: {e}"))
 }
 
+/// What core 0 needs to start the log driver.
+type DriverParts =
+    (Store, async_channel::Receiver<shared::Proposal>, wal::Recovered, driver::History, bool, u64);
+
 async fn start_driver(
     config: &Resolved,
     shared: Arc<Shared>,
-    (store, proposals, recovered, snapshot_index): (
-        Store,
-        async_channel::Receiver<shared::Proposal>,
-        wal::Recovered,
-        u64,
-    ),
+    (store, proposals, recovered, history, rewrite, base_index): DriverParts,
 ) {
     let wal_dir = config.data_dir.join("wal");
     let segment_bytes = config.wal_segment_bytes;
@@ -230,8 +288,8 @@ async fn start_driver(
             std::process::exit(1);
         }
     };
-    let snapshots = driver::Snapshots::new(&config.data_dir, config.snapshots, snapshot_index);
-    runtime::spawn(Driver { shared, store, wal, proposals, snapshots }.run());
+    let checkpoints = driver::Checkpoints::new(config, history, rewrite, base_index);
+    runtime::spawn(Driver { shared, store, wal, proposals, checkpoints }.run());
 }
 
 /// The peer port is held (as etcd holds it) but no peer protocol exists yet:

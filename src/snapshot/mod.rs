@@ -319,6 +319,18 @@ fn open(path: &Path) -> Result<(File, u64), SnapshotError> {
     Ok((file, len))
 }
 
+/// The header of a snapshot file, read and checked alone (the body is not:
+/// `load` and `status` check the whole file).
+pub fn read_meta(path: &Path) -> Result<Meta, SnapshotError> {
+    let (mut file, _) = open(path)?;
+    let mut header = [0u8; format::header_bytes];
+    file.read_exact(&mut header).map_err(|e| SnapshotError::Io(path.to_path_buf(), e))?;
+    Meta::decode(&header).map_err(|reason| SnapshotError::Corrupt {
+        file: path.to_path_buf(),
+        reason: reason.into(),
+    })
+}
+
 /// Checks a snapshot file end to end without building a store.
 pub fn status(path: &Path) -> Result<(Meta, Summary), SnapshotError> {
     let (file, len) = open(path)?;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Restart time of a member holding KEYS keys (issue 4: open + WAL replay of a
+# member holding 1M keys ≤ 1 s). Loads the keys, waits for the checkpoint
+# that covers them, writes EXTRA more puts (left in the WAL only), then
+# restarts the member RUNS times and reports the time from exec to the first
+# answered request, and what the member's log says it spent.
+# Writes perf/results/<stamp>-restart.md.
+#
+# Usage: perf/restart.sh [KEYS] [VALUE_BYTES] [EXTRA] [RUNS]  (default 1000000 256 20000 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keys=${1:-1000000}; value_bytes=${2:-256}; extra=${3:-20000}; runs=${4:-3}
+cargo build --release --bins -p corekv -p loadgen >&2
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
+stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit
+dir=perf/tmp/restart
+rm -rf $dir && mkdir -p $dir perf/results
+port=23797
+endpoint=127.0.0.1:$port
+ctl="target/release/corekvctl --endpoints $endpoint"
+pid=
+start() { # extra corekv flags...
+  local t0; t0=$(date +%s%N)
+  target/release/corekv --data-dir $dir/data --listen-client-urls http://$endpoint \
+    --listen-peer-urls http://127.0.0.1:23798 "$@" 2>>$dir/corekv.log &
+  pid=$!
+  until $ctl endpoint status >/dev/null 2>&1; do sleep 0.005; done
+  ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+trap 'kill $pid 2>/dev/null || true' EXIT
+
+start --snapshot-count 0 --snapshot-interval 1
+echo "loading $keys keys of $value_bytes B..." >&2
+target/release/loadgen put --prefill true --total 1 --keyspace "$keys" --val-size "$value_bytes" \
+  --endpoints $endpoint >/dev/null 2>&1
+index=$($ctl endpoint status -w json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['Status']['raftIndex'])")
+echo "waiting for the checkpoint at index $index..." >&2
+until grep -q "db (index $index," $dir/corekv.log; do sleep 0.5; done
+stop
+# The extra puts stay in the WAL: no checkpoint by count or time.
+start --snapshot-count 0
+target/release/loadgen put --clients 16 --total "$extra" --keyspace "$keys" --val-size "$value_bytes" \
+  --endpoints $endpoint --prefill false >/dev/null 2>&1
+stop
+db_bytes=$(stat -c %s $dir/data/db)
+rows=""
+for run in $(seq 1 "$runs"); do
+  start --snapshot-count 0
+  stop
+  loaded=$(grep "loaded checkpoint" $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms/\1/')
+  recovered=$(grep "recovered up to" $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms/\1/')
+  rows+="| $run | $ready_ms | $loaded | $recovered |"$'\n'
+done
+machine=$(printf '%s, %s cores' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$(nproc)")
+out=perf/results/$stamp-restart.md
+cat > "$out" <<MD
+# Restart of a member holding $keys keys ($stamp)
+
+Machine: $machine. Keys: $keys × $value_bytes B values, one checkpoint covering
+them (DATA_DIR/db, $((db_bytes / 1048576)) MiB), then $extra puts left in the WAL.
+Times in ms: exec → first answered request; the member's own log for loading
+the checkpoint and for the whole recovery (checkpoint + WAL replay).
+
+| run | ready (ms) | checkpoint loaded (ms) | recovered (ms) |
+|---:|---:|---:|---:|
+$rows
+MD
+cat "$out"
