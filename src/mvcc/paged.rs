@@ -114,6 +114,11 @@ fn stem(key: &[u8]) -> (Vec<u8>, bool) {
     (out, long)
 }
 
+/// Whether a stem (already checked by `key_of_stem`) is a long key's.
+fn is_long_stem(stem: &[u8]) -> bool {
+    stem.len() >= 18 && stem[stem.len() - 18..stem.len() - 16] == [0, 2]
+}
+
 /// The key a short stem spells (None for a long one: its record holds it).
 fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
     let mut key = Vec::with_capacity(stem.len());
@@ -189,7 +194,7 @@ fn encode_record(key: &[u8], long: bool, kv: Option<&KeyValue>) -> Vec<u8> {
 fn decode_record(
     record: &[u8],
     revision: i64,
-    short_key: Option<&[u8]>,
+    short_key: Option<&Bytes>,
 ) -> Result<(Bytes, ExportedVersion)> {
     let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
         let slice = record.get(*at..*at + n).ok_or_else(|| bad("a version record cut short"))?;
@@ -214,7 +219,7 @@ fn decode_record(
         let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
         Bytes::copy_from_slice(take(&mut at, len)?)
     } else {
-        Bytes::copy_from_slice(short_key.ok_or_else(|| bad("a long key's record lacks it"))?)
+        short_key.cloned().ok_or_else(|| bad("a long key's record lacks it"))?
     };
     let kv = fields.map(|(create_revision, version, lease)| KeyValue {
         key: key.clone(),
@@ -414,44 +419,55 @@ impl<F: PageFile> PagedHistory<F> {
         &mut self,
         mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
     ) -> Result<()> {
+        /// The key being read: its stem, the key, its versions oldest first.
+        type Group = (Vec<u8>, Bytes, Vec<ExportedVersion>);
         let mut long_keys: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
-        let mut group: Option<(Vec<u8>, Bytes, Vec<ExportedVersion>)> = None;
-        let end = prefix_end(prefix_history);
-        let mut emit = |group: (Vec<u8>, Bytes, Vec<ExportedVersion>),
+        let mut group: Option<Group> = None;
+        let mut emit = |(stem, key, mut versions): Group,
                         long_keys: &mut Vec<(Bytes, Vec<ExportedVersion>)>|
          -> Result<()> {
-            let (stem, key, mut versions) = group;
             versions.reverse();
-            if key_of_stem(&stem)?.is_none() {
+            if is_long_stem(&stem) {
                 long_keys.push((key, versions));
                 return Ok(());
             }
-            // Long keys sorted before this one go first.
-            long_keys.sort_by(|a, b| b.0.cmp(&a.0));
-            while long_keys.last().is_some_and(|(long, _)| *long < key) {
-                let (long, versions) = long_keys.pop().expect("checked");
-                visit(long, versions)?;
+            // Long keys that sort before this one go first.
+            if !long_keys.is_empty() {
+                long_keys.sort_by(|a, b| b.0.cmp(&a.0));
+                while long_keys.last().is_some_and(|(long, _)| *long < key) {
+                    let (long, versions) = long_keys.pop().expect("checked");
+                    visit(long, versions)?;
+                }
             }
             visit(key, versions)
         };
-        for entry in self.store.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))? {
-            let (tree_key, record) = entry?;
-            let (stem, revision) = split_history_key(&tree_key)?;
-            let short_key = key_of_stem(stem)?;
-            let (key, version) = decode_record(&record, revision, short_key.as_deref())?;
-            match &mut group {
-                Some((current, group_key, versions)) if current.as_slice() == stem => {
-                    if *group_key != key {
-                        return Err(bad("two keys share a stem"));
+        let end = prefix_end(prefix_history);
+        let mut cursor =
+            self.store.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))?;
+        loop {
+            let step = cursor.next_with(|tree_key, record| -> Result<()> {
+                let (stem, revision) = split_history_key(tree_key)?;
+                if let Some((current, key, versions)) = &mut group {
+                    if current.as_slice() == stem {
+                        let (record_key, version) = decode_record(record, revision, Some(key))?;
+                        if record_key != *key {
+                            return Err(bad("two keys share a stem"));
+                        }
+                        versions.push(version);
+                        return Ok(());
                     }
-                    versions.push(version);
                 }
-                _ => {
-                    if let Some(done) = group.take() {
-                        emit(done, &mut long_keys)?;
-                    }
-                    group = Some((stem.to_vec(), key, vec![version]));
+                if let Some(done) = group.take() {
+                    emit(done, &mut long_keys)?;
                 }
+                let short_key = key_of_stem(stem)?.map(Bytes::from);
+                let (key, version) = decode_record(record, revision, short_key.as_ref())?;
+                group = Some((stem.to_vec(), key, vec![version]));
+                Ok(())
+            })?;
+            match step {
+                Some(result) => result?,
+                None => break,
             }
         }
         if let Some(done) = group.take() {
@@ -462,13 +478,6 @@ impl<F: PageFile> PagedHistory<F> {
             visit(key, versions)?;
         }
         Ok(())
-    }
-
-    /// The whole history as an in-memory store (checked as a snapshot import is).
-    pub fn load(&mut self) -> Result<Store> {
-        let mut importer = Importer::new(self.revision, self.compact_revision).map_err(bad)?;
-        self.for_each_key(|key, versions| importer.add(key, versions).map_err(bad))?;
-        Ok(importer.finish())
     }
 
     /// Revision-index entries from `from` on: (revision, key), in revision
@@ -502,6 +511,44 @@ impl<F: PageFile> PagedHistory<F> {
             out.push((revision, key));
         }
         Ok(out)
+    }
+}
+
+impl<F: PageFile + Send> PagedHistory<F> {
+    /// The whole history as an in-memory store (checked as a snapshot import
+    /// is). A second thread reads the tree while this one builds the store.
+    pub fn load(&mut self) -> Result<Store> {
+        type Batch = Vec<(Bytes, Vec<ExportedVersion>)>;
+        const batch_keys: usize = 1024;
+        let mut importer = Importer::new(self.revision, self.compact_revision).map_err(bad)?;
+        let (batches, received) = std::sync::mpsc::sync_channel::<Batch>(16);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut batch = Vec::with_capacity(batch_keys);
+                self.for_each_key(|key, versions| {
+                    batch.push((key, versions));
+                    if batch.len() == batch_keys {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
+                        batches.send(full).map_err(|_| bad("the importer stopped"))?;
+                    }
+                    Ok(())
+                })?;
+                batches.send(batch).map_err(|_| bad("the importer stopped"))
+            });
+            let mut imported = Ok(());
+            'batches: for batch in received {
+                for (key, versions) in batch {
+                    if let Err(e) = importer.add(key, versions) {
+                        imported = Err(bad(e));
+                        break 'batches;
+                    }
+                }
+            }
+            // An importer error is the cause; the reader then only saw it stop.
+            let read = reader.join().expect("the history reader does not panic");
+            imported.and(read)
+        })?;
+        Ok(importer.finish())
     }
 }
 
@@ -707,7 +754,8 @@ mod tests {
     #[test]
     fn damaged_records_are_errors_not_panics() {
         for record in [&[][..], &[1], &[1, 0, 1, 2], &[3, 0], &[2, 1, 9, 0, 0, 0], &[2, 0, 5]] {
-            assert!(decode_record(record, 5, Some(b"k")).is_err(), "{record:?}");
+            let key = Bytes::from_static(b"k");
+            assert!(decode_record(record, 5, Some(&key)).is_err(), "{record:?}");
         }
         for stem in [&[][..], &[0], &[0, 3], &[b'a', 0, 1, 7], &[0, 2, 1]] {
             assert!(key_of_stem(stem).is_err(), "{stem:?}");

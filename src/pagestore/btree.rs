@@ -99,15 +99,16 @@ impl<F: PageFile> PageStore<F> {
         let stored = self.store_value(key, value)?;
         let mut leaf = self.take_for_write(leaf_id)?;
         let Node::Leaf(entries) = &mut leaf else { unreachable!("descend ends at a leaf") };
-        let old = match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
-            Ok(i) => Some(std::mem::replace(&mut entries[i].value, stored)),
+        let (old, at) = match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
+            Ok(i) => (Some(std::mem::replace(&mut entries[i].value, stored)), i),
             Err(i) => {
                 entries.insert(i, LeafEntry { key: Key::from_slice(key), value: stored });
                 self.entry_count += 1;
-                None
+                (None, i)
             }
         };
-        self.rebuild(path, leaf_id, leaf)?;
+        let append = at + 1 == entries.len();
+        self.rebuild(path, leaf_id, leaf, append)?;
         old.map(|value| self.drop_value(value)).transpose()
     }
 
@@ -123,13 +124,20 @@ impl<F: PageFile> PageStore<F> {
         let i = entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)).unwrap();
         let removed = entries.remove(i);
         self.entry_count -= 1;
-        self.rebuild(path, leaf_id, leaf)?;
+        self.rebuild(path, leaf_id, leaf, false)?;
         Ok(Some(self.drop_value(removed.value)?))
     }
 
     /// Places `node` as the new content of page `old` at the bottom of `path`
-    /// and fixes every ancestor up to the root.
-    fn rebuild(&mut self, mut path: Vec<Frame>, mut old: PageId, mut node: Node) -> Result<()> {
+    /// and fixes every ancestor up to the root. `append`: the change was at the
+    /// node's right end (see `Node::split_to_fit`).
+    fn rebuild(
+        &mut self,
+        mut path: Vec<Frame>,
+        mut old: PageId,
+        mut node: Node,
+        mut append: bool,
+    ) -> Result<()> {
         let generation = self.working_generation();
         while let Some(frame) = path.pop() {
             let siblings = self.node(frame.page, generation)?.len();
@@ -139,11 +147,13 @@ impl<F: PageFile> PageStore<F> {
                 return Ok(());
             }
             let mut parent = self.take_for_write(frame.page)?;
-            self.replace_child(&mut parent, frame.index, old, node)?;
+            self.replace_child(&mut parent, frame.index, old, node, append)?;
+            // New items land at the parent's right end only from its last child.
+            append &= frame.index + 1 == siblings;
             old = frame.page;
             node = parent;
         }
-        self.set_root(old, node);
+        self.set_root(old, node, append);
         Ok(())
     }
 
@@ -156,6 +166,7 @@ impl<F: PageFile> PageStore<F> {
         index: usize,
         old: PageId,
         node: Node,
+        append: bool,
     ) -> Result<()> {
         let Node::Branch(items) = parent else { unreachable!("a parent is a branch") };
         let mut start = index;
@@ -176,7 +187,7 @@ impl<F: PageFile> PageStore<F> {
             replaced = 2;
         }
         let mut placed = Vec::new();
-        for (i, (separator, piece)) in content.split_to_fit().into_iter().enumerate() {
+        for (i, (separator, piece)) in content.split_to_fit(append).into_iter().enumerate() {
             let (key, child) = if i == 0 {
                 (items[start].key.clone(), self.place(old, piece))
             } else {
@@ -190,7 +201,7 @@ impl<F: PageFile> PageStore<F> {
 
     /// Installs the new root content: a branch left with one child gives the
     /// root to that child; a root that overflows grows the tree by a level.
-    fn set_root(&mut self, old: PageId, node: Node) {
+    fn set_root(&mut self, old: PageId, node: Node, append: bool) {
         if let Node::Branch(items) = &node {
             if items.len() == 1 {
                 self.release(old);
@@ -199,7 +210,7 @@ impl<F: PageFile> PageStore<F> {
                 return;
             }
         }
-        let mut pieces = node.split_to_fit();
+        let mut pieces = node.split_to_fit(append);
         if pieces.len() == 1 {
             let (_, node) = pieces.pop().unwrap();
             self.root = self.place(old, node);

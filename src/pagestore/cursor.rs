@@ -9,7 +9,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::node::Node;
+use super::node::{Node, Value};
 use super::snapshot::TreeView;
 use super::{PageFile, PageStore, Result};
 
@@ -82,6 +82,12 @@ impl<'a, F: PageFile> Cursor<'a, F> {
 
     /// The next entry, or None past the end of the range.
     pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.next_with(|key, value| (key.to_vec(), value.to_vec()))
+    }
+
+    /// Hands the next entry's key and value to `visit` without copying them
+    /// (an inline value is read in place); None past the end of the range.
+    pub fn next_with<T>(&mut self, visit: impl FnOnce(&[u8], &[u8]) -> T) -> Result<Option<T>> {
         loop {
             let Some(leaf) = self.leaf.clone() else { return Ok(None) };
             let Node::Leaf(entries) = &*leaf else { unreachable!("cursor leaves are leaves") };
@@ -100,9 +106,15 @@ impl<'a, F: PageFile> Cursor<'a, F> {
             }
             // Advance only past an entry actually returned: after a failed
             // value read, calling again retries it rather than skipping it.
-            let value = self.store.read_value(&entry.value, self.view.generation)?;
+            let seen = match &entry.value {
+                Value::Inline(value) => visit(&entry.key, value),
+                other => {
+                    let value = self.store.read_value(other, self.view.generation)?;
+                    visit(&entry.key, &value)
+                }
+            };
             self.position += 1;
-            return Ok(Some((entry.key.to_vec(), value)));
+            return Ok(Some(seen));
         }
     }
 

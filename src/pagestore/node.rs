@@ -162,36 +162,65 @@ impl Node {
         }
     }
 
-    /// Cuts the node into pieces that each fit a page, most balanced first.
+    /// Cuts the node into pieces that each fit a page. Balanced cuts by
+    /// default; `append` (the change was at the node's right end, as with
+    /// ascending keys or revisions) leaves the left piece as full as the fill
+    /// bounds allow, so a tree grown by appends is packed, not half empty.
     /// Returns (separator, piece); the first separator is empty (the piece
     /// inherits the node's place in its parent), the others go to the parent.
-    pub(crate) fn split_to_fit(self) -> Vec<(Key, Node)> {
+    pub(crate) fn split_to_fit(self, append: bool) -> Vec<(Key, Node)> {
         if self.body_bytes() <= page_body_bytes {
             return vec![(Key::new(), self)];
         }
-        let (left, separator, right) = self.bisect();
-        let mut pieces = left.split_to_fit();
-        let mut right_pieces = right.split_to_fit();
+        let leaning = if append { self.left_full_cut() } else { None };
+        let at = leaning.unwrap_or_else(|| self.balanced_cut());
+        let (left, separator, right) = self.cut(at);
+        let mut pieces = left.split_to_fit(append);
+        let mut right_pieces = right.split_to_fit(append);
         right_pieces[0].0 = separator;
         pieces.extend(right_pieces);
         pieces
     }
 
-    /// Cuts at the entry that makes the larger half smallest.
-    fn bisect(self) -> (Node, Key, Node) {
+    /// (left, right) body bytes of the pieces a cut before entry `at` makes.
+    fn cut_sizes(&self, weights: &[usize], total: usize, at: usize) -> (usize, usize) {
+        let left: usize = weights[..at].iter().sum();
+        // A branch's item `at` loses its key to the parent and becomes item 0.
+        let right = match self {
+            Node::Branch(_) => total - left - weights[at] + 8,
+            Node::Leaf(_) => total - left,
+        };
+        (left, right)
+    }
+
+    /// The cut that makes the larger piece smallest.
+    fn balanced_cut(&self) -> usize {
         let weights = self.entry_weights();
-        assert!(weights.len() >= 2, "cannot bisect a node of {} entries", weights.len());
+        assert!(weights.len() >= 2, "cannot cut a node of {} entries", weights.len());
         let total: usize = weights.iter().sum();
-        let is_branch = matches!(self, Node::Branch(_));
-        let mut best = (usize::MAX, 0);
-        let mut left = 0;
-        for (at, weight) in weights.iter().enumerate().skip(1) {
-            left += weights[at - 1];
-            // A branch's item `at` loses its key to the parent and becomes item 0.
-            let right = if is_branch { total - left - weight + 8 } else { total - left };
-            best = best.min((left.max(right), at));
-        }
-        let at = best.1;
+        (1..weights.len())
+            .map(|at| {
+                let (left, right) = self.cut_sizes(&weights, total, at);
+                (left.max(right), at)
+            })
+            .min()
+            .expect("two entries or more")
+            .1
+    }
+
+    /// The last cut whose left piece fits a page and whose right piece is not
+    /// underfull, if any.
+    fn left_full_cut(&self) -> Option<usize> {
+        let weights = self.entry_weights();
+        let total: usize = weights.iter().sum();
+        (1..weights.len()).rev().find(|at| {
+            let (left, right) = self.cut_sizes(&weights, total, *at);
+            left <= page_body_bytes && right >= node_fill_bytes_min
+        })
+    }
+
+    /// Cuts before entry `at`: (left, separator, right).
+    fn cut(self, at: usize) -> (Node, Key, Node) {
         match self {
             Node::Leaf(mut entries) => {
                 let right = entries.split_off(at);
@@ -228,7 +257,7 @@ mod tests {
     fn an_overfull_leaf_splits_into_balanced_halves_within_bounds() {
         let node = leaf_of(&[1000, 1000, 1000, 1000, 100]);
         assert!(node.body_bytes() > page_body_bytes);
-        let pieces = node.split_to_fit();
+        let pieces = node.split_to_fit(false);
         assert_eq!(pieces.len(), 2);
         assert!(pieces[0].0.is_empty());
         assert_eq!(pieces[1].0.as_slice(), b"0002");
@@ -236,6 +265,17 @@ mod tests {
             assert!(piece.body_bytes() <= page_body_bytes);
             assert!(!piece.is_underfull());
         }
+    }
+
+    #[test]
+    fn an_appended_leaf_keeps_its_left_piece_full() {
+        let node = leaf_of(&[300; 14]);
+        let pieces = node.split_to_fit(true);
+        assert_eq!(pieces.len(), 2);
+        let (left, right) = (&pieces[0].1, &pieces[1].1);
+        assert!(left.body_bytes() <= page_body_bytes && !right.is_underfull());
+        assert!(left.body_bytes() > right.body_bytes(), "left-heavy");
+        assert!(left.body_bytes() + 308 > page_body_bytes - node_fill_bytes_min);
     }
 
     #[test]
@@ -251,7 +291,7 @@ mod tests {
             })
             .collect();
         let node = Node::Branch(items.clone());
-        let pieces = node.split_to_fit();
+        let pieces = node.split_to_fit(false);
         assert_eq!(pieces.len(), 2);
         let (_, left) = &pieces[0];
         let (separator, right) = &pieces[1];

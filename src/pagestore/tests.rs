@@ -659,3 +659,22 @@ fn create_store_is_crash_atomic_and_a_leftover_temporary_does_not_block_it() {
     assert!(StdPageFile::create(&path).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ascending_inserts_pack_pages_and_random_ones_keep_the_fill_bounds() {
+    // 40,000 entries of ~120 bytes: 4.8 MB, ~1170 full pages.
+    let (mut store, model) = filled(40_000, 100, 3);
+    store.check_invariants().unwrap();
+    assert_equals_model(&mut store, &model);
+    let data_bytes: u64 = model.iter().map(|(k, v)| (k.len() + v.len() + 8) as u64).sum();
+    let fill = data_bytes as f64 / (store.page_count() * page_bytes as u64) as f64;
+    assert!(fill > 0.75, "ascending inserts fill pages {:.0}%", fill * 100.0);
+    // The same entries in a scattered order: balanced splits, bounds kept.
+    let mut scattered = PageStore::create(MemPageFile::new()).unwrap();
+    for i in 0..40_000u32 {
+        let k = (u64::from(i) * 35_761 % 40_000) as u32;
+        scattered.insert(&numbered_key(k), &value(k as u16, 100, 3)).unwrap();
+    }
+    scattered.check_invariants().unwrap();
+    assert_equals_model(&mut scattered, &model);
+}
