@@ -245,6 +245,8 @@ pub struct PagedHistory<F: PageFile> {
     store: PageStore<F>,
     revision: i64,
     compact_revision: i64,
+    /// (revision, compact revision) of the last checkpoint.
+    durable: (i64, i64),
 }
 
 impl<F: PageFile> PagedHistory<F> {
@@ -266,7 +268,12 @@ impl<F: PageFile> PagedHistory<F> {
         if revision < super::initial_revision || compact_revision > revision {
             return Err(bad(format!("revision {revision}, compacted at {compact_revision}")));
         }
-        Ok(PagedHistory { store, revision, compact_revision })
+        Ok(PagedHistory {
+            store,
+            revision,
+            compact_revision,
+            durable: (revision, compact_revision),
+        })
     }
 
     pub fn revision(&self) -> i64 {
@@ -349,7 +356,14 @@ impl<F: PageFile> PagedHistory<F> {
         self.store.insert(meta_revision, &self.revision.to_be_bytes())?;
         self.store.insert(meta_compact_revision, &self.compact_revision.to_be_bytes())?;
         self.store.checkpoint(applied_index)?;
+        self.durable = (self.revision, self.compact_revision);
         Ok(())
+    }
+
+    /// A read view of the last checkpoint, for any thread.
+    pub fn view(&mut self) -> PagedView {
+        let (revision, compact_revision) = self.durable;
+        PagedView { snapshot: self.store.snapshot(), revision, compact_revision }
     }
 
     /// Removes history below `revision` (see the module comment).
@@ -514,6 +528,144 @@ impl<F: PageFile> PagedHistory<F> {
     }
 }
 
+/// The MVCC history of one checkpoint, read from any thread while the
+/// writer goes on (the page store keeps its pages while the view lives).
+#[derive(Clone, Debug)]
+pub struct PagedView {
+    snapshot: crate::pagestore::Snapshot,
+    revision: i64,
+    compact_revision: i64,
+}
+
+/// Escaped bytes of a range bound that the scan's tree bounds keep: long
+/// keys keep at least this many of theirs, so bounds cut here enclose them.
+const bound_stem_bytes: usize = 900;
+
+/// The first `bound_stem_bytes` escaped bytes of `key`, after 'h'.
+fn bound_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = vec![prefix_history];
+    for byte in key {
+        let width = if *byte == 0 { 2 } else { 1 };
+        if out.len() - 1 + width > bound_stem_bytes {
+            break;
+        }
+        out.push(*byte);
+        if *byte == 0 {
+            out.push(0xff);
+        }
+    }
+    out
+}
+
+/// The smallest byte string above every string that starts with `prefix`.
+fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
+    while let Some(last) = prefix.pop() {
+        if last < 0xff {
+            prefix.push(last + 1);
+            return prefix;
+        }
+    }
+    prefix_end(prefix_history)
+}
+
+impl PagedView {
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// The Raft index of the checkpoint.
+    pub fn applied_index(&self) -> u64 {
+        self.snapshot.applied_index()
+    }
+
+    /// Visits, in key order, every key in [start, end) (`end` None: no upper
+    /// bound) live at `revision` (which the caller has checked lies between
+    /// the compaction point and the view's revision), with its version then;
+    /// `visit` answers whether to go on. Reads one key's versions at a time:
+    /// memory does not grow with the range (long keys excepted, which are
+    /// held until their place in key order comes).
+    pub fn range_at(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        revision: i64,
+        mut visit: impl FnMut(KeyValue) -> bool,
+    ) -> Result<()> {
+        let in_range = |key: &[u8]| key >= start && end.is_none_or(|end| key < end);
+        let low = bound_prefix(start);
+        let high =
+            end.map_or_else(|| prefix_end(prefix_history), |e| prefix_successor(bound_prefix(e)));
+        let mut cursor = self.snapshot.cursor(Bound::Included(&low), Bound::Excluded(&high))?;
+        // The key being read, and its newest version at or below `revision`.
+        let mut current: Option<(Vec<u8>, Option<KeyValue>)> = None;
+        let mut long_keys: Vec<KeyValue> = Vec::new();
+        let mut go_on = true;
+        let mut finish = |done: Option<KeyValue>, long: bool, long_keys: &mut Vec<KeyValue>| {
+            let Some(kv) = done.filter(|kv| in_range(&kv.key)) else { return true };
+            if long {
+                long_keys.push(kv);
+                return true;
+            }
+            if !long_keys.is_empty() {
+                long_keys.sort_by(|a, b| b.key.cmp(&a.key));
+                while long_keys.last().is_some_and(|long| long.key < kv.key) {
+                    if !visit(long_keys.pop().expect("checked")) {
+                        return false;
+                    }
+                }
+            }
+            visit(kv)
+        };
+        loop {
+            let step = cursor.next_with(|tree_key, record| -> Result<bool> {
+                let (stem, at) = split_history_key(tree_key)?;
+                let same = current.as_ref().is_some_and(|(s, _)| s.as_slice() == stem);
+                if !same {
+                    if let Some((done_stem, done)) = current.take() {
+                        if !finish(done, is_long_stem(&done_stem), &mut long_keys) {
+                            return Ok(false);
+                        }
+                    }
+                    current = Some((stem.to_vec(), None));
+                }
+                if at <= revision {
+                    let short_key = key_of_stem(stem)?.map(Bytes::from);
+                    let (_, version) = decode_record(record, at, short_key.as_ref())?;
+                    current.as_mut().expect("set above").1 = version.kv;
+                }
+                Ok(true)
+            })?;
+            match step {
+                Some(result) => {
+                    if !result? {
+                        go_on = false;
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        if go_on {
+            if let Some((stem, done)) = current.take() {
+                go_on = finish(done, is_long_stem(&stem), &mut long_keys);
+            }
+        }
+        if go_on {
+            long_keys.sort_by(|a, b| a.key.cmp(&b.key));
+            for kv in long_keys {
+                if !visit(kv) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<F: PageFile + Send> PagedHistory<F> {
     /// The whole history as an in-memory store (checked as a snapshot import
     /// is). A second thread reads the tree while this one builds the store.
@@ -658,6 +810,55 @@ mod tests {
         paged.page_store_mut().check_invariants().unwrap();
     }
 
+    /// Every range over the test keys at several revisions: the view's
+    /// answer is the in-memory store's (read on another thread).
+    fn check_view(view: PagedView, model: &Snapshot) {
+        let model = model.clone();
+        std::thread::spawn(move || {
+            let mut bounds: Vec<Bytes> = keys();
+            bounds.push(Bytes::from_static(b""));
+            bounds.push(Bytes::from_static(b"b\0"));
+            bounds.sort();
+            let low = model.compact_revision().max(1);
+            let revisions = [low, (low + model.revision()) / 2, model.revision()];
+            for revision in revisions {
+                for (i, start) in bounds.iter().enumerate() {
+                    for end in bounds[i..].iter().map(Some).chain([None]) {
+                        if end.is_some_and(|e| e.as_ref() == b"\0") {
+                            continue; // etcd reads a range_end of "\0" as "no end"
+                        }
+                        let request = RangeRequest {
+                            key: start.clone(),
+                            range_end: end.cloned().unwrap_or(Bytes::from_static(b"\0")),
+                            revision,
+                            ..Default::default()
+                        };
+                        let want = model.range(&request).unwrap().kvs;
+                        let mut got = Vec::new();
+                        view.range_at(start, end.map(|e| e.as_ref()), revision, |kv| {
+                            got.push(kv);
+                            true
+                        })
+                        .unwrap();
+                        let short = |kvs: &[KeyValue]| -> Vec<(usize, i64)> {
+                            kvs.iter().map(|kv| (kv.key.len(), kv.mod_revision)).collect()
+                        };
+                        assert!(
+                            got == want,
+                            "[{} B, {:?} B) at {revision}: {:?} != {:?}",
+                            start.len(),
+                            end.map(|e| e.len()),
+                            short(&got),
+                            short(&want)
+                        );
+                    }
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
     fn run(ops: Vec<Op>) {
         let keys = keys();
         let mut model = Store::new();
@@ -695,6 +896,7 @@ mod tests {
                     durable = model.snapshot();
                     check(&mut paged, &durable);
                     assert_eq!(paged.applied_index(), index);
+                    check_view(paged.view(), &durable);
                 }
             }
             if matches!(op, Op::Reopen) {

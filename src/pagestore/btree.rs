@@ -15,9 +15,10 @@
 
 use super::file::read_raw;
 use super::node::{BranchItem, Key, LeafEntry, Node, Value};
-use super::page::{decode_overflow, encode_overflow, overflow_data_bytes, page_body_bytes};
+use super::page::{encode_overflow, overflow_data_bytes, page_body_bytes};
+use super::read::{check_reference, read_overflow_chain};
 use super::snapshot::TreeView;
-use super::{corrupt, key_bytes_max, page_bytes, value_bytes_max, PageFile, PageId, PageStore};
+use super::{key_bytes_max, page_bytes, value_bytes_max, PageFile, PageId, PageStore};
 use super::{Result, StoreError};
 
 /// One branch on the way down: the page and the index of the child taken.
@@ -276,28 +277,12 @@ impl<F: PageFile> PageStore<F> {
         value_bytes: u32,
         generation_max: u64,
     ) -> Result<(Vec<u8>, Vec<PageId>)> {
-        let value_bytes = value_bytes as usize;
-        let mut value = Vec::with_capacity(value_bytes);
-        let mut pages = Vec::with_capacity(value_bytes.div_ceil(overflow_data_bytes));
-        let mut buf = vec![0u8; page_bytes];
-        let mut next = Some(first);
-        while let Some(page) = next {
-            self.check_reference(page)?;
-            read_raw(&self.file, page, &mut buf)?;
-            let (following, data) = decode_overflow(&buf, page, generation_max)?;
-            let expected = (value_bytes - value.len()).min(overflow_data_bytes);
-            if data.len() != expected
-                || (following.is_some() == (value.len() + expected == value_bytes))
-            {
-                return Err(corrupt(
-                    page,
-                    format!("overflow page does not fit a {value_bytes}-byte value"),
-                ));
-            }
-            value.extend_from_slice(data);
-            pages.push(page);
-            next = following;
-        }
-        Ok((value, pages))
+        let page_count = self.space.page_count();
+        let file = &self.file;
+        let read = |page, buf: &mut [u8]| {
+            check_reference(page, page_count)?;
+            read_raw(file, page, buf)
+        };
+        read_overflow_chain(read, first, value_bytes, generation_max)
     }
 }

@@ -7,7 +7,9 @@
 //!   page each, and evicted by the CLOCK algorithm (second chance): a hit only
 //!   sets the page's referenced bit, so reads change no structure; the hand
 //!   evicts the first unreferenced page it meets, clearing bits as it passes.
-//!   A data set larger than the cache is read back on demand.
+//!   A data set larger than the cache is read back on demand. The clean cache
+//!   is shared with readers of checkpoints on other threads (`CleanCache`,
+//!   sharded locks held for one map operation).
 //!
 //! Invariant: a page id is dirty or clean, never both; every clean page has
 //! exactly one live entry on the clock ring (entries of forgotten or
@@ -17,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use super::node::Node;
 use super::{page_bytes, PageId};
@@ -55,47 +58,29 @@ struct CleanPage {
     stamp: u64,
 }
 
-#[derive(Debug)]
-pub(crate) struct PageCache {
-    dirty: BTreeMap<PageId, Arc<Node>>,
+/// One lock's worth of the clean cache: a CLOCK over its pages.
+#[derive(Debug, Default)]
+struct Shard {
     clean: PageMap<CleanPage>,
     /// The clock: (page, stamp) in the order the hand visits them.
     ring: VecDeque<(PageId, u64)>,
     stamps: u64,
-    clean_bytes_max: usize,
+    bytes_max: usize,
 }
 
-impl PageCache {
-    pub(crate) fn new(clean_bytes_max: usize) -> PageCache {
-        PageCache {
-            dirty: BTreeMap::new(),
-            clean: PageMap::default(),
-            ring: VecDeque::new(),
-            stamps: 0,
-            clean_bytes_max,
-        }
+impl Shard {
+    fn bytes(&self) -> usize {
+        self.clean.len() * clean_page_charge_bytes
     }
 
-    pub(crate) fn set_clean_bytes_max(&mut self, clean_bytes_max: usize) {
-        self.clean_bytes_max = clean_bytes_max;
-        self.evict();
-    }
-
-    pub(crate) fn get(&mut self, id: PageId) -> Option<Arc<Node>> {
-        if !self.dirty.is_empty() {
-            if let Some(node) = self.dirty.get(&id) {
-                return Some(node.clone());
-            }
-        }
+    fn get(&mut self, id: PageId) -> Option<Arc<Node>> {
         let page = self.clean.get_mut(&id)?;
         page.referenced = true;
         Some(page.node.clone())
     }
 
-    /// Remembers a page just read from, or written to, the file.
-    pub(crate) fn insert_clean(&mut self, id: PageId, node: Arc<Node>) {
-        assert!(!self.dirty.contains_key(&id), "page {id} is dirty");
-        if self.clean_bytes_max < clean_page_charge_bytes {
+    fn insert(&mut self, id: PageId, node: Arc<Node>) {
+        if self.bytes_max < clean_page_charge_bytes {
             return;
         }
         self.stamps += 1;
@@ -109,41 +94,8 @@ impl PageCache {
         }
     }
 
-    pub(crate) fn put_dirty(&mut self, id: PageId, node: Node) {
-        self.forget_clean(id);
-        self.dirty.insert(id, Arc::new(node));
-    }
-
-    pub(crate) fn take_dirty(&mut self, id: PageId) -> Option<Arc<Node>> {
-        self.dirty.remove(&id)
-    }
-
-    /// Drops whatever is cached for a page that is being reused or freed.
-    pub(crate) fn forget(&mut self, id: PageId) {
-        self.dirty.remove(&id);
-        self.forget_clean(id);
-    }
-
-    /// Hands every dirty page to the checkpoint, in page order.
-    pub(crate) fn take_all_dirty(&mut self) -> BTreeMap<PageId, Arc<Node>> {
-        std::mem::take(&mut self.dirty)
-    }
-
-    pub(crate) fn dirty_ids(&self) -> impl Iterator<Item = PageId> + '_ {
-        self.dirty.keys().copied()
-    }
-
-    pub(crate) fn clean_bytes(&self) -> usize {
-        self.clean.len() * clean_page_charge_bytes
-    }
-
-    fn forget_clean(&mut self, id: PageId) {
-        // Its ring entry goes stale and is dropped when the hand reaches it.
-        self.clean.remove(&id);
-    }
-
     fn evict(&mut self) {
-        while self.clean_bytes() > self.clean_bytes_max {
+        while self.bytes() > self.bytes_max {
             let (id, stamp) = self.ring.pop_front().expect("clean pages are on the ring");
             let Some(page) = self.clean.get_mut(&id) else { continue };
             if page.stamp != stamp {
@@ -158,17 +110,152 @@ impl PageCache {
         }
     }
 
-    pub(crate) fn check_invariants(&self) {
-        assert!(self.clean_bytes() <= self.clean_bytes_max);
-        let live: Vec<_> = self
+    fn check_invariants(&self) {
+        assert!(self.bytes() <= self.bytes_max);
+        let live = self
             .ring
             .iter()
             .filter(|(id, stamp)| self.clean.get(id).is_some_and(|p| p.stamp == *stamp))
-            .map(|(id, _)| *id)
+            .count();
+        assert_eq!(live, self.clean.len(), "one live ring entry per clean page");
+        assert!(self.ring.len() <= 2 * self.clean.len() + 65);
+    }
+}
+
+/// Clean pages, shared by the writer and every reader thread: sharded so
+/// that readers on different cores rarely meet on a lock, and each lock is
+/// held for one map operation (never across I/O).
+#[derive(Debug)]
+pub(crate) struct CleanCache {
+    shards: Vec<Mutex<Shard>>,
+}
+
+/// Shards of a cache large enough to share out (small caches keep one, so
+/// their bound stays exact).
+const cache_shards: usize = 16;
+
+impl CleanCache {
+    pub(crate) fn new(bytes_max: usize) -> CleanCache {
+        let shards =
+            if bytes_max >= 64 * cache_shards * clean_page_charge_bytes { cache_shards } else { 1 };
+        let shards = (0..shards)
+            .map(|_| Mutex::new(Shard { bytes_max: bytes_max / shards, ..Shard::default() }))
             .collect();
-        assert_eq!(live.len(), self.clean.len(), "one live ring entry per clean page");
-        for id in self.clean.keys() {
-            assert!(!self.dirty.contains_key(id));
+        CleanCache { shards }
+    }
+
+    fn shard(&self, id: PageId) -> std::sync::MutexGuard<'_, Shard> {
+        let mut hasher = PageIdHasher::default();
+        hasher.write_u64(id.0);
+        let index = (hasher.finish() >> 32) as usize % self.shards.len();
+        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn get(&self, id: PageId) -> Option<Arc<Node>> {
+        self.shard(id).get(id)
+    }
+
+    pub(crate) fn insert(&self, id: PageId, node: Arc<Node>) {
+        self.shard(id).insert(id, node);
+    }
+
+    pub(crate) fn forget(&self, id: PageId) {
+        // Its ring entry goes stale and is dropped when the hand reaches it.
+        self.shard(id).clean.remove(&id);
+    }
+
+    pub(crate) fn contains(&self, id: PageId) -> bool {
+        self.shard(id).clean.contains_key(&id)
+    }
+
+    pub(crate) fn set_bytes_max(&self, bytes_max: usize) {
+        let per_shard = bytes_max / self.shards.len();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            shard.bytes_max = per_shard;
+            shard.evict();
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes()).sum()
+    }
+
+    fn check_invariants(&self) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).check_invariants();
+        }
+    }
+}
+
+/// The writer's view: its dirty pages, and the shared clean cache.
+#[derive(Debug)]
+pub(crate) struct PageCache {
+    dirty: BTreeMap<PageId, Arc<Node>>,
+    clean: Arc<CleanCache>,
+}
+
+impl PageCache {
+    pub(crate) fn new(clean_bytes_max: usize) -> PageCache {
+        PageCache { dirty: BTreeMap::new(), clean: Arc::new(CleanCache::new(clean_bytes_max)) }
+    }
+
+    /// The clean cache, for readers of checkpoints.
+    pub(crate) fn shared(&self) -> Arc<CleanCache> {
+        self.clean.clone()
+    }
+
+    pub(crate) fn set_clean_bytes_max(&mut self, clean_bytes_max: usize) {
+        self.clean.set_bytes_max(clean_bytes_max);
+    }
+
+    pub(crate) fn get(&mut self, id: PageId) -> Option<Arc<Node>> {
+        if !self.dirty.is_empty() {
+            if let Some(node) = self.dirty.get(&id) {
+                return Some(node.clone());
+            }
+        }
+        self.clean.get(id)
+    }
+
+    /// Remembers a page just read from, or written to, the file.
+    pub(crate) fn insert_clean(&mut self, id: PageId, node: Arc<Node>) {
+        assert!(!self.dirty.contains_key(&id), "page {id} is dirty");
+        self.clean.insert(id, node);
+    }
+
+    pub(crate) fn put_dirty(&mut self, id: PageId, node: Node) {
+        self.clean.forget(id);
+        self.dirty.insert(id, Arc::new(node));
+    }
+
+    pub(crate) fn take_dirty(&mut self, id: PageId) -> Option<Arc<Node>> {
+        self.dirty.remove(&id)
+    }
+
+    /// Drops whatever is cached for a page that is being reused or freed.
+    pub(crate) fn forget(&mut self, id: PageId) {
+        self.dirty.remove(&id);
+        self.clean.forget(id);
+    }
+
+    /// Hands every dirty page to the checkpoint, in page order.
+    pub(crate) fn take_all_dirty(&mut self) -> BTreeMap<PageId, Arc<Node>> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub(crate) fn dirty_ids(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.dirty.keys().copied()
+    }
+
+    pub(crate) fn clean_bytes(&self) -> usize {
+        self.clean.bytes()
+    }
+
+    pub(crate) fn check_invariants(&self) {
+        self.clean.check_invariants();
+        for id in self.dirty.keys() {
+            assert!(!self.clean.contains(*id), "page {id} is dirty and clean");
         }
     }
 }
@@ -208,7 +295,34 @@ mod tests {
                 let _ = cache.get(PageId(2 + (round * 7) % 13));
             }
             cache.check_invariants();
-            assert!(cache.ring.len() <= 2 * cache.clean.len() + 65);
         }
+    }
+
+    #[test]
+    fn a_large_cache_is_sharded_and_stays_within_its_bound_under_threads() {
+        let bytes_max = 2048 * page_bytes;
+        let cache = Arc::new(CleanCache::new(bytes_max));
+        assert_eq!(cache.shards.len(), cache_shards);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000u64 {
+                        let id = PageId(2 + (i * 7 + t) % 3000);
+                        if cache.get(id).is_none() {
+                            cache.insert(id, Arc::new(Node::Leaf(Vec::new())));
+                        }
+                        if i % 11 == 0 {
+                            cache.forget(PageId(2 + i % 3000));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        cache.check_invariants();
+        assert!(cache.bytes() <= bytes_max);
     }
 }

@@ -2,20 +2,22 @@
 //! path of branches from the root and the current leaf, so a scan of any size
 //! uses memory for one root-to-leaf path (plus the value it hands out).
 //!
-//! A cursor borrows the store mutably (page reads go through its cache), so the
-//! tree it walks cannot change under it; a snapshot's cursor walks pages that
-//! nothing overwrites while the snapshot lives.
+//! A cursor reads through a `PageSource`: the store itself (borrowed mutably,
+//! so the working tree cannot change under it), or a snapshot's
+//! `SharedReader` (any thread; the pages of a checkpoint, which nothing
+//! overwrites while the snapshot lives).
 
 use std::ops::Bound;
 use std::sync::Arc;
 
 use super::node::{Node, Value};
+use super::read::PageSource;
 use super::snapshot::TreeView;
 use super::{PageFile, PageStore, Result};
 
 /// Streams the entries of a key range in order.
-pub struct Cursor<'a, F: PageFile> {
-    store: &'a mut PageStore<F>,
+pub struct Cursor<S: PageSource> {
+    store: S,
     view: TreeView,
     /// Branches from the root down, each with the index of the child walked.
     path: Vec<(Arc<Node>, usize)>,
@@ -37,20 +39,24 @@ impl<F: PageFile> PageStore<F> {
     }
 
     /// A cursor over the working tree's entries with keys in (start, end).
-    pub fn cursor(&mut self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Cursor<'_, F>> {
+    pub fn cursor(
+        &mut self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Cursor<&mut PageStore<F>>> {
         self.ensure_usable()?;
         let view = self.working_view();
         Cursor::new(self, view, start, end)
     }
 }
 
-impl<'a, F: PageFile> Cursor<'a, F> {
+impl<S: PageSource> Cursor<S> {
     pub(crate) fn new(
-        store: &'a mut PageStore<F>,
+        store: S,
         view: TreeView,
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
-    ) -> Result<Cursor<'a, F>> {
+    ) -> Result<Cursor<S>> {
         let end = end.map(<[u8]>::to_vec);
         let mut cursor = Cursor { store, view, path: Vec::new(), leaf: None, position: 0, end };
         cursor.seek(start)?;
@@ -153,7 +159,7 @@ impl<'a, F: PageFile> Cursor<'a, F> {
     }
 }
 
-impl<F: PageFile> Iterator for Cursor<'_, F> {
+impl<S: PageSource> Iterator for Cursor<S> {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     /// Ends after the first error.

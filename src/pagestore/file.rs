@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use super::{page_bytes, PageId};
 
@@ -26,6 +27,15 @@ pub trait PageFile {
     fn sync(&mut self) -> io::Result<()>;
     /// The file's length in whole pages.
     fn page_count(&self) -> u64;
+    /// A handle that reads this file from any thread, seeing every write made
+    /// through this `PageFile` (readers use it for checkpointed pages only).
+    fn shared_reader(&self) -> Arc<dyn PageRead>;
+}
+
+/// Reads pages from any thread: the read side of a `PageFile`.
+pub trait PageRead: Send + Sync + std::fmt::Debug {
+    /// As `PageFile::read_page`; a page never written reads as zeros.
+    fn read_page(&self, id: PageId, buf: &mut [u8]) -> io::Result<()>;
 }
 
 /// Reads page `id` for the store: a page past the end of the file is
@@ -43,7 +53,7 @@ pub(crate) fn read_raw(file: &impl PageFile, id: PageId, buf: &mut [u8]) -> supe
 /// A page file on a real file system.
 #[derive(Debug)]
 pub struct StdPageFile {
-    file: File,
+    file: Arc<File>,
     page_count: u64,
 }
 
@@ -51,7 +61,7 @@ impl StdPageFile {
     /// Creates a new, empty file; fails if `path` exists.
     pub fn create(path: &Path) -> io::Result<StdPageFile> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-        Ok(StdPageFile { file, page_count: 0 })
+        Ok(StdPageFile { file: Arc::new(file), page_count: 0 })
     }
 
     /// Creates a page store at `path` crash-atomically: built in a temporary
@@ -75,7 +85,7 @@ impl StdPageFile {
     pub fn open(path: &Path) -> io::Result<StdPageFile> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let page_count = file.metadata()?.len() / page_bytes as u64;
-        Ok(StdPageFile { file, page_count })
+        Ok(StdPageFile { file: Arc::new(file), page_count })
     }
 }
 
@@ -102,16 +112,30 @@ impl PageFile for StdPageFile {
     fn page_count(&self) -> u64 {
         self.page_count
     }
+
+    fn shared_reader(&self) -> Arc<dyn PageRead> {
+        Arc::new(StdPageRead(self.file.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct StdPageRead(Arc<File>);
+
+impl PageRead for StdPageRead {
+    fn read_page(&self, id: PageId, buf: &mut [u8]) -> io::Result<()> {
+        assert_eq!(buf.len(), page_bytes);
+        self.0.read_exact_at(buf, id.offset_bytes())
+    }
 }
 
 /// A page file in memory that knows which writes a crash could lose.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct MemPageFile {
     /// What the disk holds for certain: the state at the last sync.
     durable: BTreeMap<u64, Vec<u8>>,
     durable_page_count: u64,
     /// What reads see: durable plus every write since.
-    current: BTreeMap<u64, Vec<u8>>,
+    current: MemPages,
     page_count: u64,
     /// Writes since the last sync, in order.
     unsynced: Vec<(u64, Vec<u8>)>,
@@ -173,10 +197,12 @@ impl MemPageFile {
 
     /// Flips bits of one byte in the durable and current image (bit rot).
     pub fn damage(&mut self, id: PageId, offset: usize, mask: u8) {
-        for pages in [&mut self.durable, &mut self.current] {
+        let mut current = self.current.0.write().unwrap();
+        for pages in [&mut self.durable, &mut *current] {
             let page = pages.entry(id.0).or_insert_with(|| vec![0; page_bytes]);
             page[offset] ^= mask;
         }
+        drop(current);
         self.page_count = self.page_count.max(id.0 + 1);
         self.durable_page_count = self.durable_page_count.max(id.0 + 1);
     }
@@ -195,7 +221,7 @@ impl MemPageFile {
         MemPageFile {
             durable: pages.clone(),
             durable_page_count: page_count,
-            current: pages,
+            current: MemPages(Arc::new(RwLock::new(pages))),
             page_count,
             unsynced: Vec::new(),
             calls_left: None,
@@ -222,17 +248,13 @@ impl PageFile for MemPageFile {
         if id.0 >= self.page_count {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "page past end of file"));
         }
-        match self.current.get(&id.0) {
-            Some(page) => buf.copy_from_slice(page),
-            None => buf.fill(0),
-        }
-        Ok(())
+        self.current.read_page(id, buf)
     }
 
     fn write_page(&mut self, id: PageId, buf: &[u8]) -> io::Result<()> {
         assert_eq!(buf.len(), page_bytes);
         self.spend_call()?;
-        self.current.insert(id.0, buf.to_vec());
+        self.current.0.write().unwrap().insert(id.0, buf.to_vec());
         self.unsynced.push((id.0, buf.to_vec()));
         self.page_count = self.page_count.max(id.0 + 1);
         Ok(())
@@ -249,6 +271,40 @@ impl PageFile for MemPageFile {
 
     fn page_count(&self) -> u64 {
         self.page_count
+    }
+
+    fn shared_reader(&self) -> Arc<dyn PageRead> {
+        Arc::new(self.current.clone())
+    }
+}
+
+/// What a `MemPageFile` reads: shared with its readers.
+#[derive(Clone, Debug, Default)]
+struct MemPages(Arc<RwLock<BTreeMap<u64, Vec<u8>>>>);
+
+impl PageRead for MemPages {
+    fn read_page(&self, id: PageId, buf: &mut [u8]) -> io::Result<()> {
+        assert_eq!(buf.len(), page_bytes);
+        match self.0.read().unwrap().get(&id.0) {
+            Some(page) => buf.copy_from_slice(page),
+            None => buf.fill(0),
+        }
+        Ok(())
+    }
+}
+
+impl Clone for MemPageFile {
+    /// An independent copy (readers of the original do not see the copy).
+    fn clone(&self) -> MemPageFile {
+        MemPageFile {
+            durable: self.durable.clone(),
+            durable_page_count: self.durable_page_count,
+            current: MemPages(Arc::new(RwLock::new(self.current.0.read().unwrap().clone()))),
+            page_count: self.page_count,
+            unsynced: self.unsynced.clone(),
+            calls_left: self.calls_left,
+            calls_made: self.calls_made,
+        }
     }
 }
 

@@ -32,6 +32,7 @@ mod freelist;
 mod meta;
 mod node;
 mod page;
+mod read;
 mod snapshot;
 mod store;
 #[cfg(test)]
@@ -40,7 +41,8 @@ mod tests;
 use std::fmt;
 
 pub use cursor::Cursor;
-pub use file::{MemPageFile, PageFile, StdPageFile};
+pub use file::{MemPageFile, PageFile, PageRead, StdPageFile};
+pub use read::{PageSource, SharedReader};
 pub use snapshot::Snapshot;
 pub use store::PageStore;
 

@@ -18,7 +18,7 @@ use super::key_bytes_max;
 /// A key in a decoded node: up to 40 bytes inline (most keys), longer ones
 /// on the heap. Searching a node then touches the node's own array, not one
 /// allocation per key.
-pub(crate) type Key = SmallVec<[u8; 40]>;
+pub type Key = SmallVec<[u8; 40]>;
 use super::page::page_body_bytes;
 use super::PageId;
 
@@ -47,7 +47,7 @@ const _: () =
 const _: () = assert!(page_body_bytes - 2 * entry_bytes_max >= 2 * node_fill_bytes_min);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Value {
+pub enum Value {
     Inline(Vec<u8>),
     /// The value lives in a chain of overflow pages starting at `first`.
     Overflow {
@@ -71,7 +71,7 @@ impl Value {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LeafEntry {
+pub struct LeafEntry {
     pub key: Key,
     pub value: Value,
 }
@@ -88,13 +88,13 @@ impl LeafEntry {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct BranchItem {
+pub struct BranchItem {
     pub key: Key,
     pub child: PageId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Node {
+pub enum Node {
     Leaf(Vec<LeafEntry>),
     Branch(Vec<BranchItem>),
 }

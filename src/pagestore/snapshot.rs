@@ -17,13 +17,12 @@ use std::ops::Bound;
 use std::sync::{Arc, Weak};
 
 use super::cursor::Cursor;
-use super::file::PageFile;
-use super::store::PageStore;
+use super::read::SharedReader;
 use super::{PageId, Result, StoreError};
 
 /// Which tree a read walks, and the newest page generation it may meet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TreeView {
+pub struct TreeView {
     pub root: PageId,
     pub height: u32,
     /// Pages written after this generation cannot belong to the tree: meeting
@@ -33,14 +32,17 @@ pub(crate) struct TreeView {
 
 #[derive(Debug)]
 struct Pin {
-    /// The store that took it: a snapshot is only read through its own store.
+    /// The store that took it: once that store is gone (or reopened), nothing
+    /// keeps the pages from reuse, so the snapshot refuses to read.
     owner: Weak<()>,
     view: TreeView,
     applied_index: u64,
     entry_count: u64,
+    reader: SharedReader,
 }
 
-/// A point-in-time read view of the page store's last checkpoint.
+/// A point-in-time read view of the page store's last checkpoint. Cheap to
+/// clone, and readable from any thread while the writer goes on.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pin: Arc<Pin>,
@@ -66,47 +68,32 @@ impl Snapshot {
         self.pin.entry_count == 0
     }
 
-    pub fn get<F: PageFile>(
-        &self,
-        store: &mut PageStore<F>,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
-        store.view_get(self.view_for(store)?, key)
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut cursor = self.cursor(Bound::Included(key), Bound::Included(key))?;
+        Ok(cursor.next_entry()?.map(|(_, value)| value))
     }
 
     /// Entries with keys in (start, end), at most `limit` of them (0: all).
-    pub fn range<F: PageFile>(
+    pub fn range(
         &self,
-        store: &mut PageStore<F>,
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let view = self.view_for(store)?;
-        Cursor::new(store, view, start, end)?.collect_up_to(limit)
+        self.cursor(start, end)?.collect_up_to(limit)
     }
 
-    pub fn cursor<'a, F: PageFile>(
-        &self,
-        store: &'a mut PageStore<F>,
-        start: Bound<&[u8]>,
-        end: Bound<&[u8]>,
-    ) -> Result<Cursor<'a, F>> {
-        let view = self.view_for(store)?;
-        Cursor::new(store, view, start, end)
+    /// A cursor over the entries with keys in (start, end).
+    pub fn cursor(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Cursor<SharedReader>> {
+        if self.pin.owner.upgrade().is_none() {
+            return Err(StoreError::SnapshotStale);
+        }
+        Cursor::new(self.pin.reader.clone(), self.pin.view, start, end)
     }
 
     #[cfg(test)]
     pub(crate) fn view(&self) -> TreeView {
         self.pin.view
-    }
-
-    fn view_for<F: PageFile>(&self, store: &PageStore<F>) -> Result<TreeView> {
-        let owner = self.pin.owner.upgrade();
-        if !owner.is_some_and(|owner| Arc::ptr_eq(&owner, store.token())) {
-            return Err(StoreError::SnapshotStale);
-        }
-        Ok(self.pin.view)
     }
 }
 
@@ -123,11 +110,13 @@ impl Registry {
         view: TreeView,
         applied_index: u64,
         entry_count: u64,
+        reader: impl FnOnce() -> SharedReader,
     ) -> Snapshot {
         if let Some(pin) = self.pins.get(&view.generation).and_then(Weak::upgrade) {
             return Snapshot { pin };
         }
-        let pin = Arc::new(Pin { owner: Arc::downgrade(owner), view, applied_index, entry_count });
+        let owner = Arc::downgrade(owner);
+        let pin = Arc::new(Pin { owner, view, applied_index, entry_count, reader: reader() });
         self.pins.insert(view.generation, Arc::downgrade(&pin));
         Snapshot { pin }
     }

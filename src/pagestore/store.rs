@@ -19,11 +19,12 @@
 use std::sync::Arc;
 
 use super::cache::PageCache;
-use super::file::{read_raw, PageFile};
+use super::file::{read_raw, PageFile, PageRead};
 use super::freelist::{chain_pages_for, read_chain, write_chain, FreeSpace};
 use super::meta::{self, Meta};
 use super::node::Node;
 use super::page::{decode_node, encode_node};
+use super::read::SharedReader;
 use super::snapshot::{Registry, Snapshot, TreeView};
 use super::{cache_bytes_default, corrupt, page_bytes, PageId, Result, StoreError};
 
@@ -44,6 +45,8 @@ pub struct PageStore<F: PageFile> {
     pub(crate) snapshots: Registry,
     /// Identifies this store to its snapshots.
     token: Arc<()>,
+    /// The file's read side, for snapshots read on other threads.
+    shared_file: Arc<dyn PageRead>,
     /// Set when a write failed half way: the working tree may be inconsistent.
     pub(crate) poisoned: bool,
 }
@@ -94,6 +97,7 @@ impl<F: PageFile> PageStore<F> {
             height: meta.height,
             entry_count: meta.entry_count,
             durable: meta,
+            shared_file: file.shared_reader(),
             file,
             snapshots: Registry::default(),
             token: Arc::new(()),
@@ -169,7 +173,12 @@ impl<F: PageFile> PageStore<F> {
             generation: self.durable.generation,
         };
         let durable = &self.durable;
-        self.snapshots.pin(&self.token, view, durable.applied_index, durable.entry_count)
+        let reader = || SharedReader {
+            file: self.shared_file.clone(),
+            cache: self.cache.shared(),
+            page_count: durable.page_count,
+        };
+        self.snapshots.pin(&self.token, view, durable.applied_index, durable.entry_count, reader)
     }
 
     /// The applied Raft index of the last checkpoint.
@@ -229,10 +238,6 @@ impl<F: PageFile> PageStore<F> {
         &mut self.file
     }
 
-    pub(crate) fn token(&self) -> &Arc<()> {
-        &self.token
-    }
-
     pub(crate) fn ensure_usable(&self) -> Result<()> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
@@ -264,21 +269,14 @@ impl<F: PageFile> PageStore<F> {
     /// A page id read from the file must name a data page inside it: a
     /// damaged (but checksum-valid) reference is an error, not a panic later.
     pub(crate) fn check_reference(&self, id: PageId) -> Result<()> {
-        if id < PageId::first_data || id.0 >= self.space.page_count() {
-            return Err(corrupt(id, "reference to a page outside the file's data pages"));
-        }
-        Ok(())
+        super::read::check_reference(id, self.space.page_count())
     }
 
     /// A tree page at `depth` (0 = root) of `view`: a leaf exactly at the
     /// bottom level, a branch above it.
     pub(crate) fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
         let node = self.node(id, view.generation)?;
-        let leaf_expected = depth + 1 == view.height;
-        if matches!(*node, Node::Leaf(_)) != leaf_expected {
-            let reason = format!("wrong page kind at depth {depth} of a tree {} high", view.height);
-            return Err(corrupt(id, reason));
-        }
+        super::read::check_kind(&node, id, view, depth)?;
         Ok(node)
     }
 

@@ -261,8 +261,8 @@ impl Harness {
             return;
         }
         let (snapshot, model) = &self.snapshots[which % self.snapshots.len()];
-        assert_eq!(snapshot.get(&mut self.store, &key(k)).unwrap(), model.get(&key(k)).cloned());
-        let entries = snapshot.range(&mut self.store, Bound::Unbounded, Bound::Unbounded, 0);
+        assert_eq!(snapshot.get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+        let entries = snapshot.range(Bound::Unbounded, Bound::Unbounded, 0);
         let expected: Vec<_> = model.clone().into_iter().collect();
         assert!(entries.unwrap() == expected, "snapshot differs from its model");
         assert_eq!(snapshot.len(), model.len() as u64);
@@ -448,16 +448,12 @@ fn a_snapshot_keeps_its_view_and_its_pages_while_the_writer_goes_on() {
         store.check_invariants().unwrap();
         let free: Vec<PageId> = store.space.free_ids().collect();
         assert!(pages.iter().all(|page| !free.contains(page)), "a snapshot page was freed");
-        let seen = snapshot.range(&mut store, Bound::Unbounded, Bound::Unbounded, 0).unwrap();
+        let seen = snapshot.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap();
         assert!(seen == model.clone().into_iter().collect::<Vec<_>>());
-        assert_eq!(
-            snapshot.get(&mut store, &numbered_key(3)).unwrap(),
-            model.get(&numbered_key(3)).cloned()
-        );
+        assert_eq!(snapshot.get(&numbered_key(3)).unwrap(), model.get(&numbered_key(3)).cloned());
         assert_eq!((snapshot.applied_index(), snapshot.len()), (10, 1500));
     }
-    let mut cursor =
-        snapshot.cursor(&mut store, Bound::Excluded(&numbered_key(10)), Bound::Unbounded).unwrap();
+    let mut cursor = snapshot.cursor(Bound::Excluded(&numbered_key(10)), Bound::Unbounded).unwrap();
     assert_eq!(cursor.next_entry().unwrap().unwrap().0, numbered_key(11));
     drop(cursor);
     let pending_before = store.pending_page_count();
@@ -478,8 +474,8 @@ fn a_snapshot_reads_the_last_checkpoint_not_uncheckpointed_writes() {
     store.insert(b"a", b"2").unwrap();
     store.insert(b"b", b"3").unwrap();
     let snapshot = store.snapshot();
-    assert_eq!(snapshot.get(&mut store, b"a").unwrap(), Some(b"1".to_vec()));
-    assert_eq!(snapshot.get(&mut store, b"b").unwrap(), None);
+    assert_eq!(snapshot.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(snapshot.get(b"b").unwrap(), None);
     assert_eq!(store.get(b"a").unwrap(), Some(b"2".to_vec()));
 }
 
@@ -626,17 +622,66 @@ fn a_meta_in_the_wrong_slot_is_refused() {
     assert!(error.contains("wrong slot"), "{error}");
 }
 
-/// Review finding: a snapshot used with a store other than the one that took
-/// it (say, after a reopen) is an error, not a panic.
+/// Review finding: a snapshot outliving the store that took it (say, after
+/// a reopen, whose writer no longer knows its pin) is an error, not a read of
+/// pages that may have been reused.
 #[test]
-fn a_snapshot_read_through_another_store_is_an_error() {
+fn a_snapshot_of_a_store_that_is_gone_is_an_error() {
     let (mut store, _) = filled(50, 20, 2);
     store.checkpoint(1).unwrap();
     let snapshot = store.snapshot();
-    assert!(snapshot.get(&mut store, &numbered_key(3)).unwrap().is_some());
-    let mut reopened = PageStore::open(store.into_file().durable_image(), 0).unwrap();
-    let error = snapshot.get(&mut reopened, &numbered_key(3)).unwrap_err();
+    assert!(snapshot.get(&numbered_key(3)).unwrap().is_some());
+    let _reopened = PageStore::open(store.into_file().durable_image(), 0).unwrap();
+    let error = snapshot.get(&numbered_key(3)).unwrap_err();
     assert!(matches!(error, StoreError::SnapshotStale), "{error}");
+}
+
+/// Readers on other threads read their checkpoints while the writer goes on
+/// inserting, removing, checkpointing and reusing pages, through one shared
+/// cache smaller than the data: each sees exactly its checkpoint.
+#[test]
+fn snapshots_are_read_on_other_threads_while_the_writer_goes_on() {
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    store.set_cache_bytes(64 * page_bytes);
+    let mut model = Model::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for round in 0..24u32 {
+        for i in 0..400u32 {
+            let k = (i * 7 + round * 13) % 1500;
+            if (i + round) % 5 == 0 {
+                store.remove(&numbered_key(k)).unwrap();
+                model.remove(&numbered_key(k));
+            } else {
+                let value = value(k as u16, 40 + (k as usize % 300), round as u8);
+                store.insert(&numbered_key(k), &value).unwrap();
+                model.insert(numbered_key(k), value);
+            }
+        }
+        store.checkpoint(u64::from(round) + 1).unwrap();
+        if round % 4 == 0 {
+            let (snapshot, expected) = (store.snapshot(), model.clone());
+            let stop = stop.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut passes = 0;
+                while passes < 3 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let all = snapshot.range(Bound::Unbounded, Bound::Unbounded, 0).unwrap();
+                    let want: Vec<_> =
+                        expected.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    assert!(all == want, "a reader saw a state other than its checkpoint");
+                    let k = numbered_key(passes % 1500);
+                    assert_eq!(snapshot.get(&k).unwrap(), expected.get(&k).cloned());
+                    passes += 1;
+                }
+                passes
+            }));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() >= 3);
+    }
+    store.check_invariants().unwrap();
 }
 
 #[test]

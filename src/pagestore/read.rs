@@ -1,0 +1,128 @@
+//! Page reads shared by the writer and by readers of checkpoints on other
+//! threads: the verified read of a tree page and of an overflow chain, and
+//! `PageSource`, what a cursor reads through (the writer's store, which sees
+//! its dirty pages, or a `SharedReader`, which sees checkpointed pages only).
+
+use std::sync::Arc;
+
+use super::cache::CleanCache;
+use super::file::PageRead;
+use super::node::{Node, Value};
+use super::page::{decode_node, decode_overflow, overflow_data_bytes};
+use super::snapshot::TreeView;
+use super::{corrupt, page_bytes, PageFile, PageId, PageStore, Result};
+
+/// Where a cursor gets its pages.
+pub trait PageSource {
+    /// A tree page at `depth` (0 = root) of `view`, verified.
+    fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>>;
+    /// A value's bytes (reading its overflow chain if it has one).
+    fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>>;
+}
+
+impl<F: PageFile> PageSource for &mut PageStore<F> {
+    fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
+        PageStore::node_at(self, id, view, depth)
+    }
+
+    fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>> {
+        PageStore::read_value(self, value, generation_max)
+    }
+}
+
+/// A leaf exactly at the bottom level of `view`, a branch above it.
+pub(crate) fn check_kind(node: &Node, id: PageId, view: TreeView, depth: u32) -> Result<()> {
+    let leaf_expected = depth + 1 == view.height;
+    if matches!(node, Node::Leaf(_)) != leaf_expected {
+        let reason = format!("wrong page kind at depth {depth} of a tree {} high", view.height);
+        return Err(corrupt(id, reason));
+    }
+    Ok(())
+}
+
+/// A page id read from the file must name a data page inside it.
+pub(crate) fn check_reference(id: PageId, page_count: u64) -> Result<()> {
+    if id < PageId::first_data || id.0 >= page_count {
+        return Err(corrupt(id, "reference to a page outside the file's data pages"));
+    }
+    Ok(())
+}
+
+/// Reads and verifies an overflow chain through `read`: (the value, the
+/// chain's pages).
+pub(crate) fn read_overflow_chain(
+    mut read: impl FnMut(PageId, &mut [u8]) -> Result<()>,
+    first: PageId,
+    value_bytes: u32,
+    generation_max: u64,
+) -> Result<(Vec<u8>, Vec<PageId>)> {
+    let value_bytes = value_bytes as usize;
+    let mut value = Vec::with_capacity(value_bytes);
+    let mut pages = Vec::with_capacity(value_bytes.div_ceil(overflow_data_bytes));
+    let mut buf = vec![0u8; page_bytes];
+    let mut next = Some(first);
+    while let Some(page) = next {
+        read(page, &mut buf)?;
+        let (following, data) = decode_overflow(&buf, page, generation_max)?;
+        let expected = (value_bytes - value.len()).min(overflow_data_bytes);
+        if data.len() != expected
+            || (following.is_some() == (value.len() + expected == value_bytes))
+        {
+            return Err(corrupt(
+                page,
+                format!("overflow page does not fit a {value_bytes}-byte value"),
+            ));
+        }
+        value.extend_from_slice(data);
+        pages.push(page);
+        next = following;
+    }
+    Ok((value, pages))
+}
+
+/// Reads the pages of one checkpoint from any thread, through the store's
+/// shared clean cache. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SharedReader {
+    pub(crate) file: Arc<dyn PageRead>,
+    pub(crate) cache: Arc<CleanCache>,
+    /// The checkpoint's page count: every page it references is below it.
+    pub(crate) page_count: u64,
+}
+
+impl SharedReader {
+    fn read(&self, id: PageId, buf: &mut [u8]) -> Result<()> {
+        check_reference(id, self.page_count)?;
+        Ok(self.file.read_page(id, buf)?)
+    }
+
+    fn node(&self, id: PageId, generation_max: u64) -> Result<Arc<Node>> {
+        check_reference(id, self.page_count)?;
+        if let Some(node) = self.cache.get(id) {
+            return Ok(node);
+        }
+        let mut buf = vec![0u8; page_bytes];
+        self.read(id, &mut buf)?;
+        let node = Arc::new(decode_node(&buf, id, generation_max)?);
+        self.cache.insert(id, node.clone());
+        Ok(node)
+    }
+}
+
+impl PageSource for SharedReader {
+    fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
+        let node = self.node(id, view.generation)?;
+        check_kind(&node, id, view, depth)?;
+        Ok(node)
+    }
+
+    fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>> {
+        match value {
+            Value::Inline(bytes) => Ok(bytes.clone()),
+            Value::Overflow { first, value_bytes } => {
+                let read = |id, buf: &mut [u8]| self.read(id, buf);
+                Ok(read_overflow_chain(read, *first, *value_bytes, generation_max)?.0)
+            }
+        }
+    }
+}
