@@ -173,7 +173,11 @@ impl<F: PageFile> PageStore<F> {
         let mut start = index;
         let mut replaced = 1;
         let mut content = node;
-        if content.is_underfull() && items.len() > 1 {
+        // An underfull node takes entries from a sibling; an overfull one
+        // (not growing at the right end) shares its entries with a sibling
+        // before splitting, so that splits leave pages fuller (B*-tree).
+        let overfull = !append && content.body_bytes() > page_body_bytes;
+        if (content.is_underfull() || overfull) && items.len() > 1 {
             // Prefer the right sibling; the last child combines with its left.
             let sibling_index = if index + 1 < items.len() { index + 1 } else { index - 1 };
             let sibling_id = items[sibling_index].child;

@@ -172,14 +172,65 @@ impl Node {
         if self.body_bytes() <= page_body_bytes {
             return vec![(Key::new(), self)];
         }
-        let leaning = if append { self.left_full_cut() } else { None };
-        let at = leaning.unwrap_or_else(|| self.balanced_cut());
-        let (left, separator, right) = self.cut(at);
-        let mut pieces = left.split_to_fit(append);
-        let mut right_pieces = right.split_to_fit(append);
-        right_pieces[0].0 = separator;
-        pieces.extend(right_pieces);
-        pieces
+        if let Some(at) = append.then(|| self.left_full_cut()).flatten() {
+            let (left, separator, right) = self.cut(at);
+            let mut pieces = left.split_to_fit(append);
+            let mut right_pieces = right.split_to_fit(append);
+            right_pieces[0].0 = separator;
+            pieces.extend(right_pieces);
+            return pieces;
+        }
+        self.split_even()
+    }
+
+    /// Cuts into as few pieces of about equal size as fit the fill bounds
+    /// (see `split_to_fit` for what it returns).
+    pub(crate) fn split_even(self) -> Vec<(Key, Node)> {
+        let mut pieces = self.body_bytes().div_ceil(page_body_bytes).max(1);
+        loop {
+            if let Some(split) = self.try_split_even(pieces) {
+                return split;
+            }
+            pieces += 1;
+            assert!(pieces <= self.len(), "no split of a {}-byte node fits", self.body_bytes());
+        }
+    }
+
+    /// `pieces` pieces within the fill bounds, each cut as near the even
+    /// share as entry sizes allow (trying the cut on either side of it).
+    fn try_split_even(&self, pieces: usize) -> Option<Vec<(Key, Node)>> {
+        let within = |node: &Node| node.body_bytes() <= page_body_bytes && !node.is_underfull();
+        if pieces == 1 {
+            return within(self).then(|| vec![(Key::new(), self.clone())]);
+        }
+        let weights = self.entry_weights();
+        if weights.len() < pieces {
+            return None;
+        }
+        let total: usize = weights.iter().sum();
+        let target = total / pieces;
+        let mut above = 1;
+        while above + 1 < weights.len() && self.cut_sizes(&weights, total, above).0 < target {
+            above += 1;
+        }
+        let below = above.saturating_sub(1).max(1);
+        let distance = |at: usize| self.cut_sizes(&weights, total, at).0.abs_diff(target);
+        let mut candidates = vec![above, below];
+        candidates.dedup();
+        candidates.sort_by_key(|at| distance(*at));
+        for at in candidates {
+            let (left, separator, right) = self.clone().cut(at);
+            if !within(&left) {
+                continue;
+            }
+            if let Some(mut rest) = right.try_split_even(pieces - 1) {
+                rest[0].0 = separator;
+                let mut out = vec![(Key::new(), left)];
+                out.extend(rest);
+                return Some(out);
+            }
+        }
+        None
     }
 
     /// (left, right) body bytes of the pieces a cut before entry `at` makes.
@@ -191,21 +242,6 @@ impl Node {
             Node::Leaf(_) => total - left,
         };
         (left, right)
-    }
-
-    /// The cut that makes the larger piece smallest.
-    fn balanced_cut(&self) -> usize {
-        let weights = self.entry_weights();
-        assert!(weights.len() >= 2, "cannot cut a node of {} entries", weights.len());
-        let total: usize = weights.iter().sum();
-        (1..weights.len())
-            .map(|at| {
-                let (left, right) = self.cut_sizes(&weights, total, at);
-                (left.max(right), at)
-            })
-            .min()
-            .expect("two entries or more")
-            .1
     }
 
     /// The last cut whose left piece fits a page and whose right piece is not
