@@ -585,9 +585,7 @@ impl PagedView {
     /// Visits, in key order, every key in [start, end) (`end` None: no upper
     /// bound) live at `revision` (which the caller has checked lies between
     /// the compaction point and the view's revision), with its version then;
-    /// `visit` answers whether to go on. Reads one key's versions at a time:
-    /// memory does not grow with the range (long keys excepted, which are
-    /// held until their place in key order comes).
+    /// `visit` answers whether to go on.
     pub fn range_at(
         &self,
         start: &[u8],
@@ -595,74 +593,116 @@ impl PagedView {
         revision: i64,
         mut visit: impl FnMut(KeyValue) -> bool,
     ) -> Result<()> {
-        let in_range = |key: &[u8]| key >= start && end.is_none_or(|end| key < end);
+        let mut range = self.range(start, end, revision)?;
+        while let Some(kv) = range.next_kv()? {
+            if !visit(kv) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The version of `key` live at `revision`, if any.
+    pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
+        let mut end = key.to_vec();
+        end.push(0);
+        self.range(key, Some(&end), revision)?.next_kv()
+    }
+
+    /// A pull iterator over what `range_at` visits. Reads one key's versions
+    /// at a time: memory does not grow with the range (long keys excepted,
+    /// which are held until their place in key order comes).
+    pub fn range(&self, start: &[u8], end: Option<&[u8]>, revision: i64) -> Result<PagedRange> {
         let low = bound_prefix(start);
-        let high =
-            end.map_or_else(|| prefix_end(prefix_history), |e| prefix_successor(bound_prefix(e)));
-        let mut cursor = self.snapshot.cursor(Bound::Included(&low), Bound::Excluded(&high))?;
-        // The key being read, and its newest version at or below `revision`.
-        let mut current: Option<(Vec<u8>, Option<KeyValue>)> = None;
-        let mut long_keys: Vec<KeyValue> = Vec::new();
-        let mut go_on = true;
-        let mut finish = |done: Option<KeyValue>, long: bool, long_keys: &mut Vec<KeyValue>| {
-            let Some(kv) = done.filter(|kv| in_range(&kv.key)) else { return true };
-            if long {
-                long_keys.push(kv);
-                return true;
-            }
-            if !long_keys.is_empty() {
-                long_keys.sort_by(|a, b| b.key.cmp(&a.key));
-                while long_keys.last().is_some_and(|long| long.key < kv.key) {
-                    if !visit(long_keys.pop().expect("checked")) {
-                        return false;
-                    }
-                }
-            }
-            visit(kv)
-        };
+        let high = end
+            .map_or_else(|| prefix_end(prefix_history), |e| prefix_successor(bound_prefix(e)));
+        let cursor = self.snapshot.cursor(Bound::Included(&low), Bound::Excluded(&high))?;
+        Ok(PagedRange {
+            cursor,
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            revision,
+            current: None,
+            long_keys: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+            exhausted: false,
+        })
+    }
+}
+
+/// Live keys of a range at one revision, in key order (`PagedView::range`).
+pub struct PagedRange {
+    cursor: crate::pagestore::Cursor<crate::pagestore::SharedReader>,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    revision: i64,
+    /// The key being read (its stem), and its newest version at or below
+    /// the revision so far.
+    current: Option<(Vec<u8>, Option<KeyValue>)>,
+    /// Live long keys not yet handed out, largest first.
+    long_keys: Vec<KeyValue>,
+    ready: std::collections::VecDeque<KeyValue>,
+    exhausted: bool,
+}
+
+impl PagedRange {
+    fn in_range(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
+    }
+
+    /// A key's reading is done: queue it (and long keys before it).
+    fn finish(&mut self, stem: &[u8], kv: Option<KeyValue>) {
+        let Some(kv) = kv.filter(|kv| self.in_range(&kv.key)) else { return };
+        if is_long_stem(stem) {
+            self.long_keys.push(kv);
+            self.long_keys.sort_by(|a, b| b.key.cmp(&a.key));
+            return;
+        }
+        while self.long_keys.last().is_some_and(|long| long.key < kv.key) {
+            let long = self.long_keys.pop().expect("checked");
+            self.ready.push_back(long);
+        }
+        self.ready.push_back(kv);
+    }
+
+    /// The next live key, or None at the end of the range.
+    pub fn next_kv(&mut self) -> Result<Option<KeyValue>> {
         loop {
-            let step = cursor.next_with(|tree_key, record| -> Result<bool> {
+            if let Some(kv) = self.ready.pop_front() {
+                return Ok(Some(kv));
+            }
+            if self.exhausted {
+                return Ok(self.long_keys.pop());
+            }
+            let revision = self.revision;
+            let current = &mut self.current;
+            let step = self.cursor.next_with(|tree_key, record| -> Result<Option<(Vec<u8>, Option<KeyValue>)>> {
                 let (stem, at) = split_history_key(tree_key)?;
-                let same = current.as_ref().is_some_and(|(s, _)| s.as_slice() == stem);
-                if !same {
-                    if let Some((done_stem, done)) = current.take() {
-                        if !finish(done, is_long_stem(&done_stem), &mut long_keys) {
-                            return Ok(false);
-                        }
-                    }
-                    current = Some((stem.to_vec(), None));
+                let mut finished = None;
+                if !current.as_ref().is_some_and(|(s, _)| s.as_slice() == stem) {
+                    finished = current.replace((stem.to_vec(), None));
                 }
                 if at <= revision {
                     let short_key = key_of_stem(stem)?.map(Bytes::from);
                     let (_, version) = decode_record(record, at, short_key.as_ref())?;
                     current.as_mut().expect("set above").1 = version.kv;
                 }
-                Ok(true)
+                Ok(finished)
             })?;
             match step {
-                Some(result) => {
-                    if !result? {
-                        go_on = false;
-                        break;
+                Some(finished) => {
+                    if let Some((stem, kv)) = finished? {
+                        self.finish(&stem, kv);
                     }
                 }
-                None => break,
-            }
-        }
-        if go_on {
-            if let Some((stem, done)) = current.take() {
-                go_on = finish(done, is_long_stem(&stem), &mut long_keys);
-            }
-        }
-        if go_on {
-            long_keys.sort_by(|a, b| a.key.cmp(&b.key));
-            for kv in long_keys {
-                if !visit(kv) {
-                    break;
+                None => {
+                    self.exhausted = true;
+                    if let Some((stem, kv)) = self.current.take() {
+                        self.finish(&stem, kv);
+                    }
                 }
             }
         }
-        Ok(())
     }
 }
 
