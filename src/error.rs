@@ -28,6 +28,8 @@ pub enum ErrorCode {
     Stopping = 17,
     InvalidArgument = 18,
     SnapshotFailed = 19,
+    /// The page store could not be read (I/O error or a damaged page).
+    Corrupt = 20,
 }
 
 /// (code, etcd's message). The messages are etcd's where etcd has one.
@@ -51,6 +53,7 @@ const MESSAGES: &[(ErrorCode, &str)] = &[
     (ErrorCode::Stopping, "etcdserver: server stopped"),
     (ErrorCode::InvalidArgument, "corekv: invalid argument"),
     (ErrorCode::SnapshotFailed, "corekv: snapshot failed"),
+    (ErrorCode::Corrupt, "etcdserver: corrupt cluster"),
 ];
 
 impl ErrorCode {

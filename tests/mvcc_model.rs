@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use corekv::error::ErrorCode;
+use corekv::mvcc::paged::{PagedHistory, PagedView};
 use corekv::mvcc::{validate_request, Store};
+use corekv::pagestore::{MemPageFile, PageStore};
 use corekv::types::*;
 use proptest::prelude::*;
 
@@ -157,10 +159,52 @@ fn apply_model_put(model: &mut Model, key: &str, value: u8) {
     model.changes.push((model.revision, key.as_bytes().to_vec(), Some(vec![value])));
 }
 
-fn run(ops: Vec<Op>) {
+/// A store whose history moves into the page store as a member's does: every
+/// few operations the in-memory layer is frozen and its changes folded into
+/// a page store checkpoint, and a few operations later (as when the
+/// checkpoint thread finishes) the store is rebased onto that checkpoint.
+struct Layering {
+    history: PagedHistory<MemPageFile>,
+    /// A checkpoint written but not yet taken up by the store.
+    done: Option<PagedView>,
+    index: u64,
+}
+
+impl Layering {
+    fn new() -> Layering {
+        let store = PageStore::create(MemPageFile::new()).unwrap();
+        Layering { history: PagedHistory::open(store).unwrap(), done: None, index: 0 }
+    }
+
+    /// Called after every operation: alternately freezes + folds, and rebases.
+    fn step(&mut self, store: &mut Store, op_number: usize) {
+        if op_number % 5 != 4 {
+            return;
+        }
+        if let Some(view) = self.done.take() {
+            store.rebase(view);
+            return;
+        }
+        let state = store.snapshot();
+        store.freeze();
+        self.index += 1;
+        self.history.apply(&store.take_changes()).unwrap();
+        self.history
+            .checkpoint(self.index, state.revision(), state.live_keys(), state.size_bytes())
+            .unwrap();
+        self.done = Some(self.history.view());
+    }
+}
+
+fn run(ops: Vec<Op>, layered: bool) {
     let mut store = Store::new();
+    store.record_changes(true);
+    let mut layering = layered.then(Layering::new);
     let mut model = Model::new();
-    for op in ops {
+    for (op_number, op) in ops.into_iter().enumerate() {
+        if let Some(layering) = &mut layering {
+            layering.step(&mut store, op_number);
+        }
         match op {
             Op::Put(k, v) => {
                 let key = KEYS[k as usize];
@@ -267,6 +311,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn store_matches_model(ops in ops()) {
-        run(ops);
+        run(ops, false);
+    }
+
+    /// The same, with history in frozen layers and page store checkpoints.
+    #[test]
+    fn layered_store_matches_model(ops in ops()) {
+        run(ops, true);
     }
 }

@@ -23,7 +23,92 @@ pub struct ExportedVersion {
 }
 
 impl Snapshot {
-    /// Every key in order with its versions, newest first.
+    /// Every key in order with its versions newest first, from every layer
+    /// and the page store, as a reader above the compaction point sees them
+    /// (versions that compaction removes but a layer still holds are left
+    /// out). Fails only when the page store cannot be read.
+    pub fn for_each_history(
+        &self,
+        mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if !self.is_layered() {
+            for (key, versions) in self.export() {
+                visit(key.clone(), versions)?;
+            }
+            return Ok(());
+        }
+        let compact = self.compact_revision;
+        // Versions newer than the compaction point, then the newest at or
+        // below it if it is a put.
+        let compacted = |versions: Vec<ExportedVersion>| -> Vec<ExportedVersion> {
+            let mut kept = Vec::with_capacity(versions.len());
+            for version in versions {
+                if version.revision > compact {
+                    kept.push(version);
+                } else {
+                    if version.kv.is_some() {
+                        kept.push(version);
+                    }
+                    break;
+                }
+            }
+            kept
+        };
+        let layers: Vec<&super::Layer> =
+            std::iter::once(&self.keys).chain(self.frozen.iter()).collect();
+        let mut merged = super::layered_keys(&layers).into_iter().peekable();
+        // A key's versions in the layers, newest first.
+        let in_layers = |key: &Bytes| -> Vec<ExportedVersion> {
+            layers
+                .iter()
+                .filter_map(|layer| layer.get(key))
+                .flat_map(|head| std::iter::successors(Some(head), |v| v.previous.as_ref()))
+                .map(|v| ExportedVersion { revision: v.revision, kv: v.kv.clone() })
+                .collect()
+        };
+        let mut emit = |key: Bytes, versions: Vec<ExportedVersion>| -> Result<(), String> {
+            let versions = compacted(versions);
+            if versions.is_empty() {
+                return Ok(());
+            }
+            visit(key, versions)
+        };
+        if let Some(base) = &self.base {
+            // The visitor's own failure, told apart from the page store's.
+            let mut failure: Option<String> = None;
+            let mut visit_base = |key: Bytes, base_versions| -> Result<(), String> {
+                while merged.peek().is_some_and(|k| *k < key) {
+                    let k = merged.next().expect("peeked");
+                    let versions = in_layers(&k);
+                    emit(k, versions)?;
+                }
+                let mut versions = Vec::new();
+                if merged.peek().is_some_and(|k| *k == key) {
+                    versions = in_layers(&merged.next().expect("peeked"));
+                }
+                versions.extend(base_versions);
+                emit(key, versions)
+            };
+            let read = base.for_each_key(|key, versions| {
+                visit_base(key, versions).map_err(|e| {
+                    failure = Some(e);
+                    super::paged::HistoryError::Record("stopped by its reader".into())
+                })
+            });
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            read.map_err(|e| e.to_string())?;
+        }
+        for key in merged {
+            let versions = in_layers(&key);
+            emit(key, versions)?;
+        }
+        Ok(())
+    }
+
+    /// Every key in order with its versions, newest first (a store wholly
+    /// in memory; `for_each_history` reads any store).
     pub fn export(&self) -> impl Iterator<Item = (&Bytes, Vec<ExportedVersion>)> + '_ {
         self.keys.iter().map(|(key, head)| {
             let versions = std::iter::successors(Some(head), |v| v.previous.as_ref())
@@ -106,6 +191,8 @@ impl Importer {
     pub fn finish(self) -> Store {
         Store::from_snapshot(Snapshot {
             keys: self.keys,
+            frozen: Arc::new(Vec::new()),
+            base: None,
             live_keys: self.live_keys,
             revision: self.revision,
             compact_revision: self.compact_revision,

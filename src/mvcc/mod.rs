@@ -36,6 +36,7 @@ use imbl::OrdMap;
 pub use export::{ExportedVersion, Importer};
 pub use txn::validate_request;
 
+use crate::error::{Error, ErrorCode};
 use crate::types::KeyValue;
 
 /// Revision of a fresh store, as in etcd.
@@ -63,10 +64,22 @@ impl Version {
     }
 }
 
+/// A layer of recent history: each key's versions, newest first.
+pub(crate) type Layer = OrdMap<Bytes, Arc<Version>>;
+
 /// An immutable view of the store at one revision.
+///
+/// History lives in layers, newest first, with disjoint revisions: `keys`
+/// (where writes go), `frozen` (layers a checkpoint is folding into the page
+/// store, newest first) and `base` (the page store's last checkpoint). A
+/// key's chain in a layer ends where the older versions are in a lower one;
+/// a read at revision R takes the first layer holding a version of the key at
+/// or below R. Without `frozen` and `base` the store is wholly in memory.
 #[derive(Clone)]
 pub struct Snapshot {
-    keys: OrdMap<Bytes, Arc<Version>>,
+    keys: Layer,
+    frozen: Arc<Vec<Layer>>,
+    base: Option<paged::PagedView>,
     live_keys: usize,
     revision: i64,
     compact_revision: i64,
@@ -78,6 +91,8 @@ impl Default for Snapshot {
     fn default() -> Snapshot {
         Snapshot {
             keys: OrdMap::new(),
+            frozen: Arc::new(Vec::new()),
+            base: None,
             live_keys: 0,
             revision: initial_revision,
             compact_revision: -1,
@@ -104,7 +119,26 @@ impl Snapshot {
         self.live_keys
     }
 
-    /// Versions held, over all keys (tombstones included).
+    /// Whether history below the in-memory layer lives elsewhere (frozen
+    /// layers or the page store).
+    pub fn is_layered(&self) -> bool {
+        !self.frozen.is_empty() || self.base.is_some()
+    }
+
+    /// The version of `key` visible at `revision` (None: absent or deleted).
+    pub(crate) fn visible(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, Error> {
+        for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
+            if let Some(version) = layer.get(key).and_then(|head| head.at(revision)) {
+                return Ok(version.kv.clone());
+            }
+        }
+        match &self.base {
+            Some(base) => base.get_at(key, revision).map_err(storage_error),
+            None => Ok(None),
+        }
+    }
+
+    /// Versions held in memory, over all keys (tombstones included).
     pub fn versions(&self) -> usize {
         self.keys
             .values()
@@ -115,6 +149,9 @@ impl Snapshot {
     /// Panics if an invariant in the module documentation does not hold. O(n):
     /// for tests and the simulator.
     pub fn check_invariants(&self) {
+        if self.is_layered() {
+            return self.check_layers();
+        }
         let (mut live, mut size) = (0usize, 0i64);
         for (key, head) in self.keys.iter() {
             live += usize::from(head.kv.is_some());
@@ -139,6 +176,57 @@ impl Snapshot {
         }
         assert_eq!(live, self.live_keys, "live key count");
         assert_eq!(size, self.size_bytes, "size accounting");
+    }
+}
+
+/// Every key held in `layers`, ascending, once each.
+pub(crate) fn layered_keys(layers: &[&Layer]) -> Vec<Bytes> {
+    let mut keys: Vec<Bytes> = layers.iter().flat_map(|layer| layer.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A page store read failure, as a request error (on the apply path the
+/// member stops: see `server::driver`).
+pub(crate) fn storage_error(error: paged::HistoryError) -> Error {
+    Error::with_message(ErrorCode::Corrupt, format!("etcdserver: corrupt cluster: {error}"))
+}
+
+impl Snapshot {
+    /// The invariants of a layered store: chains are well formed, layers
+    /// hold disjoint, descending revision ranges, and the live key count is
+    /// what a full read finds. (Compaction in memory is deferred to the
+    /// checkpoint, so old versions may remain.)
+    fn check_layers(&self) {
+        let mut floor = self.revision + 1;
+        for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
+            let mut lowest = floor;
+            for (key, head) in layer.iter() {
+                let mut newer = i64::MAX;
+                for version in std::iter::successors(Some(head), |v| v.previous.as_ref()) {
+                    assert!(version.revision < newer, "revisions decrease along a chain");
+                    assert!(version.revision < floor, "layers hold disjoint revisions");
+                    newer = version.revision;
+                    lowest = lowest.min(version.revision);
+                    if let Some(kv) = &version.kv {
+                        assert_eq!(&kv.key, key);
+                        assert_eq!(kv.mod_revision, version.revision);
+                    }
+                }
+            }
+            floor = lowest;
+        }
+        if let Some(base) = &self.base {
+            assert!(base.revision() < floor, "the base is older than every layer");
+        }
+        let mut live = 0usize;
+        self.scan(&span::Span::Interval(Bytes::new(), None), self.revision, |_| {
+            live += 1;
+            true
+        })
+        .expect("the page store reads");
+        assert_eq!(live, self.live_keys, "live key count");
     }
 }
 
@@ -168,6 +256,50 @@ impl Store {
     /// A store that continues from `snapshot` (for read-only txns on any core).
     pub fn from_snapshot(snapshot: Snapshot) -> Store {
         Store { state: snapshot, log: None }
+    }
+
+    /// A store over a checkpoint of the page store: nothing is loaded, reads
+    /// of history older than what is applied from now on go to the pages.
+    pub fn with_base(base: paged::PagedView) -> Store {
+        let state = Snapshot {
+            keys: OrdMap::new(),
+            frozen: Arc::new(Vec::new()),
+            live_keys: base.live_keys() as usize,
+            revision: base.revision(),
+            compact_revision: base.compact_revision(),
+            size_bytes: base.size_bytes(),
+            base: Some(base),
+        };
+        Store { state, log: None }
+    }
+
+    /// Freezes the in-memory layer (a checkpoint is about to fold its
+    /// changes into the page store) and starts an empty one above it.
+    pub fn freeze(&mut self) {
+        let top = std::mem::take(&mut self.state.keys);
+        if !top.is_empty() {
+            Arc::make_mut(&mut self.state.frozen).insert(0, top);
+        }
+    }
+
+    /// Replaces every frozen layer and the old base with `base`, a
+    /// checkpoint holding every change up to the newest frozen one.
+    pub fn rebase(&mut self, base: paged::PagedView) {
+        if cfg!(debug_assertions) {
+            let top_oldest = self
+                .state
+                .keys
+                .values()
+                .flat_map(|head| std::iter::successors(Some(head), |v| v.previous.as_ref()))
+                .map(|v| v.revision)
+                .min();
+            assert!(
+                top_oldest.is_none_or(|oldest| oldest > base.revision()),
+                "a rebase under changes the checkpoint already holds"
+            );
+        }
+        self.state.frozen = Arc::new(Vec::new());
+        self.state.base = Some(base);
     }
 
     /// Starts (or stops) recording every change for `take_changes`.

@@ -42,6 +42,8 @@ const prefix_history: u8 = b'h';
 const prefix_index: u8 = b'r';
 const meta_revision: &[u8] = b"mrevision";
 const meta_compact_revision: &[u8] = b"mcompact_revision";
+const meta_live_keys: &[u8] = b"mlive_keys";
+const meta_size_bytes: &[u8] = b"msize_bytes";
 /// Escaped key bytes a stem may hold before the key counts as long. The
 /// largest tree key ('r', 8, stem, 2, 16) stays within the page store's cap.
 pub const stem_key_bytes_max: usize = 960;
@@ -245,8 +247,19 @@ pub struct PagedHistory<F: PageFile> {
     store: PageStore<F>,
     revision: i64,
     compact_revision: i64,
-    /// (revision, compact revision) of the last checkpoint.
-    durable: (i64, i64),
+    /// What the last checkpoint holds.
+    durable: Totals,
+}
+
+/// A checkpoint's revision, compaction point and (logical) totals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub revision: i64,
+    pub compact_revision: i64,
+    /// Keys live at `revision`.
+    pub live_keys: i64,
+    /// Bytes of keys and values in the versions held (`Snapshot::size_bytes`).
+    pub size_bytes: i64,
 }
 
 impl<F: PageFile> PagedHistory<F> {
@@ -265,15 +278,20 @@ impl<F: PageFile> PagedHistory<F> {
         };
         let revision = read(&mut store, meta_revision, super::initial_revision)?;
         let compact_revision = read(&mut store, meta_compact_revision, -1)?;
-        if revision < super::initial_revision || compact_revision > revision {
-            return Err(bad(format!("revision {revision}, compacted at {compact_revision}")));
+        let live_keys = read(&mut store, meta_live_keys, 0)?;
+        let size_bytes = read(&mut store, meta_size_bytes, 0)?;
+        if revision < super::initial_revision
+            || compact_revision > revision
+            || live_keys < 0
+            || size_bytes < 0
+        {
+            return Err(bad(format!(
+                "revision {revision}, compacted at {compact_revision}, {live_keys} keys, \
+                 {size_bytes} bytes"
+            )));
         }
-        Ok(PagedHistory {
-            store,
-            revision,
-            compact_revision,
-            durable: (revision, compact_revision),
-        })
+        let durable = Totals { revision, compact_revision, live_keys, size_bytes };
+        Ok(PagedHistory { store, revision, compact_revision, durable })
     }
 
     pub fn revision(&self) -> i64 {
@@ -331,39 +349,74 @@ impl<F: PageFile> PagedHistory<F> {
                 self.store.remove(&key)?;
             }
         }
-        for (key, versions) in state.export() {
-            let (stem, long) = stem(key);
-            for version in versions {
-                let record = encode_record(key, long, version.kv.as_ref());
-                self.store.insert(&history_key(&stem, version.revision), &record)?;
-                if version.revision >= state.compact_revision() {
-                    self.store.insert(&index_key(version.revision, &stem), &[])?;
+        // `state` may read an older checkpoint of this same store: its pages
+        // stay pinned while it does, whatever this writer changes.
+        let store = &mut self.store;
+        let mut failure: Option<HistoryError> = None;
+        let compact_revision = state.compact_revision();
+        let read = state.for_each_history(|key, versions| {
+            let (stem, long) = stem(&key);
+            let mut write = || -> Result<()> {
+                for version in &versions {
+                    let record = encode_record(&key, long, version.kv.as_ref());
+                    store.insert(&history_key(&stem, version.revision), &record)?;
+                    if version.revision >= compact_revision {
+                        store.insert(&index_key(version.revision, &stem), &[])?;
+                    }
                 }
-            }
+                Ok(())
+            };
+            write().map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                message
+            })
+        });
+        if let Some(failure) = failure {
+            return Err(failure);
         }
+        read.map_err(bad)?;
         self.revision = state.revision();
         self.compact_revision = state.compact_revision();
         Ok(())
     }
 
-    /// Makes everything applied durable, as of Raft index `applied_index`
-    /// and store revision `revision`.
-    pub fn checkpoint(&mut self, applied_index: u64, revision: i64) -> Result<()> {
+    /// Makes everything applied durable, as of Raft index `applied_index`,
+    /// store revision `revision` and the store's totals then.
+    pub fn checkpoint(
+        &mut self,
+        applied_index: u64,
+        revision: i64,
+        live_keys: usize,
+        size_bytes: i64,
+    ) -> Result<()> {
         if revision < self.revision {
             return Err(bad(format!("checkpoint at revision {revision} below {}", self.revision)));
         }
         self.revision = revision;
-        self.store.insert(meta_revision, &self.revision.to_be_bytes())?;
-        self.store.insert(meta_compact_revision, &self.compact_revision.to_be_bytes())?;
+        let totals = Totals {
+            revision,
+            compact_revision: self.compact_revision,
+            live_keys: live_keys as i64,
+            size_bytes,
+        };
+        self.store.insert(meta_revision, &totals.revision.to_be_bytes())?;
+        self.store.insert(meta_compact_revision, &totals.compact_revision.to_be_bytes())?;
+        self.store.insert(meta_live_keys, &totals.live_keys.to_be_bytes())?;
+        self.store.insert(meta_size_bytes, &totals.size_bytes.to_be_bytes())?;
         self.store.checkpoint(applied_index)?;
-        self.durable = (self.revision, self.compact_revision);
+        self.durable = totals;
         Ok(())
     }
 
     /// A read view of the last checkpoint, for any thread.
     pub fn view(&mut self) -> PagedView {
-        let (revision, compact_revision) = self.durable;
-        PagedView { snapshot: self.store.snapshot(), revision, compact_revision }
+        PagedView { snapshot: self.store.snapshot(), totals: self.durable }
+    }
+
+    /// What the last checkpoint holds.
+    pub fn totals(&self) -> Totals {
+        self.durable
     }
 
     /// Removes history below `revision` (see the module comment).
@@ -431,67 +484,12 @@ impl<F: PageFile> PagedHistory<F> {
     /// `visit` for each: the whole history, for loading or exporting.
     pub fn for_each_key(
         &mut self,
-        mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
+        visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
     ) -> Result<()> {
-        /// The key being read: its stem, the key, its versions oldest first.
-        type Group = (Vec<u8>, Bytes, Vec<ExportedVersion>);
-        let mut long_keys: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
-        let mut group: Option<Group> = None;
-        let mut emit = |(stem, key, mut versions): Group,
-                        long_keys: &mut Vec<(Bytes, Vec<ExportedVersion>)>|
-         -> Result<()> {
-            versions.reverse();
-            if is_long_stem(&stem) {
-                long_keys.push((key, versions));
-                return Ok(());
-            }
-            // Long keys that sort before this one go first.
-            if !long_keys.is_empty() {
-                long_keys.sort_by(|a, b| b.0.cmp(&a.0));
-                while long_keys.last().is_some_and(|(long, _)| *long < key) {
-                    let (long, versions) = long_keys.pop().expect("checked");
-                    visit(long, versions)?;
-                }
-            }
-            visit(key, versions)
-        };
         let end = prefix_end(prefix_history);
-        let mut cursor =
+        let cursor =
             self.store.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))?;
-        loop {
-            let step = cursor.next_with(|tree_key, record| -> Result<()> {
-                let (stem, revision) = split_history_key(tree_key)?;
-                if let Some((current, key, versions)) = &mut group {
-                    if current.as_slice() == stem {
-                        let (record_key, version) = decode_record(record, revision, Some(key))?;
-                        if record_key != *key {
-                            return Err(bad("two keys share a stem"));
-                        }
-                        versions.push(version);
-                        return Ok(());
-                    }
-                }
-                if let Some(done) = group.take() {
-                    emit(done, &mut long_keys)?;
-                }
-                let short_key = key_of_stem(stem)?.map(Bytes::from);
-                let (key, version) = decode_record(record, revision, short_key.as_ref())?;
-                group = Some((stem.to_vec(), key, vec![version]));
-                Ok(())
-            })?;
-            match step {
-                Some(result) => result?,
-                None => break,
-            }
-        }
-        if let Some(done) = group.take() {
-            emit(done, &mut long_keys)?;
-        }
-        long_keys.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, versions) in long_keys {
-            visit(key, versions)?;
-        }
-        Ok(())
+        for_each_key_in(cursor, visit)
     }
 
     /// Revision-index entries from `from` on: (revision, key), in revision
@@ -528,13 +526,75 @@ impl<F: PageFile> PagedHistory<F> {
     }
 }
 
+/// `PagedHistory::for_each_key` over any cursor of the history entries.
+fn for_each_key_in<S: crate::pagestore::PageSource>(
+    mut cursor: crate::pagestore::Cursor<S>,
+    mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
+) -> Result<()> {
+    /// The key being read: its stem, the key, its versions oldest first.
+    type Group = (Vec<u8>, Bytes, Vec<ExportedVersion>);
+    let mut long_keys: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
+    let mut group: Option<Group> = None;
+    let mut emit = |(stem, key, mut versions): Group,
+                    long_keys: &mut Vec<(Bytes, Vec<ExportedVersion>)>|
+     -> Result<()> {
+        versions.reverse();
+        if is_long_stem(&stem) {
+            long_keys.push((key, versions));
+            return Ok(());
+        }
+        // Long keys that sort before this one go first.
+        if !long_keys.is_empty() {
+            long_keys.sort_by(|a, b| b.0.cmp(&a.0));
+            while long_keys.last().is_some_and(|(long, _)| *long < key) {
+                let (long, versions) = long_keys.pop().expect("checked");
+                visit(long, versions)?;
+            }
+        }
+        visit(key, versions)
+    };
+    loop {
+        let step = cursor.next_with(|tree_key, record| -> Result<()> {
+            let (stem, revision) = split_history_key(tree_key)?;
+            if let Some((current, key, versions)) = &mut group {
+                if current.as_slice() == stem {
+                    let (record_key, version) = decode_record(record, revision, Some(key))?;
+                    if record_key != *key {
+                        return Err(bad("two keys share a stem"));
+                    }
+                    versions.push(version);
+                    return Ok(());
+                }
+            }
+            if let Some(done) = group.take() {
+                emit(done, &mut long_keys)?;
+            }
+            let short_key = key_of_stem(stem)?.map(Bytes::from);
+            let (key, version) = decode_record(record, revision, short_key.as_ref())?;
+            group = Some((stem.to_vec(), key, vec![version]));
+            Ok(())
+        })?;
+        match step {
+            Some(result) => result?,
+            None => break,
+        }
+    }
+    if let Some(done) = group.take() {
+        emit(done, &mut long_keys)?;
+    }
+    long_keys.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, versions) in long_keys {
+        visit(key, versions)?;
+    }
+    Ok(())
+}
+
 /// The MVCC history of one checkpoint, read from any thread while the
 /// writer goes on (the page store keeps its pages while the view lives).
 #[derive(Clone, Debug)]
 pub struct PagedView {
     snapshot: crate::pagestore::Snapshot,
-    revision: i64,
-    compact_revision: i64,
+    totals: Totals,
 }
 
 /// Escaped bytes of a range bound that the scan's tree bounds keep: long
@@ -570,11 +630,19 @@ fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
 
 impl PagedView {
     pub fn revision(&self) -> i64 {
-        self.revision
+        self.totals.revision
     }
 
     pub fn compact_revision(&self) -> i64 {
-        self.compact_revision
+        self.totals.compact_revision
+    }
+
+    pub fn live_keys(&self) -> i64 {
+        self.totals.live_keys
+    }
+
+    pub fn size_bytes(&self) -> i64 {
+        self.totals.size_bytes
     }
 
     /// The Raft index of the checkpoint.
@@ -602,6 +670,18 @@ impl PagedView {
         Ok(())
     }
 
+    /// Every key with its versions (newest first), in key order, as
+    /// `PagedHistory::for_each_key`, from this checkpoint.
+    pub fn for_each_key(
+        &self,
+        visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
+    ) -> Result<()> {
+        let end = prefix_end(prefix_history);
+        let cursor =
+            self.snapshot.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))?;
+        for_each_key_in(cursor, visit)
+    }
+
     /// The version of `key` live at `revision`, if any.
     pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         let mut end = key.to_vec();
@@ -614,8 +694,8 @@ impl PagedView {
     /// which are held until their place in key order comes).
     pub fn range(&self, start: &[u8], end: Option<&[u8]>, revision: i64) -> Result<PagedRange> {
         let low = bound_prefix(start);
-        let high = end
-            .map_or_else(|| prefix_end(prefix_history), |e| prefix_successor(bound_prefix(e)));
+        let high =
+            end.map_or_else(|| prefix_end(prefix_history), |e| prefix_successor(bound_prefix(e)));
         let cursor = self.snapshot.cursor(Bound::Included(&low), Bound::Excluded(&high))?;
         Ok(PagedRange {
             cursor,
@@ -676,19 +756,21 @@ impl PagedRange {
             }
             let revision = self.revision;
             let current = &mut self.current;
-            let step = self.cursor.next_with(|tree_key, record| -> Result<Option<(Vec<u8>, Option<KeyValue>)>> {
-                let (stem, at) = split_history_key(tree_key)?;
-                let mut finished = None;
-                if !current.as_ref().is_some_and(|(s, _)| s.as_slice() == stem) {
-                    finished = current.replace((stem.to_vec(), None));
-                }
-                if at <= revision {
-                    let short_key = key_of_stem(stem)?.map(Bytes::from);
-                    let (_, version) = decode_record(record, at, short_key.as_ref())?;
-                    current.as_mut().expect("set above").1 = version.kv;
-                }
-                Ok(finished)
-            })?;
+            let step = self.cursor.next_with(
+                |tree_key, record| -> Result<Option<(Vec<u8>, Option<KeyValue>)>> {
+                    let (stem, at) = split_history_key(tree_key)?;
+                    let mut finished = None;
+                    if current.as_ref().is_none_or(|(s, _)| s.as_slice() != stem) {
+                        finished = current.replace((stem.to_vec(), None));
+                    }
+                    if at <= revision {
+                        let short_key = key_of_stem(stem)?.map(Bytes::from);
+                        let (_, version) = decode_record(record, at, short_key.as_ref())?;
+                        current.as_mut().expect("set above").1 = version.kv;
+                    }
+                    Ok(finished)
+                },
+            )?;
             match step {
                 Some(finished) => {
                     if let Some((stem, kv)) = finished? {
@@ -847,6 +929,16 @@ mod tests {
         assert_eq!(state.size_bytes(), model.size_bytes());
         let index = paged.changes_since(0, usize::MAX).unwrap();
         assert_eq!(sorted(index), expected_index(model));
+        // A store over the checkpoint, loading nothing, exports the same.
+        let over = Store::with_base(paged.view()).snapshot();
+        let mut exported = Vec::new();
+        over.for_each_history(|key, versions| {
+            exported.push((key, versions));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(exported, history(model));
+        assert_eq!((over.live_keys(), over.size_bytes()), (model.live_keys(), model.size_bytes()));
         paged.page_store_mut().check_invariants().unwrap();
     }
 
@@ -932,7 +1024,14 @@ mod tests {
                 }
                 Op::Checkpoint | Op::Reopen => {
                     paged.apply(&model.take_changes()).unwrap();
-                    paged.checkpoint(index, model.revision()).unwrap();
+                    paged
+                        .checkpoint(
+                            index,
+                            model.revision(),
+                            model.snapshot().live_keys(),
+                            model.snapshot().size_bytes(),
+                        )
+                        .unwrap();
                     durable = model.snapshot();
                     check(&mut paged, &durable);
                     assert_eq!(paged.applied_index(), index);
@@ -946,7 +1045,14 @@ mod tests {
             }
         }
         paged.apply(&model.take_changes()).unwrap();
-        paged.checkpoint(index + 1, model.revision()).unwrap();
+        paged
+            .checkpoint(
+                index + 1,
+                model.revision(),
+                model.snapshot().live_keys(),
+                model.snapshot().size_bytes(),
+            )
+            .unwrap();
         check(&mut paged, &model.snapshot());
     }
 
@@ -989,7 +1095,14 @@ mod tests {
             }])
             .unwrap();
         paged.replace_all(&model.snapshot()).unwrap();
-        paged.checkpoint(9, model.revision()).unwrap();
+        paged
+            .checkpoint(
+                9,
+                model.revision(),
+                model.snapshot().live_keys(),
+                model.snapshot().size_bytes(),
+            )
+            .unwrap();
         check(&mut paged, &model.snapshot());
     }
 

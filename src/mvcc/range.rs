@@ -1,7 +1,7 @@
 //! Reads: a range at a revision, with etcd's limit, count, sort and filters.
 
 use super::span::Span;
-use super::Snapshot;
+use super::{storage_error, Snapshot};
 use crate::error::{Error, ErrorCode};
 use crate::types::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
 
@@ -22,26 +22,84 @@ impl Snapshot {
     }
 
     /// Every live key in `span` at `revision` (already resolved), in key order;
-    /// calls `visit` for each and stops when it returns false.
-    pub(super) fn scan<'a>(
-        &'a self,
+    /// calls `visit` for each and stops when it returns false. Fails only when
+    /// the page store cannot be read.
+    pub(super) fn scan(
+        &self,
         span: &Span,
         revision: i64,
-        mut visit: impl FnMut(&'a KeyValue) -> bool,
-    ) {
+        mut visit: impl FnMut(&KeyValue) -> bool,
+    ) -> Result<(), Error> {
         if span.is_empty() {
-            return;
+            return Ok(());
         }
         if let Span::Single(key) = span {
-            if let Some(kv) = self.keys.get(key).and_then(|head| head.at(revision)?.kv.as_ref()) {
-                visit(kv);
+            if let Some(kv) = self.visible(key, revision)? {
+                visit(&kv);
             }
-            return;
+            return Ok(());
         }
-        for (_, head) in self.keys.range(span.bounds()) {
-            if let Some(kv) = head.at(revision).and_then(|v| v.kv.as_ref()) {
-                if !visit(kv) {
-                    return;
+        if !self.is_layered() {
+            for (_, head) in self.keys.range(span.bounds()) {
+                if let Some(kv) = head.at(revision).and_then(|v| v.kv.as_ref()) {
+                    if !visit(kv) {
+                        break;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        self.scan_layers(span, revision, visit)
+    }
+
+    /// `scan` over the layers and the page store: merged in key order, each
+    /// key decided by the first layer holding a version of it at or below
+    /// `revision` (the page store yields only keys live there).
+    fn scan_layers(
+        &self,
+        span: &Span,
+        revision: i64,
+        mut visit: impl FnMut(&KeyValue) -> bool,
+    ) -> Result<(), Error> {
+        let Span::Interval(start, end) = span else { unreachable!("single keys are looked up") };
+        let layers: Vec<&super::Layer> =
+            std::iter::once(&self.keys).chain(self.frozen.iter()).collect();
+        let mut cursors: Vec<_> =
+            layers.iter().map(|l| l.range(span.bounds()).peekable()).collect();
+        let mut base = match &self.base {
+            Some(base) => Some(base.range(start, end.as_deref(), revision).map_err(storage_error)?),
+            None => None,
+        };
+        let mut base_next = match &mut base {
+            Some(range) => range.next_kv().map_err(storage_error)?,
+            None => None,
+        };
+        loop {
+            let smallest = cursors
+                .iter_mut()
+                .filter_map(|c| c.peek().map(|(k, _)| (*k).clone()))
+                .chain(base_next.as_ref().map(|kv| kv.key.clone()))
+                .min();
+            let Some(key) = smallest else { return Ok(()) };
+            let mut decided: Option<Option<KeyValue>> = None;
+            for cursor in &mut cursors {
+                if cursor.peek().is_some_and(|(k, _)| **k == key) {
+                    let (_, head) = cursor.next().expect("peeked");
+                    if decided.is_none() {
+                        if let Some(version) = head.at(revision) {
+                            decided = Some(version.kv.clone());
+                        }
+                    }
+                }
+            }
+            if base_next.as_ref().is_some_and(|kv| kv.key == key) {
+                let from_base = base_next.take();
+                base_next = base.as_mut().expect("a base").next_kv().map_err(storage_error)?;
+                decided = decided.or(Some(from_base));
+            }
+            if let Some(Some(kv)) = decided {
+                if !visit(&kv) {
+                    return Ok(());
                 }
             }
         }
@@ -63,14 +121,14 @@ impl Snapshot {
             r.limit as usize + 1
         };
         let mut count = 0i64;
-        let mut kvs: Vec<&KeyValue> = Vec::new();
+        let mut kvs: Vec<KeyValue> = Vec::new();
         self.scan(&span, revision, |kv| {
             count += 1;
             if !r.count_only && kvs.len() < fetch_max {
-                kvs.push(kv);
+                kvs.push(kv.clone());
             }
             true
-        });
+        })?;
         if r.count_only {
             return Ok(RangeResponse {
                 kvs: Vec::new(),
@@ -91,21 +149,16 @@ impl Snapshot {
             kvs.truncate(r.limit as usize);
             more = true;
         }
-        let kvs = kvs
-            .into_iter()
-            .map(|kv| {
-                let mut kv = kv.clone();
-                if r.keys_only {
-                    kv.value = bytes::Bytes::new();
-                }
-                kv
-            })
-            .collect();
+        if r.keys_only {
+            for kv in &mut kvs {
+                kv.value = bytes::Bytes::new();
+            }
+        }
         Ok(RangeResponse { kvs, more, count, header_revision: self.revision })
     }
 }
 
-fn sort(kvs: &mut [&KeyValue], order: SortOrder, target: SortTarget) {
+fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
     // As etcd: a target other than the key with no order means ascending.
     let order = match (order, target) {
         (SortOrder::None, SortTarget::Key) => return,

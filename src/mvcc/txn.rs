@@ -118,7 +118,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<bytes::Bytes>, Vec<Span>), 
 
 /// One compare against the state, with etcd's rule for keys that do not exist:
 /// a value compare fails; other targets compare against zero.
-fn compare_holds(state: &Snapshot, c: &Compare) -> bool {
+fn compare_holds(state: &Snapshot, c: &Compare) -> Result<bool, Error> {
     let span = Span::new(&c.key, &c.range_end);
     let mut any = false;
     let mut all = true;
@@ -126,11 +126,11 @@ fn compare_holds(state: &Snapshot, c: &Compare) -> bool {
         any = true;
         all = compare_kv(c, Some(kv));
         all
-    });
+    })?;
     if !any {
-        return c.target != CompareTarget::Value && compare_kv(c, None);
+        return Ok(c.target != CompareTarget::Value && compare_kv(c, None));
     }
-    all
+    Ok(all)
 }
 
 fn compare_kv(c: &Compare, kv: Option<&KeyValue>) -> bool {
@@ -150,23 +150,30 @@ fn compare_kv(c: &Compare, kv: Option<&KeyValue>) -> bool {
 }
 
 /// The branch each txn on the path takes, in the order they are applied.
-fn txn_path(state: &Snapshot, t: &TxnRequest, path: &mut Vec<bool>) {
-    let succeeded = t.compare.iter().all(|c| compare_holds(state, c));
+fn txn_path(state: &Snapshot, t: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+    let mut succeeded = true;
+    for c in &t.compare {
+        if !compare_holds(state, c)? {
+            succeeded = false;
+            break;
+        }
+    }
     path.push(succeeded);
     for op in if succeeded { &t.success } else { &t.failure } {
         if let RequestOp::Txn(inner) = op {
-            txn_path(state, inner, path);
+            txn_path(state, inner, path)?;
         }
     }
+    Ok(())
 }
 
 impl Store {
     pub(super) fn apply_txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, Error> {
         let mut path = Vec::new();
-        txn_path(&self.state, t, &mut path);
+        txn_path(&self.state, t, &mut path)?;
         self.check_txn(t, &path, &mut 0)?;
         let mut change = Change::new(&mut self.state, self.log.as_mut());
-        let mut response = apply_on_path(&mut change, t, &path, &mut 0);
+        let mut response = apply_on_path(&mut change, t, &path, &mut 0)?;
         change.finish();
         response.header_revision = self.state.revision;
         Ok(response)
@@ -192,19 +199,19 @@ fn apply_on_path(
     t: &TxnRequest,
     path: &[bool],
     at: &mut usize,
-) -> TxnResponse {
+) -> Result<TxnResponse, Error> {
     let succeeded = path[*at];
     *at += 1;
     let ops = if succeeded { &t.success } else { &t.failure };
-    let responses = ops
-        .iter()
-        .map(|op| match op {
-            RequestOp::Range(r) => ResponseOp::Range(change.range(r)),
-            RequestOp::Put(p) => ResponseOp::Put(change.put(p)),
-            RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(change.delete(d)),
-            RequestOp::Txn(inner) => ResponseOp::Txn(apply_on_path(change, inner, path, at)),
-        })
-        .collect();
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        responses.push(match op {
+            RequestOp::Range(r) => ResponseOp::Range(change.range(r)?),
+            RequestOp::Put(p) => ResponseOp::Put(change.put(p)?),
+            RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(change.delete(d)?),
+            RequestOp::Txn(inner) => ResponseOp::Txn(apply_on_path(change, inner, path, at)?),
+        });
+    }
     // etcd leaves the header of a nested txn's response empty.
-    TxnResponse { succeeded, responses, header_revision: 0 }
+    Ok(TxnResponse { succeeded, responses, header_revision: 0 })
 }

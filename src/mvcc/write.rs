@@ -19,13 +19,13 @@ impl Store {
             Request::Put(p) => {
                 self.check_put(p)?;
                 let mut change = Change::new(&mut self.state, self.log.as_mut());
-                let response = change.put(p);
+                let response = change.put(p)?;
                 change.finish();
                 Ok(ResponseBody::Put(response))
             }
             Request::DeleteRange(d) => {
                 let mut change = Change::new(&mut self.state, self.log.as_mut());
-                let response = change.delete(d);
+                let response = change.delete(d)?;
                 change.finish();
                 Ok(ResponseBody::DeleteRange(response))
             }
@@ -43,7 +43,9 @@ impl Store {
     /// The checks etcd makes against the state before a put (lease, key
     /// existence for ignore_value/ignore_lease).
     pub(super) fn check_put(&self, p: &PutRequest) -> Result<(), Error> {
-        if (p.ignore_value || p.ignore_lease) && self.state.live(&p.key).is_none() {
+        if (p.ignore_value || p.ignore_lease)
+            && self.state.visible(&p.key, self.state.revision)?.is_none()
+        {
             return Err(Error::new(ErrorCode::KeyNotFound));
         }
         if p.lease != 0 {
@@ -62,6 +64,16 @@ impl Store {
         }
         if revision > state.revision {
             return Err(Error::new(ErrorCode::FutureRevision));
+        }
+        if state.is_layered() {
+            // Old versions in the layers and the page store go when the next
+            // checkpoint folds this compaction in; reads below it are refused
+            // from now on, and reads above it never needed them.
+            state.compact_revision = revision;
+            if let Some(log) = &mut self.log {
+                log.push(HistoryChange::Compact(revision));
+            }
+            return Ok(());
         }
         let mut rewritten: Vec<(Bytes, Option<Arc<Version>>)> = Vec::new();
         for (key, head) in state.keys.iter() {
@@ -125,13 +137,6 @@ fn truncate_chain(
     (chain, dropped)
 }
 
-impl Snapshot {
-    /// The newest version of `key` if it is live.
-    pub(super) fn live(&self, key: &[u8]) -> Option<&KeyValue> {
-        self.keys.get(key).and_then(|head| head.kv.as_ref())
-    }
-}
-
 /// The changes of one request, all at revision `state.revision + 1`. The
 /// revision moves only if something changed (as in etcd, a delete of nothing
 /// or a read-only txn leaves it).
@@ -165,18 +170,23 @@ impl<'a> Change<'a> {
     }
 
     /// Reads inside a write see the changes made so far (as etcd's txns do).
-    pub(super) fn range(&self, r: &RangeRequest) -> RangeResponse {
+    /// Fails only when the page store cannot be read.
+    pub(super) fn range(&self, r: &RangeRequest) -> Result<RangeResponse, Error> {
         let mut view = self.state.clone();
         if self.changed {
             view.revision = self.revision;
         }
-        view.range(r).expect("txn ranges were checked before applying")
+        view.range(r).map_err(|e| match e.code {
+            ErrorCode::Corrupt => e,
+            _ => panic!("txn ranges were checked before applying: {e:?}"),
+        })
     }
 
     /// A put that passed `Store::check_put`.
-    pub(super) fn put(&mut self, p: &PutRequest) -> PutResponse {
+    pub(super) fn put(&mut self, p: &PutRequest) -> Result<PutResponse, Error> {
         let head = self.state.keys.get(&p.key).cloned();
-        let previous = head.as_ref().and_then(|h| h.kv.as_ref());
+        let previous = self.state.visible(&p.key, self.revision)?;
+        let previous = previous.as_ref();
         let value = match (previous, p.ignore_value) {
             (Some(prev), true) => prev.value.clone(),
             _ => Bytes::copy_from_slice(&p.value),
@@ -203,36 +213,36 @@ impl<'a> Change<'a> {
         self.state.size_bytes += version.bytes(&key);
         self.state.keys.insert(key, version);
         self.changed = true;
-        PutResponse { prev_kv, header_revision: self.revision }
+        Ok(PutResponse { prev_kv, header_revision: self.revision })
     }
 
-    pub(super) fn delete(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
+    pub(super) fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
         let span = Span::new(&d.key, &d.range_end);
-        // Every version in the map is at or below this change's revision, so
-        // this scans the newest versions, this change's own included.
-        let mut doomed: Vec<Bytes> = Vec::new();
+        // Every version is at or below this change's revision, so this scans
+        // the newest versions, this change's own included.
+        let mut doomed: Vec<KeyValue> = Vec::new();
         self.state.scan(&span, self.revision, |kv| {
-            doomed.push(kv.key.clone());
+            doomed.push(kv.clone());
             true
-        });
+        })?;
         let mut prev_kvs = Vec::new();
-        for key in &doomed {
-            let head = self.state.keys.get(key).cloned().expect("scanned keys exist");
-            if d.prev_kv {
-                prev_kvs.push(head.kv.clone().expect("scanned keys are live"));
-            }
-            self.record(key, None);
-            let tombstone =
-                Arc::new(Version { kv: None, revision: self.revision, previous: Some(head) });
-            self.state.size_bytes += tombstone.bytes(key);
-            self.state.keys.insert(key.clone(), tombstone);
+        for kv in &doomed {
+            // The chain in memory, if any: older versions may be below it.
+            let head = self.state.keys.get(&kv.key).cloned();
+            self.record(&kv.key, None);
+            let tombstone = Arc::new(Version { kv: None, revision: self.revision, previous: head });
+            self.state.size_bytes += tombstone.bytes(&kv.key);
+            self.state.keys.insert(kv.key.clone(), tombstone);
             self.state.live_keys -= 1;
             self.changed = true;
         }
-        DeleteRangeResponse {
+        if d.prev_kv {
+            prev_kvs = doomed.to_vec();
+        }
+        Ok(DeleteRangeResponse {
             header_revision: if self.changed { self.revision } else { self.state.revision },
             deleted: doomed.len() as i64,
             prev_kvs,
-        }
+        })
     }
 }

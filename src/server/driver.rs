@@ -194,7 +194,11 @@ impl Job {
             self.history.apply(&self.changes)
         };
         drop(std::mem::take(&mut self.changes));
-        if let Err(e) = folded.and_then(|()| self.history.checkpoint(index, self.meta.revision)) {
+        let (live_keys, size_bytes) = (self.state.live_keys(), self.state.size_bytes());
+        let checkpointed = folded.and_then(|()| {
+            self.history.checkpoint(index, self.meta.revision, live_keys, size_bytes)
+        });
+        if let Err(e) = checkpointed {
             eprintln!(
                 "corekv: checkpoint of {} at index {index} failed: {e}; the next one rewrites it",
                 self.db_path.display()

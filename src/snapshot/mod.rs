@@ -149,17 +149,27 @@ pub fn write_paced(
     let mut body = Tally::new(encoder);
     let mut summary = Summary::default();
     let mut record = Vec::with_capacity(64 * 1024);
-    for (key, versions) in snapshot.export() {
+    // The history may come from the page store: a read failure there, or a
+    // write failure here, ends the snapshot with that error.
+    let mut written: io::Result<()> = Ok(());
+    let read = snapshot.for_each_history(|key, versions| {
         record.clear();
-        encode_key(&mut record, key, &versions);
-        body.write_all(&record)?;
+        encode_key(&mut record, &key, &versions);
+        if let Err(e) = body.write_all(&record) {
+            let message = e.to_string();
+            written = Err(e);
+            return Err(message);
+        }
         summary.keys += 1;
         summary.versions += versions.len() as u64;
         summary.live_keys += u64::from(versions[0].kv.is_some());
         if summary.keys.is_multiple_of(64) {
             pace.tick();
         }
-    }
+        Ok(())
+    });
+    written?;
+    read.map_err(io::Error::other)?;
     body.write_all(&[format::tag_end])?;
     summary.body_bytes = body.bytes;
     summary.body_hash = body.hash.digest();
