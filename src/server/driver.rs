@@ -24,7 +24,7 @@ use std::time::Instant;
 use crate::disk::LogDisk;
 use crate::limits;
 use crate::metrics::add;
-use crate::mvcc::paged::PagedHistory;
+use crate::mvcc::paged::{PagedHistory, PagedView};
 use crate::mvcc::{HistoryChange, Store};
 use crate::pagestore::{PageStore, StdPageFile};
 use crate::types::Response;
@@ -43,6 +43,8 @@ pub type History = PagedHistory<StdPageFile>;
 struct Done {
     history: Option<History>,
     complete: bool,
+    /// The checkpoint written, for the store to read older history from.
+    view: Option<PagedView>,
 }
 
 /// The member's checkpoints: when the next is due, the changes it will fold
@@ -87,16 +89,20 @@ impl Checkpoints {
         (self.policy.interval_secs > 0).then(|| std::time::Duration::from_millis(250))
     }
 
-    /// Collects a finished checkpoint; whether none is running now.
-    fn idle(&mut self) -> bool {
+    /// Collects a finished checkpoint (the store then reads the history it
+    /// folded from the page store); whether none is running now.
+    fn idle(&mut self, store: &mut Store) -> bool {
         if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
             return false;
         }
         if let Some(done) = self.writing.take() {
             match done.join() {
-                Ok(Done { history, complete }) => {
+                Ok(Done { history, complete, view }) => {
                     self.history = history;
                     self.rewrite |= !complete;
+                    if let Some(view) = view {
+                        store.rebase(view);
+                    }
                 }
                 Err(_) => eprintln!("corekv: the checkpoint thread panicked; checkpoints stop"),
             }
@@ -104,8 +110,8 @@ impl Checkpoints {
         true
     }
 
-    fn due(&mut self, applied_index: u64) -> bool {
-        if !self.idle() || self.history.is_none() {
+    fn due(&mut self, applied_index: u64, store: &mut Store) -> bool {
+        if !self.idle(store) || self.history.is_none() {
             return false;
         }
         let new_entries = applied_index.saturating_sub(self.last_index);
@@ -118,20 +124,19 @@ impl Checkpoints {
 
     /// Records a batch's changes, then starts a checkpoint of `published`
     /// if one is due.
-    fn after_batch(
-        &mut self,
-        shared: &Arc<Shared>,
-        published: &Published,
-        changes: Vec<HistoryChange>,
-    ) {
+    fn after_batch(&mut self, shared: &Arc<Shared>, published: &Published, store: &mut Store) {
+        let changes = store.take_changes();
         if self.pending.is_empty() {
             self.pending = changes;
         } else {
             self.pending.extend(changes);
         }
-        if !self.due(published.applied_index) {
+        if !self.due(published.applied_index, store) {
             return;
         }
+        // The changes being folded stay readable in a frozen layer until the
+        // checkpoint holding them is taken up (`idle`).
+        store.freeze();
         self.last_index = published.applied_index;
         self.last_at = Instant::now();
         let job = Job {
@@ -151,7 +156,7 @@ impl Checkpoints {
         let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
         let spawned = crate::runtime::spawn_background("checkpoint", move || match job_rx.recv() {
             Ok(job) => job.run(&shared),
-            Err(_) => Done { history: None, complete: false },
+            Err(_) => Done { history: None, complete: false, view: None },
         });
         match spawned {
             Ok(handle) => {
@@ -209,7 +214,7 @@ impl Job {
             } else {
                 reopen(&self.db_path, self.cache_bytes)
             };
-            return Done { history: history.ok(), complete: false };
+            return Done { history: history.ok(), complete: false, view: None };
         }
         let checkpointed_ms = started.elapsed().as_millis();
         let counters = &shared.metrics.snapshots;
@@ -252,7 +257,8 @@ impl Job {
             store.page_count(),
             store.free_page_count(),
         );
-        Done { history: Some(self.history), complete: true }
+        let view = self.history.view();
+        Done { history: Some(self.history), complete: true, view: Some(view) }
     }
 }
 
@@ -319,8 +325,7 @@ impl<D: LogDisk> Driver<D> {
                     Some(received) => received.ok(),
                     None => {
                         let published = self.shared.published.load_full();
-                        let changes = self.store.take_changes();
-                        self.checkpoints.after_batch(&self.shared, &published, changes);
+                        self.checkpoints.after_batch(&self.shared, &published, &mut self.store);
                         continue;
                     }
                 },
@@ -370,6 +375,14 @@ impl<D: LogDisk> Driver<D> {
         let mut replies = Vec::with_capacity(batch.len());
         for proposal in batch.drain(..) {
             let result = self.store.apply(&proposal.request);
+            if let Err(e) = &result {
+                if e.code == crate::error::ErrorCode::Corrupt {
+                    // The entry is committed but cannot be applied: going on
+                    // would serve a state that differs from the log.
+                    eprintln!("corekv: fatal: cannot apply log entry: {}; stopping", e.message);
+                    std::process::exit(70);
+                }
+            }
             let header = self.shared.header(self.store.revision());
             replies.push((proposal.reply, proposal.request_id, Response { header, result }));
         }
@@ -381,8 +394,7 @@ impl<D: LogDisk> Driver<D> {
             applied_index: commit_index,
             wal_bytes: self.wal.disk_bytes(first_sequence),
         };
-        let changes = self.store.take_changes();
-        self.checkpoints.after_batch(&self.shared, &published, changes);
+        self.checkpoints.after_batch(&self.shared, &published, &mut self.store);
         self.shared.publish(published);
         for (reply, request_id, response) in replies {
             // A full or closed channel means the connection is gone.

@@ -159,9 +159,13 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
                 return;
             }
             match codec::decode_request(&payload) {
-                Ok(request) => {
-                    let _ = store.apply(&request);
-                }
+                Ok(request) => match store.apply(&request) {
+                    Err(e) if e.code == crate::error::ErrorCode::Corrupt => {
+                        failure =
+                            Some(format!("WAL entry {index} cannot be applied: {}", e.message))
+                    }
+                    _ => {}
+                },
                 Err(e) => failure = Some(format!("WAL entry {index} does not decode: {e}")),
             }
         })
@@ -175,20 +179,22 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     Ok(Recovery { store, wal: recovered, history, rewrite, base_index })
 }
 
-/// The state held in the page store.
+/// A store over the page store's checkpoint: nothing is loaded into memory;
+/// reads of history older than what is applied from now on go to the pages.
 fn load_history(
     history: &mut driver::History,
     config: &Resolved,
     started: std::time::Instant,
 ) -> Result<Store, String> {
     let path = config.data_dir.join("db");
-    let store = history.load().map_err(|e| format!("{}: {e}", path.display()))?;
+    let store = Store::with_base(history.view());
     if history.applied_index() > 0 {
         eprintln!(
-            "corekv: loaded checkpoint {} (index {}, revision {}) in {} ms",
+            "corekv: loaded checkpoint {} (index {}, revision {}, {} keys) in {} ms",
             path.display(),
             history.applied_index(),
             history.revision(),
+            history.totals().live_keys,
             started.elapsed().as_millis()
         );
     }
