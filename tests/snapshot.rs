@@ -183,7 +183,14 @@ fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() 
     // Checkpoints are written in the background: wait for the last one due.
     let snapshots = dir.join("snapshots");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !member.log_text().contains("db (index 12000,") {
+    let caught_up = |log: &str| {
+        log.contains("db (index 12000,") && log.contains("snap (index 12000,") && {
+            // Retention runs right after the file is written.
+            std::thread::sleep(Duration::from_millis(200));
+            true
+        }
+    };
+    while !caught_up(&member.log_text()) {
         assert!(
             std::time::Instant::now() < deadline,
             "no snapshot at 12000:\n{}",

@@ -8,12 +8,15 @@
 //!
 //! Checkpoints: every applied batch's changes (`Store::take_changes`) wait
 //! in `pending`. Every `--snapshot-count` applied entries (or
-//! `--snapshot-interval` seconds with new entries), a thread of its own (the
-//! loop never waits for it) folds them into the page store (DATA_DIR/db,
-//! `mvcc::paged`) and checkpoints it, writes the same state as a snapshot
-//! file to DATA_DIR/snapshots (keeping the newest `--snapshot-retain`), and
-//! purges WAL segments wholly below `index - --wal-retain-entries`. One at a
-//! time: the page store travels to the thread and back.
+//! `--snapshot-interval` seconds with new entries), the store's in-memory
+//! layer is frozen and a thread of its own (the loop never waits for it)
+//! folds the changes into the page store (DATA_DIR/db, `mvcc::paged`),
+//! checkpoints it and purges WAL segments wholly below
+//! `index - --wal-retain-entries`; the store is then rebased onto that
+//! checkpoint. One at a time: the page store travels to the thread and back.
+//! The newest checkpointed state is also written as a snapshot file to
+//! DATA_DIR/snapshots (keeping the newest `--snapshot-retain`) by another
+//! thread, one file at a time, never holding up the next checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -45,6 +48,8 @@ struct Done {
     complete: bool,
     /// The checkpoint written, for the store to read older history from.
     view: Option<PagedView>,
+    /// The state checkpointed, for the next snapshot file.
+    state: Option<(crate::mvcc::Snapshot, Meta)>,
 }
 
 /// The member's checkpoints: when the next is due, the changes it will fold
@@ -65,10 +70,20 @@ pub struct Checkpoints {
     /// checkpoint failed): the next checkpoint writes the whole state.
     rewrite: bool,
     writing: Option<JoinHandle<Done>>,
+    /// The newest checkpointed state not yet written as a snapshot file.
+    file_due: Option<(crate::mvcc::Snapshot, Meta)>,
+    file_writing: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl Checkpoints {
-    pub fn new(config: &Resolved, history: History, rewrite: bool, last_index: u64) -> Checkpoints {
+    pub fn new(
+        config: &Resolved,
+        shared: Arc<Shared>,
+        history: History,
+        rewrite: bool,
+        last_index: u64,
+    ) -> Checkpoints {
         Checkpoints {
             policy: config.snapshots,
             snapshot_dir: config.data_dir.join("snapshots"),
@@ -81,6 +96,9 @@ impl Checkpoints {
             pending: Vec::new(),
             rewrite,
             writing: None,
+            file_due: None,
+            file_writing: None,
+            shared,
         }
     }
 
@@ -97,17 +115,42 @@ impl Checkpoints {
         }
         if let Some(done) = self.writing.take() {
             match done.join() {
-                Ok(Done { history, complete, view }) => {
+                Ok(Done { history, complete, view, state }) => {
                     self.history = history;
                     self.rewrite |= !complete;
                     if let Some(view) = view {
                         store.rebase(view);
                     }
+                    if state.is_some() {
+                        self.file_due = state;
+                    }
                 }
                 Err(_) => eprintln!("corekv: the checkpoint thread panicked; checkpoints stop"),
             }
         }
+        self.maybe_write_file();
         true
+    }
+
+    /// Writes the newest checkpointed state as a snapshot file, unless one
+    /// is being written (the newest due is written after it).
+    fn maybe_write_file(&mut self) {
+        if self.file_writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.file_writing.take() {
+            let _ = done.join();
+        }
+        let Some((state, meta)) = self.file_due.take() else { return };
+        let (dir, retain, shared) =
+            (self.snapshot_dir.clone(), self.policy.retain, self.shared.clone());
+        let spawned = crate::runtime::spawn_background("snapshot", move || {
+            write_snapshot_file(&shared, &dir, retain, &state, &meta)
+        });
+        match spawned {
+            Ok(handle) => self.file_writing = Some(handle),
+            Err(e) => eprintln!("corekv: cannot start a snapshot thread: {e}"),
+        }
     }
 
     fn due(&mut self, applied_index: u64, store: &mut Store) -> bool {
@@ -146,7 +189,6 @@ impl Checkpoints {
             state: published.snapshot.clone(),
             meta: shared.snapshot_meta(published),
             policy: self.policy,
-            snapshot_dir: self.snapshot_dir.clone(),
             wal_dir: self.wal_dir.clone(),
             db_path: self.db_path.clone(),
             cache_bytes: self.cache_bytes,
@@ -156,7 +198,7 @@ impl Checkpoints {
         let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
         let spawned = crate::runtime::spawn_background("checkpoint", move || match job_rx.recv() {
             Ok(job) => job.run(&shared),
-            Err(_) => Done { history: None, complete: false, view: None },
+            Err(_) => Done { history: None, complete: false, view: None, state: None },
         });
         match spawned {
             Ok(handle) => {
@@ -172,6 +214,38 @@ impl Checkpoints {
     }
 }
 
+/// Writes one snapshot file (paced, on its own thread), then keeps the newest
+/// `retain`. A failure is reported: the page store and the WAL hold the state.
+fn write_snapshot_file(
+    shared: &Shared,
+    dir: &Path,
+    retain: usize,
+    state: &crate::mvcc::Snapshot,
+    meta: &Meta,
+) {
+    let started = Instant::now();
+    let counters = &shared.metrics.snapshots;
+    let duty = crate::limits::snapshot_work_fraction;
+    match snapshot::save_in_dir(dir, state, meta, duty) {
+        Ok((path, summary)) => {
+            add(&counters.taken, 1);
+            add(&counters.bytes, summary.compressed_bytes);
+            eprintln!(
+                "corekv: snapshot {} (index {}, revision {}, {} keys) in {} ms",
+                path.display(),
+                meta.applied_index,
+                meta.revision,
+                summary.keys,
+                started.elapsed().as_millis()
+            );
+        }
+        Err(e) => eprintln!("corekv: snapshot at index {} failed: {e}", meta.applied_index),
+    }
+    if let Err(e) = snapshot::retain(dir, retain) {
+        eprintln!("corekv: cannot delete old snapshots in {}: {e}", dir.display());
+    }
+}
+
 /// One checkpoint, on its own thread.
 struct Job {
     history: History,
@@ -180,16 +254,15 @@ struct Job {
     state: crate::mvcc::Snapshot,
     meta: Meta,
     policy: SnapshotPolicy,
-    snapshot_dir: PathBuf,
     wal_dir: PathBuf,
     db_path: PathBuf,
     cache_bytes: usize,
 }
 
 impl Job {
-    /// Checkpoints the page store, writes the snapshot file, then drops what
-    /// they make unnecessary. A failure is reported, not fatal: the WAL still
-    /// holds every entry, and nothing is purged.
+    /// Checkpoints the page store, then purges the WAL below it. A failure
+    /// is reported, not fatal: the WAL still holds every entry, and nothing
+    /// is purged.
     fn run(mut self, shared: &Shared) -> Done {
         let started = Instant::now();
         let index = self.meta.applied_index;
@@ -214,32 +287,11 @@ impl Job {
             } else {
                 reopen(&self.db_path, self.cache_bytes)
             };
-            return Done { history: history.ok(), complete: false, view: None };
+            return Done { history: history.ok(), complete: false, view: None, state: None };
         }
         let checkpointed_ms = started.elapsed().as_millis();
         let counters = &shared.metrics.snapshots;
         add(&counters.checkpoints, 1);
-        let duty = crate::limits::snapshot_work_fraction;
-        match snapshot::save_in_dir(&self.snapshot_dir, &self.state, &self.meta, duty) {
-            Ok((path, summary)) => {
-                add(&counters.taken, 1);
-                add(&counters.bytes, summary.compressed_bytes);
-                eprintln!(
-                    "corekv: snapshot {} (index {index}, revision {}, {} keys) in {} ms",
-                    path.display(),
-                    self.meta.revision,
-                    summary.keys,
-                    started.elapsed().as_millis() - checkpointed_ms
-                );
-            }
-            Err(e) => eprintln!("corekv: snapshot at index {index} failed: {e}"),
-        }
-        if let Err(e) = snapshot::retain(&self.snapshot_dir, self.policy.retain) {
-            eprintln!(
-                "corekv: cannot delete old snapshots in {}: {e}",
-                self.snapshot_dir.display()
-            );
-        }
         let keep_from = index.saturating_sub(self.policy.wal_retain_entries) + 1;
         match crate::wal::purge(&self.wal_dir, keep_from) {
             Ok(purged) => {
@@ -258,7 +310,8 @@ impl Job {
             store.free_page_count(),
         );
         let view = self.history.view();
-        Done { history: Some(self.history), complete: true, view: Some(view) }
+        let state = Some((self.state, self.meta));
+        Done { history: Some(self.history), complete: true, view: Some(view), state }
     }
 }
 

@@ -294,7 +294,8 @@ async fn start_driver(
             std::process::exit(1);
         }
     };
-    let checkpoints = driver::Checkpoints::new(config, history, rewrite, base_index);
+    let checkpoints =
+        driver::Checkpoints::new(config, shared.clone(), history, rewrite, base_index);
     runtime::spawn(Driver { shared, store, wal, proposals, checkpoints }.run());
 }
 
