@@ -84,14 +84,25 @@ fn check_all_present(member: &Member, acked: &[(String, String, i64)]) {
 
 #[test]
 fn acknowledged_writes_survive_sigkill_mid_load() {
-    let dir = temp_dir("durability");
-    let mut member = Member::start_with(
-        &dir,
-        &["--snapshot-count", "300", "--snapshot-retain", "2", "--wal-retain-entries", "100"],
-    );
+    survive_kills("durability", rounds, &[]);
+}
+
+/// The same with the store reading older history from the page store's
+/// checkpoints (frozen layers, rebases, no load at start-up).
+#[test]
+fn acknowledged_writes_survive_sigkill_reading_from_disk() {
+    survive_kills("durability-disk", rounds / 2, &["--experimental-reads-from-disk"]);
+}
+
+fn survive_kills(name: &str, round_count: usize, extra: &[&str]) {
+    let dir = temp_dir(name);
+    let mut flags =
+        vec!["--snapshot-count", "300", "--snapshot-retain", "2", "--wal-retain-entries", "100"];
+    flags.extend_from_slice(extra);
+    let mut member = Member::start_with(&dir, &flags);
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let mut seed = 0x2545F4914F6CDD1Du64;
-    for round in 0..rounds {
+    for round in 0..round_count {
         let stop = Arc::new(AtomicBool::new(false));
         let threads: Vec<_> = (0..writers)
             .map(|id| {
@@ -119,7 +130,7 @@ fn acknowledged_writes_survive_sigkill_mid_load() {
     let (checkpoints, loads) =
         (log.matches("corekv: checkpoint ").count(), log.matches("loaded checkpoint").count());
     eprintln!(
-        "durability: {rounds} SIGKILL rounds, {total} acknowledged puts all present; \
+        "{name}: {round_count} SIGKILL rounds, {total} acknowledged puts all present; \
          {checkpoints} checkpoints taken, {loads} restarts from a checkpoint"
     );
     assert!(

@@ -144,11 +144,24 @@ fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
     Err(bad("a history key without a stem terminator"))
 }
 
+/// A version's tree key: the stem, then the revision inverted so that a
+/// key's versions sort newest first (a read at R seeks straight to the
+/// newest version at or below R).
 fn history_key(stem: &[u8], revision: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + stem.len() + 8);
     out.push(prefix_history);
     out.extend_from_slice(stem);
-    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(&(!(revision as u64)).to_be_bytes());
+    out
+}
+
+/// A tree key above every version of `stem` and below the next stem (stems
+/// are prefix-free: a short stem ends 00 01, a long one 00 02 and 16 bytes).
+fn past_stem(stem: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + stem.len() + 8);
+    out.push(prefix_history);
+    out.extend_from_slice(stem);
+    out.extend_from_slice(&[0xff; 8]);
     out
 }
 
@@ -166,7 +179,7 @@ fn split_history_key(tree_key: &[u8]) -> Result<(&[u8], i64)> {
         return Err(bad("a history key too short"));
     }
     let (stem, revision) = tree_key[1..].split_at(tree_key.len() - 9);
-    let revision = i64::from_be_bytes(revision.try_into().expect("8 bytes"));
+    let revision = !u64::from_be_bytes(revision.try_into().expect("8 bytes")) as i64;
     if revision < 1 {
         return Err(bad(format!("a version at revision {revision}")));
     }
@@ -453,18 +466,19 @@ impl<F: PageFile> PagedHistory<F> {
 
     /// Drops the versions of one key that compaction at `revision` removes.
     fn compact_stem(&mut self, stem: &[u8], revision: i64) -> Result<()> {
-        let start = history_key(stem, 0);
-        let end = history_key(stem, revision + 1);
+        // The versions at or below `revision`, newest first.
+        let start = history_key(stem, revision);
+        let end = past_stem(stem);
         let versions: Vec<(Vec<u8>, bool)> = self
             .store
             .cursor(Bound::Included(&start), Bound::Excluded(&end))?
             .map(|entry| entry.map(|(key, record)| (key, record.first() == Some(&kind_delete))))
             .collect::<std::result::Result<_, _>>()?;
-        let Some((newest, newest_is_delete)) = versions.last() else { return Ok(()) };
+        let Some((newest, newest_is_delete)) = versions.first() else { return Ok(()) };
         let keep_newest = !newest_is_delete;
         for (i, (key, _)) in versions.iter().enumerate() {
-            if i + 1 == versions.len() && keep_newest {
-                break;
+            if i == 0 && keep_newest {
+                continue;
             }
             self.store.remove(key)?;
             if key != newest {
@@ -531,14 +545,13 @@ fn for_each_key_in<S: crate::pagestore::PageSource>(
     mut cursor: crate::pagestore::Cursor<S>,
     mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
 ) -> Result<()> {
-    /// The key being read: its stem, the key, its versions oldest first.
+    /// The key being read: its stem, the key, its versions newest first.
     type Group = (Vec<u8>, Bytes, Vec<ExportedVersion>);
     let mut long_keys: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
     let mut group: Option<Group> = None;
-    let mut emit = |(stem, key, mut versions): Group,
+    let mut emit = |(stem, key, versions): Group,
                     long_keys: &mut Vec<(Bytes, Vec<ExportedVersion>)>|
      -> Result<()> {
-        versions.reverse();
         if is_long_stem(&stem) {
             long_keys.push((key, versions));
             return Ok(());
@@ -702,7 +715,6 @@ impl PagedView {
             start: start.to_vec(),
             end: end.map(<[u8]>::to_vec),
             revision,
-            current: None,
             long_keys: Vec::new(),
             ready: std::collections::VecDeque::new(),
             exhausted: false,
@@ -711,18 +723,26 @@ impl PagedView {
 }
 
 /// Live keys of a range at one revision, in key order (`PagedView::range`).
+/// For each key it seeks to the newest version at or below the revision,
+/// then past the key's older versions: the cost is per key, not per version.
 pub struct PagedRange {
     cursor: crate::pagestore::Cursor<crate::pagestore::SharedReader>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
     revision: i64,
-    /// The key being read (its stem), and its newest version at or below
-    /// the revision so far.
-    current: Option<(Vec<u8>, Option<KeyValue>)>,
     /// Live long keys not yet handed out, largest first.
     long_keys: Vec<KeyValue>,
     ready: std::collections::VecDeque<KeyValue>,
     exhausted: bool,
+}
+
+/// What the range reader found at the cursor.
+enum Found {
+    /// A version newer than the revision: seek to this tree key.
+    TooNew(Vec<u8>),
+    /// The key's version at the revision (None: deleted then); then seek
+    /// past the key.
+    Version { stem: Vec<u8>, kv: Option<KeyValue> },
 }
 
 impl PagedRange {
@@ -755,34 +775,24 @@ impl PagedRange {
                 return Ok(self.long_keys.pop());
             }
             let revision = self.revision;
-            let current = &mut self.current;
-            let step = self.cursor.next_with(
-                |tree_key, record| -> Result<Option<(Vec<u8>, Option<KeyValue>)>> {
-                    let (stem, at) = split_history_key(tree_key)?;
-                    let mut finished = None;
-                    if current.as_ref().is_none_or(|(s, _)| s.as_slice() != stem) {
-                        finished = current.replace((stem.to_vec(), None));
-                    }
-                    if at <= revision {
-                        let short_key = key_of_stem(stem)?.map(Bytes::from);
-                        let (_, version) = decode_record(record, at, short_key.as_ref())?;
-                        current.as_mut().expect("set above").1 = version.kv;
-                    }
-                    Ok(finished)
-                },
-            )?;
+            let step = self.cursor.next_with(|tree_key, record| -> Result<Found> {
+                let (stem, at) = split_history_key(tree_key)?;
+                if at > revision {
+                    return Ok(Found::TooNew(history_key(stem, revision)));
+                }
+                let short_key = key_of_stem(stem)?.map(Bytes::from);
+                let (_, version) = decode_record(record, at, short_key.as_ref())?;
+                Ok(Found::Version { stem: stem.to_vec(), kv: version.kv })
+            })?;
             match step {
-                Some(finished) => {
-                    if let Some((stem, kv)) = finished? {
+                None => self.exhausted = true,
+                Some(found) => match found? {
+                    Found::TooNew(target) => self.cursor.seek_forward(&target)?,
+                    Found::Version { stem, kv } => {
+                        self.cursor.seek_forward(&past_stem(&stem))?;
                         self.finish(&stem, kv);
                     }
-                }
-                None => {
-                    self.exhausted = true;
-                    if let Some((stem, kv)) = self.current.take() {
-                        self.finish(&stem, kv);
-                    }
-                }
+                },
             }
         }
     }

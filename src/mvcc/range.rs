@@ -70,35 +70,48 @@ impl Snapshot {
             Some(base) => Some(base.range(start, end.as_deref(), revision).map_err(storage_error)?),
             None => None,
         };
-        let mut base_next = match &mut base {
-            Some(range) => range.next_kv().map_err(storage_error)?,
-            None => None,
+        let next_from_base = |base: &mut Option<super::paged::PagedRange>| match base {
+            Some(range) => range.next_kv().map_err(storage_error),
+            None => Ok(None),
         };
+        let mut base_next = next_from_base(&mut base)?;
         loop {
-            let smallest = cursors
-                .iter_mut()
-                .filter_map(|c| c.peek().map(|(k, _)| (*k).clone()))
-                .chain(base_next.as_ref().map(|kv| kv.key.clone()))
-                .min();
-            let Some(key) = smallest else { return Ok(()) };
-            let mut decided: Option<Option<KeyValue>> = None;
+            let layer_min = cursors.iter_mut().filter_map(|c| c.peek().map(|(k, _)| *k)).min();
+            let Some(key) = layer_min
+                .filter(|key| base_next.as_ref().is_none_or(|b| b.key.as_ref() >= key.as_ref()))
+            else {
+                // The page store's key comes first (or the layers are done).
+                let Some(kv) = base_next.take() else { return Ok(()) };
+                base_next = next_from_base(&mut base)?;
+                if !visit(&kv) {
+                    return Ok(());
+                }
+                continue;
+            };
+            // The newest layer holding a version at or below `revision` decides.
+            let mut decided: Option<Option<&KeyValue>> = None;
             for cursor in &mut cursors {
-                if cursor.peek().is_some_and(|(k, _)| **k == key) {
+                if cursor.peek().is_some_and(|(k, _)| *k == key) {
                     let (_, head) = cursor.next().expect("peeked");
                     if decided.is_none() {
-                        if let Some(version) = head.at(revision) {
-                            decided = Some(version.kv.clone());
-                        }
+                        decided = head.at(revision).map(|version| version.kv.as_ref());
                     }
                 }
             }
-            if base_next.as_ref().is_some_and(|kv| kv.key == key) {
-                let from_base = base_next.take();
-                base_next = base.as_mut().expect("a base").next_kv().map_err(storage_error)?;
-                decided = decided.or(Some(from_base));
-            }
-            if let Some(Some(kv)) = decided {
-                if !visit(&kv) {
+            let from_base = match base_next.as_ref().is_some_and(|b| b.key == *key) {
+                true => {
+                    let kv = base_next.take();
+                    base_next = next_from_base(&mut base)?;
+                    kv
+                }
+                false => None,
+            };
+            let seen = match decided {
+                Some(kv) => kv,
+                None => from_base.as_ref(),
+            };
+            if let Some(kv) = seen {
+                if !visit(kv) {
                     return Ok(());
                 }
             }

@@ -86,6 +86,22 @@ impl<S: PageSource> Cursor<S> {
         Ok(())
     }
 
+    /// Moves forward to the first entry at or after `target` (which is not
+    /// before the cursor's position): within the current leaf when it holds
+    /// `target`, else by a new descent from the root.
+    pub fn seek_forward(&mut self, target: &[u8]) -> Result<()> {
+        let Some(leaf) = self.leaf.clone() else { return Ok(()) };
+        let Node::Leaf(entries) = &*leaf else { unreachable!("cursor leaves are leaves") };
+        if entries.last().is_some_and(|last| last.key.as_slice() >= target) {
+            let rest = &entries[self.position.min(entries.len())..];
+            self.position += rest.partition_point(|entry| entry.key.as_slice() < target);
+            return Ok(());
+        }
+        self.path.clear();
+        self.leaf = None;
+        self.seek(Bound::Included(target))
+    }
+
     /// The next entry, or None past the end of the range.
     pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.next_with(|key, value| (key.to_vec(), value.to_vec()))

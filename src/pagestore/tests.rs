@@ -723,3 +723,26 @@ fn ascending_inserts_pack_pages_and_random_ones_keep_the_fill_bounds() {
     scattered.check_invariants().unwrap();
     assert_equals_model(&mut scattered, &model);
 }
+
+#[test]
+fn seek_forward_lands_on_the_first_entry_at_or_after_the_target() {
+    let (mut store, model) = filled(3000, 30, 4);
+    store.checkpoint(1).unwrap();
+    let snapshot = store.snapshot();
+    let mut cursor =
+        snapshot.cursor(Bound::Unbounded, Bound::Excluded(&numbered_key(2900))).unwrap();
+    let mut at = 0u32;
+    // Steps of every size: within the current leaf and across many leaves.
+    for step in [1u32, 2, 5, 17, 60, 250, 3, 900, 1, 40] {
+        at += step;
+        let target = numbered_key(at);
+        cursor.seek_forward(&target).unwrap();
+        let want = model.range(target.clone()..numbered_key(2900)).next().map(|(k, _)| k.clone());
+        let got = cursor.next_entry().unwrap().map(|(k, _)| k);
+        assert_eq!(got, want, "seek to {at}");
+        at += 1;
+    }
+    // Past the end bound: the cursor stays at its end.
+    cursor.seek_forward(&numbered_key(2950)).unwrap();
+    assert!(cursor.next_entry().unwrap().is_none());
+}

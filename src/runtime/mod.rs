@@ -74,6 +74,21 @@ pub fn spawn_background<T: Send + 'static>(
     })
 }
 
+/// Starts a background thread (checkpoints) at a low but real priority
+/// (nice 10): unlike SCHED_IDLE it still gets a share of a CPU the executors
+/// keep busy, so work that bounds the WAL is never starved indefinitely.
+pub fn spawn_low_priority<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        // SAFETY: sets the calling thread's nice value (who 0 = this thread on
+        // Linux); failure only leaves the default priority.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        body()
+    })
+}
+
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) {
     glommio::spawn_local(future).detach();
 }

@@ -67,6 +67,13 @@ pub struct Config {
     /// a suffix K, M or G (powers of 1024) may follow the number.
     #[arg(long, default_value = "64M", value_parser = parse_bytes)]
     pub cache_size: u64,
+    /// Serve reads of history older than the last checkpoint from the page
+    /// store (DATA_DIR/db) instead of memory: start-up loads nothing and the
+    /// data may outgrow memory, but ranges that count or return many keys
+    /// read pages (no in-memory key index yet). Default: the whole history
+    /// is kept in memory too.
+    #[arg(long, default_value_t = false)]
+    pub experimental_reads_from_disk: bool,
     /// Entries kept in the WAL below the newest snapshot (for followers that
     /// lag a little, once there are followers).
     #[arg(long, default_value_t = 5_000)]
@@ -94,6 +101,7 @@ pub struct Resolved {
     pub spin_before_park_us: u64,
     pub snapshots: SnapshotPolicy,
     pub cache_bytes: usize,
+    pub reads_from_disk: bool,
     pub cluster_id: u64,
     pub member_id: u64,
 }
@@ -224,6 +232,7 @@ impl Config {
                 wal_retain_entries: self.wal_retain_entries,
             },
             cache_bytes: self.cache_size as usize,
+            reads_from_disk: self.experimental_reads_from_disk,
             cluster_id,
             member_id,
         })

@@ -74,6 +74,9 @@ pub struct Checkpoints {
     file_due: Option<(crate::mvcc::Snapshot, Meta)>,
     file_writing: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// `--experimental-reads-from-disk`: the store reads older history from
+    /// the checkpoints (else it keeps everything in memory too).
+    reads_from_disk: bool,
 }
 
 impl Checkpoints {
@@ -99,6 +102,7 @@ impl Checkpoints {
             file_due: None,
             file_writing: None,
             shared,
+            reads_from_disk: config.reads_from_disk,
         }
     }
 
@@ -118,7 +122,7 @@ impl Checkpoints {
                 Ok(Done { history, complete, view, state }) => {
                     self.history = history;
                     self.rewrite |= !complete;
-                    if let Some(view) = view {
+                    if let Some(view) = view.filter(|_| self.reads_from_disk) {
                         store.rebase(view);
                     }
                     if state.is_some() {
@@ -177,9 +181,11 @@ impl Checkpoints {
         if !self.due(published.applied_index, store) {
             return;
         }
-        // The changes being folded stay readable in a frozen layer until the
-        // checkpoint holding them is taken up (`idle`).
-        store.freeze();
+        // Reading from disk, the changes being folded stay readable in a
+        // frozen layer until the checkpoint holding them is taken up (`idle`).
+        if self.reads_from_disk {
+            store.freeze();
+        }
         self.last_index = published.applied_index;
         self.last_at = Instant::now();
         let job = Job {
@@ -196,10 +202,11 @@ impl Checkpoints {
         let shared = shared.clone();
         // The thread is handed the history; if it cannot start, nothing ran.
         let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
-        let spawned = crate::runtime::spawn_background("checkpoint", move || match job_rx.recv() {
-            Ok(job) => job.run(&shared),
-            Err(_) => Done { history: None, complete: false, view: None, state: None },
-        });
+        let spawned =
+            crate::runtime::spawn_low_priority("checkpoint", move || match job_rx.recv() {
+                Ok(job) => job.run(&shared),
+                Err(_) => Done { history: None, complete: false, view: None, state: None },
+            });
         match spawned {
             Ok(handle) => {
                 job_tx.send(job).expect("the thread waits for its job");

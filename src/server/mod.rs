@@ -179,15 +179,19 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     Ok(Recovery { store, wal: recovered, history, rewrite, base_index })
 }
 
-/// A store over the page store's checkpoint: nothing is loaded into memory;
-/// reads of history older than what is applied from now on go to the pages.
+/// The store from the page store's checkpoint: loaded into memory, or with
+/// `--experimental-reads-from-disk` read from the pages (nothing loaded).
 fn load_history(
     history: &mut driver::History,
     config: &Resolved,
     started: std::time::Instant,
 ) -> Result<Store, String> {
     let path = config.data_dir.join("db");
-    let store = Store::with_base(history.view());
+    let store = if config.reads_from_disk {
+        Store::with_base(history.view())
+    } else {
+        history.load().map_err(|e| format!("{}: {e}", path.display()))?
+    };
     if history.applied_index() > 0 {
         eprintln!(
             "corekv: loaded checkpoint {} (index {}, revision {}, {} keys) in {} ms",
