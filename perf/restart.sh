@@ -7,12 +7,13 @@
 # Writes perf/results/<stamp>-restart.md.
 #
 # Usage: perf/restart.sh [KEYS] [VALUE_BYTES] [EXTRA] [RUNS]  (default 1000000 256 20000 3)
+# Environment: COREKV_FLAGS (more corekv flags, e.g. --experimental-reads-from-disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}; value_bytes=${2:-256}; extra=${3:-20000}; runs=${4:-3}
 cargo build --release --bins -p corekv -p loadgen >&2
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit
+stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}
 dir=perf/tmp/restart
 rm -rf $dir && mkdir -p $dir perf/results
 port=23797
@@ -21,8 +22,9 @@ ctl="target/release/corekvctl --endpoints $endpoint"
 pid=
 start() { # extra corekv flags...
   local t0; t0=$(date +%s%N)
+  # shellcheck disable=SC2086
   target/release/corekv --data-dir $dir/data --listen-client-urls http://$endpoint \
-    --listen-peer-urls http://127.0.0.1:23798 "$@" 2>>$dir/corekv.log &
+    --listen-peer-urls http://127.0.0.1:23798 ${COREKV_FLAGS:-} "$@" 2>>$dir/corekv.log &
   pid=$!
   until $ctl endpoint status >/dev/null 2>&1; do sleep 0.005; done
   ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -57,7 +59,7 @@ out=perf/results/$stamp-restart.md
 cat > "$out" <<MD
 # Restart of a member holding $keys keys ($stamp)
 
-Machine: $machine. Keys: $keys × $value_bytes B values, one checkpoint covering
+Machine: $machine. corekv flags: ${COREKV_FLAGS:-none}. Keys: $keys × $value_bytes B values, one checkpoint covering
 them (DATA_DIR/db, $((db_bytes / 1048576)) MiB), then $extra puts left in the WAL.
 Times in ms: exec → first answered request; the member's own log for loading
 the checkpoint and for the whole recovery (checkpoint + WAL replay).

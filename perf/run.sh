@@ -5,7 +5,8 @@
 # perf/results/<stamp>.jsonl and a markdown table to perf/results/<stamp>.md.
 #
 # Usage: perf/run.sh [SECONDS_PER_RUN]   (default 10)
-# Environment: COREKV_CORES (default: all), WORKLOADS (default: all below).
+# Environment: COREKV_CORES (default: all), WORKLOADS (default: all below),
+# COREKV_FLAGS (more corekv flags, e.g. --experimental-reads-from-disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -13,7 +14,7 @@ scripts/install-deps
 cargo build --release --bins --examples -p corekv -p loadgen >&2
 
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit
+stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}
 out=perf/results/$stamp.jsonl
 mkdir -p perf/results perf/tmp
 rm -rf perf/tmp/corekv perf/tmp/etcd
@@ -23,7 +24,8 @@ machine=$(printf '%s, %s cores, %s GiB, kernel %s' \
 fsync=$(target/release/examples/fsync_latency perf/tmp 2000)
 
 ck_port=23791; etcd_port=23792
-target/release/corekv --data-dir perf/tmp/corekv ${COREKV_CORES:+--cores $COREKV_CORES} \
+# shellcheck disable=SC2086
+target/release/corekv --data-dir perf/tmp/corekv ${COREKV_CORES:+--cores $COREKV_CORES} ${COREKV_FLAGS:-} \
   --listen-client-urls http://127.0.0.1:$ck_port --listen-peer-urls http://127.0.0.1:23793 \
   2>perf/tmp/corekv.log &
 ck_pid=$!
