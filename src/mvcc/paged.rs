@@ -329,17 +329,34 @@ impl<F: PageFile> PagedHistory<F> {
     }
 
     /// Folds changes into the working tree, in order.
+    ///
+    /// Versions go in first, in tree-key order (consecutive inserts then
+    /// meet the same, already copied leaves), then the compactions in the
+    /// order applied: a compaction at C only touches versions at or below C,
+    /// all of which came before it, so the result is the same as in log order.
     pub fn apply(&mut self, changes: &[HistoryChange]) -> Result<()> {
+        let mut versions: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::with_capacity(changes.len());
         for change in changes {
-            match change {
-                HistoryChange::Version { key, revision, kv } => {
-                    let (stem, long) = stem(key);
-                    let record = encode_record(key, long, kv.as_ref());
-                    self.store.insert(&history_key(&stem, *revision), &record)?;
-                    self.store.insert(&index_key(*revision, &stem), &[])?;
-                    self.revision = self.revision.max(*revision);
-                }
-                HistoryChange::Compact(revision) => self.compact(*revision)?,
+            if let HistoryChange::Version { key, revision, kv } = change {
+                let (stem, long) = stem(key);
+                let record = encode_record(key, long, kv.as_ref());
+                versions.push((history_key(&stem, *revision), *revision, record));
+            }
+        }
+        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (tree_key, _, record) in &versions {
+            self.store.insert(tree_key, record)?;
+        }
+        // The index in revision order: appends at the tree's right end.
+        versions.sort_unstable_by_key(|(_, revision, _)| *revision);
+        for (tree_key, revision, _) in &versions {
+            let stem = &tree_key[1..tree_key.len() - 8];
+            self.store.insert(&index_key(*revision, stem), &[])?;
+            self.revision = self.revision.max(*revision);
+        }
+        for change in changes {
+            if let HistoryChange::Compact(revision) = change {
+                self.compact(*revision)?;
             }
         }
         Ok(())

@@ -191,13 +191,13 @@ impl CleanCache {
 /// The writer's view: its dirty pages, and the shared clean cache.
 #[derive(Debug)]
 pub(crate) struct PageCache {
-    dirty: BTreeMap<PageId, Arc<Node>>,
+    dirty: PageMap<Arc<Node>>,
     clean: Arc<CleanCache>,
 }
 
 impl PageCache {
     pub(crate) fn new(clean_bytes_max: usize) -> PageCache {
-        PageCache { dirty: BTreeMap::new(), clean: Arc::new(CleanCache::new(clean_bytes_max)) }
+        PageCache { dirty: PageMap::default(), clean: Arc::new(CleanCache::new(clean_bytes_max)) }
     }
 
     /// The clean cache, for readers of checkpoints.
@@ -241,7 +241,7 @@ impl PageCache {
 
     /// Hands every dirty page to the checkpoint, in page order.
     pub(crate) fn take_all_dirty(&mut self) -> BTreeMap<PageId, Arc<Node>> {
-        std::mem::take(&mut self.dirty)
+        std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
     pub(crate) fn dirty_ids(&self) -> impl Iterator<Item = PageId> + '_ {
