@@ -32,6 +32,8 @@ pub struct LogCounters {
 pub struct SnapshotCounters {
     /// Page store checkpoints completed.
     pub checkpoints: AtomicU64,
+    /// Times the log driver stopped taking writes for a checkpoint to catch up.
+    pub write_stalls: AtomicU64,
     pub taken: AtomicU64,
     pub bytes: AtomicU64,
     pub wal_segments_purged: AtomicU64,

@@ -106,6 +106,14 @@ impl Checkpoints {
         }
     }
 
+    /// Whether the changes waiting for a checkpoint exceed what memory may
+    /// hold while one runs (`limits::checkpoint_pending_changes_max`, or
+    /// twice `--snapshot-count` if that is more).
+    fn behind(&self) -> bool {
+        let max = limits::checkpoint_pending_changes_max.max(2 * self.policy.count as usize);
+        self.pending.len() > max && self.writing.is_some()
+    }
+
     /// How often the driver looks for a checkpoint due by time while idle.
     fn tick(&self) -> Option<std::time::Duration> {
         (self.policy.interval_secs > 0).then(|| std::time::Duration::from_millis(250))
@@ -459,6 +467,22 @@ impl<D: LogDisk> Driver<D> {
         for (reply, request_id, response) in replies {
             // A full or closed channel means the connection is gone.
             let _ = reply.try_send((request_id, response));
+        }
+        // Write stall: when checkpoints fall behind the writes, stop taking
+        // proposals until one catches up, so the changes waiting in memory
+        // (and the WAL) stay bounded.
+        if self.checkpoints.behind() {
+            add(&self.shared.metrics.snapshots.write_stalls, 1);
+            let started = Instant::now();
+            while self.checkpoints.behind() {
+                crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
+                let published = self.shared.published.load_full();
+                self.checkpoints.after_batch(&self.shared, &published, &mut self.store);
+            }
+            eprintln!(
+                "corekv: write stall of {} ms: checkpoints fell behind the writes",
+                started.elapsed().as_millis()
+            );
         }
     }
 }
