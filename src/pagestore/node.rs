@@ -26,12 +26,15 @@ use super::PageId;
 /// length.
 pub(crate) const leaf_entry_header_bytes: usize = 8;
 /// The largest leaf entry: values that would make an entry larger go to an
-/// overflow chain, leaving an 8-byte page reference in the entry.
-pub(crate) const leaf_entry_bytes_max: usize = leaf_entry_header_bytes + key_bytes_max + 8;
+/// overflow chain, leaving an 8-byte page reference in the entry. Large
+/// enough that an MVCC version of a 1 KiB value (a ~43-byte tree key and a
+/// 1050-byte record) stays inline: a value that spills takes a whole page.
+pub(crate) const leaf_entry_bytes_max: usize = 1160;
+const _: () = assert!(leaf_entry_bytes_max >= leaf_entry_header_bytes + key_bytes_max + 8);
 /// A branch item: key length (u16), key, child id (u64).
 pub(crate) const branch_item_bytes_max: usize = 2 + key_bytes_max + 8;
 /// A non-root node with fewer bytes is combined with a sibling.
-pub(crate) const node_fill_bytes_min: usize = page_body_bytes / 5;
+pub(crate) const node_fill_bytes_min: usize = page_body_bytes / 7;
 
 const entry_bytes_max: usize = if leaf_entry_bytes_max > branch_item_bytes_max {
     leaf_entry_bytes_max
