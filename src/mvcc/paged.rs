@@ -344,15 +344,17 @@ impl<F: PageFile> PagedHistory<F> {
             }
         }
         versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (tree_key, _, record) in &versions {
-            self.store.insert(tree_key, record)?;
-        }
+        versions.dedup_by(|b, a| a.0 == b.0);
+        self.store.insert_sorted(versions.iter().map(|(k, _, r)| (k.as_slice(), r.as_slice())))?;
         // The index in revision order: appends at the tree's right end.
-        versions.sort_unstable_by_key(|(_, revision, _)| *revision);
-        for (tree_key, revision, _) in &versions {
-            let stem = &tree_key[1..tree_key.len() - 8];
-            self.store.insert(&index_key(*revision, stem), &[])?;
-            self.revision = self.revision.max(*revision);
+        let mut index: Vec<Vec<u8>> = versions
+            .iter()
+            .map(|(tree_key, revision, _)| index_key(*revision, &tree_key[1..tree_key.len() - 8]))
+            .collect();
+        index.sort_unstable();
+        self.store.insert_sorted(index.iter().map(|k| (k.as_slice(), &[][..])))?;
+        if let Some(newest) = versions.iter().map(|(_, revision, _)| *revision).max() {
+            self.revision = self.revision.max(newest);
         }
         for change in changes {
             if let HistoryChange::Compact(revision) = change {

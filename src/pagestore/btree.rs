@@ -14,7 +14,7 @@
 //! the next checkpoint's first sync makes them durable with the tree pages.
 
 use super::file::read_raw;
-use super::node::{BranchItem, Key, LeafEntry, Node, Value};
+use super::node::{leaf_entry_bytes_max, BranchItem, Key, LeafEntry, Node, Value};
 use super::page::{encode_overflow, overflow_data_bytes, page_body_bytes};
 use super::read::{check_reference, read_overflow_chain};
 use super::snapshot::TreeView;
@@ -45,6 +45,92 @@ impl<F: PageFile> PageStore<F> {
         let result = self.insert_entry(key, value);
         self.poisoned |= result.is_err();
         result
+    }
+
+    /// Sets every key of `entries` (ascending, no repeats) to its value: the
+    /// same as inserting them one by one, but each leaf is descended to,
+    /// copied and rebuilt once for all the entries that land in it.
+    pub fn insert_sorted<'e>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'e [u8], &'e [u8])>,
+    ) -> Result<()> {
+        self.ensure_usable()?;
+        let result = self.insert_sorted_entries(entries);
+        self.poisoned |= result.is_err();
+        result
+    }
+
+    fn insert_sorted_entries<'e>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'e [u8], &'e [u8])>,
+    ) -> Result<()> {
+        let mut entries = entries.into_iter().peekable();
+        let mut previous: Option<&[u8]> = None;
+        while let Some(&(first, _)) = entries.peek() {
+            let view = self.working_view();
+            let (path, leaf_id, leaf) = self.descend(view, first)?;
+            drop(leaf);
+            // The keys this leaf holds end below the nearest separator to the
+            // right of the path.
+            let mut upper: Option<Key> = None;
+            for frame in path.iter().rev() {
+                let Node::Branch(items) = &*self.node(frame.page, view.generation)? else {
+                    unreachable!("path frames are branches")
+                };
+                if let Some(item) = items.get(frame.index + 1) {
+                    upper = Some(item.key.clone());
+                    break;
+                }
+            }
+            let mut leaf = self.take_for_write(leaf_id)?;
+            let Node::Leaf(leaf_entries) = &mut leaf else {
+                unreachable!("descend ends at a leaf")
+            };
+            let mut dropped = Vec::new();
+            let mut append = true;
+            let mut from = 0;
+            // A bound on the leaf's growth: the rebuild cuts it into pages.
+            let mut added_bytes = 0;
+            while let Some(&(key, value)) = entries.peek() {
+                if upper.as_ref().is_some_and(|upper| key >= upper.as_slice())
+                    || added_bytes > 2 * page_bytes
+                {
+                    break;
+                }
+                if key.len() > key_bytes_max {
+                    return Err(StoreError::KeyTooLarge { key_bytes: key.len() });
+                }
+                if value.len() > value_bytes_max {
+                    return Err(StoreError::ValueTooLarge { value_bytes: value.len() });
+                }
+                assert!(previous.is_none_or(|p| p < key), "insert_sorted keys ascend");
+                previous = Some(key);
+                entries.next();
+                let stored = self.store_value(key, value)?;
+                added_bytes += key.len() + value.len().min(leaf_entry_bytes_max) + 8;
+                let rest = &leaf_entries[from..];
+                match rest.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
+                    Ok(i) => {
+                        let old = std::mem::replace(&mut leaf_entries[from + i].value, stored);
+                        dropped.push(old);
+                        from += i + 1;
+                        append &= from == leaf_entries.len();
+                    }
+                    Err(i) => {
+                        let entry = LeafEntry { key: Key::from_slice(key), value: stored };
+                        leaf_entries.insert(from + i, entry);
+                        self.entry_count += 1;
+                        from += i + 1;
+                        append &= from == leaf_entries.len();
+                    }
+                }
+            }
+            self.rebuild(path, leaf_id, leaf, append)?;
+            for value in dropped {
+                self.drop_value(value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes `key`, answering its value.

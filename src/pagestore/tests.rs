@@ -746,3 +746,36 @@ fn seek_forward_lands_on_the_first_entry_at_or_after_the_target() {
     cursor.seek_forward(&numbered_key(2950)).unwrap();
     assert!(cursor.next_entry().unwrap().is_none());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Sorted batches (new keys, replaced keys, values that overflow) land
+    /// exactly as inserting them one by one would, within every bound.
+    #[test]
+    fn insert_sorted_is_insert_one_by_one(
+        batches in proptest::collection::vec(
+            proptest::collection::btree_map(0u16..3000, (0usize..6000, any::<u8>()), 1..400),
+            1..6,
+        ),
+    ) {
+        let mut store = PageStore::create(MemPageFile::new()).unwrap();
+        let mut model = Model::new();
+        for (round, batch) in batches.iter().enumerate() {
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = batch
+                .iter()
+                .map(|(k, (size, seed))| (key(*k), value(*k, *size, *seed)))
+                .collect();
+            store
+                .insert_sorted(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                .unwrap();
+            for (k, v) in entries {
+                model.insert(k, v);
+            }
+            store.check_invariants().unwrap();
+            assert_equals_model(&mut store, &model);
+            if round % 2 == 1 {
+                store.checkpoint(round as u64).unwrap();
+            }
+        }
+    }
+}
