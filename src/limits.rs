@@ -49,7 +49,8 @@ const _: () = assert!(wal_segment_bytes_default.is_multiple_of(io_alignment_byte
 /// walk and compression of a large state would otherwise take the memory
 /// bandwidth and caches that requests need (docs/performance.md).
 pub const snapshot_work_fraction: f64 = 0.25;
-/// Changes that may wait in memory for a checkpoint while one runs (at
-/// least; twice `--snapshot-count` if that is more): beyond it the log
-/// driver stops taking writes until the checkpoint catches up.
+/// Changes that may wait in memory for a checkpoint while one runs (by
+/// default; twice `--snapshot-count` if that is more, or
+/// `--experimental-checkpoint-backlog`): beyond it the log driver stops
+/// taking writes until the checkpoint catches up.
 pub const checkpoint_pending_changes_max: usize = 200_000;

@@ -67,6 +67,11 @@ pub struct Config {
     /// a suffix K, M or G (powers of 1024) may follow the number.
     #[arg(long, default_value = "64M", value_parser = parse_bytes)]
     pub cache_size: u64,
+    /// Changes that may wait in memory for a running checkpoint before the
+    /// member stops taking writes until it catches up (a write stall);
+    /// default: 200000 or twice --snapshot-count, whichever is more.
+    #[arg(long)]
+    pub experimental_checkpoint_backlog: Option<usize>,
     /// Serve reads of history older than the last checkpoint from the page
     /// store (DATA_DIR/db) instead of memory: start-up loads nothing and the
     /// data may outgrow memory, but ranges that count or return many keys
@@ -87,6 +92,8 @@ pub struct SnapshotPolicy {
     pub interval_secs: u64,
     pub retain: usize,
     pub wal_retain_entries: u64,
+    /// Changes that may wait for a running checkpoint before writes stall.
+    pub backlog_max: usize,
 }
 
 /// The configuration checked and resolved.
@@ -230,6 +237,9 @@ impl Config {
                 interval_secs: self.snapshot_interval,
                 retain: self.snapshot_retain,
                 wal_retain_entries: self.wal_retain_entries,
+                backlog_max: self.experimental_checkpoint_backlog.unwrap_or(
+                    limits::checkpoint_pending_changes_max.max(2 * self.snapshot_count as usize),
+                ),
             },
             cache_bytes: self.cache_size as usize,
             reads_from_disk: self.experimental_reads_from_disk,

@@ -107,11 +107,9 @@ impl Checkpoints {
     }
 
     /// Whether the changes waiting for a checkpoint exceed what memory may
-    /// hold while one runs (`limits::checkpoint_pending_changes_max`, or
-    /// twice `--snapshot-count` if that is more).
+    /// hold while one runs (`SnapshotPolicy::backlog_max`).
     fn behind(&self) -> bool {
-        let max = limits::checkpoint_pending_changes_max.max(2 * self.policy.count as usize);
-        self.pending.len() > max && self.writing.is_some()
+        self.pending.len() > self.policy.backlog_max && self.writing.is_some()
     }
 
     /// How often the driver looks for a checkpoint due by time while idle.
