@@ -314,6 +314,8 @@ impl Job {
             Err(e) => eprintln!("corekv: cannot purge the WAL in {}: {e}", self.wal_dir.display()),
         }
         let store = self.history.page_store();
+        let db_bytes = store.page_count() * crate::pagestore::page_bytes as u64;
+        shared.db_bytes.store(db_bytes, Ordering::Relaxed);
         eprintln!(
             "corekv: checkpoint {} (index {index}, revision {}{}, {} pages, {} free) in {checkpointed_ms} ms",
             self.db_path.display(),

@@ -44,6 +44,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The oldest WAL segment left (segments below it were purged).
     pub wal_first_sequence: AtomicU64,
+    /// Bytes of the page store file (DATA_DIR/db), as of the last checkpoint.
+    pub db_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -78,7 +80,10 @@ impl Shared {
     pub fn status(&self, published: &Published) -> StatusResponse {
         StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            db_size: published.wal_bytes as i64,
+            // etcd's DB SIZE is its backend file: here the page store's, plus
+            // the WAL, which holds what the last checkpoint does not.
+            db_size: (self.db_bytes.load(std::sync::atomic::Ordering::Relaxed)
+                + published.wal_bytes) as i64,
             db_size_in_use: published.snapshot.size_bytes(),
             leader: self.member_id,
             raft_index: published.applied_index,
