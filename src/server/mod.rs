@@ -247,7 +247,9 @@ pub fn run(config: Resolved) -> Result<(), String> {
         proposals: proposals_tx,
         metrics: Metrics::new(config.cores),
         wal_first_sequence: AtomicU64::new(wal_first_sequence),
-        db_bytes: AtomicU64::new(history.page_store().page_count() * crate::pagestore::page_bytes as u64),
+        db_bytes: AtomicU64::new(
+            history.page_store().page_count() * crate::pagestore::page_bytes as u64,
+        ),
     });
     let driver_parts =
         Arc::new(Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index))));
