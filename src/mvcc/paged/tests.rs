@@ -1,0 +1,290 @@
+//! The paged history against the in-memory store.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::pagestore::MemPageFile;
+use crate::types::*;
+
+/// Keys that exercise escaping (zero bytes), shared prefixes and long
+/// keys, whose stems end in a hash, next to short keys with their prefix.
+fn keys() -> Vec<Bytes> {
+    let long = |fill: u8, n: usize, tail: &[u8]| {
+        let mut key = vec![fill; n];
+        key.extend_from_slice(tail);
+        Bytes::from(key)
+    };
+    vec![
+        Bytes::from_static(b"a"),
+        Bytes::from_static(b"a\0"),
+        Bytes::from_static(b"a\0b"),
+        Bytes::from_static(b"ab"),
+        Bytes::from_static(b"\0"),
+        Bytes::from_static(b"b"),
+        long(b'L', 950, b""),
+        long(b'L', 950, b"\x01"),
+        long(b'L', 1000, b"x"),
+        long(b'L', 1000, b"y"),
+        long(b'L', 959, b"\0\0\0"),
+        long(0, 600, b"z"),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(usize, u16),
+    Delete(usize, usize),
+    /// Puts two keys in one revision.
+    TxnPut(usize, usize),
+    /// Compacts at (revision × n / 8).
+    Compact(u8),
+    /// Folds the changes into the page store and checkpoints.
+    Checkpoint,
+    /// Checkpoints, then opens the store again from its durable image.
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = keys().len();
+    prop_oneof![
+        6 => (0..n, any::<u16>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0..n, 0..n).prop_map(|(a, b)| Op::Delete(a, b)),
+        1 => (0..n, 0..n).prop_map(|(a, b)| Op::TxnPut(a, b)),
+        1 => (1..=8u8).prop_map(Op::Compact),
+        2 => Just(Op::Checkpoint),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn put_op(key: &Bytes, value: u16) -> PutRequest {
+    // Some values go to the page store's overflow pages.
+    let bytes = if value.is_multiple_of(7) {
+        vec![value as u8; 2000 + value as usize % 5000]
+    } else {
+        value.to_le_bytes().to_vec()
+    };
+    PutRequest { key: key.clone(), value: Bytes::from(bytes), ..Default::default() }
+}
+
+fn history(state: &Snapshot) -> Vec<(Bytes, Vec<ExportedVersion>)> {
+    state.export().map(|(key, versions)| (key.clone(), versions)).collect()
+}
+
+/// The index a state implies: every version at or after the compaction
+/// point, by revision then key.
+fn expected_index(state: &Snapshot) -> Vec<(i64, Bytes)> {
+    let mut out: Vec<(i64, Bytes)> = history(state)
+        .into_iter()
+        .flat_map(|(key, versions)| {
+            versions
+                .into_iter()
+                .filter(|v| v.revision >= state.compact_revision())
+                .map(move |v| (v.revision, key.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted(mut index: Vec<(i64, Bytes)>) -> Vec<(i64, Bytes)> {
+    index.sort();
+    index
+}
+
+fn check(paged: &mut PagedHistory<MemPageFile>, model: &Snapshot) {
+    let loaded = paged.load().expect("loads");
+    loaded.check_invariants();
+    let state = loaded.snapshot();
+    assert_eq!(state.revision(), model.revision());
+    assert_eq!(state.compact_revision(), model.compact_revision());
+    assert_eq!(history(&state), history(model));
+    assert_eq!(state.size_bytes(), model.size_bytes());
+    let index = paged.changes_since(0, usize::MAX).unwrap();
+    assert_eq!(sorted(index), expected_index(model));
+    // A store over the checkpoint, loading nothing, exports the same.
+    let over = Store::with_base(paged.view()).snapshot();
+    let mut exported = Vec::new();
+    over.for_each_history(|key, versions| {
+        exported.push((key, versions));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(exported, history(model));
+    assert_eq!((over.live_keys(), over.size_bytes()), (model.live_keys(), model.size_bytes()));
+    paged.page_store_mut().check_invariants().unwrap();
+}
+
+/// Every range over the test keys at several revisions: the view's
+/// answer is the in-memory store's (read on another thread).
+fn check_view(view: PagedView, model: &Snapshot) {
+    let model = model.clone();
+    std::thread::spawn(move || {
+        let mut bounds: Vec<Bytes> = keys();
+        bounds.push(Bytes::from_static(b""));
+        bounds.push(Bytes::from_static(b"b\0"));
+        bounds.sort();
+        let low = model.compact_revision().max(1);
+        let revisions = [low, (low + model.revision()) / 2, model.revision()];
+        for revision in revisions {
+            for (i, start) in bounds.iter().enumerate() {
+                for end in bounds[i..].iter().map(Some).chain([None]) {
+                    if end.is_some_and(|e| e.as_ref() == b"\0") {
+                        continue; // etcd reads a range_end of "\0" as "no end"
+                    }
+                    let request = RangeRequest {
+                        key: start.clone(),
+                        range_end: end.cloned().unwrap_or(Bytes::from_static(b"\0")),
+                        revision,
+                        ..Default::default()
+                    };
+                    let want = model.range(&request).unwrap().kvs;
+                    let mut got = Vec::new();
+                    view.range_at(start, end.map(|e| e.as_ref()), revision, |kv| {
+                        got.push(kv);
+                        true
+                    })
+                    .unwrap();
+                    let short = |kvs: &[KeyValue]| -> Vec<(usize, i64)> {
+                        kvs.iter().map(|kv| (kv.key.len(), kv.mod_revision)).collect()
+                    };
+                    assert!(
+                        got == want,
+                        "[{} B, {:?} B) at {revision}: {:?} != {:?}",
+                        start.len(),
+                        end.map(|e| e.len()),
+                        short(&got),
+                        short(&want)
+                    );
+                }
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn run(ops: Vec<Op>) {
+    let keys = keys();
+    let mut model = Store::new();
+    model.record_changes(true);
+    let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
+    let mut index = 0u64;
+    let mut durable = model.snapshot();
+    for op in ops {
+        index += 1;
+        match op {
+            Op::Put(k, v) => {
+                model.apply(&Request::Put(put_op(&keys[k], v))).unwrap();
+            }
+            Op::Delete(a, b) => {
+                let (start, end) = (keys[a.min(b)].clone(), keys[a.max(b)].clone());
+                let range_end = if a == b { Bytes::new() } else { end };
+                let d = DeleteRangeRequest { key: start, range_end, prev_kv: false };
+                model.apply(&Request::DeleteRange(d)).unwrap();
+            }
+            Op::TxnPut(a, b) => {
+                let mut success = vec![RequestOp::Put(put_op(&keys[a], 1))];
+                if a != b {
+                    success.push(RequestOp::Put(put_op(&keys[b], 2)));
+                }
+                let t = TxnRequest { compare: vec![], success, failure: vec![] };
+                model.apply(&Request::Txn(t)).unwrap();
+            }
+            Op::Compact(n) => {
+                let at = model.revision() * i64::from(n) / 8;
+                let _ = model.compact(at.max(1));
+            }
+            Op::Checkpoint | Op::Reopen => {
+                paged.apply(&model.take_changes()).unwrap();
+                paged
+                    .checkpoint(
+                        index,
+                        model.revision(),
+                        model.snapshot().live_keys(),
+                        model.snapshot().size_bytes(),
+                    )
+                    .unwrap();
+                durable = model.snapshot();
+                check(&mut paged, &durable);
+                assert_eq!(paged.applied_index(), index);
+                check_view(paged.view(), &durable);
+            }
+        }
+        if matches!(op, Op::Reopen) {
+            let image = paged.page_store().file().durable_image();
+            paged = PagedHistory::open(PageStore::open(image, 1 << 20).unwrap()).unwrap();
+            check(&mut paged, &durable);
+        }
+    }
+    paged.apply(&model.take_changes()).unwrap();
+    paged
+        .checkpoint(
+            index + 1,
+            model.revision(),
+            model.snapshot().live_keys(),
+            model.snapshot().size_bytes(),
+        )
+        .unwrap();
+    check(&mut paged, &model.snapshot());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_paged_history_is_the_in_memory_history(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops);
+    }
+}
+
+#[test]
+fn stems_sort_as_their_keys_and_spell_them_back() {
+    let mut short: Vec<Bytes> = keys().into_iter().filter(|k| !stem(k).1).collect();
+    short.sort();
+    let stems: Vec<Vec<u8>> = short.iter().map(|k| stem(k).0).collect();
+    assert!(stems.windows(2).all(|w| w[0] < w[1]), "stems in key order");
+    for (key, stem) in short.iter().zip(&stems) {
+        assert_eq!(key_of_stem(stem).unwrap().as_deref(), Some(key.as_ref()));
+    }
+    let (long, is_long) = stem(&keys()[8]);
+    assert!(is_long && key_of_stem(&long).unwrap().is_none());
+    assert!(long.len() <= stem_key_bytes_max + 18);
+}
+
+#[test]
+fn replace_all_then_load_is_the_state() {
+    let mut model = Store::new();
+    for (i, key) in keys().iter().enumerate() {
+        model.apply(&Request::Put(put_op(key, i as u16))).unwrap();
+        model.apply(&Request::Put(put_op(key, 7 * i as u16))).unwrap();
+    }
+    model.compact(10).unwrap();
+    let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
+    paged
+        .apply(&[HistoryChange::Version {
+            key: Bytes::from_static(b"stale"),
+            revision: 2,
+            kv: None,
+        }])
+        .unwrap();
+    paged.replace_all(&model.snapshot()).unwrap();
+    paged
+        .checkpoint(
+            9,
+            model.revision(),
+            model.snapshot().live_keys(),
+            model.snapshot().size_bytes(),
+        )
+        .unwrap();
+    check(&mut paged, &model.snapshot());
+}
+
+#[test]
+fn damaged_records_are_errors_not_panics() {
+    for record in [&[][..], &[1], &[1, 0, 1, 2], &[3, 0], &[2, 1, 9, 0, 0, 0], &[2, 0, 5]] {
+        let key = Bytes::from_static(b"k");
+        assert!(decode_record(record, 5, Some(&key)).is_err(), "{record:?}");
+    }
+    for stem in [&[][..], &[0], &[0, 3], &[b'a', 0, 1, 7], &[0, 2, 1]] {
+        assert!(key_of_stem(stem).is_err(), "{stem:?}");
+    }
+}
