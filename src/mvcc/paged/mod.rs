@@ -1,15 +1,19 @@
-//! MVCC history on the page store: every version of every key, keyed by
-//! (key, revision), plus a revision-ordered index, in one copy-on-write B+tree
-//! (`pagestore`). Checkpoints fold the changes applied since the last one into
-//! it (`apply`), so a checkpoint writes only what changed; start-up loads it
-//! back (`load`) and replays the WAL after its applied index.
+//! MVCC history on the page store, in one copy-on-write B+tree
+//! (`pagestore`): every version in revision order (a log, as etcd's bbolt
+//! keeps it), one small entry per key naming its newest version, and in each
+//! version the revision of the key's previous one. Checkpoints fold the
+//! changes applied since the last one into it (`apply`): new versions append
+//! at the tree's right end and only the key entries of the keys written
+//! change in place, so a checkpoint of a hot keyspace copies few pages.
+//! Start-up loads it back (`load`) or reads it in place (`PagedView`), and
+//! replays the WAL after its applied index.
 //!
 //! Tree keys (docs/formats/pagestore.md, "MVCC layout"):
 //!
 //! ```text
-//!   'h' stem revision(BE 8)  → version record     history, in (key, revision) order
-//!   'r' revision(BE 8) stem  → (empty)            revision index, revisions ≥ compaction
-//!   'm' name                 → i64 (BE 8)         "revision", "compact_revision"
+//!   'k' stem                 → newest revision (i64 BE 8), its kind (1)   one per key held
+//!   'v' revision(BE 8) stem  → version record                             every version held
+//!   'm' name                 → i64 (BE 8)   "revision", "compact_revision", "live_keys", "size_bytes"
 //!
 //!   stem = esc(key) 00 01                                   keys up to stem_key_bytes_max
 //!        | esc(key[..n]) 00 02 xxh3-128(key)(BE 16)         longer keys (record holds the key)
@@ -17,18 +21,24 @@
 //! ```
 //!
 //! Version record: kind (1 put, 2 delete), flags (bit 0: the full key
-//! follows), then for a put create_revision, version, lease (i64 LE each);
-//! then, if flagged, the key's length (u32 LE) and the key; then a put's value.
+//! follows), the revision of the key's previous version (i64 LE; 0: none),
+//! then for a put create_revision, version, lease (i64 LE each); then, if
+//! flagged, the key's length (u32 LE) and the key; then a put's value.
 //!
-//! Compaction at C removes, for each key changed since the previous one, the
-//! versions below the newest at or below C (and that one too if it is a
-//! delete), and every index entry below C: the index lists exactly the
-//! versions a watch from after the compaction point may need. Pages freed by
-//! compaction go back to the page store's free list: no defragmentation.
+//! A read at R finds the key entry, then follows previous revisions from the
+//! newest version to the first at or below R. Compaction at C keeps, per
+//! key, the versions above C and the newest at or below C if it is a put;
+//! it removes the rest (and the key entry of a key whose newest version is
+//! a delete at or below C), walking only the versions written since the last
+//! compaction, and frees their pages: no defragmentation. A previous revision
+//! at or below the compaction point may therefore name a removed version: a
+//! read meets one only where that version was a delete (the key is not live),
+//! a history walk ends there. A missing version above it is corruption.
 //!
-//! Long keys sort by their hash within their prefix in the tree; `load` puts
-//! them back in key order (holding only the long keys in memory to do so).
+//! Long keys sort by their hash within their prefix in the key entries;
+//! reads put them back in key order (holding only the long keys to do so).
 
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -38,21 +48,25 @@ use super::{ExportedVersion, HistoryChange, Importer, Snapshot, Store};
 use crate::pagestore::{PageFile, PageStore, StoreError};
 use crate::types::KeyValue;
 
-const prefix_history: u8 = b'h';
-const prefix_index: u8 = b'r';
+const prefix_key: u8 = b'k';
+const prefix_version: u8 = b'v';
 const meta_revision: &[u8] = b"mrevision";
 const meta_compact_revision: &[u8] = b"mcompact_revision";
 const meta_live_keys: &[u8] = b"mlive_keys";
 const meta_size_bytes: &[u8] = b"msize_bytes";
+const meta_layout: &[u8] = b"mlayout";
+/// The layout this module writes. The first layout ((key, revision) order)
+/// wrote no `mlayout` entry; a store holding one is refused, not misread.
+const layout_version: i64 = 2;
 /// Escaped key bytes a stem may hold before the key counts as long. The
-/// largest tree key ('r', 8, stem, 2, 16) stays within the page store's cap.
+/// largest tree key ('v', 8, stem, 2, 16) stays within the page store's cap.
 pub const stem_key_bytes_max: usize = 960;
 const _: () = assert!(1 + 8 + stem_key_bytes_max + 2 + 16 <= crate::pagestore::key_bytes_max);
 
 const kind_put: u8 = 1;
 const kind_delete: u8 = 2;
 const flag_long_key: u8 = 1;
-/// Index entries taken per compaction step (bounds its memory).
+/// Version entries taken per compaction step (bounds its memory).
 const compaction_chunk_entries: usize = 4096;
 
 #[derive(Debug)]
@@ -116,11 +130,6 @@ fn stem(key: &[u8]) -> (Vec<u8>, bool) {
     (out, long)
 }
 
-/// Whether a stem (already checked by `key_of_stem`) is a long key's.
-fn is_long_stem(stem: &[u8]) -> bool {
-    stem.len() >= 18 && stem[stem.len() - 18..stem.len() - 16] == [0, 2]
-}
-
 /// The key a short stem spells (None for a long one: its record holds it).
 fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
     let mut key = Vec::with_capacity(stem.len());
@@ -144,52 +153,78 @@ fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
     Err(bad("a history key without a stem terminator"))
 }
 
-/// A version's tree key: the stem, then the revision inverted so that a
-/// key's versions sort newest first (a read at R seeks straight to the
-/// newest version at or below R).
-fn history_key(stem: &[u8], revision: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + stem.len() + 8);
-    out.push(prefix_history);
+/// The key a short stem spells, as `Bytes`.
+fn short_key_of(stem: &[u8]) -> Result<Option<Bytes>> {
+    Ok(key_of_stem(stem)?.map(Bytes::from))
+}
+
+/// A key entry's tree key.
+fn key_entry_key(stem: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + stem.len());
+    out.push(prefix_key);
     out.extend_from_slice(stem);
-    out.extend_from_slice(&(!(revision as u64)).to_be_bytes());
     out
 }
 
-/// A tree key above every version of `stem` and below the next stem (stems
-/// are prefix-free: a short stem ends 00 01, a long one 00 02 and 16 bytes).
-fn past_stem(stem: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + stem.len() + 8);
-    out.push(prefix_history);
-    out.extend_from_slice(stem);
-    out.extend_from_slice(&[0xff; 8]);
-    out
-}
-
-fn index_key(revision: i64, stem: &[u8]) -> Vec<u8> {
+/// A version's tree key: revision first, so versions are a log in the tree.
+fn version_key(revision: i64, stem: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + stem.len());
-    out.push(prefix_index);
-    out.extend_from_slice(&revision.to_be_bytes());
+    out.push(prefix_version);
+    out.extend_from_slice(&(revision as u64).to_be_bytes());
     out.extend_from_slice(stem);
     out
 }
 
-/// Splits a history tree key into (stem, revision).
-fn split_history_key(tree_key: &[u8]) -> Result<(&[u8], i64)> {
-    if tree_key.len() < 1 + 2 + 8 || tree_key[0] != prefix_history {
-        return Err(bad("a history key too short"));
+/// Splits a version's tree key into (revision, stem).
+fn split_version_key(tree_key: &[u8]) -> Result<(i64, &[u8])> {
+    if tree_key.len() < 1 + 8 + 2 || tree_key[0] != prefix_version {
+        return Err(bad("a version key too short"));
     }
-    let (stem, revision) = tree_key[1..].split_at(tree_key.len() - 9);
-    let revision = !u64::from_be_bytes(revision.try_into().expect("8 bytes")) as i64;
+    let revision = i64::from_be_bytes(tree_key[1..9].try_into().expect("8 bytes"));
     if revision < 1 {
         return Err(bad(format!("a version at revision {revision}")));
     }
-    Ok((stem, revision))
+    Ok((revision, &tree_key[9..]))
 }
 
-fn encode_record(key: &[u8], long: bool, kv: Option<&KeyValue>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(26 + kv.map_or(0, |kv| kv.value.len()));
+/// A key entry's stem.
+fn split_key_entry(tree_key: &[u8]) -> Result<&[u8]> {
+    if tree_key.len() < 1 + 2 || tree_key[0] != prefix_key {
+        return Err(bad("a key entry's key too short"));
+    }
+    Ok(&tree_key[1..])
+}
+
+/// A key entry: the key's newest version.
+#[derive(Clone, Copy, Debug)]
+struct Newest {
+    revision: i64,
+    deleted: bool,
+}
+
+fn encode_newest(revision: i64, deleted: bool) -> [u8; 9] {
+    let mut out = [0; 9];
+    out[..8].copy_from_slice(&revision.to_be_bytes());
+    out[8] = if deleted { kind_delete } else { kind_put };
+    out
+}
+
+fn decode_newest(value: &[u8]) -> Result<Newest> {
+    let (Ok(revision), Some(&kind)) = (value[..value.len().min(8)].try_into(), value.get(8)) else {
+        return Err(bad("a key entry of the wrong size"));
+    };
+    let revision = i64::from_be_bytes(revision);
+    if value.len() != 9 || revision < 1 || (kind != kind_put && kind != kind_delete) {
+        return Err(bad(format!("a key entry naming revision {revision}, kind {kind}")));
+    }
+    Ok(Newest { revision, deleted: kind == kind_delete })
+}
+
+fn encode_record(key: &[u8], long: bool, previous: i64, kv: Option<&KeyValue>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(34 + kv.map_or(0, |kv| kv.value.len()));
     out.push(if kv.is_some() { kind_put } else { kind_delete });
     out.push(if long { flag_long_key } else { 0 });
+    out.extend_from_slice(&previous.to_le_bytes());
     if let Some(kv) = kv {
         out.extend_from_slice(&kv.create_revision.to_le_bytes());
         out.extend_from_slice(&kv.version.to_le_bytes());
@@ -205,12 +240,16 @@ fn encode_record(key: &[u8], long: bool, kv: Option<&KeyValue>) -> Vec<u8> {
     out
 }
 
-/// A decoded record: (the full key if the record holds it, the version).
-fn decode_record(
-    record: &[u8],
-    revision: i64,
-    short_key: Option<&Bytes>,
-) -> Result<(Bytes, ExportedVersion)> {
+/// A decoded version record.
+struct Record {
+    /// The full key (from the record for a long key, else the one given).
+    key: Bytes,
+    /// The key's previous version's revision (0: none).
+    previous: i64,
+    version: ExportedVersion,
+}
+
+fn decode_record(record: &[u8], revision: i64, short_key: Option<&Bytes>) -> Result<Record> {
     let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
         let slice = record.get(*at..*at + n).ok_or_else(|| bad("a version record cut short"))?;
         *at += n;
@@ -224,6 +263,10 @@ fn decode_record(
     let (kind, flags) = (header[0], header[1]);
     if flags & !flag_long_key != 0 || (kind != kind_put && kind != kind_delete) {
         return Err(bad(format!("a version record of kind {kind} flags {flags}")));
+    }
+    let previous = i64_at(&mut at)?;
+    if previous < 0 || previous >= revision {
+        return Err(bad(format!("the version at {revision} follows one at {previous}")));
     }
     let fields = if kind == kind_put {
         Some((i64_at(&mut at)?, i64_at(&mut at)?, i64_at(&mut at)?))
@@ -247,11 +290,130 @@ fn decode_record(
     if kv.is_none() && at != record.len() {
         return Err(bad("a delete record with a value"));
     }
-    Ok((key, ExportedVersion { revision, kv }))
+    Ok(Record { key, previous, version: ExportedVersion { revision, kv } })
 }
 
 fn prefix_end(prefix: u8) -> Vec<u8> {
     vec![prefix + 1]
+}
+
+/// A point read of the tree (the writer's working tree or a checkpoint).
+type Get<'a> = dyn FnMut(&[u8]) -> std::result::Result<Option<Vec<u8>>, StoreError> + 'a;
+
+/// The version of `stem` at `revision`: None where compaction removed it,
+/// which only happens at or below `compact_revision`.
+fn read_version(
+    get: &mut Get<'_>,
+    stem: &[u8],
+    revision: i64,
+    short_key: Option<&Bytes>,
+    compact_revision: i64,
+) -> Result<Option<Record>> {
+    match get(&version_key(revision, stem))? {
+        Some(bytes) => {
+            let record = decode_record(&bytes, revision, short_key)?;
+            Ok(Some(record))
+        }
+        None if revision <= compact_revision => Ok(None),
+        None => Err(bad(format!("the version at revision {revision} is missing"))),
+    }
+}
+
+/// The newest version of a key at or below `at`, walking back from its
+/// newest (None: no version then, or a delete that compaction removed).
+fn version_at(
+    get: &mut Get<'_>,
+    stem: &[u8],
+    newest: Newest,
+    at: i64,
+    short_key: Option<&Bytes>,
+    compact_revision: i64,
+) -> Result<Option<Record>> {
+    if newest.revision <= at && newest.deleted {
+        return Ok(None);
+    }
+    // The key entry's own version is never removed without it.
+    let Some(mut record) = read_version(get, stem, newest.revision, short_key, 0)? else {
+        unreachable!("revision 0 is never read")
+    };
+    if record.version.kv.is_none() != newest.deleted {
+        return Err(bad(format!("the key entry disagrees with version {}", newest.revision)));
+    }
+    while record.version.revision > at {
+        if record.previous == 0 {
+            return Ok(None);
+        }
+        let key = record.key.clone();
+        match read_version(get, stem, record.previous, short_key, compact_revision)? {
+            Some(older) if older.key == key => record = older,
+            Some(_) => return Err(bad("two keys share a stem")),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(record))
+}
+
+/// Every version a key holds, newest first (the walk ends at the first
+/// previous revision that compaction removed).
+fn all_versions(
+    get: &mut Get<'_>,
+    stem: &[u8],
+    newest: Newest,
+    short_key: Option<&Bytes>,
+    compact_revision: i64,
+) -> Result<(Bytes, Vec<ExportedVersion>)> {
+    let Some(first) = read_version(get, stem, newest.revision, short_key, 0)? else {
+        unreachable!("revision 0 is never read")
+    };
+    if first.version.kv.is_none() != newest.deleted {
+        return Err(bad(format!("the key entry disagrees with version {}", newest.revision)));
+    }
+    let key = first.key.clone();
+    let mut previous = first.previous;
+    let mut versions = vec![first.version];
+    while previous != 0 {
+        match read_version(get, stem, previous, short_key, compact_revision)? {
+            Some(older) if older.key == key => {
+                previous = older.previous;
+                versions.push(older.version);
+            }
+            Some(_) => return Err(bad("two keys share a stem")),
+            None => break,
+        }
+    }
+    Ok((key, versions))
+}
+
+/// Hands keys on in key order although long keys come in stem order: holds
+/// the long keys until their place comes (only they are held).
+struct KeyOrder<T> {
+    /// Long keys not yet handed on, largest first.
+    long_keys: Vec<(Bytes, T)>,
+}
+
+impl<T> KeyOrder<T> {
+    fn new() -> KeyOrder<T> {
+        KeyOrder { long_keys: Vec::new() }
+    }
+
+    /// Takes the next key in stem order; hands on whatever now comes next.
+    fn push(&mut self, long: bool, key: Bytes, item: T, mut out: impl FnMut(Bytes, T)) {
+        if long {
+            self.long_keys.push((key, item));
+            self.long_keys.sort_by(|a, b| b.0.cmp(&a.0));
+            return;
+        }
+        while self.long_keys.last().is_some_and(|(long, _)| *long < key) {
+            let (long, item) = self.long_keys.pop().expect("checked");
+            out(long, item);
+        }
+        out(key, item);
+    }
+
+    /// The next held long key, once every stem has been pushed.
+    fn pop(&mut self) -> Option<(Bytes, T)> {
+        self.long_keys.pop()
+    }
 }
 
 /// The whole MVCC history in a page store, with its revision and compaction
@@ -275,6 +437,16 @@ pub struct Totals {
     pub size_bytes: i64,
 }
 
+/// A key written in the batch being folded.
+struct Written {
+    /// Its newest version in the batch, and whether that is a delete.
+    newest: i64,
+    deleted: bool,
+    /// The revision before `newest` and where `newest`'s record is.
+    previous: i64,
+    slot: usize,
+}
+
 impl<F: PageFile> PagedHistory<F> {
     /// The history held in `store` (an empty store holds an empty history).
     pub fn open(mut store: PageStore<F>) -> Result<PagedHistory<F>> {
@@ -293,6 +465,12 @@ impl<F: PageFile> PagedHistory<F> {
         let compact_revision = read(&mut store, meta_compact_revision, -1)?;
         let live_keys = read(&mut store, meta_live_keys, 0)?;
         let size_bytes = read(&mut store, meta_size_bytes, 0)?;
+        let layout = read(&mut store, meta_layout, 0)?;
+        if layout != layout_version && !(layout == 0 && store.is_empty()) {
+            return Err(bad(format!(
+                "written in layout {layout}, this build reads layout {layout_version}"
+            )));
+        }
         if revision < super::initial_revision
             || compact_revision > revision
             || live_keys < 0
@@ -330,30 +508,59 @@ impl<F: PageFile> PagedHistory<F> {
 
     /// Folds changes into the working tree, in order.
     ///
-    /// Versions go in first, in tree-key order (consecutive inserts then
-    /// meet the same, already copied leaves), then the compactions in the
-    /// order applied: a compaction at C only touches versions at or below C,
-    /// all of which came before it, so the result is the same as in log order.
+    /// Versions go in first, in revision order (appends at the tree's right
+    /// end), then the key entries of the keys written, in key order, then the
+    /// compactions in the order applied: a compaction at C only touches
+    /// versions at or below C, all of which came before it, so the result is
+    /// the same as in log order.
     pub fn apply(&mut self, changes: &[HistoryChange]) -> Result<()> {
-        let mut versions: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::with_capacity(changes.len());
+        let mut written: HashMap<Vec<u8>, Written> = HashMap::new();
+        let mut versions: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(changes.len());
         for change in changes {
-            if let HistoryChange::Version { key, revision, kv } = change {
-                let (stem, long) = stem(key);
-                let record = encode_record(key, long, kv.as_ref());
-                versions.push((history_key(&stem, *revision), *revision, record));
+            let HistoryChange::Version { key, revision, kv } = change else { continue };
+            let (stem, long) = stem(key);
+            let (previous, slot) = match written.get(&stem) {
+                // The same key twice in one revision: the later stands.
+                Some(w) if w.newest == *revision => (w.previous, Some(w.slot)),
+                Some(w) => (w.newest, None),
+                None => match self.store.get(&key_entry_key(&stem))? {
+                    Some(value) => (decode_newest(&value)?.revision, None),
+                    None => (0, None),
+                },
+            };
+            if previous >= *revision {
+                return Err(bad(format!(
+                    "a version at revision {revision} after one at {previous}"
+                )));
             }
+            let record = encode_record(key, long, previous, kv.as_ref());
+            let slot = match slot {
+                Some(slot) => {
+                    versions[slot].1 = record;
+                    slot
+                }
+                None => {
+                    versions.push((version_key(*revision, &stem), record));
+                    versions.len() - 1
+                }
+            };
+            let deleted = kv.is_none();
+            written.insert(stem, Written { newest: *revision, deleted, previous, slot });
         }
-        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        versions.dedup_by(|b, a| a.0 == b.0);
-        self.store.insert_sorted(versions.iter().map(|(k, _, r)| (k.as_slice(), r.as_slice())))?;
-        // The index in revision order: appends at the tree's right end.
-        let mut index: Vec<Vec<u8>> = versions
-            .iter()
-            .map(|(tree_key, revision, _)| index_key(*revision, &tree_key[1..tree_key.len() - 8]))
+        let newest = versions
+            .last()
+            .map(|(tree_key, _)| split_version_key(tree_key).map(|(revision, _)| revision))
+            .transpose()?;
+        // Log order is revision order; within a revision, tree-key order.
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        self.store.insert_sorted(versions.iter().map(|(k, r)| (k.as_slice(), r.as_slice())))?;
+        let mut entries: Vec<(Vec<u8>, [u8; 9])> = written
+            .into_iter()
+            .map(|(stem, w)| (key_entry_key(&stem), encode_newest(w.newest, w.deleted)))
             .collect();
-        index.sort_unstable();
-        self.store.insert_sorted(index.iter().map(|k| (k.as_slice(), &[][..])))?;
-        if let Some(newest) = versions.iter().map(|(_, revision, _)| *revision).max() {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.store.insert_sorted(entries.iter().map(|(k, v)| (k.as_slice(), &v[..])))?;
+        if let Some(newest) = newest {
             self.revision = self.revision.max(newest);
         }
         for change in changes {
@@ -385,16 +592,17 @@ impl<F: PageFile> PagedHistory<F> {
         // stay pinned while it does, whatever this writer changes.
         let store = &mut self.store;
         let mut failure: Option<HistoryError> = None;
-        let compact_revision = state.compact_revision();
         let read = state.for_each_history(|key, versions| {
             let (stem, long) = stem(&key);
             let mut write = || -> Result<()> {
-                for version in &versions {
-                    let record = encode_record(&key, long, version.kv.as_ref());
-                    store.insert(&history_key(&stem, version.revision), &record)?;
-                    if version.revision >= compact_revision {
-                        store.insert(&index_key(version.revision, &stem), &[])?;
-                    }
+                for (i, version) in versions.iter().enumerate() {
+                    let previous = versions.get(i + 1).map_or(0, |older| older.revision);
+                    let record = encode_record(&key, long, previous, version.kv.as_ref());
+                    store.insert(&version_key(version.revision, &stem), &record)?;
+                }
+                if let Some(newest) = versions.first() {
+                    let entry = encode_newest(newest.revision, newest.kv.is_none());
+                    store.insert(&key_entry_key(&stem), &entry)?;
                 }
                 Ok(())
             };
@@ -436,6 +644,7 @@ impl<F: PageFile> PagedHistory<F> {
         self.store.insert(meta_compact_revision, &totals.compact_revision.to_be_bytes())?;
         self.store.insert(meta_live_keys, &totals.live_keys.to_be_bytes())?;
         self.store.insert(meta_size_bytes, &totals.size_bytes.to_be_bytes())?;
+        self.store.insert(meta_layout, &layout_version.to_be_bytes())?;
         self.store.checkpoint(applied_index)?;
         self.durable = totals;
         Ok(())
@@ -451,210 +660,139 @@ impl<F: PageFile> PagedHistory<F> {
         self.durable
     }
 
-    /// Removes history below `revision` (see the module comment).
+    /// Removes history below `revision` (see the module comment): visits
+    /// the keys of the versions written since the last compaction.
     fn compact(&mut self, revision: i64) -> Result<()> {
-        let end = index_key(revision + 1, &[]);
-        let mut from: Option<Vec<u8>> = None;
+        if revision <= self.compact_revision {
+            return Ok(());
+        }
+        let start = version_key((self.compact_revision + 1).max(1), &[]);
+        let end = version_key(revision + 1, &[]);
+        let mut after: Option<Vec<u8>> = None;
         loop {
-            let start = match &from {
+            let lower = match &after {
                 Some(last) => Bound::Excluded(last.as_slice()),
-                None => Bound::Included(&[prefix_index][..]),
+                None => Bound::Included(start.as_slice()),
             };
             let chunk: Vec<Vec<u8>> = self
                 .store
-                .cursor(start, Bound::Excluded(&end))?
+                .cursor(lower, Bound::Excluded(&end))?
                 .take(compaction_chunk_entries)
                 .map(|entry| entry.map(|(key, _)| key))
                 .collect::<std::result::Result<_, _>>()?;
             let Some(last) = chunk.last().cloned() else { break };
-            for entry in &chunk {
-                if entry.len() < 9 {
-                    return Err(bad("an index key too short"));
-                }
-                let at = i64::from_be_bytes(entry[1..9].try_into().expect("8 bytes"));
-                self.compact_stem(&entry[9..], revision)?;
-                if at < revision {
-                    self.store.remove(entry)?;
-                }
+            let mut stems: Vec<&[u8]> = chunk
+                .iter()
+                .map(|tree_key| split_version_key(tree_key).map(|(_, stem)| stem))
+                .collect::<Result<_>>()?;
+            stems.sort_unstable();
+            stems.dedup();
+            for stem in stems {
+                self.compact_key(stem, revision)?;
             }
-            from = Some(last);
+            after = Some(last);
         }
-        self.compact_revision = self.compact_revision.max(revision);
+        self.compact_revision = revision;
         Ok(())
     }
 
     /// Drops the versions of one key that compaction at `revision` removes.
-    fn compact_stem(&mut self, stem: &[u8], revision: i64) -> Result<()> {
-        // The versions at or below `revision`, newest first.
-        let start = history_key(stem, revision);
-        let end = past_stem(stem);
-        let versions: Vec<(Vec<u8>, bool)> = self
-            .store
-            .cursor(Bound::Included(&start), Bound::Excluded(&end))?
-            .map(|entry| entry.map(|(key, record)| (key, record.first() == Some(&kind_delete))))
-            .collect::<std::result::Result<_, _>>()?;
-        let Some((newest, newest_is_delete)) = versions.first() else { return Ok(()) };
-        let keep_newest = !newest_is_delete;
-        for (i, (key, _)) in versions.iter().enumerate() {
-            if i == 0 && keep_newest {
-                continue;
+    fn compact_key(&mut self, stem: &[u8], revision: i64) -> Result<()> {
+        let entry_key = key_entry_key(stem);
+        let Some(value) = self.store.get(&entry_key)? else { return Ok(()) };
+        let newest = decode_newest(&value)?;
+        let short_key = short_key_of(stem)?;
+        let store = &mut self.store;
+        let kept = if newest.revision <= revision && newest.deleted {
+            // Read it anyway: its older versions go too.
+            read_version(&mut |k| store.get(k), stem, newest.revision, short_key.as_ref(), 0)?
+        } else {
+            let found = version_at(
+                &mut |k| store.get(k),
+                stem,
+                newest,
+                revision,
+                short_key.as_ref(),
+                revision,
+            )?;
+            match found {
+                Some(kept) => Some(kept),
+                None => return Ok(()),
             }
-            self.store.remove(key)?;
-            if key != newest {
-                // Its own index entry (below the compaction point) goes too.
-                let (_, at) = split_history_key(key)?;
-                self.store.remove(&index_key(at, stem))?;
+        };
+        let Some(kept) = kept else { unreachable!("revision 0 is never read") };
+        let mut older = kept.previous;
+        while older != 0 {
+            match self.store.remove(&version_key(older, stem))? {
+                Some(bytes) => older = decode_record(&bytes, older, short_key.as_ref())?.previous,
+                None if older <= revision => break,
+                None => return Err(bad(format!("the version at revision {older} is missing"))),
             }
         }
-        if !keep_newest {
-            let (_, at) = split_history_key(newest)?;
-            self.store.remove(&index_key(at, stem))?;
+        if kept.version.kv.is_none() {
+            self.store.remove(&version_key(kept.version.revision, stem))?;
+            if kept.version.revision == newest.revision {
+                self.store.remove(&entry_key)?;
+            }
         }
         Ok(())
     }
 
-    /// Every key with its versions (newest first), in key order, calling
-    /// `visit` for each: the whole history, for loading or exporting.
-    pub fn for_each_key(
-        &mut self,
-        visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
-    ) -> Result<()> {
-        let end = prefix_end(prefix_history);
-        let cursor =
-            self.store.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))?;
-        for_each_key_in(cursor, visit)
-    }
-
-    /// Revision-index entries from `from` on: (revision, key), in revision
-    /// order, at most `limit` of them.
+    /// Versions from revision `from` on: (revision, key), in revision order,
+    /// at most `limit` of them (a watch's catch-up).
     pub fn changes_since(&mut self, from: i64, limit: usize) -> Result<Vec<(i64, Bytes)>> {
-        let start = index_key(from, &[]);
-        let end = prefix_end(prefix_index);
-        let entries: Vec<Vec<u8>> = self
-            .store
-            .cursor(Bound::Included(&start), Bound::Excluded(&end))?
-            .take(limit)
-            .map(|entry| entry.map(|(key, _)| key))
-            .collect::<std::result::Result<_, _>>()?;
-        let mut out = Vec::with_capacity(entries.len());
-        for tree_key in entries {
-            if tree_key.len() < 9 {
-                return Err(bad("an index key too short"));
+        let start = version_key(from.max(1), &[]);
+        let end = prefix_end(prefix_version);
+        let mut cursor = self.store.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let step = cursor.next_with(|tree_key, record| -> Result<(i64, Bytes)> {
+                let (revision, stem) = split_version_key(tree_key)?;
+                let short_key = short_key_of(stem)?;
+                Ok((revision, decode_record(record, revision, short_key.as_ref())?.key))
+            })?;
+            match step {
+                Some(change) => out.push(change?),
+                None => break,
             }
-            let revision = i64::from_be_bytes(tree_key[1..9].try_into().expect("8 bytes"));
-            let stem = &tree_key[9..];
-            let key = match key_of_stem(stem)? {
-                Some(key) => Bytes::from(key),
-                None => {
-                    let record = self
-                        .store
-                        .get(&history_key(stem, revision))?
-                        .ok_or_else(|| bad("an index entry without its version"))?;
-                    decode_record(&record, revision, None)?.0
-                }
-            };
-            out.push((revision, key));
         }
         Ok(out)
     }
-}
 
-/// `PagedHistory::for_each_key` over any cursor of the history entries.
-fn for_each_key_in<S: crate::pagestore::PageSource>(
-    mut cursor: crate::pagestore::Cursor<S>,
-    mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
-) -> Result<()> {
-    /// The key being read: its stem, the key, its versions newest first.
-    type Group = (Vec<u8>, Bytes, Vec<ExportedVersion>);
-    let mut long_keys: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
-    let mut group: Option<Group> = None;
-    let mut emit = |(stem, key, versions): Group,
-                    long_keys: &mut Vec<(Bytes, Vec<ExportedVersion>)>|
-     -> Result<()> {
-        if is_long_stem(&stem) {
-            long_keys.push((key, versions));
-            return Ok(());
-        }
-        // Long keys that sort before this one go first.
-        if !long_keys.is_empty() {
-            long_keys.sort_by(|a, b| b.0.cmp(&a.0));
-            while long_keys.last().is_some_and(|(long, _)| *long < key) {
-                let (long, versions) = long_keys.pop().expect("checked");
-                visit(long, versions)?;
-            }
-        }
-        visit(key, versions)
-    };
-    loop {
-        let step = cursor.next_with(|tree_key, record| -> Result<()> {
-            let (stem, revision) = split_history_key(tree_key)?;
-            if let Some((current, key, versions)) = &mut group {
-                if current.as_slice() == stem {
-                    let (record_key, version) = decode_record(record, revision, Some(key))?;
-                    if record_key != *key {
-                        return Err(bad("two keys share a stem"));
-                    }
-                    versions.push(version);
-                    return Ok(());
-                }
-            }
-            if let Some(done) = group.take() {
-                emit(done, &mut long_keys)?;
-            }
-            let short_key = key_of_stem(stem)?.map(Bytes::from);
-            let (key, version) = decode_record(record, revision, short_key.as_ref())?;
-            group = Some((stem.to_vec(), key, vec![version]));
-            Ok(())
-        })?;
-        match step {
-            Some(result) => result?,
-            None => break,
-        }
-    }
-    if let Some(done) = group.take() {
-        emit(done, &mut long_keys)?;
-    }
-    long_keys.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, versions) in long_keys {
-        visit(key, versions)?;
-    }
-    Ok(())
-}
-
-impl<F: PageFile + Send> PagedHistory<F> {
     /// The whole history as an in-memory store (checked as a snapshot import
-    /// is). A second thread reads the tree while this one builds the store.
+    /// is): reads the versions in revision order, then sorts them by key.
     pub fn load(&mut self) -> Result<Store> {
-        type Batch = Vec<(Bytes, Vec<ExportedVersion>)>;
-        const batch_keys: usize = 1024;
         let mut importer = Importer::new(self.revision, self.compact_revision).map_err(bad)?;
-        let (batches, received) = std::sync::mpsc::sync_channel::<Batch>(16);
-        std::thread::scope(|scope| {
-            let reader = scope.spawn(move || {
-                let mut batch = Vec::with_capacity(batch_keys);
-                self.for_each_key(|key, versions| {
-                    batch.push((key, versions));
-                    if batch.len() == batch_keys {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
-                        batches.send(full).map_err(|_| bad("the importer stopped"))?;
+        let start = [prefix_version];
+        let end = prefix_end(prefix_version);
+        let mut cursor = self.store.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
+        let mut versions: Vec<(Bytes, ExportedVersion)> = Vec::new();
+        // Consecutive versions often share a stem; decode it once.
+        let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
+        loop {
+            let step =
+                cursor.next_with(|tree_key, record| -> Result<(Bytes, ExportedVersion)> {
+                    let (revision, stem) = split_version_key(tree_key)?;
+                    if last_stem.0 != stem {
+                        last_stem = (stem.to_vec(), short_key_of(stem)?);
                     }
-                    Ok(())
+                    let record = decode_record(record, revision, last_stem.1.as_ref())?;
+                    Ok((record.key, record.version))
                 })?;
-                batches.send(batch).map_err(|_| bad("the importer stopped"))
-            });
-            let mut imported = Ok(());
-            'batches: for batch in received {
-                for (key, versions) in batch {
-                    if let Err(e) = importer.add(key, versions) {
-                        imported = Err(bad(e));
-                        break 'batches;
-                    }
-                }
+            match step {
+                Some(version) => versions.push(version?),
+                None => break,
             }
-            // An importer error is the cause; the reader then only saw it stop.
-            let read = reader.join().expect("the history reader does not panic");
-            imported.and(read)
-        })?;
+        }
+        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.revision.cmp(&a.1.revision)));
+        let mut versions = versions.into_iter().peekable();
+        while let Some((key, first)) = versions.next() {
+            let mut group = vec![first];
+            while let Some((_, version)) = versions.next_if(|(next, _)| *next == key) {
+                group.push(version);
+            }
+            importer.add(key, group).map_err(bad)?;
+        }
         Ok(importer.finish())
     }
 }

@@ -99,7 +99,7 @@ fn check(paged: &mut PagedHistory<MemPageFile>, model: &Snapshot) {
     assert_eq!(state.compact_revision(), model.compact_revision());
     assert_eq!(history(&state), history(model));
     assert_eq!(state.size_bytes(), model.size_bytes());
-    let index = paged.changes_since(0, usize::MAX).unwrap();
+    let index = paged.changes_since(model.compact_revision(), usize::MAX).unwrap();
     assert_eq!(sorted(index), expected_index(model));
     // A store over the checkpoint, loading nothing, exports the same.
     let over = Store::with_base(paged.view()).snapshot();
@@ -280,11 +280,47 @@ fn replace_all_then_load_is_the_state() {
 
 #[test]
 fn damaged_records_are_errors_not_panics() {
-    for record in [&[][..], &[1], &[1, 0, 1, 2], &[3, 0], &[2, 1, 9, 0, 0, 0], &[2, 0, 5]] {
-        let key = Bytes::from_static(b"k");
-        assert!(decode_record(record, 5, Some(&key)).is_err(), "{record:?}");
+    let with_previous = |head: [u8; 2], previous: i64, tail: &[u8]| {
+        let mut record = head.to_vec();
+        record.extend_from_slice(&previous.to_le_bytes());
+        record.extend_from_slice(tail);
+        record
+    };
+    let records = [
+        vec![],
+        vec![1],
+        with_previous([1, 0], 0, &[1, 2]),
+        with_previous([3, 0], 0, &[]),
+        with_previous([2, 1], 0, &[9, 0, 0, 0]),
+        with_previous([2, 0], 0, &[5]),
+        with_previous([2, 0], 5, &[]),
+        with_previous([2, 0], -1, &[]),
+    ];
+    let key = Bytes::from_static(b"k");
+    assert!(decode_record(&with_previous([2, 0], 4, &[]), 5, Some(&key)).is_ok());
+    for record in records {
+        assert!(decode_record(&record, 5, Some(&key)).is_err(), "{record:?}");
     }
+    for entry in [&[][..], &[0, 0, 0, 0, 0, 0, 0, 1], &[0, 0, 0, 0, 0, 0, 0, 1, 3], &[0; 9]] {
+        assert!(decode_newest(entry).is_err(), "{entry:?}");
+    }
+    assert!(decode_newest(&encode_newest(7, true)).is_ok_and(|n| n.revision == 7 && n.deleted));
     for stem in [&[][..], &[0], &[0, 3], &[b'a', 0, 1, 7], &[0, 2, 1]] {
         assert!(key_of_stem(stem).is_err(), "{stem:?}");
     }
+}
+
+#[test]
+fn a_store_in_another_layout_is_refused() {
+    // The first layout: versions under 'h', no layout entry.
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    store.insert(b"h\x61\0\x01\xff\xff\xff\xff\xff\xff\xff\xfe", &[1, 0]).unwrap();
+    store.insert(meta_revision, &2i64.to_be_bytes()).unwrap();
+    let error = PagedHistory::open(store).err().expect("refused");
+    assert!(error.is_corruption() && error.to_string().contains("layout 0"), "{error}");
+    // A store this layout wrote opens; so does an empty one.
+    let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
+    paged.checkpoint(1, 1, 0, 0).unwrap();
+    let image = paged.page_store().file().durable_image();
+    assert!(PagedHistory::open(PageStore::open(image, 1 << 20).unwrap()).is_ok());
 }

@@ -19,9 +19,9 @@ pub struct PagedView {
 /// keys keep at least this many of theirs, so bounds cut here enclose them.
 const bound_stem_bytes: usize = 900;
 
-/// The first `bound_stem_bytes` escaped bytes of `key`, after 'h'.
+/// 'k' and the first `bound_stem_bytes` escaped bytes of `key`.
 fn bound_prefix(key: &[u8]) -> Vec<u8> {
-    let mut out = vec![prefix_history];
+    let mut out = vec![prefix_key];
     for byte in key {
         let width = if *byte == 0 { 2 } else { 1 };
         if out.len() - 1 + width > bound_stem_bytes {
@@ -43,7 +43,7 @@ fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
             return prefix;
         }
     }
-    prefix_end(prefix_history)
+    prefix_end(prefix_key)
 }
 
 impl PagedView {
@@ -88,86 +88,106 @@ impl PagedView {
         Ok(())
     }
 
-    /// Every key with its versions (newest first), in key order, as
-    /// `PagedHistory::for_each_key`, from this checkpoint.
+    /// Every key with its versions (newest first), in key order: the whole
+    /// history, one key at a time (long keys excepted, which are held until
+    /// their place in key order comes).
     pub fn for_each_key(
         &self,
-        visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
+        mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
     ) -> Result<()> {
-        let end = prefix_end(prefix_history);
-        let cursor =
-            self.snapshot.cursor(Bound::Included(&[prefix_history]), Bound::Excluded(&end))?;
-        for_each_key_in(cursor, visit)
+        let end = prefix_end(prefix_key);
+        let mut cursor =
+            self.snapshot.cursor(Bound::Included(&[prefix_key]), Bound::Excluded(&end))?;
+        let mut order = KeyOrder::new();
+        let mut next: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
+        while let Some(entry) = cursor.next_with(key_entry)? {
+            let (stem, newest) = entry?;
+            let short_key = short_key_of(&stem)?;
+            let (key, versions) = all_versions(
+                &mut |k| self.snapshot.get(k),
+                &stem,
+                newest,
+                short_key.as_ref(),
+                self.totals.compact_revision,
+            )?;
+            order.push(short_key.is_none(), key, versions, |k, v| next.push((k, v)));
+            for (key, versions) in next.drain(..) {
+                visit(key, versions)?;
+            }
+        }
+        while let Some((key, versions)) = order.pop() {
+            visit(key, versions)?;
+        }
+        Ok(())
     }
 
     /// The version of `key` live at `revision`, if any.
     pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
-        let mut end = key.to_vec();
-        end.push(0);
-        self.range(key, Some(&end), revision)?.next_kv()
+        let (stem, long) = stem(key);
+        let Some(value) = self.snapshot.get(&key_entry_key(&stem))? else { return Ok(None) };
+        let newest = decode_newest(&value)?;
+        let short_key = (!long).then(|| Bytes::copy_from_slice(key));
+        let found = version_at(
+            &mut |k| self.snapshot.get(k),
+            &stem,
+            newest,
+            revision,
+            short_key.as_ref(),
+            self.totals.compact_revision,
+        )?;
+        match found {
+            Some(record) if record.key != key => Err(bad("two keys share a stem")),
+            Some(record) => Ok(record.version.kv),
+            None => Ok(None),
+        }
     }
 
-    /// A pull iterator over what `range_at` visits. Reads one key's versions
-    /// at a time: memory does not grow with the range (long keys excepted,
-    /// which are held until their place in key order comes).
+    /// A pull iterator over what `range_at` visits. Reads one key at a time:
+    /// memory does not grow with the range (long keys excepted, which are
+    /// held until their place in key order comes).
     pub fn range(&self, start: &[u8], end: Option<&[u8]>, revision: i64) -> Result<PagedRange> {
         let low = bound_prefix(start);
         let high =
-            end.map_or_else(|| prefix_end(prefix_history), |e| prefix_successor(bound_prefix(e)));
+            end.map_or_else(|| prefix_end(prefix_key), |e| prefix_successor(bound_prefix(e)));
         let cursor = self.snapshot.cursor(Bound::Included(&low), Bound::Excluded(&high))?;
         Ok(PagedRange {
             cursor,
+            snapshot: self.snapshot.clone(),
+            compact_revision: self.totals.compact_revision,
             start: start.to_vec(),
             end: end.map(<[u8]>::to_vec),
             revision,
-            long_keys: Vec::new(),
+            order: KeyOrder::new(),
             ready: std::collections::VecDeque::new(),
             exhausted: false,
         })
     }
 }
 
+/// A key entry from a cursor: (stem, newest version).
+fn key_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Newest)> {
+    Ok((split_key_entry(tree_key)?.to_vec(), decode_newest(value)?))
+}
+
 /// Live keys of a range at one revision, in key order (`PagedView::range`).
-/// For each key it seeks to the newest version at or below the revision,
-/// then past the key's older versions: the cost is per key, not per version.
+/// Walks the key entries; reads a key's version only where it may be live
+/// (the newest version at or below the revision, following previous
+/// revisions from the newest).
 pub struct PagedRange {
     cursor: crate::pagestore::Cursor<crate::pagestore::SharedReader>,
+    snapshot: crate::pagestore::Snapshot,
+    compact_revision: i64,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
     revision: i64,
-    /// Live long keys not yet handed out, largest first.
-    long_keys: Vec<KeyValue>,
+    order: KeyOrder<KeyValue>,
     ready: std::collections::VecDeque<KeyValue>,
     exhausted: bool,
-}
-
-/// What the range reader found at the cursor.
-enum Found {
-    /// A version newer than the revision: seek to this tree key.
-    TooNew(Vec<u8>),
-    /// The key's version at the revision (None: deleted then); then seek
-    /// past the key.
-    Version { stem: Vec<u8>, kv: Option<KeyValue> },
 }
 
 impl PagedRange {
     fn in_range(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
-    }
-
-    /// A key's reading is done: queue it (and long keys before it).
-    fn finish(&mut self, stem: &[u8], kv: Option<KeyValue>) {
-        let Some(kv) = kv.filter(|kv| self.in_range(&kv.key)) else { return };
-        if is_long_stem(stem) {
-            self.long_keys.push(kv);
-            self.long_keys.sort_by(|a, b| b.key.cmp(&a.key));
-            return;
-        }
-        while self.long_keys.last().is_some_and(|long| long.key < kv.key) {
-            let long = self.long_keys.pop().expect("checked");
-            self.ready.push_back(long);
-        }
-        self.ready.push_back(kv);
     }
 
     /// The next live key, or None at the end of the range.
@@ -177,28 +197,35 @@ impl PagedRange {
                 return Ok(Some(kv));
             }
             if self.exhausted {
-                return Ok(self.long_keys.pop());
+                return Ok(self.order.pop().map(|(_, kv)| kv));
             }
-            let revision = self.revision;
-            let step = self.cursor.next_with(|tree_key, record| -> Result<Found> {
-                let (stem, at) = split_history_key(tree_key)?;
-                if at > revision {
-                    return Ok(Found::TooNew(history_key(stem, revision)));
-                }
-                let short_key = key_of_stem(stem)?.map(Bytes::from);
-                let (_, version) = decode_record(record, at, short_key.as_ref())?;
-                Ok(Found::Version { stem: stem.to_vec(), kv: version.kv })
-            })?;
-            match step {
-                None => self.exhausted = true,
-                Some(found) => match found? {
-                    Found::TooNew(target) => self.cursor.seek_forward(&target)?,
-                    Found::Version { stem, kv } => {
-                        self.cursor.seek_forward(&past_stem(&stem))?;
-                        self.finish(&stem, kv);
-                    }
-                },
+            let Some(entry) = self.cursor.next_with(key_entry)? else {
+                self.exhausted = true;
+                continue;
+            };
+            let (stem, newest) = entry?;
+            if newest.deleted && newest.revision <= self.revision {
+                continue;
             }
+            let short_key = short_key_of(&stem)?;
+            if short_key.as_ref().is_some_and(|key| !self.in_range(key)) {
+                continue;
+            }
+            let snapshot = &self.snapshot;
+            let found = version_at(
+                &mut |k| snapshot.get(k),
+                &stem,
+                newest,
+                self.revision,
+                short_key.as_ref(),
+                self.compact_revision,
+            )?;
+            let Some(kv) = found.and_then(|record| record.version.kv) else { continue };
+            if !self.in_range(&kv.key) {
+                continue;
+            }
+            let ready = &mut self.ready;
+            self.order.push(short_key.is_none(), kv.key.clone(), kv, |_, kv| ready.push_back(kv));
         }
     }
 }
