@@ -144,6 +144,9 @@ fn check_range(store: &Store, model: &Model, k: u8, e: u8, rev: i64, limit: i64)
         (Ok(r), Ok((kvs, count, more))) => {
             assert_eq!(r.count, count, "count of {request:?}");
             assert_eq!(r.more, more);
+            let count_only = RangeRequest { count_only: true, ..request.clone() };
+            let counted = store.snapshot().range(&count_only).unwrap();
+            assert_eq!((counted.count, counted.kvs.len()), (count, 0), "{count_only:?}");
             assert_eq!(r.kvs.len(), kvs.len(), "{request:?}: {r:?} vs {kvs:?}");
             for (kv, (key, m)) in r.kvs.iter().zip(kvs.iter()) {
                 assert!(kv_matches(kv, key, m), "{kv:?} vs {key:?} {m:?}");

@@ -1,5 +1,7 @@
 //! Reads: a range at a revision, with etcd's limit, count, sort and filters.
 
+use std::borrow::Cow;
+
 use super::span::Span;
 use super::{storage_error, Snapshot};
 use crate::error::{Error, ErrorCode};
@@ -30,37 +32,58 @@ impl Snapshot {
         revision: i64,
         mut visit: impl FnMut(&KeyValue) -> bool,
     ) -> Result<(), Error> {
+        self.scan_counting(span, revision, usize::MAX, |kv| visit(kv)).map(drop)
+    }
+
+    /// As `scan`, but hands `visit` only the first `values` keys and counts
+    /// the rest without reading their versions (etcd's range counts every
+    /// key however small its limit); answers the keys seen, visited or
+    /// counted, up to where `visit` stopped.
+    pub(super) fn scan_counting(
+        &self,
+        span: &Span,
+        revision: i64,
+        values: usize,
+        mut visit: impl FnMut(&KeyValue) -> bool,
+    ) -> Result<i64, Error> {
+        let mut seen = 0usize;
         if span.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if let Span::Single(key) = span {
             if let Some(kv) = self.visible(key, revision)? {
-                visit(&kv);
+                seen = 1;
+                if values > 0 {
+                    visit(&kv);
+                }
             }
-            return Ok(());
+            return Ok(seen as i64);
         }
         if !self.is_layered() {
             for (_, head) in self.keys.range(span.bounds()) {
                 if let Some(kv) = head.at(revision).and_then(|v| v.kv.as_ref()) {
-                    if !visit(kv) {
+                    seen += 1;
+                    if seen <= values && !visit(kv) {
                         break;
                     }
                 }
             }
-            return Ok(());
+            return Ok(seen as i64);
         }
-        self.scan_layers(span, revision, visit)
+        self.scan_layers(span, revision, values, visit)
     }
 
-    /// `scan` over the layers and the page store: merged in key order, each
-    /// key decided by the first layer holding a version of it at or below
-    /// `revision` (the page store yields only keys live there).
+    /// `scan_counting` over the layers and the page store: merged in key
+    /// order, each key decided by the first layer holding a version of it at
+    /// or below `revision` (the page store yields only keys live there, and
+    /// reads a key's version only when it is visited).
     fn scan_layers(
         &self,
         span: &Span,
         revision: i64,
+        values: usize,
         mut visit: impl FnMut(&KeyValue) -> bool,
-    ) -> Result<(), Error> {
+    ) -> Result<i64, Error> {
         let Span::Interval(start, end) = span else { unreachable!("single keys are looked up") };
         let layers: Vec<&super::Layer> =
             std::iter::once(&self.keys).chain(self.frozen.iter()).collect();
@@ -71,9 +94,10 @@ impl Snapshot {
             None => None,
         };
         let next_from_base = |base: &mut Option<super::paged::PagedRange>| match base {
-            Some(range) => range.next_kv().map_err(storage_error),
+            Some(range) => range.next_key().map_err(storage_error),
             None => Ok(None),
         };
+        let mut seen = 0usize;
         let mut base_next = next_from_base(&mut base)?;
         loop {
             let layer_min = cursors.iter_mut().filter_map(|c| c.peek().map(|(k, _)| *k)).min();
@@ -81,11 +105,16 @@ impl Snapshot {
                 .filter(|key| base_next.as_ref().is_none_or(|b| b.key.as_ref() >= key.as_ref()))
             else {
                 // The page store's key comes first (or the layers are done).
-                let Some(kv) = base_next.take() else { return Ok(()) };
-                base_next = next_from_base(&mut base)?;
-                if !visit(&kv) {
-                    return Ok(());
+                let Some(next) = base_next.take() else { return Ok(seen as i64) };
+                seen += 1;
+                if seen <= values {
+                    let range = base.as_ref().expect("a key came from it");
+                    let kv = range.value(next).map_err(storage_error)?;
+                    if !visit(&kv) {
+                        return Ok(seen as i64);
+                    }
                 }
+                base_next = next_from_base(&mut base)?;
                 continue;
             };
             // The newest layer holding a version at or below `revision` decides.
@@ -100,19 +129,30 @@ impl Snapshot {
             }
             let from_base = match base_next.as_ref().is_some_and(|b| b.key == *key) {
                 true => {
-                    let kv = base_next.take();
+                    let next = base_next.take();
                     base_next = next_from_base(&mut base)?;
-                    kv
+                    next
                 }
                 false => None,
             };
-            let seen = match decided {
-                Some(kv) => kv,
-                None => from_base.as_ref(),
+            let seen_kv = match (decided, from_base) {
+                (Some(kv), _) => kv.map(Cow::Borrowed),
+                (None, Some(next)) if seen < values => {
+                    let range = base.as_ref().expect("a key came from it");
+                    Some(Cow::Owned(range.value(next).map_err(storage_error)?))
+                }
+                (None, Some(next)) => {
+                    // Counted only: its version is not read.
+                    drop(next);
+                    seen += 1;
+                    continue;
+                }
+                (None, None) => None,
             };
-            if let Some(kv) = seen {
-                if !visit(kv) {
-                    return Ok(());
+            if let Some(kv) = seen_kv {
+                seen += 1;
+                if seen <= values && !visit(&kv) {
+                    return Ok(seen as i64);
                 }
             }
         }
@@ -133,13 +173,10 @@ impl Snapshot {
         } else {
             r.limit as usize + 1
         };
-        let mut count = 0i64;
         let mut kvs: Vec<KeyValue> = Vec::new();
-        self.scan(&span, revision, |kv| {
-            count += 1;
-            if !r.count_only && kvs.len() < fetch_max {
-                kvs.push(kv.clone());
-            }
+        let values = if r.count_only { 0 } else { fetch_max };
+        let count = self.scan_counting(&span, revision, values, |kv| {
+            kvs.push(kv.clone());
             true
         })?;
         if r.count_only {

@@ -263,7 +263,16 @@ impl Node {
         match self {
             Node::Leaf(mut entries) => {
                 let right = entries.split_off(at);
-                let separator = right[0].key.clone();
+                // The shortest separator between the two pieces (suffix
+                // truncation): a prefix of the right piece's first key one
+                // byte longer than what it shares with the left's last. It
+                // is above every key on the left and at most every key on
+                // the right; short separators keep branches wide and inline.
+                let first = right[0].key.as_slice();
+                let shared = entries.last().map_or(0, |last| {
+                    last.key.iter().zip(first).take_while(|(a, b)| a == b).count()
+                });
+                let separator = Key::from_slice(&first[..(shared + 1).min(first.len())]);
                 (Node::Leaf(entries), separator, Node::Leaf(right))
             }
             Node::Branch(mut items) => {

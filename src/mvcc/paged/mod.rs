@@ -130,6 +130,11 @@ fn stem(key: &[u8]) -> (Vec<u8>, bool) {
     (out, long)
 }
 
+/// Whether a stem (already checked by `key_of_stem`) is a long key's.
+fn is_long_stem(stem: &[u8]) -> bool {
+    stem.len() >= 18 && stem[stem.len() - 18..stem.len() - 16] == [0, 2]
+}
+
 /// The key a short stem spells (None for a long one: its record holds it).
 fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
     let mut key = Vec::with_capacity(stem.len());
@@ -759,36 +764,38 @@ impl<F: PageFile> PagedHistory<F> {
         Ok(out)
     }
 
-    /// The whole history as an in-memory store (checked as a snapshot import
-    /// is): reads the versions in revision order, then sorts them by key.
+    /// The last checkpoint's history as an in-memory store (checked as a
+    /// snapshot import is). Two threads each read half of the version log
+    /// (by revision) and sort it by key, newest first; this one merges the
+    /// halves into the store.
     pub fn load(&mut self) -> Result<Store> {
-        let mut importer = Importer::new(self.revision, self.compact_revision).map_err(bad)?;
-        let start = [prefix_version];
-        let end = prefix_end(prefix_version);
-        let mut cursor = self.store.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
-        let mut versions: Vec<(Bytes, ExportedVersion)> = Vec::new();
-        // Consecutive versions often share a stem; decode it once.
-        let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
+        let view = self.view();
+        let totals = view.totals;
+        let mut importer = Importer::new(totals.revision, totals.compact_revision).map_err(bad)?;
+        let middle = (totals.compact_revision.max(0) + totals.revision) / 2 + 1;
+        let (low, high) = std::thread::scope(|scope| {
+            let low = scope.spawn(|| sorted_versions(&view, 1, middle));
+            let high = sorted_versions(&view, middle, i64::MAX);
+            let low = low.join().expect("the log reader does not panic");
+            Ok::<_, HistoryError>((low?, high?))
+        })?;
+        // Both halves hold keys in order, newest first within a key; a key
+        // in both has all its high-half versions newer than its low-half ones.
+        let mut low = low.into_iter().peekable();
+        let mut high = high.into_iter().peekable();
         loop {
-            let step =
-                cursor.next_with(|tree_key, record| -> Result<(Bytes, ExportedVersion)> {
-                    let (revision, stem) = split_version_key(tree_key)?;
-                    if last_stem.0 != stem {
-                        last_stem = (stem.to_vec(), short_key_of(stem)?);
-                    }
-                    let record = decode_record(record, revision, last_stem.1.as_ref())?;
-                    Ok((record.key, record.version))
-                })?;
-            match step {
-                Some(version) => versions.push(version?),
-                None => break,
-            }
-        }
-        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.revision.cmp(&a.1.revision)));
-        let mut versions = versions.into_iter().peekable();
-        while let Some((key, first)) = versions.next() {
+            let take_high = match (low.peek(), high.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(l), Some(h)) => h.0 <= l.0,
+            };
+            let (key, first) = if take_high { high.next() } else { low.next() }.expect("peeked");
             let mut group = vec![first];
-            while let Some((_, version)) = versions.next_if(|(next, _)| *next == key) {
+            while let Some((_, version)) = high.next_if(|(next, _)| *next == key) {
+                group.push(version);
+            }
+            while let Some((_, version)) = low.next_if(|(next, _)| *next == key) {
                 group.push(version);
             }
             importer.add(key, group).map_err(bad)?;
@@ -797,8 +804,35 @@ impl<F: PageFile> PagedHistory<F> {
     }
 }
 
+/// The versions of a checkpoint with revisions in [from, to), sorted by key,
+/// newest first within a key.
+fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, ExportedVersion)>> {
+    let start = version_key(from, &[]);
+    let end = if to == i64::MAX { prefix_end(prefix_version) } else { version_key(to, &[]) };
+    let mut cursor = view.snapshot.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
+    let mut versions: Vec<(Bytes, ExportedVersion)> = Vec::new();
+    // Consecutive versions often share a stem; decode it once.
+    let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
+    loop {
+        let step = cursor.next_with(|tree_key, record| -> Result<(Bytes, ExportedVersion)> {
+            let (revision, stem) = split_version_key(tree_key)?;
+            if last_stem.0 != stem {
+                last_stem = (stem.to_vec(), short_key_of(stem)?);
+            }
+            let record = decode_record(record, revision, last_stem.1.as_ref())?;
+            Ok((record.key, record.version))
+        })?;
+        match step {
+            Some(version) => versions.push(version?),
+            None => break,
+        }
+    }
+    versions.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.revision.cmp(&a.1.revision)));
+    Ok(versions)
+}
+
 mod view;
-pub use view::{PagedRange, PagedView};
+pub use view::{PagedKey, PagedRange, PagedView};
 
 #[cfg(test)]
 mod tests;

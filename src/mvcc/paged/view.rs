@@ -169,10 +169,21 @@ fn key_entry(tree_key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Newest)> {
     Ok((split_key_entry(tree_key)?.to_vec(), decode_newest(value)?))
 }
 
+/// A live key of a range; its version is read when asked for
+/// (`PagedRange::value`), so counting keys reads only key entries.
+#[derive(Debug)]
+pub struct PagedKey {
+    pub key: Bytes,
+    stem: Vec<u8>,
+    newest: Newest,
+    /// The version, where finding the key needed it already.
+    kv: Option<KeyValue>,
+}
+
 /// Live keys of a range at one revision, in key order (`PagedView::range`).
-/// Walks the key entries; reads a key's version only where it may be live
-/// (the newest version at or below the revision, following previous
-/// revisions from the newest).
+/// Walks the key entries: a key whose newest version is at or below the
+/// revision is live unless that is a delete, with no version read; older
+/// revisions follow previous revisions from the newest.
 pub struct PagedRange {
     cursor: crate::pagestore::Cursor<crate::pagestore::SharedReader>,
     snapshot: crate::pagestore::Snapshot,
@@ -180,8 +191,8 @@ pub struct PagedRange {
     start: Vec<u8>,
     end: Option<Vec<u8>>,
     revision: i64,
-    order: KeyOrder<KeyValue>,
-    ready: std::collections::VecDeque<KeyValue>,
+    order: KeyOrder<PagedKey>,
+    ready: std::collections::VecDeque<PagedKey>,
     exhausted: bool,
 }
 
@@ -190,14 +201,44 @@ impl PagedRange {
         key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
     }
 
-    /// The next live key, or None at the end of the range.
+    fn version_at(
+        &self,
+        stem: &[u8],
+        newest: Newest,
+        at: i64,
+        short_key: Option<&Bytes>,
+    ) -> Result<Option<Record>> {
+        let snapshot = &self.snapshot;
+        version_at(&mut |k| snapshot.get(k), stem, newest, at, short_key, self.compact_revision)
+    }
+
+    /// The next live key and its version.
     pub fn next_kv(&mut self) -> Result<Option<KeyValue>> {
+        match self.next_key()? {
+            Some(key) => Ok(Some(self.value(key)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The version of a key this range handed out.
+    pub fn value(&self, key: PagedKey) -> Result<KeyValue> {
+        if let Some(kv) = key.kv {
+            return Ok(kv);
+        }
+        let found = self.version_at(&key.stem, key.newest, key.newest.revision, Some(&key.key))?;
+        found
+            .and_then(|record| record.version.kv)
+            .ok_or_else(|| bad("a live key without its version"))
+    }
+
+    /// The next live key, or None at the end of the range.
+    pub fn next_key(&mut self) -> Result<Option<PagedKey>> {
         loop {
-            if let Some(kv) = self.ready.pop_front() {
-                return Ok(Some(kv));
+            if let Some(key) = self.ready.pop_front() {
+                return Ok(Some(key));
             }
             if self.exhausted {
-                return Ok(self.order.pop().map(|(_, kv)| kv));
+                return Ok(self.order.pop().map(|(_, key)| key));
             }
             let Some(entry) = self.cursor.next_with(key_entry)? else {
                 self.exhausted = true;
@@ -208,24 +249,24 @@ impl PagedRange {
                 continue;
             }
             let short_key = short_key_of(&stem)?;
-            if short_key.as_ref().is_some_and(|key| !self.in_range(key)) {
-                continue;
-            }
-            let snapshot = &self.snapshot;
-            let found = version_at(
-                &mut |k| snapshot.get(k),
-                &stem,
-                newest,
-                self.revision,
-                short_key.as_ref(),
-                self.compact_revision,
-            )?;
-            let Some(kv) = found.and_then(|record| record.version.kv) else { continue };
-            if !self.in_range(&kv.key) {
-                continue;
-            }
+            let found = match short_key {
+                Some(key) if !self.in_range(&key) => continue,
+                Some(key) if newest.revision <= self.revision => {
+                    PagedKey { key, stem, newest, kv: None }
+                }
+                short_key => {
+                    let record =
+                        self.version_at(&stem, newest, self.revision, short_key.as_ref())?;
+                    let Some(kv) = record.and_then(|record| record.version.kv) else { continue };
+                    if !self.in_range(&kv.key) {
+                        continue;
+                    }
+                    PagedKey { key: kv.key.clone(), stem, newest, kv: Some(kv) }
+                }
+            };
+            let long = is_long_stem(&found.stem);
             let ready = &mut self.ready;
-            self.order.push(short_key.is_none(), kv.key.clone(), kv, |_, kv| ready.push_back(kv));
+            self.order.push(long, found.key.clone(), found, |_, key| ready.push_back(key));
         }
     }
 }
