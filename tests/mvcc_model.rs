@@ -157,6 +157,43 @@ fn check_range(store: &Store, model: &Model, k: u8, e: u8, rev: i64, limit: i64)
     }
 }
 
+/// Watch history: every change to a span from a revision on, with the
+/// version it replaced, against the model's list of changes.
+fn check_events(store: &Store, model: &Model, k: u8, e: u8, from: i64) {
+    let (start, end) = (KEYS[k as usize], ENDS[e as usize]);
+    let span = corekv::mvcc::span::Span::new(&b(start), &b(end));
+    let got = store.snapshot().events(&span, from, i64::MAX, true);
+    if from < model.compacted {
+        assert_eq!(got.err().map(|e| e.code), Some(ErrorCode::Compacted), "events from {from}");
+        return;
+    }
+    let got = got.unwrap();
+    let mut want: Vec<(i64, Vec<u8>, bool)> = model
+        .changes
+        .iter()
+        .filter(|(rev, key, _)| *rev >= from && in_span(key, start.as_bytes(), end.as_bytes()))
+        .map(|(rev, key, value)| (*rev, key.clone(), value.is_some()))
+        .collect();
+    want.sort();
+    let summary: Vec<(i64, Vec<u8>, bool)> =
+        got.iter().map(|e| (e.revision, e.key.to_vec(), e.kv.is_some())).collect();
+    assert_eq!(summary, want, "events of [{start:?}, {end:?}) from {from}");
+    for event in &got {
+        let after = model.state_at(event.revision);
+        let before = model.state_at(event.revision - 1);
+        match (&event.kv, after.get(event.key.as_ref())) {
+            (Some(kv), Some(m)) => assert!(kv_matches(kv, &event.key, m), "{event:?}"),
+            (None, None) => {}
+            other => panic!("event {event:?}: {other:?}"),
+        }
+        match (&event.prev_kv, before.get(event.key.as_ref())) {
+            (Some(kv), Some(m)) => assert!(kv_matches(kv, &event.key, m), "prev of {event:?}"),
+            (None, None) => {}
+            other => panic!("prev of {event:?}: {other:?}"),
+        }
+    }
+}
+
 fn apply_model_put(model: &mut Model, key: &str, value: u8) {
     model.revision += 1;
     model.changes.push((model.revision, key.as_bytes().to_vec(), Some(vec![value])));
@@ -306,6 +343,17 @@ fn run(ops: Vec<Op>, layered: bool) {
     for rev in (model.compacted.max(1))..=model.revision {
         for k in 0..5 {
             check_range(&store, &model, k, 2, rev, 0);
+        }
+    }
+    // So does the history a watch reads: from below the compaction point
+    // (refused), and from just above it on (at the compaction point itself
+    // a delete there is gone, as in etcd).
+    for from in (model.compacted - 1).max(1)..=model.revision + 1 {
+        if from == model.compacted {
+            continue;
+        }
+        for (k, e) in [(0, 2), (1, 1), (2, 0), (0, 3), (4, 2)] {
+            check_events(&store, &model, k, e, from);
         }
     }
 }

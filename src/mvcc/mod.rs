@@ -21,6 +21,7 @@
 //! This in-memory store is the interface the persistent copy-on-write B+tree
 //! (the page store) slots into: it is rebuilt from the WAL at start for now.
 
+mod events;
 mod export;
 pub mod paged;
 mod range;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use imbl::OrdMap;
 
+pub use events::Event;
 pub use export::{ExportedVersion, Importer};
 pub use txn::validate_request;
 

@@ -125,6 +125,20 @@ fn check_view(view: PagedView, model: &Snapshot) {
         bounds.sort();
         let low = model.compact_revision().max(1);
         let revisions = [low, (low + model.revision()) / 2, model.revision()];
+        // The version log a watch reads, against the in-memory history.
+        let all = crate::mvcc::span::Span::Interval(Bytes::new(), None);
+        for from in [model.compact_revision() + 1, low + 1, model.revision()] {
+            let to = (from + 3).min(model.revision());
+            let want: Vec<(i64, Bytes, Option<KeyValue>)> = model
+                .events(&all, from, to, false)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.revision, e.key, e.kv))
+                .collect();
+            let mut got = view.changes_between(from, to, |_| true).unwrap();
+            got.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            assert!(got == want, "changes {from}..={to}");
+        }
         for revision in revisions {
             for (i, start) in bounds.iter().enumerate() {
                 for end in bounds[i..].iter().map(Some).chain([None]) {

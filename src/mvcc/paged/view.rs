@@ -121,6 +121,43 @@ impl PagedView {
         Ok(())
     }
 
+    /// The versions written at revisions from `from` to `to` (inclusive)
+    /// to keys that `wanted` accepts, in revision order then tree order (the
+    /// caller sorts keys within a revision): (revision, key, version; None
+    /// for a delete). Reads the version log from `from` on, whatever the keys.
+    pub fn changes_between(
+        &self,
+        from: i64,
+        to: i64,
+        mut wanted: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<(i64, Bytes, Option<KeyValue>)>> {
+        let mut out = Vec::new();
+        if to < from.max(1) {
+            return Ok(out);
+        }
+        let start = version_key(from.max(1), &[]);
+        let end = version_key(to.saturating_add(1), &[]);
+        let mut cursor = self.snapshot.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
+        loop {
+            let step = cursor.next_with(|tree_key, record| -> Result<Option<_>> {
+                let (revision, stem) = split_version_key(tree_key)?;
+                let short_key = short_key_of(stem)?;
+                if short_key.as_ref().is_some_and(|key| !wanted(key)) {
+                    return Ok(None);
+                }
+                let record = decode_record(record, revision, short_key.as_ref())?;
+                if short_key.is_none() && !wanted(&record.key) {
+                    return Ok(None);
+                }
+                Ok(Some((revision, record.key, record.version.kv)))
+            })?;
+            match step {
+                Some(change) => out.extend(change?),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// The version of `key` live at `revision`, if any.
     pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         let (stem, long) = stem(key);
