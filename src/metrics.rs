@@ -15,6 +15,10 @@ pub struct CoreCounters {
     pub requests_failed: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Watch responses queued to clients.
+    pub watch_responses: AtomicU64,
+    /// Times a watcher fell behind the event log and read history instead.
+    pub watch_catch_ups: AtomicU64,
 }
 
 /// What the log driver counts (one writer: core 0).

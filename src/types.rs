@@ -152,6 +152,56 @@ pub enum Request {
     Status,
     /// A snapshot of the whole state, streamed back in chunks.
     Snapshot,
+    /// Opens a watch stream (answered on this request's id until canceled).
+    WatchCreate(WatchCreateRequest),
+    /// Cancels the connection's watch with this id.
+    WatchCancel(i64),
+    /// Asks every watch of the connection for a progress notification.
+    WatchProgress,
+}
+
+/// etcd's WatchCreateRequest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchCreateRequest {
+    pub key: Bytes,
+    pub range_end: Bytes,
+    /// 0 (or below): from the next revision on.
+    pub start_revision: i64,
+    pub progress_notify: bool,
+    /// etcd's filters: NOPUT and NODELETE.
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub prev_kv: bool,
+    /// 0: the server picks one.
+    pub watch_id: i64,
+    pub fragment: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Put,
+    Delete,
+}
+
+/// One event of a watch: for a delete, `kv` holds the key and the delete's
+/// revision (as `mod_revision`) only, as etcd sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventType,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// etcd's WatchResponse (its header is the response's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchResponse {
+    pub watch_id: i64,
+    pub created: bool,
+    pub canceled: bool,
+    pub compact_revision: i64,
+    pub cancel_reason: String,
+    pub fragment: bool,
+    pub events: Vec<WatchEvent>,
 }
 
 impl Request {
@@ -159,6 +209,7 @@ impl Request {
     pub fn is_write(&self) -> bool {
         match self {
             Request::Range(_) | Request::Status | Request::Snapshot => false,
+            Request::WatchCreate(_) | Request::WatchCancel(_) | Request::WatchProgress => false,
             Request::Txn(txn) => txn_has_writes(txn),
             Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => true,
         }
@@ -239,6 +290,7 @@ pub enum ResponseBody {
     Compact,
     Status(StatusResponse),
     Snapshot(SnapshotChunk),
+    Watch(WatchResponse),
 }
 
 /// Part of a streamed snapshot file.

@@ -2,7 +2,7 @@
 //! It pipelines: `send` many requests, then `receive` their responses in any
 //! order; `call` does one round trip.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -54,7 +54,9 @@ pub struct Client {
     decoder: FrameDecoder,
     fbb: FlatBufferBuilder<'static>,
     next_id: u64,
-    early: HashMap<u64, Response>,
+    /// Responses that arrived before they were asked for, per request id
+    /// (a stream, such as a watch, has several).
+    early: HashMap<u64, VecDeque<Response>>,
     pub endpoint: String,
 }
 
@@ -137,7 +139,7 @@ impl Client {
     /// The next response to arrive, whatever its id.
     pub fn receive_any(&mut self) -> Result<(u64, Response), ClientError> {
         if let Some(id) = self.early.keys().next().copied() {
-            return Ok((id, self.early.remove(&id).unwrap()));
+            return Ok((id, self.take_early(id).expect("listed")));
         }
         let mut buffer = [0u8; 64 * 1024];
         loop {
@@ -162,9 +164,18 @@ impl Client {
         }
     }
 
-    /// The response to request `id` (others that arrive first are kept).
+    fn take_early(&mut self, id: u64) -> Option<Response> {
+        let queue = self.early.get_mut(&id)?;
+        let response = queue.pop_front();
+        if queue.is_empty() {
+            self.early.remove(&id);
+        }
+        response
+    }
+
+    /// The next response to request `id` (others that arrive first are kept).
     pub fn receive(&mut self, id: u64) -> Result<Response, ClientError> {
-        if let Some(response) = self.early.remove(&id) {
+        if let Some(response) = self.take_early(id) {
             return Ok(response);
         }
         loop {
@@ -172,7 +183,7 @@ impl Client {
             if got == id {
                 return Ok(response);
             }
-            self.early.insert(got, response);
+            self.early.entry(got).or_default().push_back(response);
         }
     }
 

@@ -50,6 +50,19 @@ fn simple(out: &mut Vec<u8>, body: &ResponseBody, options: Options) {
         ResponseBody::DeleteRange(d) => simple_delete(out, d),
         ResponseBody::Txn(t) => simple_txn(out, t),
         ResponseBody::Compact | ResponseBody::Status(_) | ResponseBody::Snapshot(_) => {}
+        ResponseBody::Watch(w) => simple_watch(out, w),
+    }
+}
+
+/// etcdctl's watch output: per event its type, then the previous
+/// version's key and value if asked for, then the key and value.
+fn simple_watch(out: &mut Vec<u8>, w: &WatchResponse) {
+    for event in &w.events {
+        line(out, if event.kind == EventType::Put { b"PUT" } else { b"DELETE" });
+        if let Some(prev) = &event.prev_kv {
+            simple_kv(out, prev, false);
+        }
+        simple_kv(out, &event.kv, false);
     }
 }
 
@@ -237,6 +250,7 @@ fn json_body(header: &ResponseHeader, body: &ResponseBody) -> String {
         ResponseBody::Compact => Object::new().raw("header", &json_header(header)).done(),
         ResponseBody::Status(s) => json_status(header, s),
         ResponseBody::Snapshot(_) => Object::new().raw("header", &json_header(header)).done(),
+        ResponseBody::Watch(_) => Object::new().raw("header", &json_header(header)).done(),
     }
 }
 

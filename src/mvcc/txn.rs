@@ -21,6 +21,13 @@ pub fn validate_request(request: &Request) -> Result<(), Error> {
             check_intervals(&t.success).and(check_intervals(&t.failure)).map(|_| ())
         }
         Request::Compact(_) | Request::Status | Request::Snapshot => Ok(()),
+        Request::WatchCreate(w) => {
+            if w.key.len() > limits::key_bytes_max || w.range_end.len() > limits::key_bytes_max {
+                return Err(Error::new(ErrorCode::RequestTooLarge));
+            }
+            Ok(())
+        }
+        Request::WatchCancel(_) | Request::WatchProgress => Ok(()),
     }
 }
 

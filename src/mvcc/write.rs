@@ -35,8 +35,11 @@ impl Store {
                 Ok(ResponseBody::Compact)
             }
             Request::Status => Ok(ResponseBody::Status(StatusResponse::default())),
-            // Served by the member from a published snapshot, never applied.
-            Request::Snapshot => Err(Error::new(ErrorCode::UnknownOperation)),
+            // Served by the member, never applied.
+            Request::Snapshot
+            | Request::WatchCreate(_)
+            | Request::WatchCancel(_)
+            | Request::WatchProgress => Err(Error::new(ErrorCode::UnknownOperation)),
         }
     }
 

@@ -78,6 +78,32 @@ pub fn decode_request(frame: &Bytes) -> Result<Request, Error> {
         }
         wire::RequestBody::StatusRequest => Request::Status,
         wire::RequestBody::SnapshotRequest => Request::Snapshot,
+        wire::RequestBody::WatchCreateRequest => {
+            let w = request.body_as_watch_create_request().ok_or_else(unknown)?;
+            let filters: Vec<wire::FilterType> =
+                w.filters().map(|f| f.iter().collect()).unwrap_or_default();
+            if let Some(other) = filters
+                .iter()
+                .find(|f| !matches!(**f, wire::FilterType::NoPut | wire::FilterType::NoDelete))
+            {
+                return Err(malformed(format!("unknown watch filter {}", other.0)));
+            }
+            Request::WatchCreate(WatchCreateRequest {
+                key: slice(frame, w.key()),
+                range_end: slice(frame, w.range_end()),
+                start_revision: w.start_revision(),
+                progress_notify: w.progress_notify(),
+                no_put: filters.contains(&wire::FilterType::NoPut),
+                no_delete: filters.contains(&wire::FilterType::NoDelete),
+                prev_kv: w.prev_kv(),
+                watch_id: w.watch_id(),
+                fragment: w.fragment(),
+            })
+        }
+        wire::RequestBody::WatchCancelRequest => Request::WatchCancel(
+            request.body_as_watch_cancel_request().ok_or_else(unknown)?.watch_id(),
+        ),
+        wire::RequestBody::WatchProgressRequest => Request::WatchProgress,
         _ => return Err(unknown()),
     })
 }
@@ -238,6 +264,44 @@ pub fn encode_request<'b>(fbb: &'b mut Builder<'static>, request: &Request) -> &
         Request::Snapshot => (
             wire::RequestBody::SnapshotRequest,
             wire::SnapshotRequest::create(fbb, &wire::SnapshotRequestArgs {}).as_union_value(),
+        ),
+        Request::WatchCreate(w) => {
+            let key = bytes_of(fbb, &w.key);
+            let range_end = bytes_of(fbb, &w.range_end);
+            let mut filters = Vec::new();
+            if w.no_put {
+                filters.push(wire::FilterType::NoPut);
+            }
+            if w.no_delete {
+                filters.push(wire::FilterType::NoDelete);
+            }
+            let filters = (!filters.is_empty()).then(|| fbb.create_vector(&filters));
+            let args = wire::WatchCreateRequestArgs {
+                key,
+                range_end,
+                start_revision: w.start_revision,
+                progress_notify: w.progress_notify,
+                filters,
+                prev_kv: w.prev_kv,
+                watch_id: w.watch_id,
+                fragment: w.fragment,
+            };
+            (
+                wire::RequestBody::WatchCreateRequest,
+                wire::WatchCreateRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::WatchCancel(watch_id) => {
+            let args = wire::WatchCancelRequestArgs { watch_id: *watch_id };
+            (
+                wire::RequestBody::WatchCancelRequest,
+                wire::WatchCancelRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::WatchProgress => (
+            wire::RequestBody::WatchProgressRequest,
+            wire::WatchProgressRequest::create(fbb, &wire::WatchProgressRequestArgs {})
+                .as_union_value(),
         ),
     };
     let root = wire::Request::create(fbb, &wire::RequestArgs { body_type, body: Some(body) });
@@ -443,7 +507,43 @@ fn build_response_body(
                 wire::SnapshotResponse::create(fbb, &args).as_union_value(),
             )
         }
+        ResponseBody::Watch(w) => {
+            (wire::ResponseBody::WatchResponse, build_watch_response(fbb, w).as_union_value())
+        }
     }
+}
+
+fn build_watch_response<'a>(
+    fbb: &mut Builder<'a>,
+    w: &WatchResponse,
+) -> Off<wire::WatchResponse<'a>> {
+    let events = (!w.events.is_empty()).then(|| {
+        let built: Vec<_> = w
+            .events
+            .iter()
+            .map(|event| {
+                let kv = Some(build_kv(fbb, &event.kv));
+                let prev_kv = event.prev_kv.as_ref().map(|kv| build_kv(fbb, kv));
+                let kind = match event.kind {
+                    EventType::Put => wire::EventType::Put,
+                    EventType::Delete => wire::EventType::Delete,
+                };
+                wire::Event::create(fbb, &wire::EventArgs { type_: kind, kv, prev_kv })
+            })
+            .collect();
+        fbb.create_vector(&built)
+    });
+    let cancel_reason = (!w.cancel_reason.is_empty()).then(|| fbb.create_string(&w.cancel_reason));
+    let args = wire::WatchResponseArgs {
+        watch_id: w.watch_id,
+        created: w.created,
+        canceled: w.canceled,
+        compact_revision: w.compact_revision,
+        cancel_reason,
+        fragment: w.fragment,
+        events,
+    };
+    wire::WatchResponse::create(fbb, &args)
 }
 
 fn build_kv<'a>(fbb: &mut Builder<'a>, kv: &KeyValue) -> Off<wire::KeyValue<'a>> {
@@ -602,6 +702,29 @@ pub fn decode_response(frame: &Bytes) -> Result<Response, Error> {
             let s = response.body_as_snapshot_response().ok_or_else(bad)?;
             ResponseBody::Snapshot(SnapshotChunk { blob: slice(frame, s.blob()), done: s.done() })
         }
+        wire::ResponseBody::WatchResponse => {
+            let w = response.body_as_watch_response().ok_or_else(bad)?;
+            let mut events = Vec::new();
+            for event in w.events().iter().flatten() {
+                let kind = match event.type_() {
+                    wire::EventType::Put => EventType::Put,
+                    wire::EventType::Delete => EventType::Delete,
+                    _ => return Err(bad()),
+                };
+                let kv = read_kv(frame, event.kv().ok_or_else(bad)?);
+                let prev_kv = event.prev_kv().map(|kv| read_kv(frame, kv));
+                events.push(WatchEvent { kind, kv, prev_kv });
+            }
+            ResponseBody::Watch(WatchResponse {
+                watch_id: w.watch_id(),
+                created: w.created(),
+                canceled: w.canceled(),
+                compact_revision: w.compact_revision(),
+                cancel_reason: w.cancel_reason().unwrap_or_default().to_string(),
+                fragment: w.fragment(),
+                events,
+            })
+        }
         _ => return Err(bad()),
     };
     Ok(Response { header, result: Ok(body) })
@@ -694,6 +817,20 @@ mod tests {
     fn requests_round_trip() {
         round_trip(Request::Status);
         round_trip(Request::Snapshot);
+        round_trip(Request::WatchProgress);
+        round_trip(Request::WatchCancel(-3));
+        round_trip(Request::WatchCreate(WatchCreateRequest::default()));
+        round_trip(Request::WatchCreate(WatchCreateRequest {
+            key: b("a"),
+            range_end: b("b"),
+            start_revision: 9,
+            progress_notify: true,
+            no_put: false,
+            no_delete: true,
+            prev_kv: true,
+            watch_id: 4,
+            fragment: true,
+        }));
         round_trip(Request::Compact(CompactRequest { revision: 7, physical: true }));
         round_trip(Request::Put(PutRequest {
             key: b("k"),
@@ -761,6 +898,23 @@ mod tests {
                 header_revision: 0,
             }),
             ResponseBody::Compact,
+            ResponseBody::Watch(WatchResponse::default()),
+            ResponseBody::Watch(WatchResponse {
+                watch_id: 3,
+                created: true,
+                canceled: true,
+                compact_revision: 2,
+                cancel_reason: "gone".into(),
+                fragment: true,
+                events: vec![
+                    WatchEvent { kind: EventType::Put, kv: kv.clone(), prev_kv: None },
+                    WatchEvent {
+                        kind: EventType::Delete,
+                        kv: KeyValue { key: b("k"), mod_revision: 4, ..Default::default() },
+                        prev_kv: Some(kv.clone()),
+                    },
+                ],
+            }),
             ResponseBody::Status(StatusResponse {
                 version: "3.4.0".into(),
                 raft_index: 8,

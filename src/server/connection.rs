@@ -26,7 +26,9 @@ use crate::mvcc::{validate_request, Store};
 use crate::protocol::{self, codec, FrameDecoder, FrameError, Preface};
 use crate::runtime::{self, Stream};
 use crate::snapshot;
-use crate::types::{Request, Response, ResponseBody, SnapshotChunk};
+use crate::types::{Request, Response, ResponseBody, SnapshotChunk, WatchResponse};
+
+use super::watch;
 
 const preface_timeout: Duration = Duration::from_secs(10);
 
@@ -103,14 +105,24 @@ async fn run(reader: Reader, writer: Writer, shared: Arc<Shared>, core: usize) -
         done: done_tx,
         slots: slot_tx,
         fbb: FlatBufferBuilder::new(),
+        connection: next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        next_watch_id: 0,
+        watching: false,
     };
     let reading = async move {
         let mut session = session;
         session.read_loop(reader).await;
+        // The client is gone: so are its watches (which hold the out queue).
+        if session.watching {
+            watch::hub(&session.shared, session.core).drop_connection(session.connection);
+        }
     };
     let writing = write_loop(writer, out_rx, &shared.metrics.cores[core]);
     futures_lite::future::zip(reading, writing).await.1
 }
+
+/// Connection numbers, unique in the process (watches are per connection).
+static next_connection: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 struct Session {
     shared: Arc<Shared>,
@@ -119,6 +131,10 @@ struct Session {
     done: async_channel::Sender<Reply>,
     slots: async_channel::Sender<()>,
     fbb: FlatBufferBuilder<'static>,
+    connection: u64,
+    /// The last watch id the server picked on this connection.
+    next_watch_id: i64,
+    watching: bool,
 }
 
 impl Session {
@@ -185,6 +201,11 @@ impl Session {
             add(&self.counters().requests_read, 1);
             return self.stream_snapshot(request_id).await;
         }
+        if let Request::WatchCreate(_) | Request::WatchCancel(_) | Request::WatchProgress = request
+        {
+            add(&self.counters().requests_read, 1);
+            return self.handle_watch(request_id, request).await;
+        }
         if !request.is_write() {
             add(&self.counters().requests_read, 1);
             let published = self.shared.published.load();
@@ -209,6 +230,67 @@ impl Session {
             return self.respond(request_id, Err(error), self.revision()).await;
         }
         true
+    }
+}
+
+impl Session {
+    /// Watch requests: a create answers `created` on its id, then the core's
+    /// hub sends the watch's events on that id; a cancel ends that stream
+    /// with `canceled` and answers the same on its own id; a progress
+    /// request answers the revision every watch of the connection has been
+    /// sent all events up to.
+    async fn handle_watch(&mut self, request_id: u64, request: Request) -> bool {
+        let hub = watch::hub(&self.shared, self.core);
+        let revision = self.revision();
+        let reply = |watch: WatchResponse| Ok(ResponseBody::Watch(watch));
+        match request {
+            Request::WatchCreate(create) => {
+                let watch_id = if create.watch_id != 0 {
+                    create.watch_id
+                } else {
+                    loop {
+                        self.next_watch_id += 1;
+                        if !hub.exists(self.connection, self.next_watch_id) {
+                            break self.next_watch_id;
+                        }
+                    }
+                };
+                if watch_id < 0 || hub.exists(self.connection, watch_id) {
+                    let error = Error::with_message(
+                        ErrorCode::InvalidArgument,
+                        format!("etcdserver: watch id {watch_id} is in use or invalid"),
+                    );
+                    return self.respond(request_id, Err(error), revision).await;
+                }
+                let created = WatchResponse { watch_id, created: true, ..Default::default() };
+                if !self.respond(request_id, reply(created), revision).await {
+                    return false;
+                }
+                // No await since `created` was queued: the hub cannot send
+                // this watch's events before it.
+                hub.create(self.connection, request_id, watch_id, &create, &self.out);
+                self.watching = true;
+                true
+            }
+            Request::WatchCancel(watch_id) => {
+                let Some(stream) = hub.cancel(self.connection, watch_id) else {
+                    let error = Error::with_message(
+                        ErrorCode::InvalidArgument,
+                        format!("etcdserver: no watch with id {watch_id} on this connection"),
+                    );
+                    return self.respond(request_id, Err(error), revision).await;
+                };
+                let canceled = WatchResponse { watch_id, canceled: true, ..Default::default() };
+                self.respond(stream, reply(canceled.clone()), revision).await
+                    && self.respond(request_id, reply(canceled), revision).await
+            }
+            Request::WatchProgress => {
+                let progress = hub.progress(self.connection);
+                let notification = WatchResponse { watch_id: -1, ..Default::default() };
+                self.respond(request_id, reply(notification), progress).await
+            }
+            _ => unreachable!("only watch requests come here"),
+        }
     }
 }
 

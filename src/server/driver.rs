@@ -177,8 +177,13 @@ impl Checkpoints {
 
     /// Records a batch's changes, then starts a checkpoint of `published`
     /// if one is due.
-    fn after_batch(&mut self, shared: &Arc<Shared>, published: &Published, store: &mut Store) {
-        let changes = store.take_changes();
+    fn after_batch(
+        &mut self,
+        shared: &Arc<Shared>,
+        published: &Published,
+        store: &mut Store,
+        changes: Vec<HistoryChange>,
+    ) {
         if self.pending.is_empty() {
             self.pending = changes;
         } else {
@@ -393,7 +398,13 @@ impl<D: LogDisk> Driver<D> {
                     Some(received) => received.ok(),
                     None => {
                         let published = self.shared.published.load_full();
-                        self.checkpoints.after_batch(&self.shared, &published, &mut self.store);
+                        let changes = self.store.take_changes();
+                        self.checkpoints.after_batch(
+                            &self.shared,
+                            &published,
+                            &mut self.store,
+                            changes,
+                        );
                         continue;
                     }
                 },
@@ -462,8 +473,13 @@ impl<D: LogDisk> Driver<D> {
             applied_index: commit_index,
             wal_bytes: self.wal.disk_bytes(first_sequence),
         };
-        self.checkpoints.after_batch(&self.shared, &published, &mut self.store);
+        let changes = self.store.take_changes();
+        let watched = self.shared.watch.prepare(&changes);
+        self.checkpoints.after_batch(&self.shared, &published, &mut self.store, changes);
         self.shared.publish(published);
+        if let Some(batch) = watched {
+            self.shared.watch.record(batch);
+        }
         for (reply, request_id, response) in replies {
             // A full or closed channel means the connection is gone.
             let _ = reply.try_send((request_id, response));
@@ -477,7 +493,8 @@ impl<D: LogDisk> Driver<D> {
             while self.checkpoints.behind() {
                 crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
                 let published = self.shared.published.load_full();
-                self.checkpoints.after_batch(&self.shared, &published, &mut self.store);
+                let changes = self.store.take_changes();
+                self.checkpoints.after_batch(&self.shared, &published, &mut self.store, changes);
             }
             eprintln!(
                 "corekv: write stall of {} ms: checkpoints fell behind the writes",

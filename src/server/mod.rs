@@ -9,6 +9,7 @@ pub mod config;
 mod connection;
 mod driver;
 mod shared;
+mod watch;
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
@@ -250,6 +251,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
         db_bytes: AtomicU64::new(
             history.page_store().page_count() * crate::pagestore::page_bytes as u64,
         ),
+        watch: watch::WatchLog::new(config.cores),
     });
     let driver_parts =
         Arc::new(Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index))));

@@ -46,6 +46,8 @@ pub struct Shared {
     pub wal_first_sequence: AtomicU64,
     /// Bytes of the page store file (DATA_DIR/db), as of the last checkpoint.
     pub db_bytes: AtomicU64,
+    /// Recent changes for the cores' watchers.
+    pub watch: super::watch::WatchLog,
 }
 
 impl Shared {

@@ -506,18 +506,107 @@ pub mod corekv {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+        pub const ENUM_MIN_FILTER_TYPE: i8 = 0;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_REQUEST_BODY: u8 = 7;
+        pub const ENUM_MAX_FILTER_TYPE: i8 = 1;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
+        pub const ENUM_VALUES_FILTER_TYPE: [FilterType; 2] =
+            [FilterType::NoPut, FilterType::NoDelete];
+
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[repr(transparent)]
+        pub struct FilterType(pub i8);
+        #[allow(non_upper_case_globals)]
+        impl FilterType {
+            pub const NoPut: Self = Self(0);
+            pub const NoDelete: Self = Self(1);
+
+            pub const ENUM_MIN: i8 = 0;
+            pub const ENUM_MAX: i8 = 1;
+            pub const ENUM_VALUES: &'static [Self] = &[Self::NoPut, Self::NoDelete];
+            /// Returns the variant's name or "" if unknown.
+            pub fn variant_name(self) -> Option<&'static str> {
+                match self {
+                    Self::NoPut => Some("NoPut"),
+                    Self::NoDelete => Some("NoDelete"),
+                    _ => None,
+                }
+            }
+        }
+        impl ::core::fmt::Debug for FilterType {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+                if let Some(name) = self.variant_name() {
+                    f.write_str(name)
+                } else {
+                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+                }
+            }
+        }
+        impl<'a> ::flatbuffers::Follow<'a> for FilterType {
+            type Inner = Self;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
+                Self(b)
+            }
+        }
+
+        impl ::flatbuffers::Push for FilterType {
+            type Output = FilterType;
+            #[inline]
+            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+                unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
+            }
+        }
+
+        impl ::flatbuffers::EndianScalar for FilterType {
+            type Scalar = i8;
+            #[inline]
+            fn to_little_endian(self) -> i8 {
+                self.0.to_le()
+            }
+            #[inline]
+            #[allow(clippy::wrong_self_convention)]
+            fn from_little_endian(v: i8) -> Self {
+                let b = i8::from_le(v);
+                Self(b)
+            }
+        }
+
+        impl<'a> ::flatbuffers::Verifiable for FilterType {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                i8::run_verifier(v, pos)
+            }
+        }
+
+        impl ::flatbuffers::SimpleToVerifyInSlice for FilterType {}
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MAX_REQUEST_BODY: u8 = 10;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        #[allow(non_camel_case_types)]
+        pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 11] = [
             RequestBody::NONE,
             RequestBody::RangeRequest,
             RequestBody::PutRequest,
@@ -526,6 +615,9 @@ pub mod corekv {
             RequestBody::CompactRequest,
             RequestBody::StatusRequest,
             RequestBody::SnapshotRequest,
+            RequestBody::WatchCreateRequest,
+            RequestBody::WatchCancelRequest,
+            RequestBody::WatchProgressRequest,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -541,9 +633,12 @@ pub mod corekv {
             pub const CompactRequest: Self = Self(5);
             pub const StatusRequest: Self = Self(6);
             pub const SnapshotRequest: Self = Self(7);
+            pub const WatchCreateRequest: Self = Self(8);
+            pub const WatchCancelRequest: Self = Self(9);
+            pub const WatchProgressRequest: Self = Self(10);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 7;
+            pub const ENUM_MAX: u8 = 10;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RangeRequest,
@@ -553,6 +648,9 @@ pub mod corekv {
                 Self::CompactRequest,
                 Self::StatusRequest,
                 Self::SnapshotRequest,
+                Self::WatchCreateRequest,
+                Self::WatchCancelRequest,
+                Self::WatchProgressRequest,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -565,6 +663,9 @@ pub mod corekv {
                     Self::CompactRequest => Some("CompactRequest"),
                     Self::StatusRequest => Some("StatusRequest"),
                     Self::SnapshotRequest => Some("SnapshotRequest"),
+                    Self::WatchCreateRequest => Some("WatchCreateRequest"),
+                    Self::WatchCancelRequest => Some("WatchCancelRequest"),
+                    Self::WatchProgressRequest => Some("WatchProgressRequest"),
                     _ => None,
                 }
             }
@@ -734,18 +835,106 @@ pub mod corekv {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
+        pub const ENUM_MIN_EVENT_TYPE: i8 = 0;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_RESPONSE_BODY: u8 = 7;
+        pub const ENUM_MAX_EVENT_TYPE: i8 = 1;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
+        pub const ENUM_VALUES_EVENT_TYPE: [EventType; 2] = [EventType::Put, EventType::Delete];
+
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[repr(transparent)]
+        pub struct EventType(pub i8);
+        #[allow(non_upper_case_globals)]
+        impl EventType {
+            pub const Put: Self = Self(0);
+            pub const Delete: Self = Self(1);
+
+            pub const ENUM_MIN: i8 = 0;
+            pub const ENUM_MAX: i8 = 1;
+            pub const ENUM_VALUES: &'static [Self] = &[Self::Put, Self::Delete];
+            /// Returns the variant's name or "" if unknown.
+            pub fn variant_name(self) -> Option<&'static str> {
+                match self {
+                    Self::Put => Some("Put"),
+                    Self::Delete => Some("Delete"),
+                    _ => None,
+                }
+            }
+        }
+        impl ::core::fmt::Debug for EventType {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+                if let Some(name) = self.variant_name() {
+                    f.write_str(name)
+                } else {
+                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+                }
+            }
+        }
+        impl<'a> ::flatbuffers::Follow<'a> for EventType {
+            type Inner = Self;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
+                Self(b)
+            }
+        }
+
+        impl ::flatbuffers::Push for EventType {
+            type Output = EventType;
+            #[inline]
+            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+                unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
+            }
+        }
+
+        impl ::flatbuffers::EndianScalar for EventType {
+            type Scalar = i8;
+            #[inline]
+            fn to_little_endian(self) -> i8 {
+                self.0.to_le()
+            }
+            #[inline]
+            #[allow(clippy::wrong_self_convention)]
+            fn from_little_endian(v: i8) -> Self {
+                let b = i8::from_le(v);
+                Self(b)
+            }
+        }
+
+        impl<'a> ::flatbuffers::Verifiable for EventType {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                i8::run_verifier(v, pos)
+            }
+        }
+
+        impl ::flatbuffers::SimpleToVerifyInSlice for EventType {}
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MAX_RESPONSE_BODY: u8 = 8;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        #[allow(non_camel_case_types)]
+        pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 9] = [
             ResponseBody::NONE,
             ResponseBody::RangeResponse,
             ResponseBody::PutResponse,
@@ -754,6 +943,7 @@ pub mod corekv {
             ResponseBody::CompactResponse,
             ResponseBody::StatusResponse,
             ResponseBody::SnapshotResponse,
+            ResponseBody::WatchResponse,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -769,9 +959,10 @@ pub mod corekv {
             pub const CompactResponse: Self = Self(5);
             pub const StatusResponse: Self = Self(6);
             pub const SnapshotResponse: Self = Self(7);
+            pub const WatchResponse: Self = Self(8);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 7;
+            pub const ENUM_MAX: u8 = 8;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RangeResponse,
@@ -781,6 +972,7 @@ pub mod corekv {
                 Self::CompactResponse,
                 Self::StatusResponse,
                 Self::SnapshotResponse,
+                Self::WatchResponse,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -793,6 +985,7 @@ pub mod corekv {
                     Self::CompactResponse => Some("CompactResponse"),
                     Self::StatusResponse => Some("StatusResponse"),
                     Self::SnapshotResponse => Some("SnapshotResponse"),
+                    Self::WatchResponse => Some("WatchResponse"),
                     _ => None,
                 }
             }
@@ -2742,6 +2935,455 @@ pub mod corekv {
                 ds.finish()
             }
         }
+        pub enum WatchCreateRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct WatchCreateRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for WatchCreateRequest<'a> {
+            type Inner = WatchCreateRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> WatchCreateRequest<'a> {
+            pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+            pub const VT_RANGE_END: ::flatbuffers::VOffsetT = 6;
+            pub const VT_START_REVISION: ::flatbuffers::VOffsetT = 8;
+            pub const VT_PROGRESS_NOTIFY: ::flatbuffers::VOffsetT = 10;
+            pub const VT_FILTERS: ::flatbuffers::VOffsetT = 12;
+            pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 14;
+            pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 16;
+            pub const VT_FRAGMENT: ::flatbuffers::VOffsetT = 18;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                WatchCreateRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args WatchCreateRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<WatchCreateRequest<'bldr>> {
+                let mut builder = WatchCreateRequestBuilder::new(_fbb);
+                builder.add_watch_id(args.watch_id);
+                builder.add_start_revision(args.start_revision);
+                if let Some(x) = args.filters {
+                    builder.add_filters(x);
+                }
+                if let Some(x) = args.range_end {
+                    builder.add_range_end(x);
+                }
+                if let Some(x) = args.key {
+                    builder.add_key(x);
+                }
+                builder.add_fragment(args.fragment);
+                builder.add_prev_kv(args.prev_kv);
+                builder.add_progress_notify(args.progress_notify);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                        WatchCreateRequest::VT_KEY,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn range_end(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                        WatchCreateRequest::VT_RANGE_END,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn start_revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<i64>(WatchCreateRequest::VT_START_REVISION, Some(0)).unwrap()
+                }
+            }
+            #[inline]
+            pub fn progress_notify(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(WatchCreateRequest::VT_PROGRESS_NOTIFY, Some(false))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn filters(&self) -> Option<::flatbuffers::Vector<'a, FilterType>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, FilterType>>>(WatchCreateRequest::VT_FILTERS, None)
+                }
+            }
+            #[inline]
+            pub fn prev_kv(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<bool>(WatchCreateRequest::VT_PREV_KV, Some(false)).unwrap()
+                }
+            }
+            #[inline]
+            pub fn watch_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(WatchCreateRequest::VT_WATCH_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn fragment(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<bool>(WatchCreateRequest::VT_FRAGMENT, Some(false)).unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for WatchCreateRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("range_end", Self::VT_RANGE_END, false)?
+     .visit_field::<i64>("start_revision", Self::VT_START_REVISION, false)?
+     .visit_field::<bool>("progress_notify", Self::VT_PROGRESS_NOTIFY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, FilterType>>>("filters", Self::VT_FILTERS, false)?
+     .visit_field::<bool>("prev_kv", Self::VT_PREV_KV, false)?
+     .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
+     .visit_field::<bool>("fragment", Self::VT_FRAGMENT, false)?
+     .finish();
+                Ok(())
+            }
+        }
+        pub struct WatchCreateRequestArgs<'a> {
+            pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub range_end: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub start_revision: i64,
+            pub progress_notify: bool,
+            pub filters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, FilterType>>>,
+            pub prev_kv: bool,
+            pub watch_id: i64,
+            pub fragment: bool,
+        }
+        impl<'a> Default for WatchCreateRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                WatchCreateRequestArgs {
+                    key: None,
+                    range_end: None,
+                    start_revision: 0,
+                    progress_notify: false,
+                    filters: None,
+                    prev_kv: false,
+                    watch_id: 0,
+                    fragment: false,
+                }
+            }
+        }
+
+        pub struct WatchCreateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCreateRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_key(
+                &mut self,
+                key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    WatchCreateRequest::VT_KEY,
+                    key,
+                );
+            }
+            #[inline]
+            pub fn add_range_end(
+                &mut self,
+                range_end: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    WatchCreateRequest::VT_RANGE_END,
+                    range_end,
+                );
+            }
+            #[inline]
+            pub fn add_start_revision(&mut self, start_revision: i64) {
+                self.fbb_.push_slot::<i64>(
+                    WatchCreateRequest::VT_START_REVISION,
+                    start_revision,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_progress_notify(&mut self, progress_notify: bool) {
+                self.fbb_.push_slot::<bool>(
+                    WatchCreateRequest::VT_PROGRESS_NOTIFY,
+                    progress_notify,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn add_filters(
+                &mut self,
+                filters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, FilterType>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    WatchCreateRequest::VT_FILTERS,
+                    filters,
+                );
+            }
+            #[inline]
+            pub fn add_prev_kv(&mut self, prev_kv: bool) {
+                self.fbb_.push_slot::<bool>(WatchCreateRequest::VT_PREV_KV, prev_kv, false);
+            }
+            #[inline]
+            pub fn add_watch_id(&mut self, watch_id: i64) {
+                self.fbb_.push_slot::<i64>(WatchCreateRequest::VT_WATCH_ID, watch_id, 0);
+            }
+            #[inline]
+            pub fn add_fragment(&mut self, fragment: bool) {
+                self.fbb_.push_slot::<bool>(WatchCreateRequest::VT_FRAGMENT, fragment, false);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> WatchCreateRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                WatchCreateRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchCreateRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for WatchCreateRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("WatchCreateRequest");
+                ds.field("key", &self.key());
+                ds.field("range_end", &self.range_end());
+                ds.field("start_revision", &self.start_revision());
+                ds.field("progress_notify", &self.progress_notify());
+                ds.field("filters", &self.filters());
+                ds.field("prev_kv", &self.prev_kv());
+                ds.field("watch_id", &self.watch_id());
+                ds.field("fragment", &self.fragment());
+                ds.finish()
+            }
+        }
+        pub enum WatchCancelRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct WatchCancelRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for WatchCancelRequest<'a> {
+            type Inner = WatchCancelRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> WatchCancelRequest<'a> {
+            pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                WatchCancelRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args WatchCancelRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<WatchCancelRequest<'bldr>> {
+                let mut builder = WatchCancelRequestBuilder::new(_fbb);
+                builder.add_watch_id(args.watch_id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn watch_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(WatchCancelRequest::VT_WATCH_ID, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for WatchCancelRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct WatchCancelRequestArgs {
+            pub watch_id: i64,
+        }
+        impl<'a> Default for WatchCancelRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                WatchCancelRequestArgs { watch_id: 0 }
+            }
+        }
+
+        pub struct WatchCancelRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCancelRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_watch_id(&mut self, watch_id: i64) {
+                self.fbb_.push_slot::<i64>(WatchCancelRequest::VT_WATCH_ID, watch_id, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> WatchCancelRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                WatchCancelRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchCancelRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for WatchCancelRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("WatchCancelRequest");
+                ds.field("watch_id", &self.watch_id());
+                ds.finish()
+            }
+        }
+        pub enum WatchProgressRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct WatchProgressRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for WatchProgressRequest<'a> {
+            type Inner = WatchProgressRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> WatchProgressRequest<'a> {
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                WatchProgressRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                _args: &'args WatchProgressRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<WatchProgressRequest<'bldr>> {
+                let mut builder = WatchProgressRequestBuilder::new(_fbb);
+                builder.finish()
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for WatchProgressRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.finish();
+                Ok(())
+            }
+        }
+        pub struct WatchProgressRequestArgs {}
+        impl<'a> Default for WatchProgressRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                WatchProgressRequestArgs {}
+            }
+        }
+
+        pub struct WatchProgressRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchProgressRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> WatchProgressRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                WatchProgressRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchProgressRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for WatchProgressRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("WatchProgressRequest");
+                ds.finish()
+            }
+        }
         pub enum RequestOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -2910,6 +3552,51 @@ pub mod corekv {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_watch_create_request(&self) -> Option<WatchCreateRequest<'a>> {
+                if self.body_type() == RequestBody::WatchCreateRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { WatchCreateRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_watch_cancel_request(&self) -> Option<WatchCancelRequest<'a>> {
+                if self.body_type() == RequestBody::WatchCancelRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { WatchCancelRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_watch_progress_request(&self) -> Option<WatchProgressRequest<'a>> {
+                if self.body_type() == RequestBody::WatchProgressRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { WatchProgressRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Request<'_> {
@@ -2928,6 +3615,9 @@ pub mod corekv {
           RequestBody::CompactRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactRequest>>("RequestBody::CompactRequest", pos),
           RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
           RequestBody::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("RequestBody::SnapshotRequest", pos),
+          RequestBody::WatchCreateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCreateRequest>>("RequestBody::WatchCreateRequest", pos),
+          RequestBody::WatchCancelRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCancelRequest>>("RequestBody::WatchCancelRequest", pos),
+          RequestBody::WatchProgressRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchProgressRequest>>("RequestBody::WatchProgressRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3047,6 +3737,36 @@ pub mod corekv {
                     }
                     RequestBody::SnapshotRequest => {
                         if let Some(x) = self.body_as_snapshot_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::WatchCreateRequest => {
+                        if let Some(x) = self.body_as_watch_create_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::WatchCancelRequest => {
+                        if let Some(x) = self.body_as_watch_cancel_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::WatchProgressRequest => {
+                        if let Some(x) = self.body_as_watch_progress_request() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
@@ -4703,6 +5423,399 @@ pub mod corekv {
                 ds.finish()
             }
         }
+        pub enum EventOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct Event<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for Event<'a> {
+            type Inner = Event<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> Event<'a> {
+            pub const VT_TYPE_: ::flatbuffers::VOffsetT = 4;
+            pub const VT_KV: ::flatbuffers::VOffsetT = 6;
+            pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                Event { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args EventArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<Event<'bldr>> {
+                let mut builder = EventBuilder::new(_fbb);
+                if let Some(x) = args.prev_kv {
+                    builder.add_prev_kv(x);
+                }
+                if let Some(x) = args.kv {
+                    builder.add_kv(x);
+                }
+                builder.add_type_(args.type_);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn type_(&self) -> EventType {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<EventType>(Event::VT_TYPE_, Some(EventType::Put)).unwrap()
+                }
+            }
+            #[inline]
+            pub fn kv(&self) -> Option<KeyValue<'a>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<KeyValue>>(Event::VT_KV, None)
+                }
+            }
+            #[inline]
+            pub fn prev_kv(&self) -> Option<KeyValue<'a>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<KeyValue>>(Event::VT_PREV_KV, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for Event<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<EventType>("type_", Self::VT_TYPE_, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<KeyValue>>(
+                        "kv",
+                        Self::VT_KV,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<KeyValue>>(
+                        "prev_kv",
+                        Self::VT_PREV_KV,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct EventArgs<'a> {
+            pub type_: EventType,
+            pub kv: Option<::flatbuffers::WIPOffset<KeyValue<'a>>>,
+            pub prev_kv: Option<::flatbuffers::WIPOffset<KeyValue<'a>>>,
+        }
+        impl<'a> Default for EventArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                EventArgs { type_: EventType::Put, kv: None, prev_kv: None }
+            }
+        }
+
+        pub struct EventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EventBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_type_(&mut self, type_: EventType) {
+                self.fbb_.push_slot::<EventType>(Event::VT_TYPE_, type_, EventType::Put);
+            }
+            #[inline]
+            pub fn add_kv(&mut self, kv: ::flatbuffers::WIPOffset<KeyValue<'b>>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<KeyValue>>(Event::VT_KV, kv);
+            }
+            #[inline]
+            pub fn add_prev_kv(&mut self, prev_kv: ::flatbuffers::WIPOffset<KeyValue<'b>>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<KeyValue>>(
+                    Event::VT_PREV_KV,
+                    prev_kv,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> EventBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                EventBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<Event<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for Event<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("Event");
+                ds.field("type_", &self.type_());
+                ds.field("kv", &self.kv());
+                ds.field("prev_kv", &self.prev_kv());
+                ds.finish()
+            }
+        }
+        pub enum WatchResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct WatchResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for WatchResponse<'a> {
+            type Inner = WatchResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> WatchResponse<'a> {
+            pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_CREATED: ::flatbuffers::VOffsetT = 6;
+            pub const VT_CANCELED: ::flatbuffers::VOffsetT = 8;
+            pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 10;
+            pub const VT_CANCEL_REASON: ::flatbuffers::VOffsetT = 12;
+            pub const VT_FRAGMENT: ::flatbuffers::VOffsetT = 14;
+            pub const VT_EVENTS: ::flatbuffers::VOffsetT = 16;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                WatchResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args WatchResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<WatchResponse<'bldr>> {
+                let mut builder = WatchResponseBuilder::new(_fbb);
+                builder.add_compact_revision(args.compact_revision);
+                builder.add_watch_id(args.watch_id);
+                if let Some(x) = args.events {
+                    builder.add_events(x);
+                }
+                if let Some(x) = args.cancel_reason {
+                    builder.add_cancel_reason(x);
+                }
+                builder.add_fragment(args.fragment);
+                builder.add_canceled(args.canceled);
+                builder.add_created(args.created);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn watch_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(WatchResponse::VT_WATCH_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn created(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<bool>(WatchResponse::VT_CREATED, Some(false)).unwrap() }
+            }
+            #[inline]
+            pub fn canceled(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<bool>(WatchResponse::VT_CANCELED, Some(false)).unwrap() }
+            }
+            #[inline]
+            pub fn compact_revision(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<i64>(WatchResponse::VT_COMPACT_REVISION, Some(0)).unwrap()
+                }
+            }
+            #[inline]
+            pub fn cancel_reason(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        WatchResponse::VT_CANCEL_REASON,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn fragment(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<bool>(WatchResponse::VT_FRAGMENT, Some(false)).unwrap() }
+            }
+            #[inline]
+            pub fn events(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>,
+                    >>(WatchResponse::VT_EVENTS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for WatchResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("watch_id", Self::VT_WATCH_ID, false)?
+                    .visit_field::<bool>("created", Self::VT_CREATED, false)?
+                    .visit_field::<bool>("canceled", Self::VT_CANCELED, false)?
+                    .visit_field::<i64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "cancel_reason",
+                        Self::VT_CANCEL_REASON,
+                        false,
+                    )?
+                    .visit_field::<bool>("fragment", Self::VT_FRAGMENT, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>,
+                    >>("events", Self::VT_EVENTS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct WatchResponseArgs<'a> {
+            pub watch_id: i64,
+            pub created: bool,
+            pub canceled: bool,
+            pub compact_revision: i64,
+            pub cancel_reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub fragment: bool,
+            pub events: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for WatchResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                WatchResponseArgs {
+                    watch_id: 0,
+                    created: false,
+                    canceled: false,
+                    compact_revision: 0,
+                    cancel_reason: None,
+                    fragment: false,
+                    events: None,
+                }
+            }
+        }
+
+        pub struct WatchResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_watch_id(&mut self, watch_id: i64) {
+                self.fbb_.push_slot::<i64>(WatchResponse::VT_WATCH_ID, watch_id, 0);
+            }
+            #[inline]
+            pub fn add_created(&mut self, created: bool) {
+                self.fbb_.push_slot::<bool>(WatchResponse::VT_CREATED, created, false);
+            }
+            #[inline]
+            pub fn add_canceled(&mut self, canceled: bool) {
+                self.fbb_.push_slot::<bool>(WatchResponse::VT_CANCELED, canceled, false);
+            }
+            #[inline]
+            pub fn add_compact_revision(&mut self, compact_revision: i64) {
+                self.fbb_.push_slot::<i64>(WatchResponse::VT_COMPACT_REVISION, compact_revision, 0);
+            }
+            #[inline]
+            pub fn add_cancel_reason(&mut self, cancel_reason: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    WatchResponse::VT_CANCEL_REASON,
+                    cancel_reason,
+                );
+            }
+            #[inline]
+            pub fn add_fragment(&mut self, fragment: bool) {
+                self.fbb_.push_slot::<bool>(WatchResponse::VT_FRAGMENT, fragment, false);
+            }
+            #[inline]
+            pub fn add_events(
+                &mut self,
+                events: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<Event<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    WatchResponse::VT_EVENTS,
+                    events,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> WatchResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                WatchResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for WatchResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("WatchResponse");
+                ds.field("watch_id", &self.watch_id());
+                ds.field("created", &self.created());
+                ds.field("canceled", &self.canceled());
+                ds.field("compact_revision", &self.compact_revision());
+                ds.field("cancel_reason", &self.cancel_reason());
+                ds.field("fragment", &self.fragment());
+                ds.field("events", &self.events());
+                ds.finish()
+            }
+        }
         pub enum ResponseOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -4895,6 +6008,21 @@ pub mod corekv {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_watch_response(&self) -> Option<WatchResponse<'a>> {
+                if self.body_type() == ResponseBody::WatchResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { WatchResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Response<'_> {
@@ -4914,6 +6042,7 @@ pub mod corekv {
           ResponseBody::CompactResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactResponse>>("ResponseBody::CompactResponse", pos),
           ResponseBody::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("ResponseBody::StatusResponse", pos),
           ResponseBody::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("ResponseBody::SnapshotResponse", pos),
+          ResponseBody::WatchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResponse>>("ResponseBody::WatchResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5051,6 +6180,16 @@ pub mod corekv {
                     }
                     ResponseBody::SnapshotResponse => {
                         if let Some(x) = self.body_as_snapshot_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::WatchResponse => {
+                        if let Some(x) = self.body_as_watch_response() {
                             ds.field("body", &x)
                         } else {
                             ds.field(

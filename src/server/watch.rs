@@ -1,0 +1,562 @@
+//! Watches: etcd's Watch over the native protocol, fanned out per core.
+//!
+//! ```text
+//!  log driver ──(after publishing a batch)──► WatchLog (recent batches, bounded)
+//!                                               │  wakes the cores with watchers
+//!                                               ▼
+//!  core N: Hub ── for each watcher: events from `next` on ──► its connection's out queue
+//!                   from the WatchLog when it still holds them,
+//!                   else from the store's history (Snapshot::events)
+//! ```
+//!
+//! Each watcher remembers `next`, the first revision it has not been sent.
+//! A delivery sends whole revisions in order (never a revision split across
+//! responses unless the watch asked for fragments), then moves `next` past
+//! them: so events are ordered, unique and gap-free, and resuming from
+//! `last + 1` continues exactly. A watcher whose connection's queue is
+//! nearly full is skipped (the client is slow): apply never waits for it,
+//! other watchers go on, and memory stays bounded (the queue and the log
+//! are bounded). When the log no longer holds its revisions it reads them
+//! from history, in windows, and joins the log again once it is caught up;
+//! if its revisions have been compacted meanwhile, it is canceled with the
+//! compaction revision, as etcd does.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+
+use super::connection::encode_frame;
+use super::shared::Shared;
+use crate::error::{Error, ErrorCode};
+use crate::metrics::add;
+use crate::mvcc::span::Span;
+use crate::mvcc::HistoryChange;
+use crate::runtime;
+use crate::types::{
+    EventType, KeyValue, Response, ResponseBody, WatchCreateRequest, WatchEvent, WatchResponse,
+};
+
+/// Events the log keeps (older batches are dropped; their watchers read
+/// history instead).
+const log_events_max: usize = 65_536;
+/// Responses a connection's queue may hold before its watchers wait: with
+/// `response_bytes_soft_max`, what a slow client's watches hold in memory is
+/// ~4 MiB (plus one revision larger than that, which is sent whole).
+const queue_frames_max: usize = 64;
+/// Revisions read from history per step of a catch-up.
+const catch_up_revisions: i64 = 1024;
+/// Events per response (whole revisions are never split unless fragmenting).
+const response_events_max: usize = 1024;
+/// Bytes of keys and values per response, likewise.
+const response_bytes_soft_max: usize = 64 * 1024;
+/// How often a hub looks at its watchers without being woken (slow
+/// watchers retry, progress notifications).
+const hub_tick: Duration = Duration::from_millis(100);
+
+/// One applied batch's changes: (revision, key, version; None for a delete).
+pub struct Batch {
+    first: i64,
+    last: i64,
+    changes: Vec<(i64, Bytes, Option<KeyValue>)>,
+}
+
+struct LogState {
+    batches: VecDeque<Arc<Batch>>,
+    events: usize,
+    /// Every revision from `covered_from` to `last` is in `batches`.
+    covered_from: i64,
+    last: i64,
+}
+
+/// Recent batches, shared by the log driver (which records them while any
+/// watcher exists) and every core's hub.
+pub struct WatchLog {
+    state: Mutex<LogState>,
+    /// Watchers per core.
+    watchers: Vec<AtomicUsize>,
+    wakers: Vec<async_channel::Sender<()>>,
+    woken: Vec<Mutex<Option<async_channel::Receiver<()>>>>,
+}
+
+impl WatchLog {
+    pub fn new(cores: usize) -> WatchLog {
+        let (wakers, woken) = (0..cores)
+            .map(|_| {
+                let (tx, rx) = async_channel::bounded(1);
+                (tx, Mutex::new(Some(rx)))
+            })
+            .unzip();
+        WatchLog {
+            state: Mutex::new(LogState {
+                batches: VecDeque::new(),
+                events: 0,
+                covered_from: i64::MAX,
+                last: 0,
+            }),
+            watchers: (0..cores).map(|_| AtomicUsize::new(0)).collect(),
+            wakers,
+            woken,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn any_watchers(&self) -> bool {
+        self.watchers.iter().any(|n| n.load(Ordering::SeqCst) > 0)
+    }
+
+    /// A batch's changes, for `record` once the batch is published (None
+    /// while nobody watches, or if the batch changed nothing).
+    pub fn prepare(&self, changes: &[HistoryChange]) -> Option<Arc<Batch>> {
+        if !self.any_watchers() {
+            let mut state = self.state();
+            if !state.batches.is_empty() {
+                state.batches.clear();
+                state.events = 0;
+                state.covered_from = i64::MAX;
+            }
+            return None;
+        }
+        let changes: Vec<(i64, Bytes, Option<KeyValue>)> = changes
+            .iter()
+            .filter_map(|change| match change {
+                HistoryChange::Version { key, revision, kv } => {
+                    Some((*revision, key.clone(), kv.clone()))
+                }
+                HistoryChange::Compact(_) => None,
+            })
+            .collect();
+        let (first, last) = (changes.first()?.0, changes.last()?.0);
+        Some(Arc::new(Batch { first, last, changes }))
+    }
+
+    /// Records a published batch and wakes the cores with watchers.
+    pub fn record(&self, batch: Arc<Batch>) {
+        {
+            let mut state = self.state();
+            if state.batches.is_empty() || state.last + 1 != batch.first {
+                // A gap (batches went unrecorded while nobody watched).
+                state.batches.clear();
+                state.events = 0;
+                state.covered_from = batch.first;
+            }
+            state.events += batch.changes.len();
+            state.last = batch.last;
+            state.batches.push_back(batch);
+            while state.events > log_events_max && state.batches.len() > 1 {
+                let dropped = state.batches.pop_front().expect("more than one");
+                state.events -= dropped.changes.len();
+                state.covered_from = dropped.last + 1;
+            }
+        }
+        for (core, waker) in self.wakers.iter().enumerate() {
+            if self.watchers[core].load(Ordering::SeqCst) > 0 {
+                let _ = waker.try_send(());
+            }
+        }
+    }
+
+    /// The batches holding revisions from `from` on, if the log covers
+    /// them all, with the newest revision it holds.
+    fn since(&self, from: i64) -> Option<(Vec<Arc<Batch>>, i64)> {
+        let state = self.state();
+        if state.batches.is_empty() || from < state.covered_from {
+            return None;
+        }
+        let batches = state.batches.iter().filter(|b| b.last >= from).cloned().collect();
+        Some((batches, state.last))
+    }
+}
+
+/// One watch of one connection.
+struct Watcher {
+    connection: u64,
+    watch_id: i64,
+    /// The create request's id: every response of the watch carries it.
+    request_id: u64,
+    span: Span,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    /// The first revision not yet sent.
+    next: i64,
+    out: async_channel::Sender<Vec<u8>>,
+    /// Reading history: the log no longer held `next` when it was last read.
+    behind: bool,
+}
+
+/// A core's watchers.
+pub struct Hub {
+    shared: Arc<Shared>,
+    core: usize,
+    watchers: RefCell<Vec<Watcher>>,
+    fbb: RefCell<FlatBufferBuilder<'static>>,
+}
+
+thread_local! {
+    static hub_of_core: RefCell<Option<Rc<Hub>>> = const { RefCell::new(None) };
+}
+
+/// This core's hub (started on first use).
+pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
+    hub_of_core.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| {
+                let hub = Rc::new(Hub {
+                    shared: shared.clone(),
+                    core,
+                    watchers: RefCell::new(Vec::new()),
+                    fbb: RefCell::new(FlatBufferBuilder::new()),
+                });
+                let woken = shared.watch.woken[core]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .expect("one hub per core");
+                runtime::spawn(hub.clone().run(woken));
+                hub
+            })
+            .clone()
+    })
+}
+
+/// Why a delivery stopped.
+enum Stop {
+    /// Sent everything up to the newest revision known.
+    CaughtUp,
+    /// The connection's queue is full: try again later.
+    Slow,
+    /// The watcher is gone (canceled, or its connection closed).
+    Gone,
+}
+
+impl Hub {
+    async fn run(self: Rc<Hub>, woken: async_channel::Receiver<()>) {
+        loop {
+            let _ = runtime::timeout(hub_tick, woken.recv()).await;
+            self.deliver_all();
+        }
+    }
+
+    fn count(&self, delta: isize) {
+        let counter = &self.shared.watch.watchers[self.core];
+        if delta > 0 {
+            counter.fetch_add(delta as usize, Ordering::SeqCst);
+        } else {
+            counter.fetch_sub((-delta) as usize, Ordering::SeqCst);
+        }
+    }
+
+    /// Opens a watch whose `created` response is already queued on `out`
+    /// (so its events come after it).
+    pub fn create(
+        &self,
+        connection: u64,
+        request_id: u64,
+        watch_id: i64,
+        request: &WatchCreateRequest,
+        out: &async_channel::Sender<Vec<u8>>,
+    ) {
+        // Counted before the revision is read: every batch published after
+        // that read is recorded in the log.
+        self.count(1);
+        let current = self.shared.published.load().snapshot.revision();
+        let next = if request.start_revision > 0 { request.start_revision } else { current + 1 };
+        self.watchers.borrow_mut().push(Watcher {
+            connection,
+            watch_id,
+            request_id,
+            span: Span::new(&request.key, &request.range_end),
+            no_put: request.no_put,
+            no_delete: request.no_delete,
+            prev_kv: request.prev_kv,
+            fragment: request.fragment,
+            next,
+            out: out.clone(),
+            behind: false,
+        });
+        // Deliver what is already there without waiting for a write.
+        let _ = self.shared.watch.wakers[self.core].try_send(());
+    }
+
+    /// Whether `connection` has a watch `watch_id`.
+    pub fn exists(&self, connection: u64, watch_id: i64) -> bool {
+        self.watchers.borrow().iter().any(|w| w.connection == connection && w.watch_id == watch_id)
+    }
+
+    /// Cancels a watch; answers the create request's id (its stream then
+    /// ends with a `canceled` response), or None if there is no such watch.
+    pub fn cancel(&self, connection: u64, watch_id: i64) -> Option<u64> {
+        let mut watchers = self.watchers.borrow_mut();
+        let i =
+            watchers.iter().position(|w| w.connection == connection && w.watch_id == watch_id)?;
+        let watcher = watchers.swap_remove(i);
+        drop(watchers);
+        self.count(-1);
+        Some(watcher.request_id)
+    }
+
+    /// Drops every watch of a connection that is going away.
+    pub fn drop_connection(&self, connection: u64) {
+        let mut watchers = self.watchers.borrow_mut();
+        let before = watchers.len();
+        watchers.retain(|w| w.connection != connection);
+        let gone = before - watchers.len();
+        drop(watchers);
+        if gone > 0 {
+            self.count(-(gone as isize));
+        }
+    }
+
+    /// The revision up to which every watch of `connection` has been sent
+    /// all its events (for a progress notification), and whether it has any.
+    pub fn progress(&self, connection: u64) -> i64 {
+        let current = self.shared.published.load().snapshot.revision();
+        self.watchers
+            .borrow()
+            .iter()
+            .filter(|w| w.connection == connection)
+            .map(|w| w.next - 1)
+            .fold(current, i64::min)
+    }
+
+    fn send(
+        &self,
+        request_id: u64,
+        revision: i64,
+        response: WatchResponse,
+        out: &async_channel::Sender<Vec<u8>>,
+    ) -> bool {
+        let response = Response {
+            header: self.shared.header(revision),
+            result: Ok(ResponseBody::Watch(response)),
+        };
+        let frame = encode_frame(&mut self.fbb.borrow_mut(), request_id, &response);
+        let sent = out.try_send(frame).is_ok();
+        if sent {
+            add(&self.shared.metrics.cores[self.core].watch_responses, 1);
+        }
+        sent
+    }
+
+    fn deliver_all(&self) {
+        let mut i = 0;
+        loop {
+            // Take the watcher out while delivering (sending may not re-enter,
+            // but a watcher removed meanwhile must not be put back).
+            let Some(mut watcher) = ({
+                let mut watchers = self.watchers.borrow_mut();
+                (i < watchers.len()).then(|| watchers.swap_remove(i))
+            }) else {
+                return;
+            };
+            match self.deliver(&mut watcher) {
+                Stop::Gone => self.count(-1),
+                Stop::CaughtUp | Stop::Slow => {
+                    let mut watchers = self.watchers.borrow_mut();
+                    watchers.push(watcher);
+                    let last = watchers.len() - 1;
+                    watchers.swap(i, last);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends a watcher what it has not been sent yet, as far as its queue allows.
+    fn deliver(&self, watcher: &mut Watcher) -> Stop {
+        loop {
+            if watcher.out.is_closed() {
+                return Stop::Gone;
+            }
+            if watcher.out.len() >= queue_frames_max {
+                return Stop::Slow;
+            }
+            let published = self.shared.published.load_full();
+            let snapshot = &published.snapshot;
+            // From the log if it holds every revision from `next` on, else
+            // from history (which every published revision is in).
+            let (events, upper) = match self.shared.watch.since(watcher.next) {
+                Some((batches, last)) => {
+                    if watcher.behind {
+                        watcher.behind = false;
+                        eprintln!(
+                            "corekv: watch {} of connection {} caught up at revision {}",
+                            watcher.watch_id, watcher.connection, watcher.next
+                        );
+                    }
+                    let events: Vec<(i64, Bytes, Option<KeyValue>)> = batches
+                        .iter()
+                        .flat_map(|b| b.changes.iter())
+                        .filter(|(revision, key, _)| {
+                            *revision >= watcher.next && watcher.span.contains(key)
+                        })
+                        .cloned()
+                        .collect();
+                    (events, last)
+                }
+                None => {
+                    let current = snapshot.revision();
+                    if watcher.next > current {
+                        return Stop::CaughtUp;
+                    }
+                    if !watcher.behind && watcher.next <= current {
+                        watcher.behind = true;
+                        add(&self.shared.metrics.cores[self.core].watch_catch_ups, 1);
+                        eprintln!(
+                            "corekv: watch {} of connection {} is behind the event log; \
+                             reading history from revision {}",
+                            watcher.watch_id, watcher.connection, watcher.next
+                        );
+                    }
+                    let upper = (watcher.next + catch_up_revisions - 1).min(current);
+                    match snapshot.events(&watcher.span, watcher.next, upper, false) {
+                        Ok(events) => {
+                            (events.into_iter().map(|e| (e.revision, e.key, e.kv)).collect(), upper)
+                        }
+                        Err(e) if e.code == ErrorCode::Compacted => {
+                            let canceled = WatchResponse {
+                                watch_id: watcher.watch_id,
+                                canceled: true,
+                                compact_revision: snapshot.compact_revision(),
+                                cancel_reason: e.message.clone(),
+                                ..Default::default()
+                            };
+                            let revision = snapshot.revision();
+                            self.send(watcher.request_id, revision, canceled, &watcher.out);
+                            return Stop::Gone;
+                        }
+                        Err(e) => return self.fail(watcher, snapshot.revision(), e),
+                    }
+                }
+            };
+            if upper < watcher.next {
+                return Stop::CaughtUp;
+            }
+            match self.send_events(watcher, snapshot, events, upper) {
+                Ok(true) => continue,
+                Ok(false) => return Stop::Slow,
+                Err(e) => return self.fail(watcher, snapshot.revision(), e),
+            }
+        }
+    }
+
+    /// Ends a watch that cannot go on (its history cannot be read).
+    fn fail(&self, watcher: &Watcher, revision: i64, error: Error) -> Stop {
+        let canceled = WatchResponse {
+            watch_id: watcher.watch_id,
+            canceled: true,
+            cancel_reason: error.message,
+            ..Default::default()
+        };
+        self.send(watcher.request_id, revision, canceled, &watcher.out);
+        Stop::Gone
+    }
+
+    /// Sends `events` (revisions `watcher.next` through `upper`, in order)
+    /// in responses of whole revisions; moves `next` past what was sent.
+    /// Ok(false) if the queue filled up first.
+    fn send_events(
+        &self,
+        watcher: &mut Watcher,
+        snapshot: &crate::mvcc::Snapshot,
+        events: Vec<(i64, Bytes, Option<KeyValue>)>,
+        upper: i64,
+    ) -> Result<bool, Error> {
+        let mut response: Vec<WatchEvent> = Vec::new();
+        let mut bytes = 0usize;
+        let mut i = 0;
+        while i < events.len() {
+            // One revision's events.
+            let revision = events[i].0;
+            let mut j = i;
+            let mut group: Vec<WatchEvent> = Vec::new();
+            while j < events.len() && events[j].0 == revision {
+                let (_, key, kv) = &events[j];
+                j += 1;
+                let kind = if kv.is_some() { EventType::Put } else { EventType::Delete };
+                if (kind == EventType::Put && watcher.no_put)
+                    || (kind == EventType::Delete && watcher.no_delete)
+                {
+                    continue;
+                }
+                let prev_kv = match watcher.prev_kv {
+                    true => snapshot.visible(key, revision - 1)?,
+                    false => None,
+                };
+                let kv = kv.clone().unwrap_or_else(|| KeyValue {
+                    key: key.clone(),
+                    mod_revision: revision,
+                    ..Default::default()
+                });
+                bytes += kv.key.len() + kv.value.len();
+                group.push(WatchEvent { kind, kv, prev_kv });
+            }
+            i = j;
+            let full = response.len() + group.len() > response_events_max
+                || bytes > response_bytes_soft_max;
+            if full && !response.is_empty() {
+                // Send what came before this revision.
+                let previous = response.last().expect("not empty").kv.mod_revision;
+                if !self.send_batch(watcher, std::mem::take(&mut response), previous) {
+                    return Ok(false);
+                }
+                bytes = group.iter().map(|e| e.kv.key.len() + e.kv.value.len()).sum();
+            }
+            if watcher.fragment && group.len() > response_events_max {
+                // All of a revision's fragments or none (a resent fragment
+                // would be a duplicate).
+                if watcher.out.len() + group.len().div_ceil(response_events_max)
+                    > crate::limits::connection_responses_queued_max
+                {
+                    return Ok(false);
+                }
+                let mut pieces = group.chunks(response_events_max).peekable();
+                while let Some(piece) = pieces.next() {
+                    let more = pieces.peek().is_some();
+                    let fragment = WatchResponse {
+                        watch_id: watcher.watch_id,
+                        fragment: more,
+                        events: piece.to_vec(),
+                        ..Default::default()
+                    };
+                    if !self.send(watcher.request_id, revision, fragment, &watcher.out) {
+                        return Ok(false);
+                    }
+                }
+                watcher.next = revision + 1;
+                bytes = 0;
+                continue;
+            }
+            response.extend(group);
+        }
+        if !response.is_empty() && !self.send_batch(watcher, response, upper) {
+            return Ok(false);
+        }
+        watcher.next = upper + 1;
+        Ok(true)
+    }
+
+    /// Sends one response of whole revisions through `through`; false if the
+    /// queue is full (then nothing moves).
+    fn send_batch(&self, watcher: &mut Watcher, events: Vec<WatchEvent>, through: i64) -> bool {
+        if watcher.out.len() >= queue_frames_max {
+            return false;
+        }
+        let response = WatchResponse { watch_id: watcher.watch_id, events, ..Default::default() };
+        if !self.send(watcher.request_id, through, response, &watcher.out) {
+            return false;
+        }
+        watcher.next = through + 1;
+        true
+    }
+}

@@ -1,0 +1,249 @@
+//! Watches on the real binary: etcd's guarantees (ordered, unique, reliable,
+//! atomic, resumable, bookmarkable), compaction, cancel, filters, and a slow
+//! reader that falls behind the log and catches up from history while
+//! another watcher keeps receiving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{temp_dir, Member};
+use corekv::client::Client;
+use corekv::error::ErrorCode;
+use corekv::types::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn prefix(p: &str) -> WatchCreateRequest {
+    let mut end = p.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    WatchCreateRequest { key: b(p), range_end: Bytes::from(end), ..Default::default() }
+}
+
+/// Opens a watch; answers (its stream's request id, its watch id).
+fn watch(client: &mut Client, create: WatchCreateRequest) -> (u64, i64) {
+    let id = client.send(&Request::WatchCreate(create)).unwrap();
+    match client.receive(id).unwrap().result {
+        Ok(ResponseBody::Watch(w)) if w.created => (id, w.watch_id),
+        other => panic!("expected created, got {other:?}"),
+    }
+}
+
+fn next(client: &mut Client, stream: u64) -> (ResponseHeader, WatchResponse) {
+    let response = client.receive(stream).unwrap();
+    match response.result {
+        Ok(ResponseBody::Watch(w)) => (response.header, w),
+        other => panic!("expected a watch response, got {other:?}"),
+    }
+}
+
+/// Events of a stream until one at `last` (or beyond) has arrived, checking
+/// that no revision is split across responses.
+fn events_until(client: &mut Client, stream: u64, last: i64) -> Vec<WatchEvent> {
+    let mut events: Vec<WatchEvent> = Vec::new();
+    while events.last().is_none_or(|e| e.kv.mod_revision < last) {
+        let (header, w) = next(client, stream);
+        assert!(!w.canceled, "canceled: {w:?}");
+        if let (Some(before), Some(first)) = (events.last(), w.events.first()) {
+            assert!(before.kv.mod_revision < first.kv.mod_revision, "a revision split or repeated");
+        }
+        if let Some(newest) = w.events.last() {
+            assert!(header.revision >= newest.kv.mod_revision, "header behind its events");
+        }
+        events.extend(w.events);
+    }
+    events
+}
+
+/// Puts pipelined in windows; answers the revision of each.
+fn put_many(client: &mut Client, puts: &[(String, String)]) -> Vec<i64> {
+    let mut revisions = Vec::new();
+    for window in puts.chunks(256) {
+        let ids: Vec<u64> = window
+            .iter()
+            .map(|(k, v)| {
+                let request =
+                    Request::Put(PutRequest { key: b(k), value: b(v), ..Default::default() });
+                client.send(&request).unwrap()
+            })
+            .collect();
+        for id in ids {
+            revisions.push(client.receive(id).unwrap().header.revision);
+        }
+    }
+    revisions
+}
+
+fn summary(events: &[WatchEvent]) -> Vec<(i64, EventType, Bytes, Bytes)> {
+    events
+        .iter()
+        .map(|e| (e.kv.mod_revision, e.kind, e.kv.key.clone(), e.kv.value.clone()))
+        .collect()
+}
+
+#[test]
+fn live_and_catch_up_streams_are_the_same_ordered_gap_free_history() {
+    let dir = temp_dir("watch-history");
+    let member = Member::start(&dir);
+    let mut writer = member.client();
+    let mut live = member.client();
+    let (stream, _) = watch(&mut live, WatchCreateRequest { prev_kv: true, ..prefix("w/") });
+    let mut expected: Vec<(i64, EventType, Bytes, Bytes)> = Vec::new();
+    for round in 0..20 {
+        let puts: Vec<(String, String)> =
+            (0..50).map(|i| (format!("w/{:02}", i % 7), format!("v{round}-{i}"))).collect();
+        for ((k, v), revision) in puts.iter().zip(put_many(&mut writer, &puts)) {
+            expected.push((revision, EventType::Put, b(k), b(v)));
+        }
+        writer.put(b"other", b"x").unwrap(); // outside the prefix
+        let d = DeleteRangeRequest { key: b(&format!("w/{:02}", round % 7)), ..Default::default() };
+        let (header, body) = writer.call(&Request::DeleteRange(d)).unwrap();
+        if matches!(body, ResponseBody::DeleteRange(r) if r.deleted == 1) {
+            expected.push((
+                header.revision,
+                EventType::Delete,
+                b(&format!("w/{:02}", round % 7)),
+                Bytes::new(),
+            ));
+        }
+    }
+    let last = expected.last().unwrap().0;
+    let got = events_until(&mut live, stream, last);
+    assert_eq!(summary(&got), expected, "the live stream");
+    // prev_kv: each event's previous version is the one before it in the stream.
+    for (i, event) in got.iter().enumerate() {
+        let before = got[..i].iter().rev().find(|e| e.kv.key == event.kv.key);
+        let want = before.filter(|e| e.kind == EventType::Put).map(|e| e.kv.clone());
+        if before.is_some() {
+            assert_eq!(event.prev_kv, want, "prev_kv of {:?}", event.kv);
+        }
+    }
+    // A watch from the first revision reads the same history back, and a
+    // watch resumed from any point continues exactly.
+    let first = expected[0].0;
+    let mut again = member.client();
+    let (stream, _) =
+        watch(&mut again, WatchCreateRequest { start_revision: first, ..prefix("w/") });
+    assert_eq!(summary(&events_until(&mut again, stream, last)), expected, "from history");
+    let middle = expected[expected.len() / 2].0;
+    let (stream, _) =
+        watch(&mut again, WatchCreateRequest { start_revision: middle + 1, ..prefix("w/") });
+    let resumed = events_until(&mut again, stream, last);
+    let tail: Vec<_> = expected.iter().filter(|e| e.0 > middle).cloned().collect();
+    assert_eq!(summary(&resumed), tail, "resumed from {}", middle + 1);
+}
+
+#[test]
+fn compacted_start_cancels_with_the_compaction_revision() {
+    let dir = temp_dir("watch-compacted");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    for i in 0..10 {
+        client.put(format!("c/{i}").as_bytes(), b"v").unwrap();
+    }
+    let (header, _) =
+        client.call(&Request::Compact(CompactRequest { revision: 8, physical: false })).unwrap();
+    assert!(header.revision >= 8);
+    let (stream, _) = watch(&mut client, WatchCreateRequest { start_revision: 3, ..prefix("c/") });
+    let (_, w) = next(&mut client, stream);
+    assert!(w.canceled && w.compact_revision == 8, "{w:?}");
+    assert!(w.cancel_reason.contains("compacted"), "{w:?}");
+    // From the compaction point on it works.
+    let (stream, _) = watch(&mut client, WatchCreateRequest { start_revision: 9, ..prefix("c/") });
+    let events = events_until(&mut client, stream, 11);
+    assert_eq!(events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), vec![9, 10, 11]);
+}
+
+#[test]
+fn cancel_filters_ids_and_progress() {
+    let dir = temp_dir("watch-cancel");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    let mut writer = member.client();
+    let (puts_only, id1) =
+        watch(&mut client, WatchCreateRequest { no_delete: true, ..prefix("f/") });
+    let (deletes_only, id2) =
+        watch(&mut client, WatchCreateRequest { no_put: true, ..prefix("f/") });
+    assert_ne!(id1, id2);
+    // A watch id in use is refused.
+    let id = client
+        .send(&Request::WatchCreate(WatchCreateRequest { watch_id: id1, ..prefix("f/") }))
+        .unwrap();
+    assert!(client.receive(id).unwrap().result.is_err());
+    writer.put(b"f/a", b"1").unwrap();
+    let d = DeleteRangeRequest { key: b("f/a"), ..Default::default() };
+    let (header, _) = writer.call(&Request::DeleteRange(d)).unwrap();
+    let puts = events_until(&mut client, puts_only, header.revision - 1);
+    assert_eq!(puts.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![EventType::Put]);
+    let deletes = events_until(&mut client, deletes_only, header.revision);
+    assert_eq!(deletes.len(), 1);
+    assert_eq!((deletes[0].kind, deletes[0].kv.key.clone()), (EventType::Delete, b("f/a")));
+    // Progress: every watch of the connection has been sent everything up to it.
+    let id = client.send(&Request::WatchProgress).unwrap();
+    let response = client.receive(id).unwrap();
+    assert!(response.header.revision >= header.revision - 1, "{response:?}");
+    // Cancel: the stream ends with `canceled`, the cancel is answered too.
+    let id = client.send(&Request::WatchCancel(id1)).unwrap();
+    let (_, end) = next(&mut client, puts_only);
+    assert!(end.canceled && end.watch_id == id1);
+    assert!(matches!(client.receive(id).unwrap().result, Ok(ResponseBody::Watch(w)) if w.canceled));
+    let id = client.send(&Request::WatchCancel(id1)).unwrap();
+    let error = client.receive(id).unwrap().result.unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidArgument);
+    // Nothing more arrives on the canceled stream; the other goes on.
+    writer.put(b"f/b", b"2").unwrap();
+    let d = DeleteRangeRequest { key: b("f/b"), ..Default::default() };
+    let (header, _) = writer.call(&Request::DeleteRange(d)).unwrap();
+    let deletes = events_until(&mut client, deletes_only, header.revision);
+    assert_eq!(deletes.last().unwrap().kv.key, b("f/b"));
+}
+
+#[test]
+fn a_slow_reader_falls_back_to_history_and_misses_nothing() {
+    let dir = temp_dir("watch-slow");
+    let member = Member::start(&dir);
+    let mut writer = member.client();
+    let mut slow = member.client();
+    let mut fast = member.client();
+    let (slow_stream, _) = watch(&mut slow, prefix("s/"));
+    let (fast_stream, _) = watch(&mut fast, prefix("s/"));
+    // More events than the server's log holds (65,536), while `slow` reads
+    // nothing; `fast` reads as they come (from another thread).
+    let total = 80_000;
+    let fast_reader = std::thread::spawn(move || {
+        let mut count = 0usize;
+        let mut last = 0;
+        let started = Instant::now();
+        while count < total {
+            let (_, w) = next(&mut fast, fast_stream);
+            for e in &w.events {
+                assert!(e.kv.mod_revision > last, "fast: out of order");
+                last = e.kv.mod_revision;
+            }
+            count += w.events.len();
+        }
+        (count, started.elapsed())
+    });
+    // 1 KiB values: far more than the socket buffers and the server's
+    // per-connection queue hold.
+    let puts: Vec<(String, String)> =
+        (0..total).map(|i| (format!("s/{:05}", i % 5000), format!("{i:01024}"))).collect();
+    let revisions = put_many(&mut writer, &puts);
+    let (count, _) = fast_reader.join().unwrap();
+    assert_eq!(count, total);
+    std::thread::sleep(Duration::from_millis(300));
+    // Now the slow reader reads everything: all revisions, in order, once.
+    slow.set_timeout(Duration::from_secs(20)).unwrap();
+    let events = events_until(&mut slow, slow_stream, *revisions.last().unwrap());
+    let got: Vec<i64> = events.iter().map(|e| e.kv.mod_revision).collect();
+    assert_eq!(got, revisions, "the slow reader's stream");
+    for (event, (key, value)) in events.iter().zip(&puts) {
+        assert_eq!((&event.kv.key, &event.kv.value), (&b(key), &b(value)));
+    }
+    let log = member.log_text();
+    assert!(log.contains("is behind the event log; reading history"), "{log}");
+    assert!(log.contains("caught up at revision"), "{log}");
+}
