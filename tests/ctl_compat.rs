@@ -180,3 +180,80 @@ fn endpoint_status_has_etcdctls_shape() {
     assert!(table.contains("| ENDPOINT |") || table.contains("ENDPOINT"), "{table}");
     assert_eq!(table.lines().count(), 5);
 }
+
+/// Runs `command` for at most `limit` (a watch runs until killed).
+fn output_within(mut command: Command, limit: Duration) -> Output {
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn corekvctl_watch_prints_what_etcdctl_watch_prints() {
+    let etcd_dir = temp_dir("etcd-watch-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-watch"));
+    let endpoints = [etcd_endpoint.as_str(), member.endpoint.as_str()];
+    let run = |endpoint: &str, args: &[&str]| {
+        let mut command =
+            if endpoint == etcd_endpoint { etcdctl(endpoint) } else { corekvctl(endpoint) };
+        command.args(args);
+        output(command, None)
+    };
+    // The same history on both (revisions 2 to 6).
+    for args in [&["put", "w/a", "1"][..], &["put", "w/b", "2"], &["put", "w/a", "3"]] {
+        for endpoint in endpoints {
+            assert!(run(endpoint, args).status.success());
+        }
+    }
+    for args in [&["del", "w/b"][..], &["put", "other", "x"]] {
+        for endpoint in endpoints {
+            assert!(run(endpoint, args).status.success());
+        }
+    }
+    let compare = |args: &[&str], setup: &dyn Fn(&str)| {
+        let mut outputs = Vec::new();
+        for endpoint in endpoints {
+            let mut command =
+                if endpoint == etcd_endpoint { etcdctl(endpoint) } else { corekvctl(endpoint) };
+            command.args(args);
+            let child = std::thread::scope(|scope| {
+                let watching = scope.spawn(|| output_within(command, Duration::from_millis(1500)));
+                std::thread::sleep(Duration::from_millis(500));
+                setup(endpoint);
+                watching.join().unwrap()
+            });
+            outputs.push(child);
+        }
+        let (want, got) = (&outputs[0], &outputs[1]);
+        assert_eq!(normalize(&got.stdout), normalize(&want.stdout), "stdout of {args:?}");
+        assert_eq!(normalize(&got.stderr), normalize(&want.stderr), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    };
+    let nothing = |_: &str| {};
+    compare(&["watch", "--prefix", "w/", "--rev", "1", "--prev-kv"], &nothing);
+    compare(&["watch", "--prefix", "w/", "--rev", "1", "-w", "json"], &nothing);
+    compare(&["watch", "--rev", "5", "w/a", "w/c"], &nothing);
+    compare(&["watch"], &nothing);
+    // Live: an event that happens while watching.
+    let put = |endpoint: &str| assert!(run(endpoint, &["put", "w/live", "now"]).status.success());
+    compare(&["watch", "w/live"], &put);
+    let delete = |endpoint: &str| assert!(run(endpoint, &["del", "w/live"]).status.success());
+    compare(&["watch", "w/live", "--prev-kv", "-w", "json"], &delete);
+    // From a compacted revision: canceled, exit 5.
+    for endpoint in endpoints {
+        assert!(run(endpoint, &["compaction", "4"]).status.success());
+    }
+    compare(&["watch", "w/a", "--rev", "2"], &nothing);
+    compare(&["watch", "w/a", "--rev", "2", "-w", "json"], &nothing);
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}

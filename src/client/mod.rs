@@ -109,10 +109,11 @@ impl Client {
         })
     }
 
-    /// Sets how long a read or write on the socket may block.
+    /// Sets how long a read or write on the socket may block (zero: no limit).
     pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(timeout))?;
-        self.stream.set_write_timeout(Some(timeout))
+        let timeout = (!timeout.is_zero()).then_some(timeout);
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)
     }
 
     /// Sends a request without waiting; returns its id.

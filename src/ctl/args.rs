@@ -56,6 +56,26 @@ pub enum Command {
     Endpoint(EndpointArgs),
     /// Manages corekv node snapshots.
     Snapshot(SnapshotArgs),
+    /// Watches events stream on keys or prefixes.
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// The key (or prefix), then an optional range end.
+    pub keys: Vec<String>,
+    /// Watch on a prefix if prefix is set.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Revision to start watching.
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Get the previous key-value pair before the event happens.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Get periodic watch progress notification from server.
+    #[arg(long)]
+    pub progress_notify: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -8,6 +8,7 @@ mod args;
 mod print;
 mod snapshot;
 mod txn;
+mod watch;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::types::*;
 pub const exit_error: i32 = 1;
 pub const exit_invalid_input: i32 = 3;
 pub const exit_bad_args: i32 = 128;
+/// etcdctl's ExitInterrupted: a watch the server canceled.
+pub const exit_interrupted: i32 = 5;
 
 /// A failure and the exit code it maps to.
 #[derive(Debug)]
@@ -144,6 +147,10 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             }
         },
         Command::Snapshot(args) => snapshot::run(cli, &args.command, out),
+        Command::Watch(args) => {
+            reject_table(format)?;
+            watch::run(cli, args, out)
+        }
     }
 }
 

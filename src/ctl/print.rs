@@ -185,6 +185,31 @@ fn json_kv(kv: &KeyValue) -> String {
         .done()
 }
 
+/// etcdctl's watch JSON: clientv3's WatchResponse as Go marshals it (its
+/// own fields capitalized and always present; events and keys as etcd's).
+fn json_watch(header: &ResponseHeader, w: &WatchResponse) -> String {
+    let events: Vec<String> = w
+        .events
+        .iter()
+        .map(|event| {
+            let mut object = Object::new();
+            object.number("type", i64::from(event.kind == EventType::Delete));
+            object.raw("kv", &json_kv(&event.kv));
+            if let Some(prev) = &event.prev_kv {
+                object.raw("prev_kv", &json_kv(prev));
+            }
+            object.done()
+        })
+        .collect();
+    Object::new()
+        .raw("Header", &json_header(header))
+        .raw("Events", &format!("[{}]", events.join(",")))
+        .raw("CompactRevision", &w.compact_revision.to_string())
+        .raw("Canceled", if w.canceled { "true" } else { "false" })
+        .raw("Created", if w.created { "true" } else { "false" })
+        .done()
+}
+
 fn json_range(header: &ResponseHeader, r: &RangeResponse) -> String {
     Object::new()
         .raw("header", &json_header(header))
@@ -250,7 +275,7 @@ fn json_body(header: &ResponseHeader, body: &ResponseBody) -> String {
         ResponseBody::Compact => Object::new().raw("header", &json_header(header)).done(),
         ResponseBody::Status(s) => json_status(header, s),
         ResponseBody::Snapshot(_) => Object::new().raw("header", &json_header(header)).done(),
-        ResponseBody::Watch(_) => Object::new().raw("header", &json_header(header)).done(),
+        ResponseBody::Watch(w) => json_watch(header, w),
     }
 }
 

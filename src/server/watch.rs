@@ -431,8 +431,8 @@ impl Hub {
                                 cancel_reason: e.message.clone(),
                                 ..Default::default()
                             };
-                            let revision = snapshot.revision();
-                            self.send(watcher.request_id, revision, canceled, &watcher.out);
+                            // etcd leaves the revision out of this header.
+                            self.send(watcher.request_id, 0, canceled, &watcher.out);
                             return Stop::Gone;
                         }
                         Err(e) => return self.fail(watcher, snapshot.revision(), e),
