@@ -247,3 +247,41 @@ fn a_slow_reader_falls_back_to_history_and_misses_nothing() {
     assert!(log.contains("is behind the event log; reading history"), "{log}");
     assert!(log.contains("caught up at revision"), "{log}");
 }
+
+#[test]
+fn a_large_revision_comes_whole_or_in_fragments_when_asked() {
+    let dir = temp_dir("watch-fragment");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    let puts: Vec<(String, String)> =
+        (0..1500).map(|i| (format!("g/{i:04}"), "v".into())).collect();
+    put_many(&mut client, &puts);
+    let mut watcher = member.client();
+    let (pieces, _) = watch(&mut watcher, WatchCreateRequest { fragment: true, ..prefix("g/") });
+    let (whole, _) = watch(&mut watcher, prefix("g/"));
+    let d = DeleteRangeRequest { key: b("g/"), range_end: b("g0"), prev_kv: false };
+    let (header, _) = client.call(&Request::DeleteRange(d)).unwrap();
+    // Without fragments: one response with all 1,500 deletes.
+    let (_, w) = next(&mut watcher, whole);
+    assert_eq!((w.events.len(), w.fragment), (1500, false));
+    assert!(w
+        .events
+        .iter()
+        .all(|e| e.kind == EventType::Delete && e.kv.mod_revision == header.revision));
+    // With fragments: pieces of at most 1,024 events, all but the last marked.
+    let mut got = Vec::new();
+    loop {
+        let (_, w) = next(&mut watcher, pieces);
+        assert!(w.events.len() <= 1024);
+        got.extend(w.events);
+        if !w.fragment {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 1500);
+    let keys: Vec<_> = got.iter().map(|e| e.kv.key.clone()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 1500, "no event twice");
+}

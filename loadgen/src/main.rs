@@ -7,6 +7,7 @@
 
 mod etcd;
 mod native;
+mod watch;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -26,6 +27,8 @@ enum Workload {
     Range,
     Txn,
     Mixed,
+    /// `--watchers` watches on the keys' prefix while `--clients` writers put.
+    Watch,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +83,13 @@ struct Args {
     /// Write every key once before measuring (default: for read workloads).
     #[arg(long)]
     prefill: Option<bool>,
+    /// Watches opened by the watch workload (over --conns connections).
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Watch workload: each watcher watches one key (watcher i: key i of the
+    /// keyspace) instead of the whole prefix.
+    #[arg(long)]
+    watch_distinct: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -233,7 +243,7 @@ fn choose(args: &Args, rng: &mut Rng) -> Op {
         Workload::Range => Op::Range(key),
         Workload::Txn => Op::Txn(key),
         Workload::Mixed if rng.unit() < args.read_ratio => Op::Get(key),
-        Workload::Mixed => Op::Put(key),
+        Workload::Mixed | Workload::Watch => Op::Put(key),
     }
 }
 
@@ -399,6 +409,21 @@ fn main() {
         .threads
         .unwrap_or_else(|| corekv::runtime::available_cpus().len())
         .clamp(1, args.clients);
+    if args.workload == Workload::Watch {
+        // Threads read the watchers' connections; writers are few.
+        let threads = args
+            .threads
+            .unwrap_or_else(|| corekv::runtime::available_cpus().len())
+            .clamp(1, args.conns.unwrap_or(64).max(1));
+        match watch::run(args, threads) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("loadgen: error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let value = Bytes::from((0..args.val_size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>());
     let shared = Arc::new(Shared {
         args: args.clone(),

@@ -142,6 +142,11 @@ impl Client {
         if let Some(id) = self.early.keys().next().copied() {
             return Ok((id, self.take_early(id).expect("listed")));
         }
+        self.read_response()
+    }
+
+    /// The next response from the socket.
+    fn read_response(&mut self) -> Result<(u64, Response), ClientError> {
         let mut buffer = [0u8; 64 * 1024];
         loop {
             match self.decoder.next_frame() {
@@ -180,7 +185,8 @@ impl Client {
             return Ok(response);
         }
         loop {
-            let (got, response) = self.receive_any()?;
+            // From the socket: what is kept aside is not for `id`.
+            let (got, response) = self.read_response()?;
             if got == id {
                 return Ok(response);
             }

@@ -22,7 +22,7 @@
 //! compaction revision, as etcd does.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,15 +164,38 @@ impl WatchLog {
         }
     }
 
-    /// The batches holding revisions from `from` on, if the log covers
-    /// them all, with the newest revision it holds.
-    fn since(&self, from: i64) -> Option<(Vec<Arc<Batch>>, i64)> {
+    /// The batches holding revisions from `from` on (from as far back as
+    /// the log goes, if not that far).
+    fn view(&self, from: i64) -> LogView {
         let state = self.state();
-        if state.batches.is_empty() || from < state.covered_from {
+        if state.batches.is_empty() {
+            return LogView { batches: Vec::new(), covered_from: i64::MAX, last: 0 };
+        }
+        // Batches are in revision order: skip to the first that matters.
+        let first = state.batches.partition_point(|b| b.last < from);
+        let batches = state.batches.range(first..).cloned().collect();
+        LogView { batches, covered_from: state.covered_from, last: state.last }
+    }
+}
+
+/// The part of the log a round of deliveries reads.
+struct LogView {
+    batches: Vec<Arc<Batch>>,
+    covered_from: i64,
+    last: i64,
+}
+
+impl LogView {
+    /// The batches with revisions from `from` on, and the newest revision,
+    /// if the view holds every revision from `from` on.
+    fn from(&self, from: i64) -> Option<(&[Arc<Batch>], i64)> {
+        // The log holds every revision from `covered_from` to `last`, and
+        // the view every batch from the round's oldest position on.
+        if from < self.covered_from {
             return None;
         }
-        let batches = state.batches.iter().filter(|b| b.last >= from).cloned().collect();
-        Some((batches, state.last))
+        let first = self.batches.partition_point(|b| b.last < from);
+        Some((&self.batches[first..], self.last))
     }
 }
 
@@ -192,6 +215,50 @@ struct Watcher {
     out: async_channel::Sender<Vec<u8>>,
     /// Reading history: the log no longer held `next` when it was last read.
     behind: bool,
+}
+
+/// A response frame built once for every watcher with the same span,
+/// filters and position; each gets a copy with its own request id and
+/// watch id patched in.
+struct Template {
+    /// Empty: nothing to send, the watcher only moves past `through`.
+    frame: Vec<u8>,
+    /// Where the watch id is in `frame` (None: the frame is an error).
+    watch_id_at: Option<usize>,
+    /// The revision this response completes.
+    through: i64,
+    /// A piece of a revision that more pieces follow.
+    fragment: bool,
+}
+
+/// The watch id templates are built with (any id but 0, which flatbuffers
+/// would leave out).
+const template_watch_id: i64 = 1;
+
+/// Where a watch response frame holds its watch id.
+fn watch_id_position(frame: &[u8]) -> Option<usize> {
+    let body = frame.get(crate::protocol::frame_header_bytes..)?;
+    let response = flatbuffers::root::<crate::protocol::wire::Response>(body).ok()?;
+    let watch = response.body_as_watch_response()?;
+    let field = watch._tab.vtable().get(crate::protocol::wire::WatchResponse::VT_WATCH_ID);
+    (field != 0).then(|| crate::protocol::frame_header_bytes + watch._tab.loc() + field as usize)
+}
+
+/// What watchers alike share while one round of deliveries runs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Group {
+    span: Span,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    next: i64,
+}
+
+struct Round<'a> {
+    snapshot: &'a crate::mvcc::Snapshot,
+    log: &'a LogView,
+    templates: HashMap<Group, Result<Vec<Template>, Error>>,
 }
 
 /// A core's watchers.
@@ -349,17 +416,26 @@ impl Hub {
     }
 
     fn deliver_all(&self) {
+        let oldest = self.watchers.borrow().iter().map(|w| w.next).min();
+        let Some(oldest) = oldest else { return };
+        // One read of the log per round, from the oldest position any
+        // watcher needs (or as far back as the log goes); then the state,
+        // which holds at least everything the log does (for prev_kv).
+        let log = self.shared.watch.view(oldest);
+        let published = self.shared.published.load_full();
+        let snapshot = &published.snapshot;
+        let mut round = Round { snapshot, log: &log, templates: HashMap::new() };
         let mut i = 0;
         loop {
-            // Take the watcher out while delivering (sending may not re-enter,
-            // but a watcher removed meanwhile must not be put back).
+            // Take the watcher out while delivering (a watcher removed
+            // meanwhile must not be put back).
             let Some(mut watcher) = ({
                 let mut watchers = self.watchers.borrow_mut();
                 (i < watchers.len()).then(|| watchers.swap_remove(i))
             }) else {
                 return;
             };
-            match self.deliver(&mut watcher) {
+            match self.deliver(&mut watcher, &mut round) {
                 Stop::Gone => self.count(-1),
                 Stop::CaughtUp | Stop::Slow => {
                     let mut watchers = self.watchers.borrow_mut();
@@ -373,7 +449,8 @@ impl Hub {
     }
 
     /// Sends a watcher what it has not been sent yet, as far as its queue allows.
-    fn deliver(&self, watcher: &mut Watcher) -> Stop {
+    fn deliver(&self, watcher: &mut Watcher, round: &mut Round<'_>) -> Stop {
+        let snapshot = round.snapshot;
         loop {
             if watcher.out.is_closed() {
                 return Stop::Gone;
@@ -381,71 +458,84 @@ impl Hub {
             if watcher.out.len() >= queue_frames_max {
                 return Stop::Slow;
             }
-            let published = self.shared.published.load_full();
-            let snapshot = &published.snapshot;
             // From the log if it holds every revision from `next` on, else
             // from history (which every published revision is in).
-            let (events, upper) = match self.shared.watch.since(watcher.next) {
-                Some((batches, last)) => {
-                    if watcher.behind {
-                        watcher.behind = false;
-                        eprintln!(
-                            "corekv: watch {} of connection {} caught up at revision {}",
-                            watcher.watch_id, watcher.connection, watcher.next
-                        );
-                    }
-                    let events: Vec<(i64, Bytes, Option<KeyValue>)> = batches
+            if let Some((batches, last)) = round.log.from(watcher.next) {
+                if watcher.behind {
+                    watcher.behind = false;
+                    eprintln!(
+                        "corekv: watch {} of connection {} caught up at revision {}",
+                        watcher.watch_id, watcher.connection, watcher.next
+                    );
+                }
+                if last < watcher.next {
+                    return Stop::CaughtUp;
+                }
+                let key = Group {
+                    span: watcher.span.clone(),
+                    no_put: watcher.no_put,
+                    no_delete: watcher.no_delete,
+                    prev_kv: watcher.prev_kv,
+                    fragment: watcher.fragment,
+                    next: watcher.next,
+                };
+                if !round.templates.contains_key(&key) {
+                    let events = batches
                         .iter()
                         .flat_map(|b| b.changes.iter())
                         .filter(|(revision, key, _)| {
                             *revision >= watcher.next && watcher.span.contains(key)
                         })
-                        .cloned()
-                        .collect();
-                    (events, last)
+                        .map(|(revision, key, kv)| (*revision, key, kv.as_ref()));
+                    let built = self.responses(watcher, snapshot, events, last);
+                    round.templates.insert(key.clone(), built);
                 }
-                None => {
-                    let current = snapshot.revision();
-                    if watcher.next > current {
-                        return Stop::CaughtUp;
-                    }
-                    if !watcher.behind && watcher.next <= current {
-                        watcher.behind = true;
-                        add(&self.shared.metrics.cores[self.core].watch_catch_ups, 1);
-                        eprintln!(
-                            "corekv: watch {} of connection {} is behind the event log; \
-                             reading history from revision {}",
-                            watcher.watch_id, watcher.connection, watcher.next
-                        );
-                    }
-                    let upper = (watcher.next + catch_up_revisions - 1).min(current);
-                    match snapshot.events(&watcher.span, watcher.next, upper, false) {
-                        Ok(events) => {
-                            (events.into_iter().map(|e| (e.revision, e.key, e.kv)).collect(), upper)
-                        }
-                        Err(e) if e.code == ErrorCode::Compacted => {
-                            let canceled = WatchResponse {
-                                watch_id: watcher.watch_id,
-                                canceled: true,
-                                compact_revision: snapshot.compact_revision(),
-                                cancel_reason: e.message.clone(),
-                                ..Default::default()
-                            };
-                            // etcd leaves the revision out of this header.
-                            self.send(watcher.request_id, 0, canceled, &watcher.out);
-                            return Stop::Gone;
-                        }
-                        Err(e) => return self.fail(watcher, snapshot.revision(), e),
-                    }
-                }
-            };
-            if upper < watcher.next {
+                let built = round.templates.get(&key).expect("just built");
+                return match built {
+                    Ok(templates) => match self.send_templates(watcher, templates) {
+                        true => Stop::CaughtUp,
+                        false => Stop::Slow,
+                    },
+                    Err(e) => self.fail(watcher, snapshot.revision(), e.clone()),
+                };
+            }
+            let current = snapshot.revision();
+            if watcher.next > current {
                 return Stop::CaughtUp;
             }
-            match self.send_events(watcher, snapshot, events, upper) {
-                Ok(true) => continue,
-                Ok(false) => return Stop::Slow,
-                Err(e) => return self.fail(watcher, snapshot.revision(), e),
+            if !watcher.behind {
+                watcher.behind = true;
+                add(&self.shared.metrics.cores[self.core].watch_catch_ups, 1);
+                eprintln!(
+                    "corekv: watch {} of connection {} is behind the event log; \
+                     reading history from revision {}",
+                    watcher.watch_id, watcher.connection, watcher.next
+                );
+            }
+            let upper = (watcher.next + catch_up_revisions - 1).min(current);
+            let events = match snapshot.events(&watcher.span, watcher.next, upper, false) {
+                Ok(events) => events,
+                Err(e) if e.code == ErrorCode::Compacted => {
+                    let canceled = WatchResponse {
+                        watch_id: watcher.watch_id,
+                        canceled: true,
+                        compact_revision: snapshot.compact_revision(),
+                        cancel_reason: e.message.clone(),
+                        ..Default::default()
+                    };
+                    // etcd leaves the revision out of this header.
+                    self.send(watcher.request_id, 0, canceled, &watcher.out);
+                    return Stop::Gone;
+                }
+                Err(e) => return self.fail(watcher, current, e),
+            };
+            let events = events.iter().map(|e| (e.revision, &e.key, e.kv.as_ref()));
+            let templates = match self.responses(watcher, snapshot, events, upper) {
+                Ok(templates) => templates,
+                Err(e) => return self.fail(watcher, current, e),
+            };
+            if !self.send_templates(watcher, &templates) {
+                return Stop::Slow;
             }
         }
     }
@@ -462,27 +552,27 @@ impl Hub {
         Stop::Gone
     }
 
-    /// Sends `events` (revisions `watcher.next` through `upper`, in order)
-    /// in responses of whole revisions; moves `next` past what was sent.
-    /// Ok(false) if the queue filled up first.
-    fn send_events(
+    /// The responses carrying `events` (revisions from `watcher.next`
+    /// through `upper`, in order) for any watcher with `watcher`'s span,
+    /// filters and position: whole revisions per response (a revision split
+    /// only when fragmenting), each marked with the revision it completes.
+    /// The last one completes `upper` (an empty list: nothing to send, but
+    /// the watcher moves past `upper`).
+    fn responses<'e>(
         &self,
-        watcher: &mut Watcher,
+        watcher: &Watcher,
         snapshot: &crate::mvcc::Snapshot,
-        events: Vec<(i64, Bytes, Option<KeyValue>)>,
+        events: impl Iterator<Item = (i64, &'e Bytes, Option<&'e KeyValue>)>,
         upper: i64,
-    ) -> Result<bool, Error> {
+    ) -> Result<Vec<Template>, Error> {
+        let mut templates = Vec::new();
         let mut response: Vec<WatchEvent> = Vec::new();
         let mut bytes = 0usize;
-        let mut i = 0;
-        while i < events.len() {
+        let mut events = events.peekable();
+        while let Some(&(revision, _, _)) = events.peek() {
             // One revision's events.
-            let revision = events[i].0;
-            let mut j = i;
             let mut group: Vec<WatchEvent> = Vec::new();
-            while j < events.len() && events[j].0 == revision {
-                let (_, key, kv) = &events[j];
-                j += 1;
+            while let Some((_, key, kv)) = events.next_if(|e| e.0 == revision) {
                 let kind = if kv.is_some() { EventType::Put } else { EventType::Delete };
                 if (kind == EventType::Put && watcher.no_put)
                     || (kind == EventType::Delete && watcher.no_delete)
@@ -493,70 +583,98 @@ impl Hub {
                     true => snapshot.visible(key, revision - 1)?,
                     false => None,
                 };
-                let kv = kv.clone().unwrap_or_else(|| KeyValue {
+                let kv = kv.cloned().unwrap_or_else(|| KeyValue {
                     key: key.clone(),
                     mod_revision: revision,
                     ..Default::default()
                 });
-                bytes += kv.key.len() + kv.value.len();
                 group.push(WatchEvent { kind, kv, prev_kv });
             }
-            i = j;
+            let group_bytes: usize = group.iter().map(|e| e.kv.key.len() + e.kv.value.len()).sum();
             let full = response.len() + group.len() > response_events_max
-                || bytes > response_bytes_soft_max;
+                || bytes + group_bytes > response_bytes_soft_max;
             if full && !response.is_empty() {
-                // Send what came before this revision.
-                let previous = response.last().expect("not empty").kv.mod_revision;
-                if !self.send_batch(watcher, std::mem::take(&mut response), previous) {
-                    return Ok(false);
-                }
-                bytes = group.iter().map(|e| e.kv.key.len() + e.kv.value.len()).sum();
+                let through = response.last().expect("not empty").kv.mod_revision;
+                templates.push(self.template(watcher, std::mem::take(&mut response), through));
+                bytes = 0;
             }
             if watcher.fragment && group.len() > response_events_max {
-                // All of a revision's fragments or none (a resent fragment
-                // would be a duplicate).
-                if watcher.out.len() + group.len().div_ceil(response_events_max)
-                    > crate::limits::connection_responses_queued_max
-                {
-                    return Ok(false);
-                }
                 let mut pieces = group.chunks(response_events_max).peekable();
                 while let Some(piece) = pieces.next() {
                     let more = pieces.peek().is_some();
                     let fragment = WatchResponse {
-                        watch_id: watcher.watch_id,
+                        watch_id: template_watch_id,
                         fragment: more,
                         events: piece.to_vec(),
                         ..Default::default()
                     };
-                    if !self.send(watcher.request_id, revision, fragment, &watcher.out) {
-                        return Ok(false);
-                    }
+                    let mut template = self.encode_template(fragment, revision);
+                    template.fragment = more;
+                    templates.push(template);
                 }
-                watcher.next = revision + 1;
-                bytes = 0;
                 continue;
             }
+            bytes += group_bytes;
             response.extend(group);
         }
-        if !response.is_empty() && !self.send_batch(watcher, response, upper) {
-            return Ok(false);
-        }
-        watcher.next = upper + 1;
-        Ok(true)
+        templates.push(self.template(watcher, response, upper));
+        Ok(templates)
     }
 
-    /// Sends one response of whole revisions through `through`; false if the
-    /// queue is full (then nothing moves).
-    fn send_batch(&self, watcher: &mut Watcher, events: Vec<WatchEvent>, through: i64) -> bool {
-        if watcher.out.len() >= queue_frames_max {
-            return false;
+    /// A response of `events` completing revision `through` (none: a marker
+    /// that only moves the watcher on).
+    fn template(&self, _watcher: &Watcher, events: Vec<WatchEvent>, through: i64) -> Template {
+        if events.is_empty() {
+            return Template { frame: Vec::new(), watch_id_at: None, through, fragment: false };
         }
-        let response = WatchResponse { watch_id: watcher.watch_id, events, ..Default::default() };
-        if !self.send(watcher.request_id, through, response, &watcher.out) {
-            return false;
+        let response = WatchResponse { watch_id: template_watch_id, events, ..Default::default() };
+        self.encode_template(response, through)
+    }
+
+    fn encode_template(&self, response: WatchResponse, through: i64) -> Template {
+        let response = Response {
+            header: self.shared.header(through),
+            result: Ok(ResponseBody::Watch(response)),
+        };
+        let frame = encode_frame(&mut self.fbb.borrow_mut(), 0, &response);
+        let watch_id_at = watch_id_position(&frame);
+        Template { frame, watch_id_at, through, fragment: false }
+    }
+
+    /// Sends a watcher its copies of `templates`, moving `next` past each
+    /// revision completed; false if its queue filled up first. A fragmented
+    /// revision is sent whole or not at all (a resent fragment would repeat).
+    fn send_templates(&self, watcher: &mut Watcher, templates: &[Template]) -> bool {
+        let mut i = 0;
+        while i < templates.len() {
+            // A template, or a run of fragments up to the one that ends
+            // its revision.
+            let mut j = i;
+            while templates[j].fragment && j + 1 < templates.len() {
+                j += 1;
+            }
+            let run = &templates[i..=j];
+            let frames = run.iter().filter(|t| !t.frame.is_empty()).count();
+            if frames > 0
+                && (watcher.out.len() >= queue_frames_max
+                    || watcher.out.len() + frames > crate::limits::connection_responses_queued_max)
+            {
+                return false;
+            }
+            for template in run.iter().filter(|t| !t.frame.is_empty()) {
+                let mut frame = template.frame.clone();
+                frame[4..12].copy_from_slice(&watcher.request_id.to_le_bytes());
+                if let Some(at) = template.watch_id_at {
+                    frame[at..at + 8].copy_from_slice(&watcher.watch_id.to_le_bytes());
+                }
+                if watcher.out.try_send(frame).is_err() {
+                    return false;
+                }
+                add(&self.shared.metrics.cores[self.core].watch_responses, 1);
+            }
+            watcher.next = watcher.next.max(run[run.len() - 1].through + 1);
+            i = j + 1;
         }
-        watcher.next = through + 1;
         true
     }
 }
