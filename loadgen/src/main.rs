@@ -90,6 +90,10 @@ struct Args {
     /// keyspace) instead of the whole prefix.
     #[arg(long)]
     watch_distinct: bool,
+    /// Watch workload: seconds to wait once every watcher exists, before the
+    /// writers start (to measure the server's memory with watchers only).
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

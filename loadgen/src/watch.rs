@@ -373,6 +373,8 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     if t == 0 {
+                        eprintln!("loadgen: {} watchers ready", args.watchers);
+                        tokio::time::sleep(Duration::from_secs_f64(args.settle.max(0.0))).await;
                         let first = current_revision(&args, &endpoints[0]).await?;
                         totals.first_revision.store(first, Relaxed);
                         totals.writing.store(true, Relaxed);

@@ -215,6 +215,115 @@ struct Watcher {
     out: async_channel::Sender<Vec<u8>>,
     /// Reading history: the log no longer held `next` when it was last read.
     behind: bool,
+    /// In the synced group: sent everything through `Watchers::synced_upto`
+    /// (`next` is then not kept up to date).
+    synced: bool,
+}
+
+/// A core's watchers, in slots (ids are slot numbers, reused).
+///
+/// As etcd does, watchers that have been sent everything up to the log's
+/// position are "synced": indexed by key (one-key watches) or listed (range
+/// watches), so a round of deliveries visits only those whose keys changed.
+/// The others ("unsynced": new, slow, or reading history) are visited one
+/// by one until they catch up and join.
+struct Watchers {
+    slots: Vec<Option<Watcher>>,
+    free: Vec<usize>,
+    by_key: HashMap<Bytes, Vec<usize>>,
+    ranges: Vec<usize>,
+    /// Unsynced watchers (ids of removed or synced ones are skipped).
+    unsynced: Vec<usize>,
+    synced_count: usize,
+    /// Every synced watcher has been sent everything through this revision.
+    synced_upto: i64,
+}
+
+impl Watchers {
+    fn insert(&mut self, watcher: Watcher) -> usize {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[id] = Some(watcher);
+        self.unsynced.push(id);
+        id
+    }
+
+    fn find(&self, connection: u64, watch_id: i64) -> Option<usize> {
+        self.slots.iter().position(|slot| {
+            slot.as_ref().is_some_and(|w| w.connection == connection && w.watch_id == watch_id)
+        })
+    }
+
+    fn remove(&mut self, id: usize) -> Option<Watcher> {
+        if self.slots.get(id).is_none_or(|slot| slot.is_none()) {
+            return None;
+        }
+        self.unindex(id);
+        self.free.push(id);
+        self.slots[id].take()
+    }
+
+    /// Takes a synced watcher out of the index (it keeps its slot).
+    fn unindex(&mut self, id: usize) {
+        let Some(watcher) = self.slots[id].as_mut() else { return };
+        if !watcher.synced {
+            return;
+        }
+        watcher.synced = false;
+        self.synced_count -= 1;
+        match &watcher.span {
+            Span::Single(key) => {
+                if let Some(ids) = self.by_key.get_mut(key) {
+                    ids.retain(|other| *other != id);
+                    if ids.is_empty() {
+                        self.by_key.remove(key);
+                    }
+                }
+            }
+            Span::Interval(..) => self.ranges.retain(|other| *other != id),
+        }
+    }
+
+    /// Moves a caught-up watcher into the synced group.
+    fn sync(&mut self, id: usize) {
+        let Some(watcher) = self.slots[id].as_mut() else { return };
+        if watcher.synced {
+            return;
+        }
+        if self.synced_count == 0 {
+            self.synced_upto = watcher.next - 1;
+        }
+        debug_assert_eq!(watcher.next, self.synced_upto + 1);
+        watcher.synced = true;
+        self.synced_count += 1;
+        match &watcher.span {
+            Span::Single(key) => self.by_key.entry(key.clone()).or_default().push(id),
+            Span::Interval(..) => self.ranges.push(id),
+        }
+    }
+
+    /// Moves a synced watcher out, to go on from `next` by itself.
+    fn unsync(&mut self, id: usize, next: i64) {
+        self.unindex(id);
+        if let Some(watcher) = self.slots[id].as_mut() {
+            watcher.next = next;
+            self.unsynced.push(id);
+        }
+    }
+
+    /// The first revision a watcher has not been sent.
+    fn next_of(&self, watcher: &Watcher) -> i64 {
+        if watcher.synced {
+            self.synced_upto + 1
+        } else {
+            watcher.next
+        }
+    }
 }
 
 /// A response frame built once for every watcher with the same span,
@@ -255,6 +364,19 @@ struct Group {
     next: i64,
 }
 
+impl Group {
+    fn of(watcher: &Watcher) -> Group {
+        Group {
+            span: watcher.span.clone(),
+            no_put: watcher.no_put,
+            no_delete: watcher.no_delete,
+            prev_kv: watcher.prev_kv,
+            fragment: watcher.fragment,
+            next: watcher.next,
+        }
+    }
+}
+
 struct Round<'a> {
     snapshot: &'a crate::mvcc::Snapshot,
     log: &'a LogView,
@@ -265,7 +387,7 @@ struct Round<'a> {
 pub struct Hub {
     shared: Arc<Shared>,
     core: usize,
-    watchers: RefCell<Vec<Watcher>>,
+    watchers: RefCell<Watchers>,
     fbb: RefCell<FlatBufferBuilder<'static>>,
 }
 
@@ -281,7 +403,15 @@ pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
                 let hub = Rc::new(Hub {
                     shared: shared.clone(),
                     core,
-                    watchers: RefCell::new(Vec::new()),
+                    watchers: RefCell::new(Watchers {
+                        slots: Vec::new(),
+                        free: Vec::new(),
+                        by_key: HashMap::new(),
+                        ranges: Vec::new(),
+                        unsynced: Vec::new(),
+                        synced_count: 0,
+                        synced_upto: 0,
+                    }),
                     fbb: RefCell::new(FlatBufferBuilder::new()),
                 });
                 let woken = shared.watch.woken[core]
@@ -338,7 +468,7 @@ impl Hub {
         self.count(1);
         let current = self.shared.published.load().snapshot.revision();
         let next = if request.start_revision > 0 { request.start_revision } else { current + 1 };
-        self.watchers.borrow_mut().push(Watcher {
+        self.watchers.borrow_mut().insert(Watcher {
             connection,
             watch_id,
             request_id,
@@ -350,6 +480,7 @@ impl Hub {
             next,
             out: out.clone(),
             behind: false,
+            synced: false,
         });
         // Deliver what is already there without waiting for a write.
         let _ = self.shared.watch.wakers[self.core].try_send(());
@@ -357,16 +488,15 @@ impl Hub {
 
     /// Whether `connection` has a watch `watch_id`.
     pub fn exists(&self, connection: u64, watch_id: i64) -> bool {
-        self.watchers.borrow().iter().any(|w| w.connection == connection && w.watch_id == watch_id)
+        self.watchers.borrow().find(connection, watch_id).is_some()
     }
 
     /// Cancels a watch; answers the create request's id (its stream then
     /// ends with a `canceled` response), or None if there is no such watch.
     pub fn cancel(&self, connection: u64, watch_id: i64) -> Option<u64> {
         let mut watchers = self.watchers.borrow_mut();
-        let i =
-            watchers.iter().position(|w| w.connection == connection && w.watch_id == watch_id)?;
-        let watcher = watchers.swap_remove(i);
+        let id = watchers.find(connection, watch_id)?;
+        let watcher = watchers.remove(id)?;
         drop(watchers);
         self.count(-1);
         Some(watcher.request_id)
@@ -375,9 +505,13 @@ impl Hub {
     /// Drops every watch of a connection that is going away.
     pub fn drop_connection(&self, connection: u64) {
         let mut watchers = self.watchers.borrow_mut();
-        let before = watchers.len();
-        watchers.retain(|w| w.connection != connection);
-        let gone = before - watchers.len();
+        let ids: Vec<usize> = (0..watchers.slots.len())
+            .filter(|id| watchers.slots[*id].as_ref().is_some_and(|w| w.connection == connection))
+            .collect();
+        let gone = ids.len();
+        for id in ids {
+            watchers.remove(id);
+        }
         drop(watchers);
         if gone > 0 {
             self.count(-(gone as isize));
@@ -388,11 +522,13 @@ impl Hub {
     /// all its events (for a progress notification), and whether it has any.
     pub fn progress(&self, connection: u64) -> i64 {
         let current = self.shared.published.load().snapshot.revision();
-        self.watchers
-            .borrow()
+        let watchers = self.watchers.borrow();
+        watchers
+            .slots
             .iter()
+            .flatten()
             .filter(|w| w.connection == connection)
-            .map(|w| w.next - 1)
+            .map(|w| watchers.next_of(w) - 1)
             .fold(current, i64::min)
     }
 
@@ -416,8 +552,20 @@ impl Hub {
     }
 
     fn deliver_all(&self) {
-        let oldest = self.watchers.borrow().iter().map(|w| w.next).min();
-        let Some(oldest) = oldest else { return };
+        let mut guard = self.watchers.borrow_mut();
+        let watchers = &mut *guard;
+        watchers.unsynced.retain(|id| watchers.slots[*id].as_ref().is_some_and(|w| !w.synced));
+        watchers.unsynced.sort_unstable();
+        watchers.unsynced.dedup();
+        let oldest_unsynced = watchers
+            .unsynced
+            .iter()
+            .filter_map(|id| watchers.slots[*id].as_ref().map(|w| w.next))
+            .min();
+        let synced_from = (watchers.synced_count > 0).then_some(watchers.synced_upto + 1);
+        let Some(oldest) = [oldest_unsynced, synced_from].into_iter().flatten().min() else {
+            return;
+        };
         // One read of the log per round, from the oldest position any
         // watcher needs (or as far back as the log goes); then the state,
         // which holds at least everything the log does (for prev_kv).
@@ -425,27 +573,91 @@ impl Hub {
         let published = self.shared.published.load_full();
         let snapshot = &published.snapshot;
         let mut round = Round { snapshot, log: &log, templates: HashMap::new() };
-        let mut i = 0;
-        loop {
-            // Take the watcher out while delivering (a watcher removed
-            // meanwhile must not be put back).
-            let Some(mut watcher) = ({
-                let mut watchers = self.watchers.borrow_mut();
-                (i < watchers.len()).then(|| watchers.swap_remove(i))
-            }) else {
-                return;
-            };
-            match self.deliver(&mut watcher, &mut round) {
-                Stop::Gone => self.count(-1),
-                Stop::CaughtUp | Stop::Slow => {
-                    let mut watchers = self.watchers.borrow_mut();
-                    watchers.push(watcher);
-                    let last = watchers.len() - 1;
-                    watchers.swap(i, last);
-                    i += 1;
+        if watchers.synced_count > 0 {
+            self.deliver_synced(watchers, &mut round);
+        }
+        let unsynced = std::mem::take(&mut watchers.unsynced);
+        for id in unsynced {
+            let Some(watcher) = watchers.slots[id].as_mut() else { continue };
+            if watcher.synced {
+                continue;
+            }
+            match self.deliver(watcher, &mut round) {
+                Stop::Gone => {
+                    watchers.remove(id);
+                    self.count(-1);
+                }
+                Stop::Slow => watchers.unsynced.push(id),
+                Stop::CaughtUp => {
+                    let next = watcher.next;
+                    if watchers.synced_count == 0 || next == watchers.synced_upto + 1 {
+                        watchers.sync(id);
+                    } else {
+                        watchers.unsynced.push(id);
+                    }
                 }
             }
         }
+    }
+
+    /// Sends the synced watchers the log's new events, each only to the
+    /// watchers of its key (and the range watchers holding it); a watcher
+    /// whose queue is full leaves the group. None of them is visited unless
+    /// it has events.
+    fn deliver_synced(&self, watchers: &mut Watchers, round: &mut Round<'_>) {
+        let from = watchers.synced_upto + 1;
+        let Some((batches, last)) = round.log.from(from) else {
+            // The log no longer holds their position: each goes on by itself.
+            let synced: Vec<usize> = (0..watchers.slots.len())
+                .filter(|id| watchers.slots[*id].as_ref().is_some_and(|w| w.synced))
+                .collect();
+            for id in synced {
+                watchers.unsync(id, from);
+            }
+            return;
+        };
+        if last < from {
+            return;
+        }
+        type Matched<'e> = Vec<(i64, &'e Bytes, Option<&'e KeyValue>)>;
+        let mut matched: HashMap<usize, Matched<'_>> = HashMap::new();
+        for (revision, key, kv) in batches.iter().flat_map(|b| b.changes.iter()) {
+            if *revision < from {
+                continue;
+            }
+            let event = (*revision, key, kv.as_ref());
+            for id in watchers.by_key.get(key).into_iter().flatten() {
+                matched.entry(*id).or_default().push(event);
+            }
+            for id in &watchers.ranges {
+                let Some(watcher) = watchers.slots[*id].as_ref() else { continue };
+                if watcher.span.contains(key) {
+                    matched.entry(*id).or_default().push(event);
+                }
+            }
+        }
+        for (id, events) in matched {
+            let Some(watcher) = watchers.slots[id].as_mut() else { continue };
+            watcher.next = from;
+            let key = Group::of(watcher);
+            let built = round.templates.entry(key).or_insert_with(|| {
+                self.responses(watcher, round.snapshot, events.into_iter(), last)
+            });
+            match built {
+                Ok(templates) => {
+                    if !self.send_templates(watcher, templates) {
+                        let next = watcher.next;
+                        watchers.unsync(id, next);
+                    }
+                }
+                Err(e) => {
+                    self.fail(watcher, round.snapshot.revision(), e.clone());
+                    watchers.remove(id);
+                    self.count(-1);
+                }
+            }
+        }
+        watchers.synced_upto = last;
     }
 
     /// Sends a watcher what it has not been sent yet, as far as its queue allows.
@@ -471,14 +683,7 @@ impl Hub {
                 if last < watcher.next {
                     return Stop::CaughtUp;
                 }
-                let key = Group {
-                    span: watcher.span.clone(),
-                    no_put: watcher.no_put,
-                    no_delete: watcher.no_delete,
-                    prev_kv: watcher.prev_kv,
-                    fragment: watcher.fragment,
-                    next: watcher.next,
-                };
+                let key = Group::of(watcher);
                 if !round.templates.contains_key(&key) {
                     let events = batches
                         .iter()

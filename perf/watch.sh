@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Watches, corekv vs etcd side by side (issue 5's speed targets), on
+# loopback with fresh data dirs:
+#   prefix:   W watchers (default 1000) on one prefix, 1 writer at full speed:
+#             events delivered per second, delivery latency, server CPU per event;
+#   distinct: D watchers (default 10000), one key each, 1 writer: server memory
+#             per watcher (RSS with the watchers open minus RSS before).
+# loadgen checks that no watcher missed or repeated an event.
+# Writes perf/results/<stamp>-watch.jsonl and a markdown table.
+#
+# Usage: perf/watch.sh [SECONDS] [W] [D]   (default 5 1000 10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-5}; prefix_watchers=${2:-1000}; distinct_watchers=${3:-10000}
+scripts/install-deps
+cargo build --release --bins -p corekv -p loadgen >&2
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
+stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit-watch
+out=perf/results/$stamp.jsonl
+mkdir -p perf/results perf/tmp
+rm -rf perf/tmp/watch-corekv perf/tmp/watch-etcd
+ck_port=23891; etcd_port=23892
+target/release/corekv --data-dir perf/tmp/watch-corekv \
+  --listen-client-urls http://127.0.0.1:$ck_port --listen-peer-urls http://127.0.0.1:23893 \
+  2>perf/tmp/watch-corekv.log &
+ck_pid=$!
+etcd --data-dir perf/tmp/watch-etcd --listen-client-urls http://127.0.0.1:$etcd_port \
+  --advertise-client-urls http://127.0.0.1:$etcd_port --listen-peer-urls http://127.0.0.1:23894 \
+  --initial-advertise-peer-urls http://127.0.0.1:23894 \
+  --initial-cluster default=http://127.0.0.1:23894 2>perf/tmp/watch-etcd.log &
+etcd_pid=$!
+trap 'kill $ck_pid $etcd_pid 2>/dev/null || true' EXIT
+sleep 2
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+for scenario in prefix distinct-small distinct; do
+  for target in corekv etcd; do
+    if [ $target = corekv ]; then port=$ck_port; pid=$ck_pid; else port=$etcd_port; pid=$etcd_pid; fi
+    if [ $scenario = prefix ]; then
+      extra="--watchers $prefix_watchers"
+    elif [ $scenario = distinct-small ]; then
+      extra="--watchers $(( distinct_watchers / 10 )) --watch-distinct --keyspace $distinct_watchers"
+    else
+      extra="--watchers $distinct_watchers --watch-distinct --keyspace $distinct_watchers"
+    fi
+    rss_before=$(rss_kib $pid)
+    # shellcheck disable=SC2086
+    target/release/loadgen watch $extra --clients 1 --duration ${seconds}s --target $target \
+      --settle 2 --endpoints 127.0.0.1:$port >perf/tmp/watch-line 2>perf/tmp/watch-err &
+    loader=$!
+    # Memory with every watcher open, before any write (loadgen waits 2 s).
+    until grep -q "watchers ready" perf/tmp/watch-err || ! kill -0 $loader 2>/dev/null; do
+      sleep 0.05
+    done
+    sleep 1
+    rss_during=$(rss_kib $pid)
+    before=$(cpu_ticks $pid)
+    wait $loader
+    after=$(cpu_ticks $pid)
+    python3 - "$(cat perf/tmp/watch-line)" "$scenario" "$before" "$after" "$hz" "$rss_before" \
+      "$rss_during" "$commit" >>"$out" <<'PY'
+import json, sys
+line, scenario, before, after, hz, rss_before, rss_during, commit = sys.argv[1:]
+r = json.loads(line)
+cpu_us = (int(after) - int(before)) / int(hz) * 1e6
+r.update(scenario=scenario, commit=commit,
+         server_cpu_us_per_event=round(cpu_us / max(r["events"], 1), 2),
+         rss_before_kib=int(rss_before), rss_during_kib=int(rss_during),
+         bytes_per_watcher=round((int(rss_during) - int(rss_before)) * 1024 / r["watchers"]))
+print(json.dumps(r))
+PY
+    tail -n1 "$out" >&2
+  done
+done
+python3 - "$out" >"perf/results/$stamp.md" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"# Watches, corekv vs etcd — commit {rows[0]['commit']}\n")
+print("1 writer at full speed; loadgen on the same 2-core machine. bytes/watcher: server RSS with")
+print("every watcher open (before any write) minus RSS before, over the watchers (connections included).")
+print("CPU µs/event: server CPU during the writes (and the 2 s settle) over events delivered.\n")
+print("| scenario | target | watchers | puts/s | events/s | p50 / p99 / max µs | CPU µs/event | bytes/watcher | missing | dup |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    print(f"| {r['scenario']} | {r['target']} | {r['watchers']} | {r['puts_per_sec']:.0f} | {r['events_per_sec']:.0f} | "
+          f"{r['p50_us']} / {r['p99_us']} / {r['max_us']} | {r['server_cpu_us_per_event']} | {r['bytes_per_watcher']} | "
+          f"{r['missing']} | {r['duplicates']} |")
+print()
+for target in ("corekv", "etcd"):
+    small = [r for r in rows if r["target"] == target and r["scenario"] == "distinct-small"][0]
+    large = [r for r in rows if r["target"] == target and r["scenario"] == "distinct"][0]
+    grown = (large["rss_during_kib"] - large["rss_before_kib"]) - (small["rss_during_kib"] - small["rss_before_kib"])
+    print(f"- {target}: memory per additional watcher (same connections), {small['watchers']} → "
+          f"{large['watchers']} watchers: {grown * 1024 / (large['watchers'] - small['watchers']):.0f} bytes")
+PY
+cat "perf/results/$stamp.md"
