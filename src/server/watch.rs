@@ -472,7 +472,12 @@ impl Hub {
             connection,
             watch_id,
             request_id,
-            span: Span::new(&request.key, &request.range_end),
+            // Copies: the request's bytes are a slice of a whole read buffer,
+            // which a long-lived watcher would otherwise keep alive.
+            span: Span::new(
+                &Bytes::copy_from_slice(&request.key),
+                &Bytes::copy_from_slice(&request.range_end),
+            ),
             no_put: request.no_put,
             no_delete: request.no_delete,
             prev_kv: request.prev_kv,
