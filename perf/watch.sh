@@ -4,7 +4,10 @@
 #   prefix:   W watchers (default 1000) on one prefix, 1 writer at full speed:
 #             events delivered per second, delivery latency, server CPU per event;
 #   distinct: D watchers (default 10000), one key each, 1 writer: server memory
-#             per watcher (RSS with the watchers open minus RSS before).
+#             per watcher (RSS with the watchers open minus RSS before);
+#   stalled:  100 watchers on the prefix plus 1 whose client never reads, 16
+#             writers: the others' delivery latency and the server's peak RSS
+#             (a slow client must cost neither).
 # loadgen checks that no watcher missed or repeated an event.
 # Writes perf/results/<stamp>-watch.jsonl and a markdown table.
 #
@@ -34,21 +37,30 @@ sleep 2
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
-for scenario in prefix distinct-small distinct; do
+for scenario in prefix distinct-small distinct stalled; do
   for target in corekv etcd; do
     if [ $target = corekv ]; then port=$ck_port; pid=$ck_pid; else port=$etcd_port; pid=$etcd_pid; fi
     if [ $scenario = prefix ]; then
       extra="--watchers $prefix_watchers"
     elif [ $scenario = distinct-small ]; then
       extra="--watchers $(( distinct_watchers / 10 )) --watch-distinct --keyspace $distinct_watchers"
-    else
+    elif [ $scenario = distinct ]; then
       extra="--watchers $distinct_watchers --watch-distinct --keyspace $distinct_watchers"
     fi
-    rss_before=$(rss_kib $pid)
+    rss_before=$(rss_kib $pid); echo 0 > perf/tmp/watch-peak
+    writers=1
+    if [ $scenario = stalled ]; then
+      extra="--watchers 100 --stalled 1 --conns 8"; writers=16
+    fi
     # shellcheck disable=SC2086
-    target/release/loadgen watch $extra --clients 1 --duration ${seconds}s --target $target \
+    target/release/loadgen watch $extra --clients $writers --duration ${seconds}s --target $target \
       --settle 2 --endpoints 127.0.0.1:$port >perf/tmp/watch-line 2>perf/tmp/watch-err &
     loader=$!
+    # The server's peak RSS over the run.
+    ( peak=0; while kill -0 $loader 2>/dev/null; do
+        r=$(rss_kib $pid); [ "$r" -gt "$peak" ] && peak=$r && echo $peak > perf/tmp/watch-peak
+        sleep 0.2; done ) &
+    sampler=$!
     # Memory with every watcher open, before any write (loadgen waits 2 s).
     until grep -q "watchers ready" perf/tmp/watch-err || ! kill -0 $loader 2>/dev/null; do
       sleep 0.05
@@ -57,16 +69,17 @@ for scenario in prefix distinct-small distinct; do
     rss_during=$(rss_kib $pid)
     before=$(cpu_ticks $pid)
     wait $loader
+    wait $sampler || true
     after=$(cpu_ticks $pid)
     python3 - "$(cat perf/tmp/watch-line)" "$scenario" "$before" "$after" "$hz" "$rss_before" \
-      "$rss_during" "$commit" >>"$out" <<'PY'
+      "$rss_during" "$commit" "$(cat perf/tmp/watch-peak)" >>"$out" <<'PY'
 import json, sys
-line, scenario, before, after, hz, rss_before, rss_during, commit = sys.argv[1:]
+line, scenario, before, after, hz, rss_before, rss_during, commit, peak = sys.argv[1:]
 r = json.loads(line)
 cpu_us = (int(after) - int(before)) / int(hz) * 1e6
 r.update(scenario=scenario, commit=commit,
          server_cpu_us_per_event=round(cpu_us / max(r["events"], 1), 2),
-         rss_before_kib=int(rss_before), rss_during_kib=int(rss_during),
+         rss_before_kib=int(rss_before), rss_during_kib=int(rss_during), rss_peak_kib=int(peak),
          bytes_per_watcher=round((int(rss_during) - int(rss_before)) * 1024 / r["watchers"]))
 print(json.dumps(r))
 PY
@@ -80,12 +93,12 @@ print(f"# Watches, corekv vs etcd — commit {rows[0]['commit']}\n")
 print("1 writer at full speed; loadgen on the same 2-core machine. bytes/watcher: server RSS with")
 print("every watcher open (before any write) minus RSS before, over the watchers (connections included).")
 print("CPU µs/event: server CPU during the writes (and the 2 s settle) over events delivered.\n")
-print("| scenario | target | watchers | puts/s | events/s | p50 / p99 / max µs | CPU µs/event | bytes/watcher | missing | dup |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| scenario | target | watchers | puts/s | events/s | p50 / p99 / max µs | CPU µs/event | bytes/watcher | peak RSS MiB | missing | dup |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     print(f"| {r['scenario']} | {r['target']} | {r['watchers']} | {r['puts_per_sec']:.0f} | {r['events_per_sec']:.0f} | "
           f"{r['p50_us']} / {r['p99_us']} / {r['max_us']} | {r['server_cpu_us_per_event']} | {r['bytes_per_watcher']} | "
-          f"{r['missing']} | {r['duplicates']} |")
+          f"{r['rss_peak_kib'] // 1024} | {r['missing']} | {r['duplicates']} |")
 print()
 for target in ("corekv", "etcd"):
     small = [r for r in rows if r["target"] == target and r["scenario"] == "distinct-small"][0]

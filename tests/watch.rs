@@ -285,3 +285,33 @@ fn a_large_revision_comes_whole_or_in_fragments_when_asked() {
     sorted.dedup();
     assert_eq!(sorted.len(), 1500, "no event twice");
 }
+
+#[test]
+fn progress_notifications_come_to_quiet_watches_that_asked() {
+    let dir = temp_dir("watch-progress");
+    let member =
+        Member::start_with(&dir, &["--experimental-watch-progress-notify-interval", "300ms"]);
+    let mut client = member.client();
+    let mut writer = member.client();
+    let (stream, _) =
+        watch(&mut client, WatchCreateRequest { progress_notify: true, ..prefix("p/") });
+    let revision = writer.put(b"p/a", b"1").unwrap().revision;
+    let events = events_until(&mut client, stream, revision);
+    assert_eq!(events.len(), 1);
+    // Then, with nothing happening: an empty response at that revision.
+    let started = Instant::now();
+    let (header, w) = next(&mut client, stream);
+    assert!(w.events.is_empty() && !w.canceled && !w.created, "{w:?}");
+    assert_eq!(header.revision, revision);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A bad interval is refused at start-up.
+    let mut bad = common::corekv_command(
+        &temp_dir("watch-progress-bad"),
+        common::free_port(),
+        common::free_port(),
+        &dir.with_extension("bad.log"),
+    );
+    let status =
+        bad.args(["--experimental-watch-progress-notify-interval", "0s"]).status().unwrap();
+    assert!(!status.success());
+}

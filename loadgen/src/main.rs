@@ -94,6 +94,10 @@ struct Args {
     /// writers start (to measure the server's memory with watchers only).
     #[arg(long, default_value_t = 0.0)]
     settle: f64,
+    /// Watch workload: this many more watchers on the prefix, each on a
+    /// connection of its own that is never read (stalled clients).
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -256,6 +256,56 @@ async fn etcd_watchers(
     }
 }
 
+/// A watcher on the prefix whose connection is never read: held open until
+/// `done` is set.
+async fn stalled_watcher(
+    args: Arc<Args>,
+    endpoint: String,
+    done: Arc<AtomicBool>,
+) -> Result<(), String> {
+    match args.target {
+        Target::Corekv => {
+            let mut stream =
+                TcpStream::connect(&endpoint).await.map_err(|e| format!("{endpoint}: {e}"))?;
+            stream.write_all(&protocol::preface()).await.map_err(|e| e.to_string())?;
+            let mut preface = [0u8; protocol::preface_bytes];
+            stream.read_exact(&mut preface).await.map_err(|e| e.to_string())?;
+            let create = WatchCreateRequest {
+                key: Bytes::from_static(PREFIX),
+                range_end: Bytes::from_static(PREFIX_END),
+                ..Default::default()
+            };
+            let mut fbb = FlatBufferBuilder::new();
+            let mut frame = Vec::new();
+            protocol::write_frame(
+                &mut frame,
+                1,
+                codec::encode_request(&mut fbb, &Request::WatchCreate(create)),
+            );
+            stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+            while !done.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drop(stream);
+        }
+        Target::Etcd => {
+            let client = etcd_client::Client::connect([format!("http://{endpoint}")], None)
+                .await
+                .map_err(|e| format!("{endpoint}: {e}"))?;
+            let options = etcd_client::WatchOptions::new().with_range(PREFIX_END.to_vec());
+            let (_watcher, _stream) = client
+                .watch_client()
+                .watch(PREFIX.to_vec(), Some(options))
+                .await
+                .map_err(|e| e.to_string())?;
+            while !done.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long watchers wait for the last events once the writers stop.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
@@ -352,6 +402,18 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
                         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
                     }));
                     let mut tasks = Vec::new();
+                    let stalled_done = Arc::new(AtomicBool::new(false));
+                    let stalled: Vec<_> = (t..args.stalled)
+                        .step_by(threads)
+                        .map(|s| {
+                            let endpoint = endpoints[s % endpoints.len()].clone();
+                            tokio::task::spawn_local(stalled_watcher(
+                                args.clone(),
+                                endpoint,
+                                stalled_done.clone(),
+                            ))
+                        })
+                        .collect();
                     for c in (t..conns).step_by(threads) {
                         let watchers: Vec<usize> = (c..args.watchers).step_by(conns).collect();
                         let endpoint = endpoints[c % endpoints.len()].clone();
@@ -409,6 +471,10 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
                     for task in tasks {
                         task.await.map_err(|e| e.to_string())??;
                     }
+                    stalled_done.store(true, Relaxed);
+                    for task in stalled {
+                        task.await.map_err(|e| e.to_string())??;
+                    }
                     let checker = checker.borrow();
                     Ok((checker.histogram.clone(), checker.seen.clone()))
                 })
@@ -445,6 +511,7 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
         "workload": "watch",
         "target": format!("{:?}", args.target).to_lowercase(),
         "watchers": args.watchers,
+        "stalled": args.stalled,
         "distinct": args.watch_distinct,
         "conns": conns,
         "writers": args.clients,

@@ -67,6 +67,10 @@ pub struct Config {
     /// a suffix K, M or G (powers of 1024) may follow the number.
     #[arg(long, default_value = "64M", value_parser = parse_bytes)]
     pub cache_size: u64,
+    /// How often a watch created with progress_notify that got no events
+    /// since the last time is sent a progress notification (e.g. 10m, 5s).
+    #[arg(long, default_value = "10m", value_parser = parse_interval)]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
     /// Changes that may wait in memory for a running checkpoint before the
     /// member stops taking writes until it catches up (a write stall);
     /// default: 200000 or twice --snapshot-count, whichever is more.
@@ -109,8 +113,18 @@ pub struct Resolved {
     pub snapshots: SnapshotPolicy,
     pub cache_bytes: usize,
     pub reads_from_disk: bool,
+    pub watch_progress_interval: std::time::Duration,
     pub cluster_id: u64,
     pub member_id: u64,
+}
+
+/// A positive duration such as 10m, 5s or 500ms.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = crate::ctl::parse_duration(text)?;
+    if interval.is_zero() {
+        return Err(format!("invalid duration {text:?}: must be positive"));
+    }
+    Ok(interval)
 }
 
 fn parse_urls(flag: &str, urls: &str) -> Result<Vec<SocketAddr>, String> {
@@ -243,6 +257,7 @@ impl Config {
             },
             cache_bytes: self.cache_size as usize,
             reads_from_disk: self.experimental_reads_from_disk,
+            watch_progress_interval: self.experimental_watch_progress_notify_interval,
             cluster_id,
             member_id,
         })

@@ -251,7 +251,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
         db_bytes: AtomicU64::new(
             history.page_store().page_count() * crate::pagestore::page_bytes as u64,
         ),
-        watch: watch::WatchLog::new(config.cores),
+        watch: watch::WatchLog::new(config.cores, config.watch_progress_interval),
     });
     let driver_parts =
         Arc::new(Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index))));

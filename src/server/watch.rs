@@ -78,6 +78,8 @@ struct LogState {
 /// watcher exists) and every core's hub.
 pub struct WatchLog {
     state: Mutex<LogState>,
+    /// `--experimental-watch-progress-notify-interval`.
+    progress_interval: Duration,
     /// Watchers per core.
     watchers: Vec<AtomicUsize>,
     wakers: Vec<async_channel::Sender<()>>,
@@ -85,7 +87,7 @@ pub struct WatchLog {
 }
 
 impl WatchLog {
-    pub fn new(cores: usize) -> WatchLog {
+    pub fn new(cores: usize, progress_interval: Duration) -> WatchLog {
         let (wakers, woken) = (0..cores)
             .map(|_| {
                 let (tx, rx) = async_channel::bounded(1);
@@ -93,6 +95,7 @@ impl WatchLog {
             })
             .unzip();
         WatchLog {
+            progress_interval,
             state: Mutex::new(LogState {
                 batches: VecDeque::new(),
                 events: 0,
@@ -218,6 +221,9 @@ struct Watcher {
     /// In the synced group: sent everything through `Watchers::synced_upto`
     /// (`next` is then not kept up to date).
     synced: bool,
+    progress_notify: bool,
+    /// Nothing was sent to it since the last progress tick.
+    quiet: bool,
 }
 
 /// A core's watchers, in slots (ids are slot numbers, reused).
@@ -438,9 +444,32 @@ enum Stop {
 
 impl Hub {
     async fn run(self: Rc<Hub>, woken: async_channel::Receiver<()>) {
+        let interval = self.shared.watch.progress_interval;
+        let mut next_progress = std::time::Instant::now() + interval;
         loop {
             let _ = runtime::timeout(hub_tick, woken.recv()).await;
             self.deliver_all();
+            if std::time::Instant::now() >= next_progress {
+                next_progress += interval;
+                self.notify_progress();
+            }
+        }
+    }
+
+    /// etcd's progress notifications: every watch created with
+    /// progress_notify that is caught up and was sent nothing since the last
+    /// tick gets an empty response whose header revision it is complete up to.
+    fn notify_progress(&self) {
+        let mut guard = self.watchers.borrow_mut();
+        let watchers = &mut *guard;
+        let revision = watchers.synced_upto;
+        for watcher in watchers.slots.iter_mut().flatten() {
+            if watcher.progress_notify && watcher.synced && watcher.quiet {
+                let notification =
+                    WatchResponse { watch_id: watcher.watch_id, ..Default::default() };
+                self.send(watcher.request_id, revision, notification, &watcher.out);
+            }
+            watcher.quiet = true;
         }
     }
 
@@ -486,6 +515,8 @@ impl Hub {
             out: out.clone(),
             behind: false,
             synced: false,
+            progress_notify: request.progress_notify,
+            quiet: true,
         });
         // Deliver what is already there without waiting for a write.
         let _ = self.shared.watch.wakers[self.core].try_send(());
@@ -880,6 +911,7 @@ impl Hub {
                 if watcher.out.try_send(frame).is_err() {
                     return false;
                 }
+                watcher.quiet = false;
                 add(&self.shared.metrics.cores[self.core].watch_responses, 1);
             }
             watcher.next = watcher.next.max(run[run.len() - 1].through + 1);
