@@ -99,6 +99,37 @@ fn watched(args: &Args, w: usize) -> (Bytes, Bytes) {
     }
 }
 
+/// A connection to a corekv server, past the protocol preface.
+async fn native_stream(endpoint: &str) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(endpoint).await.map_err(|e| format!("{endpoint}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.write_all(&protocol::preface()).await.map_err(|e| e.to_string())?;
+    let mut preface = [0u8; protocol::preface_bytes];
+    stream.read_exact(&mut preface).await.map_err(|e| e.to_string())?;
+    if !matches!(protocol::parse_preface(&preface), Preface::Native { .. }) {
+        return Err(format!("{endpoint}: not a corekv server"));
+    }
+    Ok(stream)
+}
+
+/// Whether a connection's watchers are done: the writers have stopped and
+/// each has seen the last revision written, or the drain time ran out.
+fn drained(
+    args: &Args,
+    totals: &Totals,
+    watchers: &[usize],
+    checker: &RefCell<Checker>,
+    drain_until: &mut Option<Instant>,
+) -> bool {
+    let last = totals.last_revision.load(Relaxed);
+    if last == 0 {
+        return false;
+    }
+    let checker = checker.borrow();
+    let done = watchers.iter().all(|w| checker.seen[*w].last >= last || args.watch_distinct);
+    done || Instant::now() > *drain_until.get_or_insert(Instant::now() + DRAIN_TIME)
+}
+
 /// Watches on one native connection until every watcher has seen the last
 /// revision (or the drain time runs out).
 async fn native_watchers(
@@ -108,14 +139,7 @@ async fn native_watchers(
     watchers: Vec<usize>,
     checker: Rc<RefCell<Checker>>,
 ) -> Result<(), String> {
-    let mut stream = TcpStream::connect(&endpoint).await.map_err(|e| format!("{endpoint}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream.write_all(&protocol::preface()).await.map_err(|e| e.to_string())?;
-    let mut preface = [0u8; protocol::preface_bytes];
-    stream.read_exact(&mut preface).await.map_err(|e| e.to_string())?;
-    if !matches!(protocol::parse_preface(&preface), Preface::Native { .. }) {
-        return Err(format!("{endpoint}: not a corekv server"));
-    }
+    let mut stream = native_stream(&endpoint).await?;
     // Request id r + 1 is watcher watchers[r]'s stream.
     let mut fbb = FlatBufferBuilder::new();
     let mut frames = Vec::new();
@@ -129,18 +153,10 @@ async fn native_watchers(
     let mut decoder = FrameDecoder::for_responses();
     let mut buffer = vec![0u8; 256 * 1024];
     let mut created = 0;
-    let drain_until = RefCell::new(None::<Instant>);
+    let mut drain_until = None::<Instant>;
     loop {
-        let last = totals.last_revision.load(Relaxed);
-        if last > 0 {
-            let done = {
-                let checker = checker.borrow();
-                watchers.iter().all(|w| checker.seen[*w].last >= last || args.watch_distinct)
-            };
-            let deadline = *drain_until.borrow_mut().get_or_insert(Instant::now() + DRAIN_TIME);
-            if done || Instant::now() > deadline {
-                return Ok(());
-            }
+        if drained(&args, &totals, &watchers, &checker, &mut drain_until) {
+            return Ok(());
         }
         let read = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buffer)).await;
         let n = match read {
@@ -216,16 +232,8 @@ async fn etcd_watchers(
     }
     let mut drain_until = None::<Instant>;
     loop {
-        let last = totals.last_revision.load(Relaxed);
-        if last > 0 {
-            let done = {
-                let checker = checker.borrow();
-                watchers.iter().all(|w| checker.seen[*w].last >= last || args.watch_distinct)
-            };
-            let deadline = *drain_until.get_or_insert(Instant::now() + DRAIN_TIME);
-            if done || Instant::now() > deadline {
-                return Ok(());
-            }
+        if drained(&args, &totals, &watchers, &checker, &mut drain_until) {
+            return Ok(());
         }
         let message = match tokio::time::timeout(Duration::from_millis(50), stream.message()).await
         {
@@ -265,11 +273,7 @@ async fn stalled_watcher(
 ) -> Result<(), String> {
     match args.target {
         Target::Corekv => {
-            let mut stream =
-                TcpStream::connect(&endpoint).await.map_err(|e| format!("{endpoint}: {e}"))?;
-            stream.write_all(&protocol::preface()).await.map_err(|e| e.to_string())?;
-            let mut preface = [0u8; protocol::preface_bytes];
-            stream.read_exact(&mut preface).await.map_err(|e| e.to_string())?;
+            let mut stream = native_stream(&endpoint).await?;
             let create = WatchCreateRequest {
                 key: Bytes::from_static(PREFIX),
                 range_end: Bytes::from_static(PREFIX_END),

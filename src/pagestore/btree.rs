@@ -142,22 +142,7 @@ impl<F: PageFile> PageStore<F> {
     }
 
     pub(crate) fn view_get(&mut self, view: TreeView, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        // Read-only: no path to remember.
-        let mut id = view.root;
-        let mut depth = 0;
-        let leaf = loop {
-            let node = self.node_at(id, view, depth)?;
-            if depth + 1 == view.height {
-                break node;
-            }
-            id = node.child(node.child_index(key));
-            depth += 1;
-        };
-        let Node::Leaf(entries) = &*leaf else { unreachable!("the bottom level is leaves") };
-        match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
-            Ok(i) => Ok(Some(self.read_value(&entries[i].value, view.generation)?)),
-            Err(_) => Ok(None),
-        }
+        super::read::get_in(&mut &mut *self, view, key)
     }
 
     /// The path of branches from the root to the leaf for `key`, and the leaf.

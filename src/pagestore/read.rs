@@ -20,6 +20,30 @@ pub trait PageSource {
     fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>>;
 }
 
+/// The value of `key` in the tree `view`, by one descent from the root
+/// (a point read remembers no path, unlike a cursor).
+pub(crate) fn get_in(
+    source: &mut impl PageSource,
+    view: TreeView,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    let mut id = view.root;
+    let mut depth = 0;
+    let leaf = loop {
+        let node = source.node_at(id, view, depth)?;
+        if depth + 1 == view.height {
+            break node;
+        }
+        id = node.child(node.child_index(key));
+        depth += 1;
+    };
+    let Node::Leaf(entries) = &*leaf else { unreachable!("the bottom level is leaves") };
+    match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
+        Ok(i) => Ok(Some(source.read_value(&entries[i].value, view.generation)?)),
+        Err(_) => Ok(None),
+    }
+}
+
 impl<F: PageFile> PageSource for &mut PageStore<F> {
     fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
         PageStore::node_at(self, id, view, depth)

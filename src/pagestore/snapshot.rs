@@ -17,8 +17,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Weak};
 
 use super::cursor::Cursor;
-use super::node::Node;
-use super::read::{PageSource, SharedReader};
+use super::read::SharedReader;
 use super::{PageId, Result, StoreError};
 
 /// Which tree a read walks, and the newest page generation it may meet.
@@ -73,24 +72,7 @@ impl Snapshot {
         if self.pin.owner.upgrade().is_none() {
             return Err(StoreError::SnapshotStale);
         }
-        // One descent, nothing remembered on the way (a cursor keeps its path).
-        let view = self.pin.view;
-        let mut reader = self.pin.reader.clone();
-        let mut id = view.root;
-        let mut depth = 0;
-        let leaf = loop {
-            let node = reader.node_at(id, view, depth)?;
-            if depth + 1 == view.height {
-                break node;
-            }
-            id = node.child(node.child_index(key));
-            depth += 1;
-        };
-        let Node::Leaf(entries) = &*leaf else { unreachable!("the bottom level is leaves") };
-        match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
-            Ok(i) => Ok(Some(reader.read_value(&entries[i].value, view.generation)?)),
-            Err(_) => Ok(None),
-        }
+        super::read::get_in(&mut self.pin.reader.clone(), self.pin.view, key)
     }
 
     /// Entries with keys in (start, end), at most `limit` of them (0: all).

@@ -208,11 +208,7 @@ struct Watcher {
     watch_id: i64,
     /// The create request's id: every response of the watch carries it.
     request_id: u64,
-    span: Span,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    fragment: bool,
+    filter: Filter,
     /// The first revision not yet sent.
     next: i64,
     out: async_channel::Sender<Vec<u8>>,
@@ -282,7 +278,7 @@ impl Watchers {
         }
         watcher.synced = false;
         self.synced_count -= 1;
-        match &watcher.span {
+        match &watcher.filter.span {
             Span::Single(key) => {
                 if let Some(ids) = self.by_key.get_mut(key) {
                     ids.retain(|other| *other != id);
@@ -307,7 +303,7 @@ impl Watchers {
         debug_assert_eq!(watcher.next, self.synced_upto + 1);
         watcher.synced = true;
         self.synced_count += 1;
-        match &watcher.span {
+        match &watcher.filter.span {
             Span::Single(key) => self.by_key.entry(key.clone()).or_default().push(id),
             Span::Interval(..) => self.ranges.push(id),
         }
@@ -359,27 +355,27 @@ fn watch_id_position(frame: &[u8]) -> Option<usize> {
     (field != 0).then(|| crate::protocol::frame_header_bytes + watch._tab.loc() + field as usize)
 }
 
-/// What watchers alike share while one round of deliveries runs.
+/// What a watch's responses depend on, besides its position.
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct Group {
+struct Filter {
     span: Span,
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
     fragment: bool,
+}
+
+/// Watchers alike (same filter, same position) share their responses while
+/// one round of deliveries runs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Group {
+    filter: Filter,
     next: i64,
 }
 
 impl Group {
     fn of(watcher: &Watcher) -> Group {
-        Group {
-            span: watcher.span.clone(),
-            no_put: watcher.no_put,
-            no_delete: watcher.no_delete,
-            prev_kv: watcher.prev_kv,
-            fragment: watcher.fragment,
-            next: watcher.next,
-        }
+        Group { filter: watcher.filter.clone(), next: watcher.next }
     }
 }
 
@@ -501,16 +497,18 @@ impl Hub {
             connection,
             watch_id,
             request_id,
-            // Copies: the request's bytes are a slice of a whole read buffer,
-            // which a long-lived watcher would otherwise keep alive.
-            span: Span::new(
-                &Bytes::copy_from_slice(&request.key),
-                &Bytes::copy_from_slice(&request.range_end),
-            ),
-            no_put: request.no_put,
-            no_delete: request.no_delete,
-            prev_kv: request.prev_kv,
-            fragment: request.fragment,
+            filter: Filter {
+                // Copies: the request's bytes are a slice of a whole read
+                // buffer, which a long-lived watcher would otherwise keep alive.
+                span: Span::new(
+                    &Bytes::copy_from_slice(&request.key),
+                    &Bytes::copy_from_slice(&request.range_end),
+                ),
+                no_put: request.no_put,
+                no_delete: request.no_delete,
+                prev_kv: request.prev_kv,
+                fragment: request.fragment,
+            },
             next,
             out: out.clone(),
             behind: false,
@@ -667,7 +665,7 @@ impl Hub {
             }
             for id in &watchers.ranges {
                 let Some(watcher) = watchers.slots[*id].as_ref() else { continue };
-                if watcher.span.contains(key) {
+                if watcher.filter.span.contains(key) {
                     matched.entry(*id).or_default().push(event);
                 }
             }
@@ -725,7 +723,7 @@ impl Hub {
                         .iter()
                         .flat_map(|b| b.changes.iter())
                         .filter(|(revision, key, _)| {
-                            *revision >= watcher.next && watcher.span.contains(key)
+                            *revision >= watcher.next && watcher.filter.span.contains(key)
                         })
                         .map(|(revision, key, kv)| (*revision, key, kv.as_ref()));
                     let built = self.responses(watcher, snapshot, events, last);
@@ -754,7 +752,7 @@ impl Hub {
                 );
             }
             let upper = (watcher.next + catch_up_revisions - 1).min(current);
-            let events = match snapshot.events(&watcher.span, watcher.next, upper, false) {
+            let events = match snapshot.events(&watcher.filter.span, watcher.next, upper, false) {
                 Ok(events) => events,
                 Err(e) if e.code == ErrorCode::Compacted => {
                     let canceled = WatchResponse {
@@ -815,12 +813,12 @@ impl Hub {
             let mut group: Vec<WatchEvent> = Vec::new();
             while let Some((_, key, kv)) = events.next_if(|e| e.0 == revision) {
                 let kind = if kv.is_some() { EventType::Put } else { EventType::Delete };
-                if (kind == EventType::Put && watcher.no_put)
-                    || (kind == EventType::Delete && watcher.no_delete)
+                if (kind == EventType::Put && watcher.filter.no_put)
+                    || (kind == EventType::Delete && watcher.filter.no_delete)
                 {
                     continue;
                 }
-                let prev_kv = match watcher.prev_kv {
+                let prev_kv = match watcher.filter.prev_kv {
                     true => snapshot.visible(key, revision - 1)?,
                     false => None,
                 };
@@ -839,7 +837,7 @@ impl Hub {
                 templates.push(self.template(watcher, std::mem::take(&mut response), through));
                 bytes = 0;
             }
-            if watcher.fragment && group.len() > response_events_max {
+            if watcher.filter.fragment && group.len() > response_events_max {
                 let mut pieces = group.chunks(response_events_max).peekable();
                 while let Some(piece) = pieces.next() {
                     let more = pieces.peek().is_some();
