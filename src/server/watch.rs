@@ -434,6 +434,9 @@ enum Stop {
     CaughtUp,
     /// The connection's queue is full: try again later.
     Slow,
+    /// Read one window of history; more next round (the hub yields to the
+    /// core's other tasks between windows).
+    More,
     /// The watcher is gone (canceled, or its connection closed).
     Gone,
 }
@@ -445,6 +448,8 @@ impl Hub {
         loop {
             let _ = runtime::timeout(hub_tick, woken.recv()).await;
             self.deliver_all();
+            // A round may have read history: let the core's connections run.
+            runtime::yield_now().await;
             if std::time::Instant::now() >= next_progress {
                 next_progress += interval;
                 self.notify_progress();
@@ -611,6 +616,7 @@ impl Hub {
             self.deliver_synced(watchers, &mut round);
         }
         let unsynced = std::mem::take(&mut watchers.unsynced);
+        let mut more = false;
         for id in unsynced {
             let Some(watcher) = watchers.slots[id].as_mut() else { continue };
             if watcher.synced {
@@ -622,6 +628,10 @@ impl Hub {
                     self.count(-1);
                 }
                 Stop::Slow => watchers.unsynced.push(id),
+                Stop::More => {
+                    watchers.unsynced.push(id);
+                    more = true;
+                }
                 Stop::CaughtUp => {
                     let next = watcher.next;
                     if watchers.synced_count == 0 || next == watchers.synced_upto + 1 {
@@ -631,6 +641,10 @@ impl Hub {
                     }
                 }
             }
+        }
+        if more {
+            // Go on with the catch-ups right after the core's other tasks.
+            let _ = self.shared.watch.wakers[self.core].try_send(());
         }
     }
 
@@ -775,6 +789,9 @@ impl Hub {
             };
             if !self.send_templates(watcher, &templates) {
                 return Stop::Slow;
+            }
+            if watcher.next <= current {
+                return Stop::More;
             }
         }
     }
