@@ -1,6 +1,7 @@
 //! Watches on the real binary: etcd's guarantees (ordered, unique, reliable,
 //! atomic, resumable, bookmarkable), compaction, cancel, filters, and a slow
-//! reader that falls behind the log and catches up from history while
+//! reader that falls behind the log and catches up from history (or is
+//! canceled with the compaction revision once its history is compacted) while
 //! another watcher keeps receiving.
 
 mod common;
@@ -314,4 +315,37 @@ fn progress_notifications_come_to_quiet_watches_that_asked() {
     let status =
         bad.args(["--experimental-watch-progress-notify-interval", "0s"]).status().unwrap();
     assert!(!status.success());
+}
+
+#[test]
+fn a_reader_left_behind_by_compaction_is_canceled_with_the_compaction_revision() {
+    let dir = temp_dir("watch-behind-compacted");
+    let member = Member::start(&dir);
+    let mut writer = member.client();
+    let mut slow = member.client();
+    let (stream, _) = watch(&mut slow, prefix("b/"));
+    // Far more than the event log (65,536 events) plus what the connection
+    // buffers hold, while `slow` reads nothing; then history up to the end
+    // is compacted away.
+    let puts: Vec<(String, String)> =
+        (0..140_000).map(|i| (format!("b/{:04}", i % 1000), format!("{i:0256}"))).collect();
+    let revisions = put_many(&mut writer, &puts);
+    let last = *revisions.last().unwrap();
+    let request = Request::Compact(CompactRequest { revision: last, physical: false });
+    writer.call(&request).unwrap();
+    // The reader gets what was queued for it before, then the cancel.
+    slow.set_timeout(Duration::from_secs(20)).unwrap();
+    let mut received = 0usize;
+    let end = loop {
+        let (_, w) = next(&mut slow, stream);
+        if w.canceled {
+            break w;
+        }
+        for e in &w.events {
+            assert_eq!(e.kv.mod_revision, revisions[received], "in order, none missing");
+            received += 1;
+        }
+    };
+    assert_eq!(end.compact_revision, last, "{end:?}");
+    assert!(received < puts.len(), "it had fallen behind ({received} received)");
 }
