@@ -102,7 +102,7 @@ impl FrameDecoder {
     }
 
     pub fn new(body_bytes_max: usize) -> FrameDecoder {
-        FrameDecoder { buffer: bytes::BytesMut::with_capacity(64 * 1024), body_bytes_max }
+        FrameDecoder { buffer: bytes::BytesMut::with_capacity(16 * 1024), body_bytes_max }
     }
 
     pub fn push(&mut self, data: &[u8]) {

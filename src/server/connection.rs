@@ -144,7 +144,7 @@ impl Session {
 
     async fn read_loop(&mut self, mut reader: Reader) {
         let mut decoder = FrameDecoder::for_requests();
-        let mut buffer = vec![0u8; 64 * 1024];
+        let mut buffer = vec![0u8; 16 * 1024];
         loop {
             loop {
                 match decoder.next_frame() {

@@ -482,7 +482,7 @@ impl<D: LogDisk> Driver<D> {
         }
         for (reply, request_id, response) in replies {
             // A full or closed channel means the connection is gone.
-            let _ = reply.try_send((request_id, response));
+            let _ = reply.try_send((request_id, Box::new(response)));
         }
         // Write stall: when checkpoints fall behind the writes, stop taking
         // proposals until one catches up, so the changes waiting in memory

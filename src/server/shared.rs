@@ -13,8 +13,10 @@ use crate::mvcc::Snapshot;
 use crate::snapshot;
 use crate::types::{Request, Response, ResponseHeader, StatusResponse};
 
-/// A response for request `request_id` of some connection.
-pub type Reply = (u64, Response);
+/// A response for request `request_id` of some connection. Boxed: every
+/// connection's reply channel holds room for 1,024 of them up front (a
+/// Response is ~150 bytes, a box 8).
+pub type Reply = (u64, Box<Response>);
 
 /// A write on its way into the log.
 pub struct Proposal {
