@@ -346,12 +346,7 @@ fn run_thread(
     thread: usize,
     threads: usize,
 ) -> Result<Histogram<u64>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
+    run_local(async move {
         let args = &shared.args;
         let endpoints: Vec<&str> =
             args.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
@@ -398,6 +393,16 @@ fn run_thread(
         let histogram = histogram.borrow().clone();
         Ok(histogram)
     })
+}
+
+/// Runs `work` on this thread's own tokio runtime (current-thread, local
+/// tasks): loadgen's threads are each a single-threaded client.
+fn run_local<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokio::task::LocalSet::new().block_on(&runtime, work)
 }
 
 /// Threads done prefilling: measuring starts when all are.

@@ -395,12 +395,7 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
         .map(|t| {
             let (args, totals, endpoints) = (args.clone(), totals.clone(), endpoints.clone());
             std::thread::spawn(move || -> Result<(Histogram<u64>, Vec<Seen>), String> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, async move {
+                super::run_local(async move {
                     let checker = Rc::new(RefCell::new(Checker {
                         seen: vec![Seen::default(); args.watchers],
                         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),

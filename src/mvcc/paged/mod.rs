@@ -743,27 +743,6 @@ impl<F: PageFile> PagedHistory<F> {
         Ok(())
     }
 
-    /// Versions from revision `from` on: (revision, key), in revision order,
-    /// at most `limit` of them (a watch's catch-up).
-    pub fn changes_since(&mut self, from: i64, limit: usize) -> Result<Vec<(i64, Bytes)>> {
-        let start = version_key(from.max(1), &[]);
-        let end = prefix_end(prefix_version);
-        let mut cursor = self.store.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let step = cursor.next_with(|tree_key, record| -> Result<(i64, Bytes)> {
-                let (revision, stem) = split_version_key(tree_key)?;
-                let short_key = short_key_of(stem)?;
-                Ok((revision, decode_record(record, revision, short_key.as_ref())?.key))
-            })?;
-            match step {
-                Some(change) => out.push(change?),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
     /// The last checkpoint's history as an in-memory store (checked as a
     /// snapshot import is). Two threads each read half of the version log
     /// (by revision) and sort it by key, newest first; this one merges the

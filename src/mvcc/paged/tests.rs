@@ -99,7 +99,13 @@ fn check(paged: &mut PagedHistory<MemPageFile>, model: &Snapshot) {
     assert_eq!(state.compact_revision(), model.compact_revision());
     assert_eq!(history(&state), history(model));
     assert_eq!(state.size_bytes(), model.size_bytes());
-    let index = paged.changes_since(model.compact_revision(), usize::MAX).unwrap();
+    let index: Vec<(i64, Bytes)> = paged
+        .view()
+        .changes_between(model.compact_revision(), i64::MAX, |_| true)
+        .unwrap()
+        .into_iter()
+        .map(|(revision, key, _)| (revision, key))
+        .collect();
     assert_eq!(sorted(index), expected_index(model));
     // A store over the checkpoint, loading nothing, exports the same.
     let over = Store::with_base(paged.view()).snapshot();
