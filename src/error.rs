@@ -30,6 +30,8 @@ pub enum ErrorCode {
     SnapshotFailed = 19,
     /// The page store could not be read (I/O error or a damaged page).
     Corrupt = 20,
+    LeaseExists = 21,
+    LeaseTtlTooLarge = 22,
 }
 
 /// (code, etcd's message). The messages are etcd's where etcd has one.
@@ -54,6 +56,8 @@ const MESSAGES: &[(ErrorCode, &str)] = &[
     (ErrorCode::InvalidArgument, "corekv: invalid argument"),
     (ErrorCode::SnapshotFailed, "corekv: snapshot failed"),
     (ErrorCode::Corrupt, "etcdserver: corrupt cluster"),
+    (ErrorCode::LeaseExists, "etcdserver: lease already exists"),
+    (ErrorCode::LeaseTtlTooLarge, "etcdserver: too large lease TTL"),
 ];
 
 impl ErrorCode {

@@ -45,14 +45,15 @@ pub fn pagestore_page(data: &[u8]) {
 /// invariants must hold whatever the importer accepted.
 pub fn snapshot_file(data: &[u8]) {
     use crate::snapshot;
-    let _ = snapshot::read(std::io::Cursor::new(data), data.len() as u64, |_, _| Ok(()));
+    let _ = snapshot::read(std::io::Cursor::new(data), data.len() as u64, |_| Ok(()));
     let meta = snapshot::Meta { revision: 1000, compact_revision: 10, ..Default::default() };
     let file = snapshot::fuzz_wrap_body(&meta, data);
     let mut importer = crate::mvcc::Importer::new(meta.revision, meta.compact_revision)
         .expect("a valid revision pair");
     let mut accepted = 0usize;
-    let _ = snapshot::read(std::io::Cursor::new(&file), file.len() as u64, |key, versions| {
-        importer.add(key, versions).map(|_| accepted += 1)
+    let _ = snapshot::read(std::io::Cursor::new(&file), file.len() as u64, |record| {
+        let key = matches!(record, snapshot::Record::Key(..));
+        record.import(&mut importer).map(|_| accepted += usize::from(key))
     });
     let store = importer.finish();
     store.check_invariants();

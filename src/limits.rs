@@ -54,3 +54,18 @@ pub const snapshot_work_fraction: f64 = 0.25;
 /// `--experimental-checkpoint-backlog`): beyond it the log driver stops
 /// taking writes until the checkpoint catches up.
 pub const checkpoint_pending_changes_max: usize = 200_000;
+/// The shortest lease TTL granted (seconds): etcd's ceil(3/2 × election ticks
+/// × heartbeat) with its defaults (10 ticks of 100 ms), since corekv's
+/// timings are etcd's defaults.
+pub const lease_ttl_min_secs: i64 = 2;
+/// How often the member looks for expired leases, and the most revocations
+/// it proposes each time (etcd's leaseRevokeRate: 1,000 per second).
+pub const lease_tick_ms: u64 = 100;
+pub const lease_revokes_per_tick: usize = 100;
+/// How often the member checkpoints the lease clock and renewed deadlines
+/// through the log (bounds what a restart can add to a lease: docs/leases.md).
+pub const lease_checkpoint_ms: u64 = 500;
+/// Deadlines per checkpoint entry (the rest go in the next one).
+pub const lease_checkpoint_deadlines_max: usize = 8192;
+/// A revocation proposed but not applied after this long is proposed again.
+pub const lease_revoke_retry_ms: i64 = 2000;

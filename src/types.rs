@@ -158,6 +158,38 @@ pub enum Request {
     WatchCancel(i64),
     /// Asks every watch of the connection for a progress notification.
     WatchProgress,
+    LeaseGrant(LeaseGrantRequest),
+    /// Revokes a lease, deleting every key attached to it in one revision.
+    LeaseRevoke(i64),
+    /// Renews a lease (served by the member, not logged).
+    LeaseKeepAlive(i64),
+    LeaseTimeToLive(LeaseTimeToLiveRequest),
+    LeaseLeases,
+    /// The member's own record of the lease clock and renewed deadlines
+    /// (refused from clients).
+    LeaseCheckpoint(LeaseCheckpointRequest),
+}
+
+/// etcd's LeaseGrantRequest: TTL in seconds; id 0: the member picks one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseGrantRequest {
+    pub ttl: i64,
+    pub id: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseTimeToLiveRequest {
+    pub id: i64,
+    pub keys: bool,
+}
+
+/// The lease clock (milliseconds leases have counted down, over the
+/// member's whole life) and, for leases granted or renewed since the last
+/// checkpoint, `(id, expiry on that clock)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseCheckpointRequest {
+    pub clock_ms: i64,
+    pub deadlines: Vec<(i64, i64)>,
 }
 
 /// etcd's WatchCreateRequest.
@@ -210,8 +242,12 @@ impl Request {
         match self {
             Request::Range(_) | Request::Status | Request::Snapshot => false,
             Request::WatchCreate(_) | Request::WatchCancel(_) | Request::WatchProgress => false,
+            Request::LeaseKeepAlive(_) | Request::LeaseTimeToLive(_) | Request::LeaseLeases => {
+                false
+            }
             Request::Txn(txn) => txn_has_writes(txn),
             Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => true,
+            Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseCheckpoint(_) => true,
         }
     }
 }
@@ -291,6 +327,37 @@ pub enum ResponseBody {
     Status(StatusResponse),
     Snapshot(SnapshotChunk),
     Watch(WatchResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke,
+    /// ttl 0: no such lease.
+    LeaseKeepAlive(LeaseKeepAliveResponse),
+    LeaseTimeToLive(LeaseTimeToLiveResponse),
+    /// The ids of every lease, ascending.
+    LeaseLeases(Vec<i64>),
+    /// An entry the member logged for itself (nobody waits for its answer).
+    LeaseCheckpoint,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseGrantResponse {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseKeepAliveResponse {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+/// etcd's LeaseTimeToLiveResponse: `ttl` -1 and `granted_ttl` 0 when the
+/// lease does not exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseTimeToLiveResponse {
+    pub id: i64,
+    pub ttl: i64,
+    pub granted_ttl: i64,
+    pub keys: Vec<Bytes>,
 }
 
 /// Part of a streamed snapshot file.

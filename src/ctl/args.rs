@@ -58,6 +58,39 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Watches events stream on keys or prefixes.
     Watch(WatchArgs),
+    /// Lease related commands.
+    Lease(LeaseArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LeaseArgs {
+    #[command(subcommand)]
+    pub command: LeaseCommand,
+}
+
+/// Arguments are optional here so that a missing one gets etcdctl's words.
+#[derive(Subcommand, Debug, Clone)]
+pub enum LeaseCommand {
+    /// Creates leases.
+    Grant { ttl: Option<String> },
+    /// Revokes leases.
+    Revoke { id: Option<String> },
+    /// Get lease information.
+    Timetolive {
+        id: Option<String>,
+        /// Get keys attached to this lease.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List all active leases.
+    List,
+    /// Keeps leases alive (renew).
+    KeepAlive {
+        id: Option<String>,
+        /// Resets the keep-alive time to its original value and exits immediately.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,7 +218,11 @@ pub struct GetArgs {
 
 impl GetArgs {
     pub fn print_options(&self) -> print::Options {
-        print::Options { value_only: self.print_value_only, count_only: self.count_only }
+        print::Options {
+            value_only: self.print_value_only,
+            count_only: self.count_only,
+            keys: false,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! 3 for unreadable txn input, 128 for bad arguments.
 
 mod args;
+mod lease;
 mod print;
 mod snapshot;
 mod txn;
@@ -151,6 +152,7 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             reject_table(format)?;
             watch::run(cli, args, out)
         }
+        Command::Lease(args) => lease::run(cli, &args.command, out),
     }
 }
 
@@ -229,8 +231,8 @@ pub(crate) fn put_request(
         (None, Some(_)) => unreachable!(),
     };
     let lease = match &args.lease {
-        Some(hex) => i64::from_str_radix(hex.trim_start_matches("0x"), 16)
-            .map_err(|_| Failure::bad_args(format!("bad lease ID ({hex}), expecting ID in Hex")))?,
+        Some(hex) => lease::go_parse_int(hex, 16)
+            .map_err(|e| Failure::bad_args(format!("bad lease ID ({e}), expecting ID in Hex")))?,
         None => 0,
     };
     Ok(Request::Put(PutRequest {

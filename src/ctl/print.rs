@@ -11,6 +11,8 @@ use crate::types::*;
 pub struct Options {
     pub value_only: bool,
     pub count_only: bool,
+    /// `lease timetolive --keys`.
+    pub keys: bool,
 }
 
 pub fn response(
@@ -51,7 +53,43 @@ fn simple(out: &mut Vec<u8>, body: &ResponseBody, options: Options) {
         ResponseBody::Txn(t) => simple_txn(out, t),
         ResponseBody::Compact | ResponseBody::Status(_) | ResponseBody::Snapshot(_) => {}
         ResponseBody::Watch(w) => simple_watch(out, w),
+        ResponseBody::LeaseGrant(g) => {
+            line(out, format!("lease {:016x} granted with TTL({}s)", g.id, g.ttl).as_bytes())
+        }
+        ResponseBody::LeaseKeepAlive(k) => {
+            line(out, format!("lease {:016x} keepalived with TTL({})", k.id, k.ttl).as_bytes())
+        }
+        ResponseBody::LeaseTimeToLive(t) => simple_time_to_live(out, t, options.keys),
+        ResponseBody::LeaseLeases(ids) => {
+            line(out, format!("found {} leases", ids.len()).as_bytes());
+            for id in ids {
+                line(out, format!("{id:016x}").as_bytes());
+            }
+        }
+        // Printed by the command, which knows the id.
+        ResponseBody::LeaseRevoke | ResponseBody::LeaseCheckpoint => {}
     }
+}
+
+/// etcdctl's `lease timetolive` line (keys printed as Go prints a []string).
+fn simple_time_to_live(out: &mut Vec<u8>, t: &LeaseTimeToLiveResponse, keys: bool) {
+    if t.granted_ttl == 0 && t.ttl == -1 {
+        return line(out, format!("lease {:016x} already expired", t.id).as_bytes());
+    }
+    let mut text =
+        format!("lease {:016x} granted with TTL({}s), remaining({}s)", t.id, t.granted_ttl, t.ttl)
+            .into_bytes();
+    if keys {
+        text.extend_from_slice(b", attached keys([");
+        for (i, key) in t.keys.iter().enumerate() {
+            if i > 0 {
+                text.push(b' ');
+            }
+            text.extend_from_slice(key);
+        }
+        text.extend_from_slice(b"])");
+    }
+    line(out, &text)
 }
 
 /// etcdctl's watch output: per event its type, then the previous
@@ -276,7 +314,53 @@ fn json_body(header: &ResponseHeader, body: &ResponseBody) -> String {
         ResponseBody::Status(s) => json_status(header, s),
         ResponseBody::Snapshot(_) => Object::new().raw("header", &json_header(header)).done(),
         ResponseBody::Watch(w) => json_watch(header, w),
+        // etcdctl marshals clientv3's lease structs: the header's fields
+        // inline, then the lease fields, zero or not.
+        ResponseBody::LeaseGrant(g) => header_fields(header)
+            .raw("ID", &g.id.to_string())
+            .raw("TTL", &g.ttl.to_string())
+            .raw("Error", "\"\"")
+            .done(),
+        ResponseBody::LeaseKeepAlive(k) => {
+            header_fields(header).raw("ID", &k.id.to_string()).raw("TTL", &k.ttl.to_string()).done()
+        }
+        ResponseBody::LeaseTimeToLive(t) => {
+            let keys: Vec<String> = t
+                .keys
+                .iter()
+                .map(|key| {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+                    serde_json::to_string(&encoded).unwrap()
+                })
+                .collect();
+            let keys =
+                if keys.is_empty() { "null".to_string() } else { format!("[{}]", keys.join(",")) };
+            header_fields(header)
+                .raw("id", &t.id.to_string())
+                .raw("ttl", &t.ttl.to_string())
+                .raw("granted-ttl", &t.granted_ttl.to_string())
+                .raw("keys", &keys)
+                .done()
+        }
+        ResponseBody::LeaseLeases(ids) => {
+            let items: Vec<String> = ids.iter().map(|id| format!("{{\"id\":{id}}}")).collect();
+            header_fields(header).raw("leases", &format!("[{}]", items.join(","))).done()
+        }
+        ResponseBody::LeaseRevoke | ResponseBody::LeaseCheckpoint => {
+            Object::new().raw("header", &json_header(header)).done()
+        }
     }
+}
+
+/// An object that starts with the header's fields (Go's embedded struct).
+fn header_fields(h: &ResponseHeader) -> Object {
+    let mut object = Object::new();
+    object
+        .number("cluster_id", h.cluster_id)
+        .number("member_id", h.member_id)
+        .number("revision", h.revision)
+        .number("raft_term", h.raft_term);
+    object
 }
 
 fn json_status(header: &ResponseHeader, s: &StatusResponse) -> String {

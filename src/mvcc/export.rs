@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use imbl::OrdMap;
 
-use super::{Snapshot, Store, Version};
+use super::{Leases, Snapshot, Store, Version};
 use crate::types::KeyValue;
 
 /// One version of a key as exported: a put (`kv`) or a delete at `revision`.
@@ -127,6 +127,7 @@ pub struct Importer {
     live_keys: usize,
     size_bytes: i64,
     last_key: Option<Bytes>,
+    leases: Leases,
 }
 
 impl Importer {
@@ -141,7 +142,29 @@ impl Importer {
             live_keys: 0,
             size_bytes: 0,
             last_key: None,
+            leases: Leases::default(),
         })
+    }
+
+    /// Adds a lease; leases come before the keys attached to them.
+    pub fn add_lease(&mut self, id: i64, ttl: i64, expiry_ms: i64) -> Result<(), String> {
+        if id == 0 || self.leases.contains(id) || self.last_key.is_some() {
+            return Err(format!("lease {id:x}: zero, repeated, or after the keys"));
+        }
+        if !(1..=super::lease::lease_ttl_max).contains(&ttl) || expiry_ms < 0 {
+            return Err(format!("lease {id:x}: TTL {ttl}, expiry {expiry_ms}"));
+        }
+        self.leases.insert(id, ttl, expiry_ms);
+        Ok(())
+    }
+
+    /// Sets the lease clock (`mvcc::lease`).
+    pub fn set_lease_clock(&mut self, clock_ms: i64) -> Result<(), String> {
+        if clock_ms < 0 {
+            return Err(format!("lease clock {clock_ms}"));
+        }
+        self.leases.set_clock(clock_ms);
+        Ok(())
     }
 
     /// Adds one key with its versions, newest first.
@@ -177,6 +200,12 @@ impl Importer {
             }
         }
         self.live_keys += usize::from(versions[0].kv.is_some());
+        if let Some(lease) = versions[0].kv.as_ref().map(|kv| kv.lease).filter(|l| *l != 0) {
+            if !self.leases.contains(lease) {
+                return Err(format!("a key is attached to lease {lease:x}, which does not exist"));
+            }
+            self.leases.attach(lease, &key);
+        }
         let mut head: Option<Arc<Version>> = None;
         for version in versions.into_iter().rev() {
             let v = Version { kv: version.kv, revision: version.revision, previous: head };
@@ -197,6 +226,7 @@ impl Importer {
             revision: self.revision,
             compact_revision: self.compact_revision,
             size_bytes: self.size_bytes,
+            leases: self.leases,
         })
     }
 }

@@ -23,6 +23,7 @@
 
 mod events;
 mod export;
+pub mod lease;
 pub mod paged;
 mod range;
 pub mod span;
@@ -36,6 +37,7 @@ use imbl::OrdMap;
 
 pub use events::Event;
 pub use export::{ExportedVersion, Importer};
+pub use lease::{Lease, Leases};
 pub use txn::validate_request;
 
 use crate::error::{Error, ErrorCode};
@@ -87,6 +89,7 @@ pub struct Snapshot {
     compact_revision: i64,
     /// Bytes of keys and values held in all versions (an estimate of the db size).
     size_bytes: i64,
+    leases: Leases,
 }
 
 impl Default for Snapshot {
@@ -99,6 +102,7 @@ impl Default for Snapshot {
             revision: initial_revision,
             compact_revision: -1,
             size_bytes: 0,
+            leases: Leases::default(),
         }
     }
 }
@@ -119,6 +123,11 @@ impl Snapshot {
 
     pub fn live_keys(&self) -> usize {
         self.live_keys
+    }
+
+    /// Every lease, with its attached keys.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// Whether history below the in-memory layer lives elsewhere (frozen
@@ -155,8 +164,13 @@ impl Snapshot {
             return self.check_layers();
         }
         let (mut live, mut size) = (0usize, 0i64);
+        let mut leased: Vec<(Bytes, i64)> = Vec::new();
         for (key, head) in self.keys.iter() {
             live += usize::from(head.kv.is_some());
+            if let Some(kv) = &head.kv {
+                assert!(kv.lease == 0 || self.leases.contains(kv.lease), "key of a lost lease");
+                leased.push((key.clone(), kv.lease));
+            }
             let mut newer = i64::MAX;
             let mut at_or_below_compact = 0;
             for version in std::iter::successors(Some(head), |v| v.previous.as_ref()) {
@@ -178,6 +192,7 @@ impl Snapshot {
         }
         assert_eq!(live, self.live_keys, "live key count");
         assert_eq!(size, self.size_bytes, "size accounting");
+        self.leases.check(&leased);
     }
 }
 
@@ -223,12 +238,15 @@ impl Snapshot {
             assert!(base.revision() < floor, "the base is older than every layer");
         }
         let mut live = 0usize;
-        self.scan(&span::Span::Interval(Bytes::new(), None), self.revision, |_| {
+        let mut leased: Vec<(Bytes, i64)> = Vec::new();
+        self.scan(&span::Span::Interval(Bytes::new(), None), self.revision, |kv| {
             live += 1;
+            leased.push((kv.key.clone(), kv.lease));
             true
         })
         .expect("the page store reads");
         assert_eq!(live, self.live_keys, "live key count");
+        self.leases.check(&leased);
     }
 }
 
@@ -240,6 +258,11 @@ pub enum HistoryChange {
     Version { key: Bytes, revision: i64, kv: Option<KeyValue> },
     /// A compaction at this revision.
     Compact(i64),
+    /// Lease `id` as it now is, `(ttl, expiry_ms)`, or None once revoked.
+    /// (Keys attach through their versions' lease field.)
+    Lease { id: i64, lease: Option<(i64, i64)> },
+    /// The lease clock, as checkpointed.
+    LeaseClock(i64),
 }
 
 /// The writable store, owned by the apply loop. Reads go through `snapshot()`.
@@ -262,8 +285,9 @@ impl Store {
 
     /// A store over a checkpoint of the page store: nothing is loaded, reads
     /// of history older than what is applied from now on go to the pages.
-    pub fn with_base(base: paged::PagedView) -> Store {
-        let state = Snapshot {
+    pub fn with_base(base: paged::PagedView) -> Result<Store, paged::HistoryError> {
+        let leases = base.leases()?;
+        let mut state = Snapshot {
             keys: OrdMap::new(),
             frozen: Arc::new(Vec::new()),
             live_keys: base.live_keys() as usize,
@@ -271,8 +295,30 @@ impl Store {
             compact_revision: base.compact_revision(),
             size_bytes: base.size_bytes(),
             base: Some(base),
+            leases,
         };
-        Store { state, log: None }
+        if !state.leases.is_empty() {
+            // The key sets are not stored: attach the live keys again.
+            let mut leased: Vec<(Bytes, i64)> = Vec::new();
+            let all = span::Span::Interval(Bytes::new(), None);
+            state
+                .scan(&all, state.revision, |kv| {
+                    if kv.lease != 0 {
+                        leased.push((kv.key.clone(), kv.lease));
+                    }
+                    true
+                })
+                .map_err(|e| paged::HistoryError::Record(e.message))?;
+            for (key, lease) in leased {
+                if !state.leases.contains(lease) {
+                    return Err(paged::HistoryError::Record(format!(
+                        "a key is attached to lease {lease:x}, which does not exist"
+                    )));
+                }
+                state.leases.attach(lease, &key);
+            }
+        }
+        Ok(Store { state, log: None })
     }
 
     /// Freezes the in-memory layer (a checkpoint is about to fold its

@@ -28,6 +28,12 @@ pub fn validate_request(request: &Request) -> Result<(), Error> {
             Ok(())
         }
         Request::WatchCancel(_) | Request::WatchProgress => Ok(()),
+        Request::LeaseGrant(_)
+        | Request::LeaseRevoke(_)
+        | Request::LeaseKeepAlive(_)
+        | Request::LeaseTimeToLive(_)
+        | Request::LeaseLeases
+        | Request::LeaseCheckpoint(_) => Ok(()),
     }
 }
 

@@ -35,11 +35,17 @@ impl Store {
                 Ok(ResponseBody::Compact)
             }
             Request::Status => Ok(ResponseBody::Status(StatusResponse::default())),
+            Request::LeaseGrant(g) => self.lease_grant(g),
+            Request::LeaseRevoke(id) => self.lease_revoke(*id),
+            Request::LeaseCheckpoint(c) => Ok(self.lease_checkpoint(c)),
             // Served by the member, never applied.
             Request::Snapshot
             | Request::WatchCreate(_)
             | Request::WatchCancel(_)
-            | Request::WatchProgress => Err(Error::new(ErrorCode::UnknownOperation)),
+            | Request::WatchProgress
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseLeases => Err(Error::new(ErrorCode::UnknownOperation)),
         }
     }
 
@@ -51,8 +57,7 @@ impl Store {
         {
             return Err(Error::new(ErrorCode::KeyNotFound));
         }
-        if p.lease != 0 {
-            // Leases arrive with their own module; until then none exists.
+        if p.lease != 0 && !self.state.leases.contains(p.lease) {
             return Err(Error::new(ErrorCode::LeaseNotFound));
         }
         Ok(())
@@ -211,6 +216,14 @@ impl<'a> Change<'a> {
         if previous.is_none() {
             self.state.live_keys += 1;
         }
+        match previous.map_or(0, |prev| prev.lease) {
+            old if old == lease => {}
+            0 => {}
+            old => self.state.leases.detach(old, &key),
+        }
+        if lease != 0 {
+            self.state.leases.attach(lease, &key);
+        }
         self.record(&key, Some(&kv));
         let version = Arc::new(Version { kv: Some(kv), revision: self.revision, previous: head });
         self.state.size_bytes += version.bytes(&key);
@@ -233,6 +246,9 @@ impl<'a> Change<'a> {
             // The chain in memory, if any: older versions may be below it.
             let head = self.state.keys.get(&kv.key).cloned();
             self.record(&kv.key, None);
+            if kv.lease != 0 {
+                self.state.leases.detach(kv.lease, &kv.key);
+            }
             let tombstone = Arc::new(Version { kv: None, revision: self.revision, previous: head });
             self.state.size_bytes += tombstone.bytes(&kv.key);
             self.state.keys.insert(kv.key.clone(), tombstone);

@@ -104,6 +104,29 @@ pub fn decode_request(frame: &Bytes) -> Result<Request, Error> {
             request.body_as_watch_cancel_request().ok_or_else(unknown)?.watch_id(),
         ),
         wire::RequestBody::WatchProgressRequest => Request::WatchProgress,
+        wire::RequestBody::LeaseGrantRequest => {
+            let g = request.body_as_lease_grant_request().ok_or_else(unknown)?;
+            Request::LeaseGrant(LeaseGrantRequest { ttl: g.ttl(), id: g.id() })
+        }
+        wire::RequestBody::LeaseRevokeRequest => {
+            Request::LeaseRevoke(request.body_as_lease_revoke_request().ok_or_else(unknown)?.id())
+        }
+        wire::RequestBody::LeaseKeepAliveRequest => Request::LeaseKeepAlive(
+            request.body_as_lease_keep_alive_request().ok_or_else(unknown)?.id(),
+        ),
+        wire::RequestBody::LeaseTimeToLiveRequest => {
+            let t = request.body_as_lease_time_to_live_request().ok_or_else(unknown)?;
+            Request::LeaseTimeToLive(LeaseTimeToLiveRequest { id: t.id(), keys: t.keys() })
+        }
+        wire::RequestBody::LeaseLeasesRequest => Request::LeaseLeases,
+        wire::RequestBody::LeaseCheckpointRequest => {
+            let c = request.body_as_lease_checkpoint_request().ok_or_else(unknown)?;
+            let deadlines = c
+                .deadlines()
+                .map(|d| d.iter().map(|d| (d.id(), d.expiry_ms())).collect())
+                .unwrap_or_default();
+            Request::LeaseCheckpoint(LeaseCheckpointRequest { clock_ms: c.clock_ms(), deadlines })
+        }
         _ => return Err(unknown()),
     })
 }
@@ -303,6 +326,52 @@ pub fn encode_request<'b>(fbb: &'b mut Builder<'static>, request: &Request) -> &
             wire::WatchProgressRequest::create(fbb, &wire::WatchProgressRequestArgs {})
                 .as_union_value(),
         ),
+        Request::LeaseGrant(g) => {
+            let args = wire::LeaseGrantRequestArgs { ttl: g.ttl, id: g.id };
+            (
+                wire::RequestBody::LeaseGrantRequest,
+                wire::LeaseGrantRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseRevoke(id) => {
+            let args = wire::LeaseRevokeRequestArgs { id: *id };
+            (
+                wire::RequestBody::LeaseRevokeRequest,
+                wire::LeaseRevokeRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseKeepAlive(id) => {
+            let args = wire::LeaseKeepAliveRequestArgs { id: *id };
+            (
+                wire::RequestBody::LeaseKeepAliveRequest,
+                wire::LeaseKeepAliveRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseTimeToLive(t) => {
+            let args = wire::LeaseTimeToLiveRequestArgs { id: t.id, keys: t.keys };
+            (
+                wire::RequestBody::LeaseTimeToLiveRequest,
+                wire::LeaseTimeToLiveRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseLeases => (
+            wire::RequestBody::LeaseLeasesRequest,
+            wire::LeaseLeasesRequest::create(fbb, &wire::LeaseLeasesRequestArgs {})
+                .as_union_value(),
+        ),
+        Request::LeaseCheckpoint(c) => {
+            let deadlines: Vec<wire::LeaseDeadline> = c
+                .deadlines
+                .iter()
+                .map(|(id, expiry)| wire::LeaseDeadline::new(*id, *expiry))
+                .collect();
+            let deadlines = (!deadlines.is_empty()).then(|| fbb.create_vector(&deadlines));
+            let args = wire::LeaseCheckpointRequestArgs { clock_ms: c.clock_ms, deadlines };
+            (
+                wire::RequestBody::LeaseCheckpointRequest,
+                wire::LeaseCheckpointRequest::create(fbb, &args).as_union_value(),
+            )
+        }
     };
     let root = wire::Request::create(fbb, &wire::RequestArgs { body_type, body: Some(body) });
     fbb.finish(root, None);
@@ -509,6 +578,56 @@ fn build_response_body(
         }
         ResponseBody::Watch(w) => {
             (wire::ResponseBody::WatchResponse, build_watch_response(fbb, w).as_union_value())
+        }
+        ResponseBody::LeaseGrant(g) => {
+            let args = wire::LeaseGrantResponseArgs { id: g.id, ttl: g.ttl };
+            (
+                wire::ResponseBody::LeaseGrantResponse,
+                wire::LeaseGrantResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        // A checkpoint's answer goes nowhere; it is encoded as a revoke's
+        // (an empty table) should it ever be.
+        ResponseBody::LeaseRevoke | ResponseBody::LeaseCheckpoint => (
+            wire::ResponseBody::LeaseRevokeResponse,
+            wire::LeaseRevokeResponse::create(fbb, &wire::LeaseRevokeResponseArgs {})
+                .as_union_value(),
+        ),
+        ResponseBody::LeaseKeepAlive(k) => {
+            let args = wire::LeaseKeepAliveResponseArgs { id: k.id, ttl: k.ttl };
+            (
+                wire::ResponseBody::LeaseKeepAliveResponse,
+                wire::LeaseKeepAliveResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseTimeToLive(t) => {
+            let keys: Vec<_> = t
+                .keys
+                .iter()
+                .map(|key| {
+                    let key = bytes_of(fbb, key);
+                    wire::LeaseKey::create(fbb, &wire::LeaseKeyArgs { key })
+                })
+                .collect();
+            let keys = (!keys.is_empty()).then(|| fbb.create_vector(&keys));
+            let args = wire::LeaseTimeToLiveResponseArgs {
+                id: t.id,
+                ttl: t.ttl,
+                granted_ttl: t.granted_ttl,
+                keys,
+            };
+            (
+                wire::ResponseBody::LeaseTimeToLiveResponse,
+                wire::LeaseTimeToLiveResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseLeases(ids) => {
+            let ids = (!ids.is_empty()).then(|| fbb.create_vector(ids));
+            let args = wire::LeaseLeasesResponseArgs { ids };
+            (
+                wire::ResponseBody::LeaseLeasesResponse,
+                wire::LeaseLeasesResponse::create(fbb, &args).as_union_value(),
+            )
         }
     }
 }
@@ -725,6 +844,29 @@ pub fn decode_response(frame: &Bytes) -> Result<Response, Error> {
                 events,
             })
         }
+        wire::ResponseBody::LeaseGrantResponse => {
+            let g = response.body_as_lease_grant_response().ok_or_else(bad)?;
+            ResponseBody::LeaseGrant(LeaseGrantResponse { id: g.id(), ttl: g.ttl() })
+        }
+        wire::ResponseBody::LeaseRevokeResponse => ResponseBody::LeaseRevoke,
+        wire::ResponseBody::LeaseKeepAliveResponse => {
+            let k = response.body_as_lease_keep_alive_response().ok_or_else(bad)?;
+            ResponseBody::LeaseKeepAlive(LeaseKeepAliveResponse { id: k.id(), ttl: k.ttl() })
+        }
+        wire::ResponseBody::LeaseTimeToLiveResponse => {
+            let t = response.body_as_lease_time_to_live_response().ok_or_else(bad)?;
+            let keys = t.keys().iter().flatten().map(|k| slice(frame, k.key())).collect();
+            ResponseBody::LeaseTimeToLive(LeaseTimeToLiveResponse {
+                id: t.id(),
+                ttl: t.ttl(),
+                granted_ttl: t.granted_ttl(),
+                keys,
+            })
+        }
+        wire::ResponseBody::LeaseLeasesResponse => {
+            let l = response.body_as_lease_leases_response().ok_or_else(bad)?;
+            ResponseBody::LeaseLeases(l.ids().map(|ids| ids.iter().collect()).unwrap_or_default())
+        }
         _ => return Err(bad()),
     };
     Ok(Response { header, result: Ok(body) })
@@ -819,6 +961,16 @@ mod tests {
         round_trip(Request::Snapshot);
         round_trip(Request::WatchProgress);
         round_trip(Request::WatchCancel(-3));
+        round_trip(Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 0x694d }));
+        round_trip(Request::LeaseRevoke(-7));
+        round_trip(Request::LeaseKeepAlive(7));
+        round_trip(Request::LeaseTimeToLive(LeaseTimeToLiveRequest { id: 3, keys: true }));
+        round_trip(Request::LeaseLeases);
+        round_trip(Request::LeaseCheckpoint(LeaseCheckpointRequest::default()));
+        round_trip(Request::LeaseCheckpoint(LeaseCheckpointRequest {
+            clock_ms: 12_345,
+            deadlines: vec![(1, 20_000), (i64::MAX, -1)],
+        }));
         round_trip(Request::WatchCreate(WatchCreateRequest::default()));
         round_trip(Request::WatchCreate(WatchCreateRequest {
             key: b("a"),
@@ -899,6 +1051,18 @@ mod tests {
             }),
             ResponseBody::Compact,
             ResponseBody::Watch(WatchResponse::default()),
+            ResponseBody::LeaseGrant(LeaseGrantResponse { id: 5, ttl: 60 }),
+            ResponseBody::LeaseRevoke,
+            ResponseBody::LeaseKeepAlive(LeaseKeepAliveResponse { id: 5, ttl: 0 }),
+            ResponseBody::LeaseTimeToLive(LeaseTimeToLiveResponse::default()),
+            ResponseBody::LeaseTimeToLive(LeaseTimeToLiveResponse {
+                id: 5,
+                ttl: 59,
+                granted_ttl: 60,
+                keys: vec![b("a"), b("b")],
+            }),
+            ResponseBody::LeaseLeases(vec![]),
+            ResponseBody::LeaseLeases(vec![1, 2, 3]),
             ResponseBody::Watch(WatchResponse {
                 watch_id: 3,
                 created: true,

@@ -206,6 +206,25 @@ impl Session {
             add(&self.counters().requests_read, 1);
             return self.handle_watch(request_id, request).await;
         }
+        let (request, body) = match request {
+            Request::LeaseKeepAlive(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseLeases
+            | Request::LeaseCheckpoint(_) => {
+                add(&self.counters().requests_read, 1);
+                let published = self.shared.published.load();
+                let revision = published.snapshot.revision();
+                let result = super::lessor::serve(&self.shared, &published.snapshot, &request);
+                drop(published);
+                return self.respond(request_id, result, revision).await;
+            }
+            Request::LeaseGrant(grant) => {
+                let grant = super::lessor::prepare_grant(&self.shared, grant);
+                let payload = Bytes::copy_from_slice(codec::encode_request(&mut self.fbb, &grant));
+                (grant, payload)
+            }
+            request => (request, body),
+        };
         if !request.is_write() {
             add(&self.counters().requests_read, 1);
             let published = self.shared.published.load();

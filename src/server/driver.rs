@@ -30,7 +30,7 @@ use crate::metrics::add;
 use crate::mvcc::paged::{PagedHistory, PagedView};
 use crate::mvcc::{HistoryChange, Store};
 use crate::pagestore::{PageStore, StdPageFile};
-use crate::types::Response;
+use crate::types::{Request, Response};
 use crate::wal::{EntryRef, WalWriter};
 
 use super::config::{Resolved, SnapshotPolicy};
@@ -454,6 +454,11 @@ impl<D: LogDisk> Driver<D> {
         let mut replies = Vec::with_capacity(batch.len());
         for proposal in batch.drain(..) {
             let result = self.store.apply(&proposal.request);
+            match (&proposal.request, &result) {
+                (Request::LeaseGrant(g), Ok(_)) => self.shared.lessor.granted(g.id, g.ttl),
+                (Request::LeaseRevoke(id), _) => self.shared.lessor.revoked(*id),
+                _ => {}
+            }
             if let Err(e) = &result {
                 if e.code == crate::error::ErrorCode::Corrupt {
                     // The entry is committed but cannot be applied: going on

@@ -8,6 +8,7 @@
 pub mod config;
 mod connection;
 mod driver;
+mod lessor;
 mod shared;
 mod watch;
 
@@ -189,7 +190,7 @@ fn load_history(
 ) -> Result<Store, String> {
     let path = config.data_dir.join("db");
     let store = if config.reads_from_disk {
-        Store::with_base(history.view())
+        Store::with_base(history.view()).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         history.load().map_err(|e| format!("{}: {e}", path.display()))?
     };
@@ -252,6 +253,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
             history.page_store().page_count() * crate::pagestore::page_bytes as u64,
         ),
         watch: watch::WatchLog::new(config.cores, config.watch_progress_interval),
+        lessor: lessor::Lessor::new(store.snapshot().leases()),
     });
     let driver_parts =
         Arc::new(Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index))));
@@ -267,6 +269,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
             if core == 0 {
                 let parts = driver_parts.lock().unwrap().take().expect("core 0 starts once");
                 start_driver(&config, shared.clone(), parts).await;
+                runtime::spawn(lessor::run(shared.clone()));
                 for address in &config.peer_addresses {
                     runtime::spawn(refuse_peers(*address));
                 }

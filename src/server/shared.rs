@@ -50,6 +50,8 @@ pub struct Shared {
     pub db_bytes: AtomicU64,
     /// Recent changes for the cores' watchers.
     pub watch: super::watch::WatchLog,
+    /// The leases' countdown (this member leads).
+    pub lessor: super::lessor::Lessor,
 }
 
 impl Shared {

@@ -134,7 +134,9 @@ impl WatchLog {
                 HistoryChange::Version { key, revision, kv } => {
                     Some((*revision, key.clone(), kv.clone()))
                 }
-                HistoryChange::Compact(_) => None,
+                HistoryChange::Compact(_)
+                | HistoryChange::Lease { .. }
+                | HistoryChange::LeaseClock(_) => None,
             })
             .collect();
         let (first, last) = (changes.first()?.0, changes.last()?.0);

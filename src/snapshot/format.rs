@@ -12,6 +12,10 @@ pub const trailer_bytes: usize = 72;
 /// Record tags in the uncompressed body.
 pub const tag_end: u8 = 0;
 pub const tag_key: u8 = 1;
+/// A lease (before every key record): id, ttl, expiry on the lease clock.
+pub const tag_lease: u8 = 2;
+/// The lease clock (after the leases, before the keys).
+pub const tag_lease_clock: u8 = 3;
 /// Version kinds.
 pub const kind_put: u8 = 1;
 pub const kind_delete: u8 = 2;

@@ -101,6 +101,36 @@ fn encode_key(out: &mut Vec<u8>, key: &[u8], versions: &[ExportedVersion]) {
     }
 }
 
+/// One record of a snapshot body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Key(Bytes, Vec<ExportedVersion>),
+    Lease { id: i64, ttl: i64, expiry_ms: i64 },
+    LeaseClock(i64),
+}
+
+impl Record {
+    /// Adds the record to a store being built.
+    pub fn import(self, importer: &mut Importer) -> Result<(), String> {
+        match self {
+            Record::Key(key, versions) => importer.add(key, versions),
+            Record::Lease { id, ttl, expiry_ms } => importer.add_lease(id, ttl, expiry_ms),
+            Record::LeaseClock(clock_ms) => importer.set_lease_clock(clock_ms),
+        }
+    }
+}
+
+fn encode_leases(out: &mut Vec<u8>, snapshot: &Snapshot) {
+    for (id, lease) in snapshot.leases().iter() {
+        out.push(format::tag_lease);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&lease.ttl.to_le_bytes());
+        out.extend_from_slice(&lease.expiry_ms.to_le_bytes());
+    }
+    out.push(format::tag_lease_clock);
+    out.extend_from_slice(&snapshot.leases().clock_ms().to_le_bytes());
+}
+
 /// Writes `snapshot` (taken as `meta` says) to `out`.
 pub fn write(snapshot: &Snapshot, meta: &Meta, out: impl Write) -> io::Result<Summary> {
     write_paced(snapshot, meta, out, 1.0)
@@ -149,6 +179,8 @@ pub fn write_paced(
     let mut body = Tally::new(encoder);
     let mut summary = Summary::default();
     let mut record = Vec::with_capacity(64 * 1024);
+    encode_leases(&mut record, snapshot);
+    body.write_all(&record)?;
     // The history may come from the page store: a read failure there, or a
     // write failure here, ends the snapshot with that error.
     let mut written: io::Result<()> = Ok(());
@@ -211,13 +243,24 @@ impl<R: BufRead> BodyReader<R> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    /// The next key and its versions, or None at the end record.
-    fn next_key(&mut self) -> Result<Option<(Bytes, Vec<ExportedVersion>)>, String> {
+    /// The next record, or None at the end record.
+    fn next_record(&mut self) -> Result<Option<Record>, String> {
         match self.u8()? {
-            format::tag_end => return Ok(None),
-            format::tag_key => {}
-            tag => return Err(format!("unknown record tag {tag}")),
+            format::tag_end => Ok(None),
+            format::tag_key => {
+                self.key_record().map(|(key, versions)| Some(Record::Key(key, versions)))
+            }
+            format::tag_lease => {
+                let (id, ttl, expiry_ms) = (self.i64()?, self.i64()?, self.i64()?);
+                Ok(Some(Record::Lease { id, ttl, expiry_ms }))
+            }
+            format::tag_lease_clock => Ok(Some(Record::LeaseClock(self.i64()?))),
+            tag => Err(format!("unknown record tag {tag}")),
         }
+    }
+
+    /// A key and its versions (after its tag).
+    fn key_record(&mut self) -> Result<(Bytes, Vec<ExportedVersion>), String> {
         let key_len = self.u32()? as usize;
         if key_len == 0 || key_len > limits::key_bytes_max {
             return Err(format!("key length {key_len} out of bounds"));
@@ -251,17 +294,17 @@ impl<R: BufRead> BodyReader<R> {
             };
             versions.push(ExportedVersion { revision, kv });
         }
-        Ok(Some((key, versions)))
+        Ok((key, versions))
     }
 }
 
 /// Reads and checks a whole snapshot from `input` (`len` bytes), calling
-/// `on_key` for every key in order. Any damage is an error; keys handed out
-/// before it was found must be discarded by the caller.
+/// `on_record` for every record in order. Any damage is an error; records
+/// handed out before it was found must be discarded by the caller.
 pub fn read(
     mut input: impl Read + Seek,
     len: u64,
-    mut on_key: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<(), String>,
+    mut on_record: impl FnMut(Record) -> Result<(), String>,
 ) -> Result<(Meta, Summary), String> {
     let min = (format::header_bytes + format::trailer_bytes) as u64;
     if len < min {
@@ -289,12 +332,14 @@ pub fn read(
         BodyReader { input: BufReader::with_capacity(256 * 1024, Tally::new(&mut decoder)) };
     let mut seen = Summary::default();
     let mut last_revision_ok = true;
-    while let Some((key, versions)) = body.next_key().map_err(|e| format!("zstd body: {e}"))? {
-        seen.keys += 1;
-        seen.versions += versions.len() as u64;
-        seen.live_keys += u64::from(versions.first().is_some_and(|v| v.kv.is_some()));
-        last_revision_ok &= versions.iter().all(|v| v.revision <= meta.revision);
-        on_key(key, versions)?;
+    while let Some(record) = body.next_record().map_err(|e| format!("zstd body: {e}"))? {
+        if let Record::Key(_, versions) = &record {
+            seen.keys += 1;
+            seen.versions += versions.len() as u64;
+            seen.live_keys += u64::from(versions.first().is_some_and(|v| v.kv.is_some()));
+            last_revision_ok &= versions.iter().all(|v| v.revision <= meta.revision);
+        }
+        on_record(record)?;
     }
     let mut rest = Vec::new();
     body.input.read_to_end(&mut rest).map_err(|e| format!("zstd body: {e}"))?;
@@ -344,7 +389,7 @@ pub fn read_meta(path: &Path) -> Result<Meta, SnapshotError> {
 /// Checks a snapshot file end to end without building a store.
 pub fn status(path: &Path) -> Result<(Meta, Summary), SnapshotError> {
     let (file, len) = open(path)?;
-    read(file, len, |_, _| Ok(()))
+    read(file, len, |_| Ok(()))
         .map_err(|reason| SnapshotError::Corrupt { file: path.to_path_buf(), reason })
 }
 
@@ -361,14 +406,14 @@ pub fn load(path: &Path) -> Result<(Meta, Summary, Store), SnapshotError> {
     let mut importer = Importer::new(meta.revision, meta.compact_revision).map_err(corrupt)?;
     peek.seek(SeekFrom::Start(0)).map_err(|e| SnapshotError::Io(path.to_path_buf(), e))?;
     // Decompressing and decoding on one thread, building the map on this one.
-    type Batch = Vec<(Bytes, Vec<ExportedVersion>)>;
+    type Batch = Vec<Record>;
     const batch_keys: usize = 1024;
     let (read_result, import_result) = std::thread::scope(|scope| {
         let (batches_tx, batches) = std::sync::mpsc::sync_channel::<Batch>(16);
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(batch_keys);
-            let result = read(file, len, |key, versions| {
-                batch.push((key, versions));
+            let result = read(file, len, |record| {
+                batch.push(record);
                 if batch.len() == batch_keys {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
                     batches_tx.send(full).map_err(|_| "the import stopped".to_string())?;
@@ -382,8 +427,8 @@ pub fn load(path: &Path) -> Result<(Meta, Summary, Store), SnapshotError> {
         });
         let mut import_result = Ok(());
         'batches: for batch in batches {
-            for (key, versions) in batch {
-                if let Err(e) = importer.add(key, versions) {
+            for record in batch {
+                if let Err(e) = record.import(&mut importer) {
                     import_result = Err(e);
                     break 'batches;
                 }

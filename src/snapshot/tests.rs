@@ -27,7 +27,8 @@ fn encode(store: &Store) -> (Vec<u8>, Summary) {
 fn decode(bytes: &[u8]) -> Result<(Meta, Summary, Store), String> {
     let meta = Meta::decode(bytes)?;
     let mut importer = Importer::new(meta.revision, meta.compact_revision)?;
-    let (meta, summary) = read(Cursor::new(bytes), bytes.len() as u64, |k, v| importer.add(k, v))?;
+    let (meta, summary) =
+        read(Cursor::new(bytes), bytes.len() as u64, |r| r.import(&mut importer))?;
     Ok((meta, summary, importer.finish()))
 }
 

@@ -13,7 +13,9 @@
 //! ```text
 //!   'k' stem                 → newest revision (i64 BE 8), its kind (1)   one per key held
 //!   'v' revision(BE 8) stem  → version record                             every version held
-//!   'm' name                 → i64 (BE 8)   "revision", "compact_revision", "live_keys", "size_bytes"
+//!   'l' lease id (BE 8)      → ttl (i64 LE), expiry on the lease clock (i64 LE)   every lease
+//!   'm' name                 → i64 (BE 8)   "revision", "compact_revision", "live_keys",
+//!                                           "size_bytes", "layout", "lease_clock"
 //!
 //!   stem = esc(key) 00 01                                   keys up to stem_key_bytes_max
 //!        | esc(key[..n]) 00 02 xxh3-128(key)(BE 16)         longer keys (record holds the key)
@@ -35,6 +37,9 @@
 //! read meets one only where that version was a delete (the key is not live),
 //! a history walk ends there. A missing version above it is corruption.
 //!
+//! Keys attach to leases through their newest version's lease field: the
+//! key sets are rebuilt when the store is loaded, never stored.
+//!
 //! Long keys sort by their hash within their prefix in the key entries;
 //! reads put them back in key order (holding only the long keys to do so).
 
@@ -50,6 +55,8 @@ use crate::types::KeyValue;
 
 const prefix_key: u8 = b'k';
 const prefix_version: u8 = b'v';
+const prefix_lease: u8 = b'l';
+const meta_lease_clock: &[u8] = b"mlease_clock";
 const meta_revision: &[u8] = b"mrevision";
 const meta_compact_revision: &[u8] = b"mcompact_revision";
 const meta_live_keys: &[u8] = b"mlive_keys";
@@ -296,6 +303,30 @@ fn decode_record(record: &[u8], revision: i64, short_key: Option<&Bytes>) -> Res
         return Err(bad("a delete record with a value"));
     }
     Ok(Record { key, previous, version: ExportedVersion { revision, kv } })
+}
+
+fn lease_key(id: i64) -> [u8; 9] {
+    let mut out = [prefix_lease; 9];
+    out[1..].copy_from_slice(&(id as u64).to_be_bytes());
+    out
+}
+
+fn encode_lease(ttl: i64, expiry_ms: i64) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&ttl.to_le_bytes());
+    out[8..].copy_from_slice(&expiry_ms.to_le_bytes());
+    out
+}
+
+/// A lease entry: (id, ttl, expiry_ms).
+fn decode_lease(tree_key: &[u8], value: &[u8]) -> Result<(i64, i64, i64)> {
+    let (Ok(id), Ok(value)) = (<[u8; 8]>::try_from(&tree_key[1..]), <[u8; 16]>::try_from(value))
+    else {
+        return Err(bad("a lease entry of the wrong size"));
+    };
+    let ttl = i64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+    let expiry_ms = i64::from_le_bytes(value[8..].try_into().expect("8 bytes"));
+    Ok((u64::from_be_bytes(id) as i64, ttl, expiry_ms))
 }
 
 fn prefix_end(prefix: u8) -> Vec<u8> {
@@ -568,6 +599,30 @@ impl<F: PageFile> PagedHistory<F> {
         if let Some(newest) = newest {
             self.revision = self.revision.max(newest);
         }
+        let mut leases: std::collections::BTreeMap<i64, Option<(i64, i64)>> = Default::default();
+        let mut clock: Option<i64> = None;
+        for change in changes {
+            match change {
+                HistoryChange::Lease { id, lease } => {
+                    leases.insert(*id, *lease);
+                }
+                HistoryChange::LeaseClock(ms) => clock = Some(*ms),
+                _ => {}
+            }
+        }
+        for (id, lease) in leases {
+            match lease {
+                Some((ttl, expiry_ms)) => {
+                    self.store.insert(&lease_key(id), &encode_lease(ttl, expiry_ms))?;
+                }
+                None => {
+                    self.store.remove(&lease_key(id))?;
+                }
+            }
+        }
+        if let Some(clock) = clock {
+            self.store.insert(meta_lease_clock, &clock.to_be_bytes())?;
+        }
         for change in changes {
             if let HistoryChange::Compact(revision) = change {
                 self.compact(*revision)?;
@@ -621,6 +676,10 @@ impl<F: PageFile> PagedHistory<F> {
             return Err(failure);
         }
         read.map_err(bad)?;
+        for (id, lease) in state.leases().iter() {
+            self.store.insert(&lease_key(id), &encode_lease(lease.ttl, lease.expiry_ms))?;
+        }
+        self.store.insert(meta_lease_clock, &state.leases().clock_ms().to_be_bytes())?;
         self.revision = state.revision();
         self.compact_revision = state.compact_revision();
         Ok(())
@@ -751,6 +810,11 @@ impl<F: PageFile> PagedHistory<F> {
         let view = self.view();
         let totals = view.totals;
         let mut importer = Importer::new(totals.revision, totals.compact_revision).map_err(bad)?;
+        let leases = view.leases()?;
+        for (id, lease) in leases.iter() {
+            importer.add_lease(id, lease.ttl, lease.expiry_ms).map_err(bad)?;
+        }
+        importer.set_lease_clock(leases.clock_ms()).map_err(bad)?;
         let middle = (totals.compact_revision.max(0) + totals.revision) / 2 + 1;
         let (low, high) = std::thread::scope(|scope| {
             let low = scope.spawn(|| sorted_versions(&view, 1, middle));

@@ -108,7 +108,7 @@ fn check(paged: &mut PagedHistory<MemPageFile>, model: &Snapshot) {
         .collect();
     assert_eq!(sorted(index), expected_index(model));
     // A store over the checkpoint, loading nothing, exports the same.
-    let over = Store::with_base(paged.view()).snapshot();
+    let over = Store::with_base(paged.view()).unwrap().snapshot();
     let mut exported = Vec::new();
     over.for_each_history(|key, versions| {
         exported.push((key, versions));

@@ -63,6 +63,27 @@ impl PagedView {
         self.totals.size_bytes
     }
 
+    /// The checkpoint's leases (without their key sets) and lease clock.
+    pub fn leases(&self) -> Result<crate::mvcc::Leases> {
+        let mut leases = crate::mvcc::Leases::default();
+        let end = prefix_end(prefix_lease);
+        let mut cursor =
+            self.snapshot.cursor(Bound::Included(&[prefix_lease]), Bound::Excluded(&end))?;
+        while let Some((tree_key, value)) = cursor.next_entry()? {
+            let (id, ttl, expiry_ms) = decode_lease(&tree_key, &value)?;
+            if id == 0 || ttl < 1 || expiry_ms < 0 {
+                return Err(bad(format!("lease {id:x}: TTL {ttl}, expiry {expiry_ms}")));
+            }
+            leases.insert(id, ttl, expiry_ms);
+        }
+        if let Some(clock) = self.snapshot.get(meta_lease_clock)? {
+            let clock: [u8; 8] =
+                clock.as_slice().try_into().map_err(|_| bad("a lease clock of the wrong size"))?;
+            leases.set_clock(i64::from_be_bytes(clock));
+        }
+        Ok(leases)
+    }
+
     /// The Raft index of the checkpoint.
     pub fn applied_index(&self) -> u64 {
         self.snapshot.applied_index()

@@ -600,13 +600,13 @@ pub mod corekv {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_REQUEST_BODY: u8 = 10;
+        pub const ENUM_MAX_REQUEST_BODY: u8 = 16;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 11] = [
+        pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 17] = [
             RequestBody::NONE,
             RequestBody::RangeRequest,
             RequestBody::PutRequest,
@@ -618,6 +618,12 @@ pub mod corekv {
             RequestBody::WatchCreateRequest,
             RequestBody::WatchCancelRequest,
             RequestBody::WatchProgressRequest,
+            RequestBody::LeaseGrantRequest,
+            RequestBody::LeaseRevokeRequest,
+            RequestBody::LeaseKeepAliveRequest,
+            RequestBody::LeaseTimeToLiveRequest,
+            RequestBody::LeaseLeasesRequest,
+            RequestBody::LeaseCheckpointRequest,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -636,9 +642,15 @@ pub mod corekv {
             pub const WatchCreateRequest: Self = Self(8);
             pub const WatchCancelRequest: Self = Self(9);
             pub const WatchProgressRequest: Self = Self(10);
+            pub const LeaseGrantRequest: Self = Self(11);
+            pub const LeaseRevokeRequest: Self = Self(12);
+            pub const LeaseKeepAliveRequest: Self = Self(13);
+            pub const LeaseTimeToLiveRequest: Self = Self(14);
+            pub const LeaseLeasesRequest: Self = Self(15);
+            pub const LeaseCheckpointRequest: Self = Self(16);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 10;
+            pub const ENUM_MAX: u8 = 16;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RangeRequest,
@@ -651,6 +663,12 @@ pub mod corekv {
                 Self::WatchCreateRequest,
                 Self::WatchCancelRequest,
                 Self::WatchProgressRequest,
+                Self::LeaseGrantRequest,
+                Self::LeaseRevokeRequest,
+                Self::LeaseKeepAliveRequest,
+                Self::LeaseTimeToLiveRequest,
+                Self::LeaseLeasesRequest,
+                Self::LeaseCheckpointRequest,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -666,6 +684,12 @@ pub mod corekv {
                     Self::WatchCreateRequest => Some("WatchCreateRequest"),
                     Self::WatchCancelRequest => Some("WatchCancelRequest"),
                     Self::WatchProgressRequest => Some("WatchProgressRequest"),
+                    Self::LeaseGrantRequest => Some("LeaseGrantRequest"),
+                    Self::LeaseRevokeRequest => Some("LeaseRevokeRequest"),
+                    Self::LeaseKeepAliveRequest => Some("LeaseKeepAliveRequest"),
+                    Self::LeaseTimeToLiveRequest => Some("LeaseTimeToLiveRequest"),
+                    Self::LeaseLeasesRequest => Some("LeaseLeasesRequest"),
+                    Self::LeaseCheckpointRequest => Some("LeaseCheckpointRequest"),
                     _ => None,
                 }
             }
@@ -928,13 +952,13 @@ pub mod corekv {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_RESPONSE_BODY: u8 = 8;
+        pub const ENUM_MAX_RESPONSE_BODY: u8 = 13;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 9] = [
+        pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 14] = [
             ResponseBody::NONE,
             ResponseBody::RangeResponse,
             ResponseBody::PutResponse,
@@ -944,6 +968,11 @@ pub mod corekv {
             ResponseBody::StatusResponse,
             ResponseBody::SnapshotResponse,
             ResponseBody::WatchResponse,
+            ResponseBody::LeaseGrantResponse,
+            ResponseBody::LeaseRevokeResponse,
+            ResponseBody::LeaseKeepAliveResponse,
+            ResponseBody::LeaseTimeToLiveResponse,
+            ResponseBody::LeaseLeasesResponse,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -960,9 +989,14 @@ pub mod corekv {
             pub const StatusResponse: Self = Self(6);
             pub const SnapshotResponse: Self = Self(7);
             pub const WatchResponse: Self = Self(8);
+            pub const LeaseGrantResponse: Self = Self(9);
+            pub const LeaseRevokeResponse: Self = Self(10);
+            pub const LeaseKeepAliveResponse: Self = Self(11);
+            pub const LeaseTimeToLiveResponse: Self = Self(12);
+            pub const LeaseLeasesResponse: Self = Self(13);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 8;
+            pub const ENUM_MAX: u8 = 13;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RangeResponse,
@@ -973,6 +1007,11 @@ pub mod corekv {
                 Self::StatusResponse,
                 Self::SnapshotResponse,
                 Self::WatchResponse,
+                Self::LeaseGrantResponse,
+                Self::LeaseRevokeResponse,
+                Self::LeaseKeepAliveResponse,
+                Self::LeaseTimeToLiveResponse,
+                Self::LeaseLeasesResponse,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -986,6 +1025,11 @@ pub mod corekv {
                     Self::StatusResponse => Some("StatusResponse"),
                     Self::SnapshotResponse => Some("SnapshotResponse"),
                     Self::WatchResponse => Some("WatchResponse"),
+                    Self::LeaseGrantResponse => Some("LeaseGrantResponse"),
+                    Self::LeaseRevokeResponse => Some("LeaseRevokeResponse"),
+                    Self::LeaseKeepAliveResponse => Some("LeaseKeepAliveResponse"),
+                    Self::LeaseTimeToLiveResponse => Some("LeaseTimeToLiveResponse"),
+                    Self::LeaseLeasesResponse => Some("LeaseLeasesResponse"),
                     _ => None,
                 }
             }
@@ -1042,6 +1086,139 @@ pub mod corekv {
 
         impl ::flatbuffers::SimpleToVerifyInSlice for ResponseBody {}
         pub struct ResponseBodyUnionTableOffset {}
+
+        // struct LeaseDeadline, aligned to 8
+        #[repr(transparent)]
+        #[derive(Clone, Copy, PartialEq)]
+        pub struct LeaseDeadline(pub [u8; 16]);
+        impl Default for LeaseDeadline {
+            fn default() -> Self {
+                Self([0; 16])
+            }
+        }
+        impl ::core::fmt::Debug for LeaseDeadline {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+                f.debug_struct("LeaseDeadline")
+                    .field("id", &self.id())
+                    .field("expiry_ms", &self.expiry_ms())
+                    .finish()
+            }
+        }
+
+        impl ::flatbuffers::SimpleToVerifyInSlice for LeaseDeadline {}
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseDeadline {
+            type Inner = &'a LeaseDeadline;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                unsafe { <&'a LeaseDeadline>::follow(buf, loc) }
+            }
+        }
+        impl<'a> ::flatbuffers::Follow<'a> for &'a LeaseDeadline {
+            type Inner = &'a LeaseDeadline;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                unsafe { ::flatbuffers::follow_cast_ref::<LeaseDeadline>(buf, loc) }
+            }
+        }
+        impl<'b> ::flatbuffers::Push for LeaseDeadline {
+            type Output = LeaseDeadline;
+            #[inline]
+            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+                let src = unsafe {
+                    ::core::slice::from_raw_parts(
+                        self as *const LeaseDeadline as *const u8,
+                        <Self as ::flatbuffers::Push>::size(),
+                    )
+                };
+                dst.copy_from_slice(src);
+            }
+            #[inline]
+            fn alignment() -> ::flatbuffers::PushAlignment {
+                ::flatbuffers::PushAlignment::new(8)
+            }
+        }
+
+        impl<'a> ::flatbuffers::Verifiable for LeaseDeadline {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.in_buffer::<Self>(pos)
+            }
+        }
+
+        impl<'a> LeaseDeadline {
+            #[allow(clippy::too_many_arguments)]
+            pub fn new(id: i64, expiry_ms: i64) -> Self {
+                let mut s = Self([0; 16]);
+                s.set_id(id);
+                s.set_expiry_ms(expiry_ms);
+                s
+            }
+
+            pub fn id(&self) -> i64 {
+                let mut mem = ::core::mem::MaybeUninit::<
+                    <i64 as ::flatbuffers::EndianScalar>::Scalar,
+                >::uninit();
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        self.0[0..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                    mem.assume_init()
+                })
+            }
+
+            pub fn set_id(&mut self, x: i64) {
+                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        &x_le as *const _ as *const u8,
+                        self.0[0..].as_mut_ptr(),
+                        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                }
+            }
+
+            pub fn expiry_ms(&self) -> i64 {
+                let mut mem = ::core::mem::MaybeUninit::<
+                    <i64 as ::flatbuffers::EndianScalar>::Scalar,
+                >::uninit();
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        self.0[8..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                    mem.assume_init()
+                })
+            }
+
+            pub fn set_expiry_ms(&mut self, x: i64) {
+                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+                // Safety:
+                // Created from a valid Table for this object
+                // Which contains a valid value in this slot
+                unsafe {
+                    ::core::ptr::copy_nonoverlapping(
+                        &x_le as *const _ as *const u8,
+                        self.0[8..].as_mut_ptr(),
+                        ::core::mem::size_of::<<i64 as ::flatbuffers::EndianScalar>::Scalar>(),
+                    );
+                }
+            }
+        }
 
         // struct ResponseHeader, aligned to 8
         #[repr(transparent)]
@@ -3384,6 +3561,635 @@ pub mod corekv {
                 ds.finish()
             }
         }
+        pub enum LeaseGrantRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseGrantRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseGrantRequest<'a> {
+            type Inner = LeaseGrantRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseGrantRequest<'a> {
+            pub const VT_TTL: ::flatbuffers::VOffsetT = 4;
+            pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseGrantRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseGrantRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseGrantRequest<'bldr>> {
+                let mut builder = LeaseGrantRequestBuilder::new(_fbb);
+                builder.add_id(args.id);
+                builder.add_ttl(args.ttl);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn ttl(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseGrantRequest::VT_TTL, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseGrantRequest::VT_ID, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseGrantRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+                    .visit_field::<i64>("id", Self::VT_ID, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseGrantRequestArgs {
+            pub ttl: i64,
+            pub id: i64,
+        }
+        impl<'a> Default for LeaseGrantRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseGrantRequestArgs { ttl: 0, id: 0 }
+            }
+        }
+
+        pub struct LeaseGrantRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseGrantRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_ttl(&mut self, ttl: i64) {
+                self.fbb_.push_slot::<i64>(LeaseGrantRequest::VT_TTL, ttl, 0);
+            }
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseGrantRequest::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseGrantRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseGrantRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseGrantRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseGrantRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseGrantRequest");
+                ds.field("ttl", &self.ttl());
+                ds.field("id", &self.id());
+                ds.finish()
+            }
+        }
+        pub enum LeaseRevokeRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseRevokeRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseRevokeRequest<'a> {
+            type Inner = LeaseRevokeRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseRevokeRequest<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseRevokeRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseRevokeRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseRevokeRequest<'bldr>> {
+                let mut builder = LeaseRevokeRequestBuilder::new(_fbb);
+                builder.add_id(args.id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseRevokeRequest::VT_ID, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseRevokeRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.visit_field::<i64>("id", Self::VT_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseRevokeRequestArgs {
+            pub id: i64,
+        }
+        impl<'a> Default for LeaseRevokeRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseRevokeRequestArgs { id: 0 }
+            }
+        }
+
+        pub struct LeaseRevokeRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseRevokeRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseRevokeRequest::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseRevokeRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseRevokeRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseRevokeRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseRevokeRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseRevokeRequest");
+                ds.field("id", &self.id());
+                ds.finish()
+            }
+        }
+        pub enum LeaseKeepAliveRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseKeepAliveRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseKeepAliveRequest<'a> {
+            type Inner = LeaseKeepAliveRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseKeepAliveRequest<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseKeepAliveRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseKeepAliveRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseKeepAliveRequest<'bldr>> {
+                let mut builder = LeaseKeepAliveRequestBuilder::new(_fbb);
+                builder.add_id(args.id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseKeepAliveRequest::VT_ID, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseKeepAliveRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.visit_field::<i64>("id", Self::VT_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseKeepAliveRequestArgs {
+            pub id: i64,
+        }
+        impl<'a> Default for LeaseKeepAliveRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseKeepAliveRequestArgs { id: 0 }
+            }
+        }
+
+        pub struct LeaseKeepAliveRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseKeepAliveRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseKeepAliveRequest::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseKeepAliveRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseKeepAliveRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseKeepAliveRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseKeepAliveRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseKeepAliveRequest");
+                ds.field("id", &self.id());
+                ds.finish()
+            }
+        }
+        pub enum LeaseTimeToLiveRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseTimeToLiveRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseTimeToLiveRequest<'a> {
+            type Inner = LeaseTimeToLiveRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseTimeToLiveRequest<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_KEYS: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseTimeToLiveRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseTimeToLiveRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveRequest<'bldr>> {
+                let mut builder = LeaseTimeToLiveRequestBuilder::new(_fbb);
+                builder.add_id(args.id);
+                builder.add_keys(args.keys);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseTimeToLiveRequest::VT_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn keys(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<bool>(LeaseTimeToLiveRequest::VT_KEYS, Some(false)).unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseTimeToLiveRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("id", Self::VT_ID, false)?
+                    .visit_field::<bool>("keys", Self::VT_KEYS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseTimeToLiveRequestArgs {
+            pub id: i64,
+            pub keys: bool,
+        }
+        impl<'a> Default for LeaseTimeToLiveRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseTimeToLiveRequestArgs { id: 0, keys: false }
+            }
+        }
+
+        pub struct LeaseTimeToLiveRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseTimeToLiveRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseTimeToLiveRequest::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn add_keys(&mut self, keys: bool) {
+                self.fbb_.push_slot::<bool>(LeaseTimeToLiveRequest::VT_KEYS, keys, false);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseTimeToLiveRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseTimeToLiveRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseTimeToLiveRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseTimeToLiveRequest");
+                ds.field("id", &self.id());
+                ds.field("keys", &self.keys());
+                ds.finish()
+            }
+        }
+        pub enum LeaseLeasesRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseLeasesRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseLeasesRequest<'a> {
+            type Inner = LeaseLeasesRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseLeasesRequest<'a> {
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseLeasesRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                _args: &'args LeaseLeasesRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseLeasesRequest<'bldr>> {
+                let mut builder = LeaseLeasesRequestBuilder::new(_fbb);
+                builder.finish()
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseLeasesRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseLeasesRequestArgs {}
+        impl<'a> Default for LeaseLeasesRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseLeasesRequestArgs {}
+            }
+        }
+
+        pub struct LeaseLeasesRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseLeasesRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseLeasesRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseLeasesRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseLeasesRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseLeasesRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseLeasesRequest");
+                ds.finish()
+            }
+        }
+        pub enum LeaseCheckpointRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseCheckpointRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseCheckpointRequest<'a> {
+            type Inner = LeaseCheckpointRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseCheckpointRequest<'a> {
+            pub const VT_CLOCK_MS: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DEADLINES: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseCheckpointRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseCheckpointRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<LeaseCheckpointRequest<'bldr>> {
+                let mut builder = LeaseCheckpointRequestBuilder::new(_fbb);
+                builder.add_clock_ms(args.clock_ms);
+                if let Some(x) = args.deadlines {
+                    builder.add_deadlines(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn clock_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<i64>(LeaseCheckpointRequest::VT_CLOCK_MS, Some(0)).unwrap()
+                }
+            }
+            #[inline]
+            pub fn deadlines(&self) -> Option<::flatbuffers::Vector<'a, LeaseDeadline>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, LeaseDeadline>,
+                    >>(LeaseCheckpointRequest::VT_DEADLINES, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseCheckpointRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+     .visit_field::<i64>("clock_ms", Self::VT_CLOCK_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, LeaseDeadline>>>("deadlines", Self::VT_DEADLINES, false)?
+     .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseCheckpointRequestArgs<'a> {
+            pub clock_ms: i64,
+            pub deadlines:
+                Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, LeaseDeadline>>>,
+        }
+        impl<'a> Default for LeaseCheckpointRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                LeaseCheckpointRequestArgs { clock_ms: 0, deadlines: None }
+            }
+        }
+
+        pub struct LeaseCheckpointRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseCheckpointRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_clock_ms(&mut self, clock_ms: i64) {
+                self.fbb_.push_slot::<i64>(LeaseCheckpointRequest::VT_CLOCK_MS, clock_ms, 0);
+            }
+            #[inline]
+            pub fn add_deadlines(
+                &mut self,
+                deadlines: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, LeaseDeadline>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaseCheckpointRequest::VT_DEADLINES,
+                    deadlines,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseCheckpointRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseCheckpointRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseCheckpointRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseCheckpointRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseCheckpointRequest");
+                ds.field("clock_ms", &self.clock_ms());
+                ds.field("deadlines", &self.deadlines());
+                ds.finish()
+            }
+        }
         pub enum RequestOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -3597,6 +4403,96 @@ pub mod corekv {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_grant_request(&self) -> Option<LeaseGrantRequest<'a>> {
+                if self.body_type() == RequestBody::LeaseGrantRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseGrantRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_revoke_request(&self) -> Option<LeaseRevokeRequest<'a>> {
+                if self.body_type() == RequestBody::LeaseRevokeRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseRevokeRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_keep_alive_request(&self) -> Option<LeaseKeepAliveRequest<'a>> {
+                if self.body_type() == RequestBody::LeaseKeepAliveRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseKeepAliveRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_time_to_live_request(&self) -> Option<LeaseTimeToLiveRequest<'a>> {
+                if self.body_type() == RequestBody::LeaseTimeToLiveRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseTimeToLiveRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_leases_request(&self) -> Option<LeaseLeasesRequest<'a>> {
+                if self.body_type() == RequestBody::LeaseLeasesRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseLeasesRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_checkpoint_request(&self) -> Option<LeaseCheckpointRequest<'a>> {
+                if self.body_type() == RequestBody::LeaseCheckpointRequest {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseCheckpointRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Request<'_> {
@@ -3618,6 +4514,12 @@ pub mod corekv {
           RequestBody::WatchCreateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCreateRequest>>("RequestBody::WatchCreateRequest", pos),
           RequestBody::WatchCancelRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCancelRequest>>("RequestBody::WatchCancelRequest", pos),
           RequestBody::WatchProgressRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchProgressRequest>>("RequestBody::WatchProgressRequest", pos),
+          RequestBody::LeaseGrantRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseGrantRequest>>("RequestBody::LeaseGrantRequest", pos),
+          RequestBody::LeaseRevokeRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRevokeRequest>>("RequestBody::LeaseRevokeRequest", pos),
+          RequestBody::LeaseKeepAliveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveRequest>>("RequestBody::LeaseKeepAliveRequest", pos),
+          RequestBody::LeaseTimeToLiveRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveRequest>>("RequestBody::LeaseTimeToLiveRequest", pos),
+          RequestBody::LeaseLeasesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesRequest>>("RequestBody::LeaseLeasesRequest", pos),
+          RequestBody::LeaseCheckpointRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseCheckpointRequest>>("RequestBody::LeaseCheckpointRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3767,6 +4669,66 @@ pub mod corekv {
                     }
                     RequestBody::WatchProgressRequest => {
                         if let Some(x) = self.body_as_watch_progress_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::LeaseGrantRequest => {
+                        if let Some(x) = self.body_as_lease_grant_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::LeaseRevokeRequest => {
+                        if let Some(x) = self.body_as_lease_revoke_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::LeaseKeepAliveRequest => {
+                        if let Some(x) = self.body_as_lease_keep_alive_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::LeaseTimeToLiveRequest => {
+                        if let Some(x) = self.body_as_lease_time_to_live_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::LeaseLeasesRequest => {
+                        if let Some(x) = self.body_as_lease_leases_request() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    RequestBody::LeaseCheckpointRequest => {
+                        if let Some(x) = self.body_as_lease_checkpoint_request() {
                             ds.field("body", &x)
                         } else {
                             ds.field(
@@ -5816,6 +6778,710 @@ pub mod corekv {
                 ds.finish()
             }
         }
+        pub enum LeaseGrantResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseGrantResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseGrantResponse<'a> {
+            type Inner = LeaseGrantResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseGrantResponse<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_TTL: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseGrantResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseGrantResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseGrantResponse<'bldr>> {
+                let mut builder = LeaseGrantResponseBuilder::new(_fbb);
+                builder.add_ttl(args.ttl);
+                builder.add_id(args.id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseGrantResponse::VT_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn ttl(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseGrantResponse::VT_TTL, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseGrantResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("id", Self::VT_ID, false)?
+                    .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseGrantResponseArgs {
+            pub id: i64,
+            pub ttl: i64,
+        }
+        impl<'a> Default for LeaseGrantResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseGrantResponseArgs { id: 0, ttl: 0 }
+            }
+        }
+
+        pub struct LeaseGrantResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseGrantResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseGrantResponse::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn add_ttl(&mut self, ttl: i64) {
+                self.fbb_.push_slot::<i64>(LeaseGrantResponse::VT_TTL, ttl, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseGrantResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseGrantResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseGrantResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseGrantResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseGrantResponse");
+                ds.field("id", &self.id());
+                ds.field("ttl", &self.ttl());
+                ds.finish()
+            }
+        }
+        pub enum LeaseRevokeResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseRevokeResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseRevokeResponse<'a> {
+            type Inner = LeaseRevokeResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseRevokeResponse<'a> {
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseRevokeResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                _args: &'args LeaseRevokeResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseRevokeResponse<'bldr>> {
+                let mut builder = LeaseRevokeResponseBuilder::new(_fbb);
+                builder.finish()
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseRevokeResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseRevokeResponseArgs {}
+        impl<'a> Default for LeaseRevokeResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseRevokeResponseArgs {}
+            }
+        }
+
+        pub struct LeaseRevokeResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseRevokeResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseRevokeResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseRevokeResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseRevokeResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseRevokeResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseRevokeResponse");
+                ds.finish()
+            }
+        }
+        pub enum LeaseKeepAliveResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseKeepAliveResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseKeepAliveResponse<'a> {
+            type Inner = LeaseKeepAliveResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseKeepAliveResponse<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_TTL: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseKeepAliveResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseKeepAliveResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<LeaseKeepAliveResponse<'bldr>> {
+                let mut builder = LeaseKeepAliveResponseBuilder::new(_fbb);
+                builder.add_ttl(args.ttl);
+                builder.add_id(args.id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseKeepAliveResponse::VT_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn ttl(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseKeepAliveResponse::VT_TTL, Some(0)).unwrap() }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseKeepAliveResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("id", Self::VT_ID, false)?
+                    .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseKeepAliveResponseArgs {
+            pub id: i64,
+            pub ttl: i64,
+        }
+        impl<'a> Default for LeaseKeepAliveResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                LeaseKeepAliveResponseArgs { id: 0, ttl: 0 }
+            }
+        }
+
+        pub struct LeaseKeepAliveResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseKeepAliveResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseKeepAliveResponse::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn add_ttl(&mut self, ttl: i64) {
+                self.fbb_.push_slot::<i64>(LeaseKeepAliveResponse::VT_TTL, ttl, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseKeepAliveResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseKeepAliveResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseKeepAliveResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseKeepAliveResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseKeepAliveResponse");
+                ds.field("id", &self.id());
+                ds.field("ttl", &self.ttl());
+                ds.finish()
+            }
+        }
+        pub enum LeaseKeyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseKey<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseKey<'a> {
+            type Inner = LeaseKey<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseKey<'a> {
+            pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseKey { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseKeyArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<LeaseKey<'bldr>> {
+                let mut builder = LeaseKeyBuilder::new(_fbb);
+                if let Some(x) = args.key {
+                    builder.add_key(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                        LeaseKey::VT_KEY,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseKey<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
+                        "key",
+                        Self::VT_KEY,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseKeyArgs<'a> {
+            pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+        }
+        impl<'a> Default for LeaseKeyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                LeaseKeyArgs { key: None }
+            }
+        }
+
+        pub struct LeaseKeyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseKeyBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_key(
+                &mut self,
+                key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseKey::VT_KEY, key);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseKeyBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseKeyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseKey<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseKey<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseKey");
+                ds.field("key", &self.key());
+                ds.finish()
+            }
+        }
+        pub enum LeaseTimeToLiveResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseTimeToLiveResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseTimeToLiveResponse<'a> {
+            type Inner = LeaseTimeToLiveResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseTimeToLiveResponse<'a> {
+            pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_TTL: ::flatbuffers::VOffsetT = 6;
+            pub const VT_GRANTED_TTL: ::flatbuffers::VOffsetT = 8;
+            pub const VT_KEYS: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseTimeToLiveResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseTimeToLiveResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveResponse<'bldr>> {
+                let mut builder = LeaseTimeToLiveResponseBuilder::new(_fbb);
+                builder.add_granted_ttl(args.granted_ttl);
+                builder.add_ttl(args.ttl);
+                builder.add_id(args.id);
+                if let Some(x) = args.keys {
+                    builder.add_keys(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseTimeToLiveResponse::VT_ID, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn ttl(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<i64>(LeaseTimeToLiveResponse::VT_TTL, Some(0)).unwrap() }
+            }
+            #[inline]
+            pub fn granted_ttl(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<i64>(LeaseTimeToLiveResponse::VT_GRANTED_TTL, Some(0)).unwrap()
+                }
+            }
+            #[inline]
+            pub fn keys(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LeaseKey<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LeaseKey>>,
+                    >>(LeaseTimeToLiveResponse::VT_KEYS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseTimeToLiveResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("id", Self::VT_ID, false)?
+                    .visit_field::<i64>("ttl", Self::VT_TTL, false)?
+                    .visit_field::<i64>("granted_ttl", Self::VT_GRANTED_TTL, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<LeaseKey>>,
+                    >>("keys", Self::VT_KEYS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseTimeToLiveResponseArgs<'a> {
+            pub id: i64,
+            pub ttl: i64,
+            pub granted_ttl: i64,
+            pub keys: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LeaseKey<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for LeaseTimeToLiveResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                LeaseTimeToLiveResponseArgs { id: 0, ttl: 0, granted_ttl: 0, keys: None }
+            }
+        }
+
+        pub struct LeaseTimeToLiveResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseTimeToLiveResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_id(&mut self, id: i64) {
+                self.fbb_.push_slot::<i64>(LeaseTimeToLiveResponse::VT_ID, id, 0);
+            }
+            #[inline]
+            pub fn add_ttl(&mut self, ttl: i64) {
+                self.fbb_.push_slot::<i64>(LeaseTimeToLiveResponse::VT_TTL, ttl, 0);
+            }
+            #[inline]
+            pub fn add_granted_ttl(&mut self, granted_ttl: i64) {
+                self.fbb_.push_slot::<i64>(LeaseTimeToLiveResponse::VT_GRANTED_TTL, granted_ttl, 0);
+            }
+            #[inline]
+            pub fn add_keys(
+                &mut self,
+                keys: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<LeaseKey<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaseTimeToLiveResponse::VT_KEYS,
+                    keys,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseTimeToLiveResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseTimeToLiveResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseTimeToLiveResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseTimeToLiveResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseTimeToLiveResponse");
+                ds.field("id", &self.id());
+                ds.field("ttl", &self.ttl());
+                ds.field("granted_ttl", &self.granted_ttl());
+                ds.field("keys", &self.keys());
+                ds.finish()
+            }
+        }
+        pub enum LeaseLeasesResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct LeaseLeasesResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for LeaseLeasesResponse<'a> {
+            type Inner = LeaseLeasesResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+            }
+        }
+
+        impl<'a> LeaseLeasesResponse<'a> {
+            pub const VT_IDS: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                LeaseLeasesResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args LeaseLeasesResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<LeaseLeasesResponse<'bldr>> {
+                let mut builder = LeaseLeasesResponseBuilder::new(_fbb);
+                if let Some(x) = args.ids {
+                    builder.add_ids(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn ids(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(
+                        LeaseLeasesResponse::VT_IDS,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for LeaseLeasesResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>(
+                        "ids",
+                        Self::VT_IDS,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct LeaseLeasesResponseArgs<'a> {
+            pub ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+        }
+        impl<'a> Default for LeaseLeasesResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                LeaseLeasesResponseArgs { ids: None }
+            }
+        }
+
+        pub struct LeaseLeasesResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseLeasesResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_ids(
+                &mut self,
+                ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i64>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    LeaseLeasesResponse::VT_IDS,
+                    ids,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> LeaseLeasesResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                LeaseLeasesResponseBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseLeasesResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for LeaseLeasesResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("LeaseLeasesResponse");
+                ds.field("ids", &self.ids());
+                ds.finish()
+            }
+        }
         pub enum ResponseOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -6023,6 +7689,83 @@ pub mod corekv {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_grant_response(&self) -> Option<LeaseGrantResponse<'a>> {
+                if self.body_type() == ResponseBody::LeaseGrantResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseGrantResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_revoke_response(&self) -> Option<LeaseRevokeResponse<'a>> {
+                if self.body_type() == ResponseBody::LeaseRevokeResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseRevokeResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_keep_alive_response(&self) -> Option<LeaseKeepAliveResponse<'a>> {
+                if self.body_type() == ResponseBody::LeaseKeepAliveResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseKeepAliveResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_time_to_live_response(
+                &self,
+            ) -> Option<LeaseTimeToLiveResponse<'a>> {
+                if self.body_type() == ResponseBody::LeaseTimeToLiveResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseTimeToLiveResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn body_as_lease_leases_response(&self) -> Option<LeaseLeasesResponse<'a>> {
+                if self.body_type() == ResponseBody::LeaseLeasesResponse {
+                    self.body().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { LeaseLeasesResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Response<'_> {
@@ -6043,6 +7786,11 @@ pub mod corekv {
           ResponseBody::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("ResponseBody::StatusResponse", pos),
           ResponseBody::SnapshotResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotResponse>>("ResponseBody::SnapshotResponse", pos),
           ResponseBody::WatchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResponse>>("ResponseBody::WatchResponse", pos),
+          ResponseBody::LeaseGrantResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseGrantResponse>>("ResponseBody::LeaseGrantResponse", pos),
+          ResponseBody::LeaseRevokeResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseRevokeResponse>>("ResponseBody::LeaseRevokeResponse", pos),
+          ResponseBody::LeaseKeepAliveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseKeepAliveResponse>>("ResponseBody::LeaseKeepAliveResponse", pos),
+          ResponseBody::LeaseTimeToLiveResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveResponse>>("ResponseBody::LeaseTimeToLiveResponse", pos),
+          ResponseBody::LeaseLeasesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesResponse>>("ResponseBody::LeaseLeasesResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6190,6 +7938,56 @@ pub mod corekv {
                     }
                     ResponseBody::WatchResponse => {
                         if let Some(x) = self.body_as_watch_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::LeaseGrantResponse => {
+                        if let Some(x) = self.body_as_lease_grant_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::LeaseRevokeResponse => {
+                        if let Some(x) = self.body_as_lease_revoke_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::LeaseKeepAliveResponse => {
+                        if let Some(x) = self.body_as_lease_keep_alive_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::LeaseTimeToLiveResponse => {
+                        if let Some(x) = self.body_as_lease_time_to_live_response() {
+                            ds.field("body", &x)
+                        } else {
+                            ds.field(
+                                "body",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    ResponseBody::LeaseLeasesResponse => {
+                        if let Some(x) = self.body_as_lease_leases_response() {
                             ds.field("body", &x)
                         } else {
                             ds.field(

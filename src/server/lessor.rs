@@ -1,0 +1,258 @@
+//! The running lease countdown of the member that leads (with one member,
+//! itself): deadlines on the lease clock (`mvcc::lease`), renewed by
+//! keep-alives from any core, and a task on the log driver's core that
+//! proposes a revocation when a lease expires and, every
+//! `limits::lease_checkpoint_ms`, a checkpoint of the lease clock and of the
+//! deadlines renewed since the last one. Expiry thus goes through the log,
+//! ordered with the writes, as etcd's does.
+//!
+//! The countdown is not replicated state: it is rebuilt from the lease table
+//! when the member starts, each lease then ending at its checkpointed
+//! deadline (the clock resumes where the last checkpoint left it, so
+//! downtime does not count, and at most one checkpoint interval is added).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::shared::{Proposal, Shared};
+use crate::error::{Error, ErrorCode};
+use crate::limits;
+use crate::mvcc::{Leases, Snapshot};
+use crate::types::*;
+
+struct Countdown {
+    ttl: i64,
+    expiry_ms: i64,
+    /// Renewed or granted since the last checkpoint.
+    dirty: bool,
+    /// When its revocation was proposed (on the lease clock).
+    revoking_since: Option<i64>,
+}
+
+pub struct Lessor {
+    started: Instant,
+    /// The lease clock when `started` was taken.
+    base_ms: i64,
+    leases: Mutex<HashMap<i64, Countdown>>,
+}
+
+impl Lessor {
+    /// The countdown of every lease in `leases`, resumed from its checkpoint.
+    pub fn new(leases: &Leases) -> Lessor {
+        let base_ms = leases.clock_ms();
+        let countdowns = leases
+            .iter()
+            .map(|(id, lease)| {
+                let (expiry_ms, dirty) = match lease.expiry_ms {
+                    0 => (base_ms + lease.ttl * 1000, true),
+                    expiry_ms => (expiry_ms, false),
+                };
+                (id, Countdown { ttl: lease.ttl, expiry_ms, dirty, revoking_since: None })
+            })
+            .collect();
+        Lessor { started: Instant::now(), base_ms, leases: Mutex::new(countdowns) }
+    }
+
+    /// The lease clock now.
+    pub fn now_ms(&self) -> i64 {
+        self.base_ms + self.started.elapsed().as_millis() as i64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Countdown>> {
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A grant was applied: the lease counts down its full TTL from now.
+    pub fn granted(&self, id: i64, ttl: i64) {
+        let expiry_ms = self.now_ms() + ttl * 1000;
+        self.lock().insert(id, Countdown { ttl, expiry_ms, dirty: true, revoking_since: None });
+    }
+
+    /// A revocation was applied (or found no such lease).
+    pub fn revoked(&self, id: i64) {
+        self.lock().remove(&id);
+    }
+
+    /// A keep-alive: the lease's TTL, counting from now, or None if it does
+    /// not exist or has expired (its revocation is on its way).
+    pub fn renew(&self, id: i64) -> Option<i64> {
+        let now = self.now_ms();
+        let mut leases = self.lock();
+        let lease = leases.get_mut(&id)?;
+        if lease.expiry_ms <= now {
+            return None;
+        }
+        lease.expiry_ms = now + lease.ttl * 1000;
+        lease.dirty = true;
+        Some(lease.ttl)
+    }
+
+    /// Milliseconds left before lease `id` expires (0 once it has).
+    pub fn remaining_ms(&self, id: i64) -> Option<i64> {
+        let now = self.now_ms();
+        self.lock().get(&id).map(|lease| (lease.expiry_ms - now).max(0))
+    }
+
+    /// Expired leases whose revocation is not yet proposed (or was proposed
+    /// long enough ago to try again), at most `max`, soonest first.
+    pub fn expired(&self, max: usize) -> Vec<i64> {
+        let now = self.now_ms();
+        let mut leases = self.lock();
+        let mut due: Vec<(i64, i64)> = leases
+            .iter()
+            .filter(|(_, l)| l.expiry_ms <= now)
+            .filter(|(_, l)| {
+                l.revoking_since.is_none_or(|at| now - at >= limits::lease_revoke_retry_ms)
+            })
+            .map(|(id, l)| (l.expiry_ms, *id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(max);
+        for (_, id) in &due {
+            if let Some(lease) = leases.get_mut(id) {
+                lease.revoking_since = Some(now);
+            }
+        }
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The clock now and the deadlines renewed since the last checkpoint
+    /// (at most `limits::lease_checkpoint_deadlines_max`; the rest stay due).
+    /// None when there are no leases: the clock then need not move.
+    pub fn checkpoint(&self) -> Option<LeaseCheckpointRequest> {
+        let clock_ms = self.now_ms();
+        let mut leases = self.lock();
+        if leases.is_empty() {
+            return None;
+        }
+        let mut deadlines = Vec::new();
+        for (id, lease) in leases.iter_mut().filter(|(_, l)| l.dirty) {
+            if deadlines.len() == limits::lease_checkpoint_deadlines_max {
+                break;
+            }
+            lease.dirty = false;
+            deadlines.push((*id, lease.expiry_ms));
+        }
+        deadlines.sort_unstable();
+        Some(LeaseCheckpointRequest { clock_ms, deadlines })
+    }
+}
+
+/// The answers the member gives itself: keep-alive, time-to-live, the list
+/// (from `snapshot`, the published state, and the countdown); a checkpoint
+/// from a client is refused.
+pub fn serve(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    request: &Request,
+) -> Result<ResponseBody, Error> {
+    let leases = snapshot.leases();
+    match request {
+        Request::LeaseKeepAlive(id) => {
+            // A lease granted but not yet published is not renewed.
+            let ttl = if leases.contains(*id) { shared.lessor.renew(*id).unwrap_or(0) } else { 0 };
+            Ok(ResponseBody::LeaseKeepAlive(LeaseKeepAliveResponse { id: *id, ttl }))
+        }
+        Request::LeaseTimeToLive(t) => {
+            let remaining = shared.lessor.remaining_ms(t.id);
+            let answer = match (leases.get(t.id), remaining) {
+                (Some(lease), Some(remaining_ms)) => LeaseTimeToLiveResponse {
+                    id: t.id,
+                    // Whole seconds, rounded down, as etcd answers.
+                    ttl: remaining_ms / 1000,
+                    granted_ttl: lease.ttl,
+                    keys: if t.keys { lease.keys.iter().cloned().collect() } else { Vec::new() },
+                },
+                _ => {
+                    LeaseTimeToLiveResponse { id: t.id, ttl: -1, granted_ttl: 0, keys: Vec::new() }
+                }
+            };
+            Ok(ResponseBody::LeaseTimeToLive(answer))
+        }
+        Request::LeaseLeases => {
+            Ok(ResponseBody::LeaseLeases(leases.iter().map(|(id, _)| id).collect()))
+        }
+        Request::LeaseCheckpoint(_) => Err(Error::with_message(
+            ErrorCode::InvalidArgument,
+            "corekv: lease checkpoints are written by the member itself",
+        )),
+        _ => unreachable!("only lease reads are served here"),
+    }
+}
+
+/// A grant as it goes into the log: its TTL raised to the minimum (etcd
+/// raises it when applying; here the log holds what is granted), and an id
+/// picked when the client left it 0.
+pub fn prepare_grant(shared: &Shared, mut grant: LeaseGrantRequest) -> Request {
+    grant.ttl = grant.ttl.max(limits::lease_ttl_min_secs);
+    if grant.id == 0 {
+        let published = shared.published.load();
+        grant.id = loop {
+            let id = next_lease_id(shared.member_id);
+            if !published.snapshot.leases().contains(id) {
+                break id;
+            }
+        };
+    }
+    Request::LeaseGrant(grant)
+}
+
+/// A fresh positive lease id: the member id, the time and a counter, hashed
+/// (unique in practice; a clash is caught by the grant as etcd's is).
+fn next_lease_id(member_id: u64) -> i64 {
+    static counter: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let mut seed = [0u8; 24];
+    seed[..8].copy_from_slice(&member_id.to_le_bytes());
+    seed[8..16].copy_from_slice(&nanos.to_le_bytes());
+    seed[16..].copy_from_slice(&n.to_le_bytes());
+    match (xxhash_rust::xxh3::xxh3_64(&seed) >> 1) as i64 {
+        0 => 1,
+        id => id,
+    }
+}
+
+/// Proposes `request` as the member's own entry (nobody waits for the answer).
+async fn propose(
+    shared: &Shared,
+    reply: &async_channel::Sender<super::shared::Reply>,
+    request: Request,
+) -> bool {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let payload =
+        Bytes::copy_from_slice(crate::protocol::codec::encode_request(&mut fbb, &request));
+    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone() };
+    shared.proposals.send(proposal).await.is_ok()
+}
+
+/// The expiry and checkpoint task, on the log driver's core.
+pub async fn run(shared: Arc<Shared>) {
+    // Answers go to a closed channel: the driver's send fails and is ignored.
+    let (reply, _) = async_channel::bounded(1);
+    let tick = Duration::from_millis(limits::lease_tick_ms);
+    let checkpoint_every = Duration::from_millis(limits::lease_checkpoint_ms);
+    let mut last_checkpoint = Instant::now();
+    loop {
+        crate::runtime::sleep(tick).await;
+        for id in shared.lessor.expired(limits::lease_revokes_per_tick) {
+            if !propose(&shared, &reply, Request::LeaseRevoke(id)).await {
+                return;
+            }
+        }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            last_checkpoint = Instant::now();
+            if let Some(checkpoint) = shared.lessor.checkpoint() {
+                if !propose(&shared, &reply, Request::LeaseCheckpoint(checkpoint)).await {
+                    return;
+                }
+            }
+        }
+    }
+}
