@@ -257,3 +257,118 @@ fn corekvctl_watch_prints_what_etcdctl_watch_prints() {
     drop(member);
     let _ = std::fs::remove_dir_all(&etcd_dir);
 }
+
+/// `normalize`, and lease ids (which each server picks) replaced: 16 hex
+/// digits, and the decimal values of "ID", "id" and "lease" fields.
+fn normalize_leases(text: &[u8]) -> String {
+    let text = normalize(text);
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        if let Some(field) =
+            ["\"ID\":", "\"id\":", "\"lease\":"].iter().find(|f| rest.starts_with(**f))
+        {
+            let digits = rest[field.len()..].find(|c: char| !c.is_ascii_digit() && c != '-');
+            let digits = digits.unwrap_or(rest.len() - field.len());
+            out.push_str(field);
+            out.push_str("<ID>");
+            rest = &rest[field.len() + digits..];
+            continue;
+        }
+        let hex = rest.chars().take_while(|c| c.is_ascii_hexdigit()).count();
+        if hex == 16 {
+            out.push_str("<ID>");
+            rest = &rest[16..];
+            continue;
+        }
+        let skip = hex.max(1);
+        let skip = rest.char_indices().nth(skip).map_or(rest.len(), |(i, _)| i);
+        out.push_str(&rest[..skip]);
+        rest = &rest[skip..];
+    }
+    out
+}
+
+#[test]
+fn corekvctl_lease_prints_what_etcdctl_lease_prints() {
+    let etcd_dir = temp_dir("etcd-lease-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-lease"));
+    let endpoints = [etcd_endpoint.as_str(), member.endpoint.as_str()];
+    let command = |endpoint: &str| {
+        if endpoint == etcd_endpoint {
+            etcdctl(endpoint)
+        } else {
+            corekvctl(endpoint)
+        }
+    };
+    // Each server's lease, granted and read at once (remaining TTLs agree).
+    let mut ids = Vec::new();
+    let mut outputs: Vec<Vec<Output>> = vec![Vec::new(), Vec::new()];
+    for (side, endpoint) in endpoints.iter().enumerate() {
+        let mut grant = command(endpoint);
+        grant.args(["lease", "grant", "1000"]);
+        let granted = output(grant, None);
+        let text = String::from_utf8(granted.stdout.clone()).unwrap();
+        ids.push(text.split_whitespace().nth(1).expect("lease ID").to_string());
+        outputs[side].push(granted);
+    }
+    let cases: Vec<Vec<String>> = [
+        "put --lease=ID lk1 v1",
+        // One key only: etcd lists a lease's keys in map order.
+        "put lk2 v2",
+        "lease timetolive ID",
+        "lease timetolive ID --keys",
+        "-w json lease timetolive ID --keys",
+        "lease keep-alive --once ID",
+        "-w json lease keep-alive --once ID",
+        "lease list",
+        "-w json lease list",
+        "-w json get lk1",
+        "lease revoke ID",
+        "get lk --prefix",
+        "-w json lease revoke ID",
+        "lease revoke ID",
+        "lease timetolive ID",
+        "-w json lease timetolive ID",
+        "lease keep-alive --once ID",
+        "lease keep-alive ID",
+        "lease grant 1",
+        "-w json lease grant 50",
+        "lease grant 9000000001",
+        "lease grant abc",
+        "lease grant",
+        "lease revoke zz",
+        "lease revoke",
+        "lease timetolive",
+        "lease keep-alive",
+        "put --lease=1234 x y",
+        "put --lease=zz x y",
+    ]
+    .iter()
+    .map(|case| case.split(' ').map(str::to_string).collect())
+    .collect();
+    for (side, endpoint) in endpoints.iter().enumerate() {
+        for case in &cases {
+            let mut run = command(endpoint);
+            run.args(case.iter().map(|arg| arg.replace("ID", &ids[side])));
+            outputs[side].push(output(run, None));
+        }
+    }
+    let labels = std::iter::once(vec!["lease grant 1000".to_string()]).chain(cases);
+    for ((want, got), label) in outputs[0].iter().zip(&outputs[1]).zip(labels) {
+        assert_eq!(
+            normalize_leases(&got.stdout),
+            normalize_leases(&want.stdout),
+            "stdout of {label:?}"
+        );
+        assert_eq!(
+            normalize_leases(&got.stderr),
+            normalize_leases(&want.stderr),
+            "stderr of {label:?}"
+        );
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {label:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}

@@ -17,6 +17,7 @@ struct ModelKv {
     modified: i64,
     version: i64,
     value: Vec<u8>,
+    lease: i64,
 }
 
 /// (key-values, count, more).
@@ -24,10 +25,13 @@ type ModelRange = (Vec<(Vec<u8>, ModelKv)>, i64, bool);
 
 #[derive(Default)]
 struct Model {
-    /// (revision, key, value or None for delete), in order.
-    changes: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>,
+    /// (revision, key, (value, lease) or None for delete), in order.
+    changes: Vec<(i64, Vec<u8>, Option<(Vec<u8>, i64)>)>,
     revision: i64,
     compacted: i64,
+    /// Lease id → (ttl, checkpointed expiry).
+    leases: BTreeMap<i64, (i64, i64)>,
+    lease_clock: i64,
 }
 
 fn in_span(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -42,14 +46,20 @@ fn in_span(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 impl Model {
     fn new() -> Model {
-        Model { changes: Vec::new(), revision: 1, compacted: -1 }
+        Model {
+            changes: Vec::new(),
+            revision: 1,
+            compacted: -1,
+            leases: BTreeMap::new(),
+            lease_clock: 0,
+        }
     }
 
     fn state_at(&self, revision: i64) -> BTreeMap<Vec<u8>, ModelKv> {
         let mut state: BTreeMap<Vec<u8>, ModelKv> = BTreeMap::new();
         for (rev, key, value) in self.changes.iter().filter(|c| c.0 <= revision) {
             match value {
-                Some(v) => {
+                Some((v, lease)) => {
                     let previous = state.get(key).cloned();
                     state.insert(
                         key.clone(),
@@ -58,6 +68,7 @@ impl Model {
                             modified: *rev,
                             version: previous.as_ref().map_or(1, |p| p.version + 1),
                             value: v.clone(),
+                            lease: *lease,
                         },
                     );
                 }
@@ -102,6 +113,15 @@ enum Op {
     Compact(i64),
     /// if mod_revision(key) < n then put(key2, v) else delete(key2)
     Txn(u8, i64, u8, u8),
+    /// Grant lease (id, ttl).
+    Grant(i64, i64),
+    Revoke(i64),
+    /// Put (key, value) with lease id.
+    PutLease(u8, u8, i64),
+    /// Put (key, value) keeping the key's lease.
+    PutIgnoreLease(u8, u8),
+    /// Checkpoint (clock, lease id, expiry).
+    LeaseCheckpoint(i64, i64, i64),
 }
 
 const KEYS: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -118,6 +138,12 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         4 => (0..5u8, 0..4u8, -1..12i64, 0..4i64).prop_map(|(k, e, r, l)| Op::Range(k, e, r, l)),
         1 => (0..14i64).prop_map(Op::Compact),
         2 => (0..5u8, 0..12i64, 0..5u8, 0..255u8).prop_map(|(k, n, k2, v)| Op::Txn(k, n, k2, v)),
+        1 => (1..4i64, 1..100i64).prop_map(|(id, ttl)| Op::Grant(id, ttl)),
+        1 => (1..4i64).prop_map(Op::Revoke),
+        3 => (0..5u8, 0..255u8, 1..4i64).prop_map(|(k, v, id)| Op::PutLease(k, v, id)),
+        1 => (0..5u8, 0..255u8).prop_map(|(k, v)| Op::PutIgnoreLease(k, v)),
+        1 => (0..50_000i64, 1..4i64, 0..90_000i64)
+            .prop_map(|(c, id, e)| Op::LeaseCheckpoint(c, id, e)),
     ];
     proptest::collection::vec(op, 1..60)
 }
@@ -128,6 +154,7 @@ fn kv_matches(kv: &KeyValue, key: &[u8], m: &ModelKv) -> bool {
         && kv.mod_revision == m.modified
         && kv.version == m.version
         && kv.value.as_ref() == m.value.as_slice()
+        && kv.lease == m.lease
 }
 
 fn check_range(store: &Store, model: &Model, k: u8, e: u8, rev: i64, limit: i64) {
@@ -194,9 +221,41 @@ fn check_events(store: &Store, model: &Model, k: u8, e: u8, from: i64) {
     }
 }
 
-fn apply_model_put(model: &mut Model, key: &str, value: u8) {
+fn apply_model_put(model: &mut Model, key: &str, value: u8, lease: i64) {
     model.revision += 1;
-    model.changes.push((model.revision, key.as_bytes().to_vec(), Some(vec![value])));
+    model.changes.push((model.revision, key.as_bytes().to_vec(), Some((vec![value], lease))));
+}
+
+/// The store's lease table (id, ttl, expiry) and clock equal the model's.
+fn check_leases(leases: &corekv::mvcc::Leases, model: &Model, what: &str) {
+    let got: Vec<(i64, (i64, i64))> =
+        leases.iter().map(|(id, l)| (id, (l.ttl, l.expiry_ms))).collect();
+    let want: Vec<(i64, (i64, i64))> = model.leases.iter().map(|(id, l)| (*id, *l)).collect();
+    assert_eq!(got, want, "{what}: leases");
+    assert_eq!(leases.clock_ms(), model.lease_clock, "{what}: lease clock");
+}
+
+/// Applies a put to store and model alike: its answer must be the model's.
+fn put_both(store: &mut Store, model: &mut Model, request: PutRequest) {
+    let key = std::str::from_utf8(&request.key).unwrap().to_string();
+    let current = model.state_at(model.revision).get(key.as_bytes()).cloned();
+    let want = if request.lease != 0 && !model.leases.contains_key(&request.lease) {
+        Err(ErrorCode::LeaseNotFound)
+    } else if request.ignore_lease && current.is_none() {
+        Err(ErrorCode::KeyNotFound)
+    } else {
+        Ok(())
+    };
+    let value = request.value[0];
+    let lease = match (&current, request.ignore_lease) {
+        (Some(m), true) => m.lease,
+        _ => request.lease,
+    };
+    match (store.apply(&Request::Put(request)), want) {
+        (Ok(_), Ok(())) => apply_model_put(model, &key, value, lease),
+        (Err(e), Err(code)) => assert_eq!(e.code, code),
+        other => panic!("put {key}: {other:?}"),
+    }
 }
 
 /// A store whose history moves into the page store as a member's does: every
@@ -217,7 +276,7 @@ impl Layering {
     }
 
     /// Called after every operation: alternately freezes + folds, and rebases.
-    fn step(&mut self, store: &mut Store, op_number: usize) {
+    fn step(&mut self, store: &mut Store, op_number: usize, model: &Model) {
         if op_number % 5 != 4 {
             return;
         }
@@ -232,7 +291,9 @@ impl Layering {
         self.history
             .checkpoint(self.index, state.revision(), state.live_keys(), state.size_bytes())
             .unwrap();
-        self.done = Some(self.history.view());
+        let view = self.history.view();
+        check_leases(&view.leases().unwrap(), model, "page store checkpoint");
+        self.done = Some(view);
     }
 }
 
@@ -243,7 +304,7 @@ fn run(ops: Vec<Op>, layered: bool) {
     let mut model = Model::new();
     for (op_number, op) in ops.into_iter().enumerate() {
         if let Some(layering) = &mut layering {
-            layering.step(&mut store, op_number);
+            layering.step(&mut store, op_number, &model);
         }
         match op {
             Op::Put(k, v) => {
@@ -261,7 +322,7 @@ fn run(ops: Vec<Op>, layered: bool) {
                     (None, None) => {}
                     other => panic!("prev_kv {other:?}"),
                 }
-                apply_model_put(&mut model, key, v);
+                apply_model_put(&mut model, key, v, 0);
             }
             Op::Delete(k, e) => {
                 let (start, end) = (KEYS[k as usize], ENDS[e as usize]);
@@ -329,13 +390,73 @@ fn run(ops: Vec<Op>, layered: bool) {
                 let ResponseBody::Txn(response) = store.apply(&request).unwrap() else { panic!() };
                 assert_eq!(response.succeeded, modified < n);
                 if modified < n {
-                    apply_model_put(&mut model, key2, v);
+                    apply_model_put(&mut model, key2, v, 0);
                 } else if state.contains_key(key2.as_bytes()) {
                     model.revision += 1;
                     model.changes.push((model.revision, key2.as_bytes().to_vec(), None));
                 }
             }
+            Op::Grant(id, ttl) => {
+                let got = store.apply(&Request::LeaseGrant(LeaseGrantRequest { ttl, id }));
+                match (got, model.leases.contains_key(&id)) {
+                    (Ok(ResponseBody::LeaseGrant(g)), false) => {
+                        assert_eq!((g.id, g.ttl), (id, ttl));
+                        model.leases.insert(id, (ttl, 0));
+                    }
+                    (Err(e), true) => assert_eq!(e.code, ErrorCode::LeaseExists),
+                    other => panic!("grant {id}: {other:?}"),
+                }
+            }
+            Op::Revoke(id) => {
+                let got = store.apply(&Request::LeaseRevoke(id));
+                match (got, model.leases.remove(&id)) {
+                    (Ok(ResponseBody::LeaseRevoke), Some(_)) => {
+                        let doomed: Vec<Vec<u8>> = model
+                            .state_at(model.revision)
+                            .into_iter()
+                            .filter(|(_, m)| m.lease == id)
+                            .map(|(key, _)| key)
+                            .collect();
+                        if !doomed.is_empty() {
+                            model.revision += 1;
+                            for key in doomed {
+                                model.changes.push((model.revision, key, None));
+                            }
+                        }
+                    }
+                    (Err(e), None) => assert_eq!(e.code, ErrorCode::LeaseNotFound),
+                    other => panic!("revoke {id}: {other:?}"),
+                }
+            }
+            Op::PutLease(k, v, id) => {
+                let request = PutRequest {
+                    key: b(KEYS[k as usize]),
+                    value: Bytes::from(vec![v]),
+                    lease: id,
+                    ..Default::default()
+                };
+                put_both(&mut store, &mut model, request);
+            }
+            Op::PutIgnoreLease(k, v) => {
+                let request = PutRequest {
+                    key: b(KEYS[k as usize]),
+                    value: Bytes::from(vec![v]),
+                    ignore_lease: true,
+                    ..Default::default()
+                };
+                put_both(&mut store, &mut model, request);
+            }
+            Op::LeaseCheckpoint(clock_ms, id, expiry_ms) => {
+                let deadlines = vec![(id, expiry_ms)];
+                let checkpoint = LeaseCheckpointRequest { clock_ms, deadlines };
+                store.apply(&Request::LeaseCheckpoint(checkpoint)).unwrap();
+                model.lease_clock = model.lease_clock.max(clock_ms);
+                if let Some(lease) = model.leases.get_mut(&id) {
+                    lease.1 = expiry_ms;
+                }
+            }
         }
+        check_leases(store.snapshot().leases(), &model, "store");
         assert_eq!(store.revision(), model.revision);
         store.check_invariants();
     }
@@ -355,6 +476,21 @@ fn run(ops: Vec<Op>, layered: bool) {
         for (k, e) in [(0, 2), (1, 1), (2, 0), (0, 3), (4, 2)] {
             check_events(&store, &model, k, e, from);
         }
+    }
+    // The leases (key sets too) come back from the page store: loaded into
+    // memory, and read in place.
+    if let Some(mut layering) = layering {
+        let state = store.snapshot();
+        store.freeze();
+        layering.history.apply(&store.take_changes()).unwrap();
+        let index = layering.index + 1;
+        let (revision, live, size) = (state.revision(), state.live_keys(), state.size_bytes());
+        layering.history.checkpoint(index, revision, live, size).unwrap();
+        let loaded = layering.history.load().unwrap();
+        assert_eq!(loaded.snapshot().leases(), state.leases(), "leases loaded");
+        loaded.check_invariants();
+        let in_place = Store::with_base(layering.history.view()).unwrap();
+        assert_eq!(in_place.snapshot().leases(), state.leases(), "leases read in place");
     }
 }
 

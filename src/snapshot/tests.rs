@@ -41,6 +41,11 @@ enum Op {
     Put(u8, u16),
     Delete(u8),
     Compact,
+    /// Grant lease id (1..=4), or revoke it if it exists.
+    Lease(i64),
+    /// Put a key with lease id, if it exists.
+    PutLease(u8, i64),
+    Checkpoint(i64, i64),
 }
 
 fn apply(store: &mut Store, op: &Op) {
@@ -61,6 +66,16 @@ fn apply(store: &mut Store, op: &Op) {
             }
             return;
         }
+        Op::Lease(id) if store.snapshot().leases().contains(*id) => Request::LeaseRevoke(*id),
+        Op::Lease(id) => Request::LeaseGrant(LeaseGrantRequest { ttl: id * 10, id: *id }),
+        Op::PutLease(k, id) if store.snapshot().leases().contains(*id) => {
+            Request::Put(PutRequest { key: key(*k), lease: *id, ..Default::default() })
+        }
+        Op::PutLease(..) => return,
+        Op::Checkpoint(clock_ms, id) => Request::LeaseCheckpoint(LeaseCheckpointRequest {
+            clock_ms: *clock_ms,
+            deadlines: vec![(*id, clock_ms + 5000)],
+        }),
     };
     store.apply(&request).unwrap();
 }
@@ -71,6 +86,9 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             6 => (0u8..40, 0u16..300).prop_map(|(k, l)| Op::Put(k, l)),
             2 => (0u8..40).prop_map(Op::Delete),
             1 => Just(Op::Compact),
+            1 => (1i64..5).prop_map(Op::Lease),
+            2 => (0u8..40, 1i64..5).prop_map(|(k, id)| Op::PutLease(k, id)),
+            1 => (0i64..100_000, 1i64..5).prop_map(|(c, id)| Op::Checkpoint(c, id)),
         ],
         0..200,
     )
@@ -94,6 +112,7 @@ proptest! {
         prop_assert_eq!(summary.live_keys as usize, store.snapshot().live_keys());
         prop_assert_eq!(history(&store), history(&copy));
         prop_assert_eq!(store.snapshot().size_bytes(), copy.snapshot().size_bytes());
+        prop_assert_eq!(store.snapshot().leases().clone(), copy.snapshot().leases().clone());
     }
 }
 
@@ -106,7 +125,31 @@ fn sample_store() -> Store {
         }
     }
     apply(&mut store, &Op::Compact);
+    apply(&mut store, &Op::Lease(3));
+    apply(&mut store, &Op::PutLease(2, 3));
+    apply(&mut store, &Op::Checkpoint(1234, 3));
     store
+}
+
+#[test]
+fn a_key_of_a_lease_the_file_does_not_hold_is_refused() {
+    let mut importer = Importer::new(10, 0).unwrap();
+    let kv = KeyValue {
+        key: Bytes::from_static(b"k"),
+        create_revision: 2,
+        mod_revision: 2,
+        version: 1,
+        value: Bytes::new(),
+        lease: 7,
+    };
+    let versions = vec![ExportedVersion { revision: 2, kv: Some(kv) }];
+    let error = importer.add(Bytes::from_static(b"k"), versions).unwrap_err();
+    assert!(error.contains("lease 7"), "{error}");
+    let mut importer = Importer::new(10, 0).unwrap();
+    importer.add_lease(7, 10, 0).unwrap();
+    assert!(importer.add_lease(7, 10, 0).is_err(), "a lease twice");
+    assert!(importer.add_lease(8, 0, 0).is_err(), "a TTL of 0");
+    assert!(importer.add_lease(0, 10, 0).is_err(), "lease 0");
 }
 
 #[test]
