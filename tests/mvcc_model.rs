@@ -23,10 +23,13 @@ struct ModelKv {
 /// (key-values, count, more).
 type ModelRange = (Vec<(Vec<u8>, ModelKv)>, i64, bool);
 
+/// (revision, key, (value, lease) or None for a delete).
+type Change = (i64, Vec<u8>, Option<(Vec<u8>, i64)>);
+
 #[derive(Default)]
 struct Model {
-    /// (revision, key, (value, lease) or None for delete), in order.
-    changes: Vec<(i64, Vec<u8>, Option<(Vec<u8>, i64)>)>,
+    /// Every change, in order.
+    changes: Vec<Change>,
     revision: i64,
     compacted: i64,
     /// Lease id → (ttl, checkpointed expiry).
