@@ -199,13 +199,13 @@ impl Importer {
                 }
             }
         }
-        self.live_keys += usize::from(versions[0].kv.is_some());
-        if let Some(lease) = versions[0].kv.as_ref().map(|kv| kv.lease).filter(|l| *l != 0) {
-            if !self.leases.contains(lease) {
-                return Err(format!("a key is attached to lease {lease:x}, which does not exist"));
-            }
-            self.leases.attach(lease, &key);
+        // Checked before anything changes: a refused key leaves no trace.
+        let lease = versions[0].kv.as_ref().map_or(0, |kv| kv.lease);
+        if lease != 0 && !self.leases.contains(lease) {
+            return Err(format!("a key is attached to lease {lease:x}, which does not exist"));
         }
+        self.leases.attach(lease, &key);
+        self.live_keys += usize::from(versions[0].kv.is_some());
         let mut head: Option<Arc<Version>> = None;
         for version in versions.into_iter().rev() {
             let v = Version { kv: version.kv, revision: version.revision, previous: head };
