@@ -67,5 +67,8 @@ pub const lease_revokes_per_tick: usize = 100;
 pub const lease_checkpoint_ms: u64 = 500;
 /// Deadlines per checkpoint entry (the rest go in the next one).
 pub const lease_checkpoint_deadlines_max: usize = 8192;
+/// The least a lease has left when a member starts (etcd's election
+/// timeout, by which it extends leases when a member starts leading).
+pub const lease_restart_grace_ms: i64 = 1000;
 /// A revocation proposed but not applied after this long is proposed again.
 pub const lease_revoke_retry_ms: i64 = 2000;

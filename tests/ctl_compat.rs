@@ -333,6 +333,7 @@ fn corekvctl_lease_prints_what_etcdctl_lease_prints() {
         "-w json lease timetolive ID",
         "lease keep-alive --once ID",
         "lease keep-alive ID",
+        "-w json lease keep-alive ID",
         "lease grant 1",
         "-w json lease grant 50",
         "lease grant 9000000001",

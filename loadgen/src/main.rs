@@ -98,6 +98,11 @@ struct Args {
     /// connection of its own that is never read (stalled clients).
     #[arg(long, default_value_t = 0)]
     stalled: usize,
+    /// Watch workload: puts each writer keeps in flight on its connection
+    /// (each a closed loop; etcd's client multiplexes them on one HTTP/2
+    /// connection, corekv's on one native connection).
+    #[arg(long, default_value_t = 1)]
+    writer_depth: usize,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

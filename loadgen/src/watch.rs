@@ -514,6 +514,7 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
         "distinct": args.watch_distinct,
         "conns": conns,
         "writers": args.clients,
+        "writer_depth": args.writer_depth,
         "threads": threads,
         "key_size": args.key_size,
         "val_size": args.val_size,

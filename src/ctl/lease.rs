@@ -72,11 +72,12 @@ pub fn run(cli: &Cli, command: &LeaseCommand, out: &mut dyn Write) -> Result<(),
         LeaseCommand::Timetolive { id, keys } => {
             let id = lease_id(id, "lease timetolive command needs lease ID as argument")?;
             let request = Request::LeaseTimeToLive(LeaseTimeToLiveRequest { id, keys: *keys });
-            let (header, body) = connect(cli)?.call(&request)?;
+            let (header, body) = connect(cli)?.call(&request).map_err(bad_connection)?;
             write(out, &print(&header, &body, *keys))
         }
         LeaseCommand::List => {
-            let (header, body) = connect(cli)?.call(&Request::LeaseLeases)?;
+            let (header, body) =
+                connect(cli)?.call(&Request::LeaseLeases).map_err(bad_connection)?;
             write(out, &print(&header, &body, false))
         }
         LeaseCommand::KeepAlive { id, once } => {
@@ -90,6 +91,10 @@ pub fn run(cli: &Cli, command: &LeaseCommand, out: &mut dyn Write) -> Result<(),
                             code: exit_bad_connection,
                             message: crate::error::ErrorCode::LeaseNotFound.message().into(),
                         });
+                    }
+                    // etcdctl says so in the simple format only.
+                    if format == OutputFormat::Json {
+                        return Ok(());
                     }
                     return write(out, format!("lease {id:016x} expired or revoked.\n").as_bytes());
                 }
@@ -106,10 +111,15 @@ pub fn run(cli: &Cli, command: &LeaseCommand, out: &mut dyn Write) -> Result<(),
 }
 
 fn keep_alive(client: &mut Client, id: i64) -> Result<(ResponseHeader, i64), Failure> {
-    match client.call(&Request::LeaseKeepAlive(id))? {
+    match client.call(&Request::LeaseKeepAlive(id)).map_err(bad_connection)? {
         (header, ResponseBody::LeaseKeepAlive(k)) => Ok((header, k.ttl)),
         (_, other) => Err(ClientError::Protocol(format!("unexpected response {other:?}")).into()),
     }
+}
+
+/// etcdctl exits 2 (ExitBadConnection) when timetolive, list or keep-alive fail.
+fn bad_connection(e: ClientError) -> Failure {
+    Failure { code: exit_bad_connection, message: e.to_string() }
 }
 
 /// etcdctl's "failed to grant lease (…)" wording for grant and revoke.

@@ -118,6 +118,14 @@ impl Store {
         if g.ttl > lease_ttl_max {
             return Err(Error::new(ErrorCode::LeaseTtlTooLarge));
         }
+        if g.ttl < 1 {
+            // The member raises TTLs before proposing: only a forged entry
+            // gets here, and what the store could not load back is refused.
+            return Err(Error::with_message(
+                ErrorCode::InvalidArgument,
+                "corekv: lease TTL below 1 s",
+            ));
+        }
         if self.state.leases.contains(g.id) {
             return Err(Error::new(ErrorCode::LeaseExists));
         }
@@ -146,11 +154,13 @@ impl Store {
     /// The member's checkpoint of the lease clock and renewed deadlines
     /// (deadlines of leases revoked since are ignored).
     pub(super) fn lease_checkpoint(&mut self, c: &LeaseCheckpointRequest) -> ResponseBody {
-        self.state.leases.set_clock(c.clock_ms);
+        // Negative times are never written; one that were is ignored rather
+        // than stored where a restart would refuse it.
+        self.state.leases.set_clock(c.clock_ms.max(0));
         if let Some(log) = &mut self.log {
             log.push(HistoryChange::LeaseClock(self.state.leases.clock_ms));
         }
-        for (id, expiry_ms) in &c.deadlines {
+        for (id, expiry_ms) in c.deadlines.iter().filter(|(_, expiry_ms)| *expiry_ms >= 0) {
             if let Some(lease) = self.state.leases.map.get_mut(id) {
                 Arc::make_mut(lease).expiry_ms = *expiry_ms;
                 self.record_lease(*id);

@@ -41,7 +41,11 @@ pub struct Lessor {
 }
 
 impl Lessor {
-    /// The countdown of every lease in `leases`, resumed from its checkpoint.
+    /// The countdown of every lease in `leases`, resumed from its checkpoint,
+    /// with at least `limits::lease_restart_grace_ms` left (etcd extends
+    /// every lease by an election timeout when a member starts leading):
+    /// clients get a moment to reach the member again before a lease that
+    /// was about to expire does.
     pub fn new(leases: &Leases) -> Lessor {
         let base_ms = leases.clock_ms();
         let countdowns = leases
@@ -51,6 +55,7 @@ impl Lessor {
                     0 => (base_ms + lease.ttl * 1000, true),
                     expiry_ms => (expiry_ms, false),
                 };
+                let expiry_ms = expiry_ms.max(base_ms + limits::lease_restart_grace_ms);
                 (id, Countdown { ttl: lease.ttl, expiry_ms, dirty, revoking_since: None })
             })
             .collect();
@@ -78,12 +83,13 @@ impl Lessor {
     }
 
     /// A keep-alive: the lease's TTL, counting from now, or None if it does
-    /// not exist or has expired (its revocation is on its way).
+    /// not exist or has expired (its revocation is on its way). The clock is
+    /// read under the lock: an expiry seen by `expired` is seen here too.
     pub fn renew(&self, id: i64) -> Option<i64> {
-        let now = self.now_ms();
         let mut leases = self.lock();
+        let now = self.now_ms();
         let lease = leases.get_mut(&id)?;
-        if lease.expiry_ms <= now {
+        if lease.expiry_ms <= now || lease.revoking_since.is_some() {
             return None;
         }
         lease.expiry_ms = now + lease.ttl * 1000;
@@ -174,7 +180,13 @@ pub fn serve(
             Ok(ResponseBody::LeaseTimeToLive(answer))
         }
         Request::LeaseLeases => {
-            Ok(ResponseBody::LeaseLeases(leases.iter().map(|(id, _)| id).collect()))
+            // Soonest to expire first, as etcd lists them.
+            let mut ids: Vec<(i64, i64)> = leases
+                .iter()
+                .map(|(id, _)| (shared.lessor.remaining_ms(id).unwrap_or(i64::MAX), id))
+                .collect();
+            ids.sort_unstable();
+            Ok(ResponseBody::LeaseLeases(ids.into_iter().map(|(_, id)| id).collect()))
         }
         Request::LeaseCheckpoint(_) => Err(Error::with_message(
             ErrorCode::InvalidArgument,
@@ -254,5 +266,66 @@ pub async fn run(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::Store;
+
+    fn store_with(leases: &[(i64, i64)], clock_ms: i64, deadlines: Vec<(i64, i64)>) -> Store {
+        let mut store = Store::new();
+        for (id, ttl) in leases {
+            store.apply(&Request::LeaseGrant(LeaseGrantRequest { ttl: *ttl, id: *id })).unwrap();
+        }
+        let checkpoint = LeaseCheckpointRequest { clock_ms, deadlines };
+        store.apply(&Request::LeaseCheckpoint(checkpoint)).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_restart_resumes_checkpointed_deadlines_with_a_grace_floor() {
+        // Lease 1: 30 s left at the checkpoint; 2: 0.2 s left; 3: never
+        // checkpointed (its full TTL).
+        let store =
+            store_with(&[(1, 60), (2, 60), (3, 10)], 100_000, vec![(1, 130_000), (2, 100_200)]);
+        let lessor = Lessor::new(store.snapshot().leases());
+        let remaining = |id| lessor.remaining_ms(id).unwrap();
+        assert!((29_900..=30_000).contains(&remaining(1)), "{}", remaining(1));
+        assert!((900..=1_000).contains(&remaining(2)), "grace: {}", remaining(2));
+        assert!((9_900..=10_000).contains(&remaining(3)), "{}", remaining(3));
+        // Lease 3's deadline is not on record yet: the next checkpoint has it.
+        let checkpoint = lessor.checkpoint().unwrap();
+        assert!(checkpoint.clock_ms >= 100_000);
+        assert_eq!(checkpoint.deadlines.iter().map(|d| d.0).collect::<Vec<_>>(), vec![3]);
+        assert!(lessor.checkpoint().unwrap().deadlines.is_empty(), "sent once");
+    }
+
+    #[test]
+    fn an_expired_lease_is_revoked_once_and_never_renewed() {
+        let store = store_with(&[(7, 60)], 5_000, vec![(7, 4_000)]);
+        let lessor = Lessor::new(store.snapshot().leases());
+        assert_eq!(lessor.expired(10), Vec::<i64>::new(), "the grace second first");
+        std::thread::sleep(Duration::from_millis(1_050));
+        assert_eq!(lessor.expired(10), vec![7]);
+        assert_eq!(lessor.expired(10), Vec::<i64>::new(), "proposed once");
+        assert_eq!(lessor.renew(7), None, "its revocation is on its way");
+        lessor.revoked(7);
+        assert_eq!(lessor.remaining_ms(7), None);
+        assert!(lessor.checkpoint().is_none(), "no leases, no checkpoints");
+    }
+
+    #[test]
+    fn a_keep_alive_restarts_the_full_ttl_and_is_checkpointed() {
+        let lessor = Lessor::new(&Leases::default());
+        lessor.granted(9, 5);
+        lessor.checkpoint();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(lessor.remaining_ms(9).unwrap() < 4_990);
+        assert_eq!(lessor.renew(9), Some(5));
+        assert!(lessor.remaining_ms(9).unwrap() >= 4_990);
+        assert_eq!(lessor.checkpoint().unwrap().deadlines.len(), 1);
+        assert_eq!(lessor.renew(10), None);
     }
 }
