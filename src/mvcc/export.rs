@@ -122,53 +122,40 @@ impl Snapshot {
 /// Builds a store from exported keys; `finish` checks the totals.
 pub struct Importer {
     keys: OrdMap<Bytes, Arc<Version>>,
-    revision: i64,
-    compact_revision: i64,
     live_keys: usize,
     size_bytes: i64,
+    /// Checks and builds keys (and holds the leases, which keys attach to).
+    prep: Preparer,
+    keys_added: bool,
+}
+
+/// A key checked and its chain of versions built, for `Importer::commit`.
+pub struct PreparedKey {
+    key: Bytes,
+    head: Arc<Version>,
+    live: bool,
+    bytes: i64,
+    lease: i64,
+}
+
+/// The checks and the building half of `Importer::add`, which may run on
+/// another thread than the importer (`Importer::preparer`): keys in strictly
+/// ascending order, each with a well-formed history.
+#[derive(Clone)]
+pub struct Preparer {
+    revision: i64,
+    compact_revision: i64,
     last_key: Option<Bytes>,
     leases: Leases,
 }
 
-impl Importer {
-    pub fn new(revision: i64, compact_revision: i64) -> Result<Importer, String> {
-        if revision < super::initial_revision || compact_revision > revision {
-            return Err(format!("revision {revision} / compact revision {compact_revision}"));
-        }
-        Ok(Importer {
-            keys: OrdMap::new(),
-            revision,
-            compact_revision,
-            live_keys: 0,
-            size_bytes: 0,
-            last_key: None,
-            leases: Leases::default(),
-        })
-    }
-
-    /// Adds a lease; leases come before the keys attached to them.
-    pub fn add_lease(&mut self, id: i64, ttl: i64, expiry_ms: i64) -> Result<(), String> {
-        if id == 0 || self.leases.contains(id) || self.last_key.is_some() {
-            return Err(format!("lease {id:x}: zero, repeated, or after the keys"));
-        }
-        if !(1..=super::lease::lease_ttl_max).contains(&ttl) || expiry_ms < 0 {
-            return Err(format!("lease {id:x}: TTL {ttl}, expiry {expiry_ms}"));
-        }
-        self.leases.insert(id, ttl, expiry_ms);
-        Ok(())
-    }
-
-    /// Sets the lease clock (`mvcc::lease`).
-    pub fn set_lease_clock(&mut self, clock_ms: i64) -> Result<(), String> {
-        if clock_ms < 0 {
-            return Err(format!("lease clock {clock_ms}"));
-        }
-        self.leases.set_clock(clock_ms);
-        Ok(())
-    }
-
-    /// Adds one key with its versions, newest first.
-    pub fn add(&mut self, key: Bytes, versions: Vec<ExportedVersion>) -> Result<(), String> {
+impl Preparer {
+    /// Checks one key with its versions, newest first, and builds its chain.
+    pub fn prepare(
+        &mut self,
+        key: Bytes,
+        versions: Vec<ExportedVersion>,
+    ) -> Result<PreparedKey, String> {
         if self.last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err("keys out of order".into());
         }
@@ -199,22 +186,86 @@ impl Importer {
                 }
             }
         }
-        // Checked before anything changes: a refused key leaves no trace.
         let lease = versions[0].kv.as_ref().map_or(0, |kv| kv.lease);
         if lease != 0 && !self.leases.contains(lease) {
             return Err(format!("a key is attached to lease {lease:x}, which does not exist"));
         }
-        self.leases.attach(lease, &key);
-        self.live_keys += usize::from(versions[0].kv.is_some());
+        let live = versions[0].kv.is_some();
+        let mut bytes = 0;
         let mut head: Option<Arc<Version>> = None;
         for version in versions.into_iter().rev() {
             let v = Version { kv: version.kv, revision: version.revision, previous: head };
-            self.size_bytes += v.bytes(&key);
+            bytes += v.bytes(&key);
             head = Some(Arc::new(v));
         }
         self.last_key = Some(key.clone());
-        self.keys.insert(key, head.expect("at least one version"));
+        let head = head.expect("at least one version");
+        Ok(PreparedKey { key, head, live, bytes, lease })
+    }
+}
+
+impl Importer {
+    pub fn new(revision: i64, compact_revision: i64) -> Result<Importer, String> {
+        if revision < super::initial_revision || compact_revision > revision {
+            return Err(format!("revision {revision} / compact revision {compact_revision}"));
+        }
+        Ok(Importer {
+            keys: OrdMap::new(),
+            live_keys: 0,
+            size_bytes: 0,
+            prep: Preparer {
+                revision,
+                compact_revision,
+                last_key: None,
+                leases: Leases::default(),
+            },
+            keys_added: false,
+        })
+    }
+
+    /// Adds a lease; leases come before the keys attached to them.
+    pub fn add_lease(&mut self, id: i64, ttl: i64, expiry_ms: i64) -> Result<(), String> {
+        if id == 0 || self.prep.leases.contains(id) || self.keys_added {
+            return Err(format!("lease {id:x}: zero, repeated, or after the keys"));
+        }
+        if !(1..=super::lease::lease_ttl_max).contains(&ttl) || expiry_ms < 0 {
+            return Err(format!("lease {id:x}: TTL {ttl}, expiry {expiry_ms}"));
+        }
+        self.prep.leases.insert(id, ttl, expiry_ms);
         Ok(())
+    }
+
+    /// Sets the lease clock (`mvcc::lease`).
+    pub fn set_lease_clock(&mut self, clock_ms: i64) -> Result<(), String> {
+        if clock_ms < 0 {
+            return Err(format!("lease clock {clock_ms}"));
+        }
+        self.prep.leases.set_clock(clock_ms);
+        Ok(())
+    }
+
+    /// Adds one key with its versions, newest first.
+    pub fn add(&mut self, key: Bytes, versions: Vec<ExportedVersion>) -> Result<(), String> {
+        let prepared = self.prep.prepare(key, versions)?;
+        self.commit(prepared);
+        Ok(())
+    }
+
+    /// What checks and builds keys for `commit` on another thread (once the
+    /// leases are added): keys go through it in order, then to `commit` in
+    /// the same order.
+    pub fn preparer(&self) -> Preparer {
+        self.prep.clone()
+    }
+
+    /// Adds a key `Preparer::prepare` accepted.
+    pub fn commit(&mut self, prepared: PreparedKey) {
+        let PreparedKey { key, head, live, bytes, lease } = prepared;
+        self.keys_added = true;
+        self.prep.leases.attach(lease, &key);
+        self.live_keys += usize::from(live);
+        self.size_bytes += bytes;
+        self.keys.insert(key, head);
     }
 
     pub fn finish(self) -> Store {
@@ -223,10 +274,10 @@ impl Importer {
             frozen: Arc::new(Vec::new()),
             base: None,
             live_keys: self.live_keys,
-            revision: self.revision,
-            compact_revision: self.compact_revision,
+            revision: self.prep.revision,
+            compact_revision: self.prep.compact_revision,
             size_bytes: self.size_bytes,
-            leases: self.leases,
+            leases: self.prep.leases,
         })
     }
 }

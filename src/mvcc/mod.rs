@@ -36,7 +36,7 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 pub use events::Event;
-pub use export::{ExportedVersion, Importer};
+pub use export::{ExportedVersion, Importer, PreparedKey, Preparer};
 pub use lease::{Lease, Leases};
 pub use txn::validate_request;
 

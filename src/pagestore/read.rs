@@ -112,6 +112,9 @@ pub struct SharedReader {
     pub(crate) cache: Arc<CleanCache>,
     /// The checkpoint's page count: every page it references is below it.
     pub(crate) page_count: u64,
+    /// Whether leaves read go into the cache (not for one-pass scans of the
+    /// whole store, which would only push out the pages requests use).
+    pub(crate) cache_leaves: bool,
 }
 
 impl SharedReader {
@@ -125,10 +128,18 @@ impl SharedReader {
         if let Some(node) = self.cache.get(id) {
             return Ok(node);
         }
-        let mut buf = vec![0u8; page_bytes];
-        self.read(id, &mut buf)?;
-        let node = Arc::new(decode_node(&buf, id, generation_max)?);
-        self.cache.insert(id, node.clone());
+        thread_local! {
+            static page: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; page_bytes]);
+        }
+        let node = page.with(|buf| -> Result<Node> {
+            let mut buf = buf.borrow_mut();
+            self.read(id, &mut buf)?;
+            decode_node(&buf, id, generation_max)
+        })?;
+        let node = Arc::new(node);
+        if self.cache_leaves || !matches!(*node, Node::Leaf(_)) {
+            self.cache.insert(id, node.clone());
+        }
         Ok(node)
     }
 }

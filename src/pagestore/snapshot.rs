@@ -93,6 +93,20 @@ impl Snapshot {
         Cursor::new(self.pin.reader.clone(), self.pin.view, start, end)
     }
 
+    /// As `cursor`, for a one-pass scan of much of the store: the leaves it
+    /// reads are not kept in the page cache.
+    pub fn scan_cursor(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Cursor<SharedReader>> {
+        if self.pin.owner.upgrade().is_none() {
+            return Err(StoreError::SnapshotStale);
+        }
+        let reader = SharedReader { cache_leaves: false, ..self.pin.reader.clone() };
+        Cursor::new(reader, self.pin.view, start, end)
+    }
+
     #[cfg(test)]
     pub(crate) fn view(&self) -> TreeView {
         self.pin.view

@@ -177,6 +177,7 @@ impl<F: PageFile> PageStore<F> {
             file: self.shared_file.clone(),
             cache: self.cache.shared(),
             page_count: durable.page_count,
+            cache_leaves: true,
         };
         self.snapshots.pin(&self.token, view, durable.applied_index, durable.entry_count, reader)
     }

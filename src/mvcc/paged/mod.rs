@@ -49,7 +49,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{ExportedVersion, HistoryChange, Importer, Snapshot, Store};
+use super::{ExportedVersion, HistoryChange, Importer, PreparedKey, Preparer, Snapshot, Store};
 use crate::pagestore::{PageFile, PageStore, StoreError};
 use crate::types::KeyValue;
 
@@ -804,8 +804,9 @@ impl<F: PageFile> PagedHistory<F> {
 
     /// The last checkpoint's history as an in-memory store (checked as a
     /// snapshot import is). Two threads each read half of the version log
-    /// (by revision) and sort it by key, newest first; this one merges the
-    /// halves into the store.
+    /// (by revision, leaves bypassing the page cache) and sort it by key,
+    /// newest first; then one merges the halves, checks each key and builds
+    /// its versions while this one puts the keys into the map.
     pub fn load(&mut self) -> Result<Store> {
         let view = self.view();
         let totals = view.totals;
@@ -822,29 +823,63 @@ impl<F: PageFile> PagedHistory<F> {
             let low = low.join().expect("the log reader does not panic");
             Ok::<_, HistoryError>((low?, high?))
         })?;
-        // Both halves hold keys in order, newest first within a key; a key
-        // in both has all its high-half versions newer than its low-half ones.
-        let mut low = low.into_iter().peekable();
-        let mut high = high.into_iter().peekable();
-        loop {
-            let take_high = match (low.peek(), high.peek()) {
-                (None, None) => break,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(l), Some(h)) => h.0 <= l.0,
-            };
-            let (key, first) = if take_high { high.next() } else { low.next() }.expect("peeked");
-            let mut group = vec![first];
-            while let Some((_, version)) = high.next_if(|(next, _)| *next == key) {
-                group.push(version);
+        // One thread merges the halves, checks each key and builds its chain
+        // of versions; this one puts the keys into the map, batch by batch.
+        let preparer = importer.preparer();
+        std::thread::scope(|scope| -> Result<()> {
+            let (batches_tx, batches) = std::sync::mpsc::sync_channel::<Vec<PreparedKey>>(16);
+            let merger = scope.spawn(move || merge_halves(low, high, preparer, batches_tx));
+            for batch in batches {
+                for key in batch {
+                    importer.commit(key);
+                }
             }
-            while let Some((_, version)) = low.next_if(|(next, _)| *next == key) {
-                group.push(version);
-            }
-            importer.add(key, group).map_err(bad)?;
-        }
+            merger.join().expect("the merger does not panic")
+        })?;
         Ok(importer.finish())
     }
+}
+
+/// Merges the two halves of `load` (each in key order, newest first within
+/// a key; a key in both has its high-half versions newer than its low-half
+/// ones), prepares each key and sends them on in batches.
+fn merge_halves(
+    low: Vec<(Bytes, ExportedVersion)>,
+    high: Vec<(Bytes, ExportedVersion)>,
+    mut preparer: Preparer,
+    batches: std::sync::mpsc::SyncSender<Vec<PreparedKey>>,
+) -> Result<()> {
+    const batch_keys: usize = 1024;
+    let mut low = low.into_iter().peekable();
+    let mut high = high.into_iter().peekable();
+    let mut batch = Vec::with_capacity(batch_keys);
+    loop {
+        let take_high = match (low.peek(), high.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(l), Some(h)) => h.0 <= l.0,
+        };
+        let (key, first) = if take_high { high.next() } else { low.next() }.expect("peeked");
+        let mut group = vec![first];
+        while let Some((_, version)) = high.next_if(|(next, _)| *next == key) {
+            group.push(version);
+        }
+        while let Some((_, version)) = low.next_if(|(next, _)| *next == key) {
+            group.push(version);
+        }
+        batch.push(preparer.prepare(key, group).map_err(bad)?);
+        if batch.len() == batch_keys {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
+            if batches.send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.send(batch);
+    }
+    Ok(())
 }
 
 /// The versions of a checkpoint with revisions in [from, to), sorted by key,
@@ -852,8 +887,12 @@ impl<F: PageFile> PagedHistory<F> {
 fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, ExportedVersion)>> {
     let start = version_key(from, &[]);
     let end = if to == i64::MAX { prefix_end(prefix_version) } else { version_key(to, &[]) };
-    let mut cursor = view.snapshot.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
-    let mut versions: Vec<(Bytes, ExportedVersion)> = Vec::new();
+    let mut cursor = view.snapshot.scan_cursor(Bound::Included(&start), Bound::Excluded(&end))?;
+    // About one version per revision: reserved up front, the vector is not
+    // copied as it grows (it holds the whole history).
+    let revisions = to.min(view.totals.revision + 1).saturating_sub(from).max(0) as usize;
+    let mut versions: Vec<(Bytes, ExportedVersion)> =
+        Vec::with_capacity(revisions.min(view.totals.live_keys.max(0) as usize * 4 + 1024));
     // Consecutive versions often share a stem; decode it once.
     let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
     loop {
