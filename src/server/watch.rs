@@ -23,6 +23,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,6 +212,8 @@ struct Watcher {
     /// The create request's id: every response of the watch carries it.
     request_id: u64,
     filter: Filter,
+    /// `filter`'s hash, computed once (`Templates`).
+    filter_hash: u64,
     /// The first revision not yet sent.
     next: i64,
     out: async_channel::Sender<Vec<u8>>,
@@ -367,24 +370,60 @@ struct Filter {
     fragment: bool,
 }
 
-/// Watchers alike (same filter, same position) share their responses while
-/// one round of deliveries runs.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Group {
-    filter: Filter,
-    next: i64,
+type Built = Result<Vec<Template>, Error>;
+
+/// The responses built in one round of deliveries, shared by watchers alike
+/// (same filter, same position). Keyed by the filter's hash (computed when
+/// the watcher was created) and the position, so finding a watcher's group
+/// neither copies nor hashes its filter.
+#[derive(Default)]
+struct Templates {
+    groups: HashMap<(u64, i64), Vec<(Filter, Built)>, Mixed>,
 }
 
-impl Group {
-    fn of(watcher: &Watcher) -> Group {
-        Group { filter: watcher.filter.clone(), next: watcher.next }
+type Mixed = BuildHasherDefault<MixHasher>;
+
+impl Templates {
+    fn get(&self, watcher: &Watcher) -> Option<&Built> {
+        let alike = self.groups.get(&(watcher.filter_hash, watcher.next))?;
+        alike.iter().find(|(filter, _)| *filter == watcher.filter).map(|(_, built)| built)
+    }
+
+    fn insert(&mut self, watcher: &Watcher, built: Built) -> &Built {
+        let alike = self.groups.entry((watcher.filter_hash, watcher.next)).or_default();
+        alike.push((watcher.filter.clone(), built));
+        &alike.last().expect("just pushed").1
+    }
+}
+
+/// A hasher for keys that are already hashes and small integers.
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl std::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
     }
 }
 
 struct Round<'a> {
     snapshot: &'a crate::mvcc::Snapshot,
     log: &'a LogView,
-    templates: HashMap<Group, Result<Vec<Template>, Error>>,
+    templates: Templates,
 }
 
 /// A core's watchers.
@@ -500,22 +539,30 @@ impl Hub {
         self.count(1);
         let current = self.shared.published.load().snapshot.revision();
         let next = if request.start_revision > 0 { request.start_revision } else { current + 1 };
+        let filter = Filter {
+            // Copies: the request's bytes are a slice of a whole read
+            // buffer, which a long-lived watcher would otherwise keep alive.
+            span: Span::new(
+                &Bytes::copy_from_slice(&request.key),
+                &Bytes::copy_from_slice(&request.range_end),
+            ),
+            no_put: request.no_put,
+            no_delete: request.no_delete,
+            prev_kv: request.prev_kv,
+            fragment: request.fragment,
+        };
+        let filter_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            filter.hash(&mut hasher);
+            hasher.finish()
+        };
         self.watchers.borrow_mut().insert(Watcher {
             connection,
             watch_id,
             request_id,
-            filter: Filter {
-                // Copies: the request's bytes are a slice of a whole read
-                // buffer, which a long-lived watcher would otherwise keep alive.
-                span: Span::new(
-                    &Bytes::copy_from_slice(&request.key),
-                    &Bytes::copy_from_slice(&request.range_end),
-                ),
-                no_put: request.no_put,
-                no_delete: request.no_delete,
-                prev_kv: request.prev_kv,
-                fragment: request.fragment,
-            },
+            filter,
+            filter_hash,
             next,
             out: out.clone(),
             behind: false,
@@ -613,7 +660,7 @@ impl Hub {
         let log = self.shared.watch.view(oldest);
         let published = self.shared.published.load_full();
         let snapshot = &published.snapshot;
-        let mut round = Round { snapshot, log: &log, templates: HashMap::new() };
+        let mut round = Round { snapshot, log: &log, templates: Templates::default() };
         if watchers.synced_count > 0 {
             self.deliver_synced(watchers, &mut round);
         }
@@ -670,29 +717,42 @@ impl Hub {
             return;
         }
         type Matched<'e> = Vec<(i64, &'e Bytes, Option<&'e KeyValue>)>;
-        let mut matched: HashMap<usize, Matched<'_>> = HashMap::new();
+        // Each watcher's events, in the order watchers first matched; a
+        // watcher's place in `matched` by slot (dense: no hashing per event).
+        let mut matched: Vec<(usize, Matched<'_>)> = Vec::new();
+        let mut place: Vec<u32> = vec![u32::MAX; watchers.slots.len()];
+        let mut add = |id: usize, event| {
+            if place[id] == u32::MAX {
+                place[id] = matched.len() as u32;
+                matched.push((id, Vec::new()));
+            }
+            matched[place[id] as usize].1.push(event);
+        };
         for (revision, key, kv) in batches.iter().flat_map(|b| b.changes.iter()) {
             if *revision < from {
                 continue;
             }
             let event = (*revision, key, kv.as_ref());
             for id in watchers.by_key.get(key).into_iter().flatten() {
-                matched.entry(*id).or_default().push(event);
+                add(*id, event);
             }
             for id in &watchers.ranges {
                 let Some(watcher) = watchers.slots[*id].as_ref() else { continue };
                 if watcher.filter.span.contains(key) {
-                    matched.entry(*id).or_default().push(event);
+                    add(*id, event);
                 }
             }
         }
         for (id, events) in matched {
             let Some(watcher) = watchers.slots[id].as_mut() else { continue };
             watcher.next = from;
-            let key = Group::of(watcher);
-            let built = round.templates.entry(key).or_insert_with(|| {
-                self.responses(watcher, round.snapshot, events.into_iter(), last)
-            });
+            let built = match round.templates.get(watcher) {
+                Some(built) => built,
+                None => {
+                    let built = self.responses(watcher, round.snapshot, events.into_iter(), last);
+                    round.templates.insert(watcher, built)
+                }
+            };
             match built {
                 Ok(templates) => {
                     if !self.send_templates(watcher, templates) {
@@ -733,8 +793,7 @@ impl Hub {
                 if last < watcher.next {
                     return Stop::CaughtUp;
                 }
-                let key = Group::of(watcher);
-                if !round.templates.contains_key(&key) {
+                if round.templates.get(watcher).is_none() {
                     let events = batches
                         .iter()
                         .flat_map(|b| b.changes.iter())
@@ -743,9 +802,9 @@ impl Hub {
                         })
                         .map(|(revision, key, kv)| (*revision, key, kv.as_ref()));
                     let built = self.responses(watcher, snapshot, events, last);
-                    round.templates.insert(key.clone(), built);
+                    round.templates.insert(watcher, built);
                 }
-                let built = round.templates.get(&key).expect("just built");
+                let built = round.templates.get(watcher).expect("just built");
                 return match built {
                     Ok(templates) => match self.send_templates(watcher, templates) {
                         true => Stop::CaughtUp,
