@@ -78,6 +78,15 @@ fn snapshot_saved_under_writes_restores_to_a_member_with_the_same_state() {
     }
     let compact = Request::Compact(CompactRequest { revision: 1500, physical: false });
     client.call(&compact).unwrap();
+    // A lease with a key: both travel in the snapshot.
+    client.call(&Request::LeaseGrant(LeaseGrantRequest { ttl: 600, id: 0x77 })).unwrap();
+    let leased = PutRequest {
+        key: Bytes::from_static(b"leased/a"),
+        value: Bytes::from_static(b"v"),
+        lease: 0x77,
+        ..Default::default()
+    };
+    client.call(&Request::Put(leased)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..3)
         .map(|id| {
@@ -136,6 +145,15 @@ fn snapshot_saved_under_writes_restores_to_a_member_with_the_same_state() {
     let error = copy.call(&compacted).unwrap_err().to_string();
     assert!(error.contains("compacted"), "{error}");
     assert_ne!(latest, everything(&mut copy, 0), "the source moved on; the copy did not");
+    // The lease came along, its key attached, its TTL counting.
+    let ttl = LeaseTimeToLiveRequest { id: 0x77, keys: true };
+    match copy.call(&Request::LeaseTimeToLive(ttl)).unwrap().1 {
+        ResponseBody::LeaseTimeToLive(t) => {
+            assert_eq!((t.granted_ttl, t.keys), (600, vec![Bytes::from_static(b"leased/a")]));
+            assert!((590..=600).contains(&t.ttl), "remaining {}", t.ttl);
+        }
+        other => panic!("{other:?}"),
+    }
     // The restored member takes writes after the snapshot's revision, and
     // keeps them across a restart.
     assert_eq!(put(&mut copy, "after", "restore"), revision + 1);
@@ -143,6 +161,8 @@ fn snapshot_saved_under_writes_restores_to_a_member_with_the_same_state() {
     restored.restart();
     let mut copy = restored.client();
     assert_eq!(copy.get(b"after").unwrap().unwrap().mod_revision, revision + 1);
+    copy.call(&Request::LeaseRevoke(0x77)).unwrap();
+    assert_eq!(copy.get(b"leased/a").unwrap(), None, "revoking deletes the restored key");
     drop((source, restored));
     for path in [&dir, &restored_dir] {
         std::fs::remove_dir_all(path).unwrap();
