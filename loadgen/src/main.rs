@@ -6,6 +6,7 @@
 //! stderr and one JSON line per run on stdout.
 
 mod etcd;
+mod lease;
 mod native;
 mod watch;
 
@@ -29,6 +30,9 @@ enum Workload {
     Mixed,
     /// `--watchers` watches on the keys' prefix while `--clients` writers put.
     Watch,
+    /// Each client grants a lease with a key, renews it (keep-alive) in a
+    /// closed loop, then revokes it.
+    Lease,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +260,7 @@ fn choose(args: &Args, rng: &mut Rng) -> Op {
         Workload::Range => Op::Range(key),
         Workload::Txn => Op::Txn(key),
         Workload::Mixed if rng.unit() < args.read_ratio => Op::Get(key),
-        Workload::Mixed | Workload::Watch => Op::Put(key),
+        Workload::Mixed | Workload::Watch | Workload::Lease => Op::Put(key),
     }
 }
 
@@ -427,6 +431,16 @@ fn main() {
         .threads
         .unwrap_or_else(|| corekv::runtime::available_cpus().len())
         .clamp(1, args.clients);
+    if args.workload == Workload::Lease {
+        match lease::run(args, threads) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("loadgen: error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if args.workload == Workload::Watch {
         // Threads read the watchers' connections; writers are few.
         let threads = args
