@@ -8,9 +8,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corekv::types::*;
@@ -21,11 +21,22 @@ use super::{key_of, parse_duration, run_local, Args, Target};
 const TTL: i64 = 60;
 
 struct Totals {
+    /// Clients set up (lease granted, key put): renewals start once all are.
+    ready: AtomicUsize,
     renewals: AtomicU64,
     /// Renewals that answered another TTL than the one granted.
     wrong: AtomicU64,
     /// Keys still there after their lease was revoked.
     left: AtomicU64,
+}
+
+/// Waits until every client is set up; answers when renewals start.
+async fn all_ready(args: &Args, totals: &Totals) -> Instant {
+    totals.ready.fetch_add(1, Relaxed);
+    while totals.ready.load(Relaxed) < args.clients {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Instant::now()
 }
 
 /// One corekv client: grant, put a key with the lease, renew until the
@@ -35,7 +46,7 @@ async fn native_client(
     totals: Arc<Totals>,
     endpoint: String,
     index: usize,
-    deadline: Instant,
+    duration: Duration,
     histogram: Rc<RefCell<Histogram<u64>>>,
 ) -> Result<(), String> {
     let connection = crate::native::Connection::connect(&endpoint).await?;
@@ -58,6 +69,7 @@ async fn native_client(
         ..Default::default()
     };
     call(Request::Put(put)).await?;
+    let deadline = all_ready(&args, &totals).await + duration;
     while Instant::now() < deadline {
         let sent = Instant::now();
         match call(Request::LeaseKeepAlive(id)).await? {
@@ -83,7 +95,7 @@ async fn etcd_client(
     totals: Arc<Totals>,
     endpoint: String,
     index: usize,
-    deadline: Instant,
+    duration: Duration,
     histogram: Rc<RefCell<Histogram<u64>>>,
 ) -> Result<(), String> {
     let client = etcd_client::Client::connect([format!("http://{endpoint}")], None)
@@ -96,14 +108,16 @@ async fn etcd_client(
     kv.put(key.to_vec(), b"v".to_vec(), Some(options)).await.map_err(|e| e.to_string())?;
     // (keep_alive sends a first renewal and takes its answer.)
     let (mut keeper, mut stream) = leases.keep_alive(id).await.map_err(|e| e.to_string())?;
+    let deadline = all_ready(&args, &totals).await + duration;
     while Instant::now() < deadline {
         let sent = Instant::now();
         keeper.keep_alive().await.map_err(|e| e.to_string())?;
         match stream.message().await.map_err(|e| e.to_string())? {
             Some(answer) if answer.ttl() == TTL => {}
-            _ => {
+            Some(_) => {
                 totals.wrong.fetch_add(1, Relaxed);
             }
+            None => return Err("etcd closed the keep-alive stream".into()),
         }
         let _ = histogram.borrow_mut().record(sent.elapsed().as_micros().max(1) as u64);
         totals.renewals.fetch_add(1, Relaxed);
@@ -125,13 +139,13 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
         .map(String::from)
         .collect();
     let totals = Arc::new(Totals {
+        ready: AtomicUsize::new(0),
         renewals: AtomicU64::new(0),
         wrong: AtomicU64::new(0),
         left: AtomicU64::new(0),
     });
     let duration = parse_duration(&args.duration)?;
     let started = Instant::now();
-    let deadline = started + duration;
     let workers: Vec<_> = (0..threads)
         .map(|t| {
             let (args, totals, endpoints) = (args.clone(), totals.clone(), endpoints.clone());
@@ -148,10 +162,10 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
                             tokio::task::spawn_local(async move {
                                 match a.target {
                                     Target::Corekv => {
-                                        native_client(a, tt, endpoint, c, deadline, h).await
+                                        native_client(a, tt, endpoint, c, duration, h).await
                                     }
                                     Target::Etcd => {
-                                        etcd_client(a, tt, endpoint, c, deadline, h).await
+                                        etcd_client(a, tt, endpoint, c, duration, h).await
                                     }
                                 }
                             })

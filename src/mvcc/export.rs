@@ -130,7 +130,7 @@ pub struct Importer {
 }
 
 /// A key checked and its chain of versions built, for `Importer::commit`.
-pub struct PreparedKey {
+pub(crate) struct PreparedKey {
     key: Bytes,
     head: Arc<Version>,
     live: bool,
@@ -142,7 +142,7 @@ pub struct PreparedKey {
 /// another thread than the importer (`Importer::preparer`): keys in strictly
 /// ascending order, each with a well-formed history.
 #[derive(Clone)]
-pub struct Preparer {
+pub(crate) struct Preparer {
     revision: i64,
     compact_revision: i64,
     last_key: Option<Bytes>,
@@ -151,7 +151,7 @@ pub struct Preparer {
 
 impl Preparer {
     /// Checks one key with its versions, newest first, and builds its chain.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &mut self,
         key: Bytes,
         versions: Vec<ExportedVersion>,
@@ -254,13 +254,17 @@ impl Importer {
     /// What checks and builds keys for `commit` on another thread (once the
     /// leases are added): keys go through it in order, then to `commit` in
     /// the same order.
-    pub fn preparer(&self) -> Preparer {
+    pub(crate) fn preparer(&self) -> Preparer {
         self.prep.clone()
     }
 
-    /// Adds a key `Preparer::prepare` accepted.
-    pub fn commit(&mut self, prepared: PreparedKey) {
+    /// Adds a key `Preparer::prepare` accepted (keys in the order prepared).
+    pub(crate) fn commit(&mut self, prepared: PreparedKey) {
         let PreparedKey { key, head, live, bytes, lease } = prepared;
+        debug_assert!(
+            self.keys.get_max().is_none_or(|(last, _)| *last < key),
+            "keys committed out of order"
+        );
         self.keys_added = true;
         self.prep.leases.attach(lease, &key);
         self.live_keys += usize::from(live);

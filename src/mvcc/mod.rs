@@ -36,7 +36,8 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 pub use events::Event;
-pub use export::{ExportedVersion, Importer, PreparedKey, Preparer};
+pub use export::{ExportedVersion, Importer};
+pub(crate) use export::{PreparedKey, Preparer};
 pub use lease::{Lease, Leases};
 pub use txn::validate_request;
 

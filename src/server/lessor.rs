@@ -27,17 +27,42 @@ use crate::types::*;
 struct Countdown {
     ttl: i64,
     expiry_ms: i64,
-    /// Renewed or granted since the last checkpoint.
+    /// Renewed or granted since the last checkpoint (and in `dirty`).
     dirty: bool,
     /// When its revocation was proposed (on the lease clock).
     revoking_since: Option<i64>,
+}
+
+/// The countdowns, with what keeps the periodic work independent of how
+/// many leases there are: the leases to checkpoint, and a time before which
+/// none can be due (so most ticks look at nothing).
+#[derive(Default)]
+struct Countdowns {
+    map: HashMap<i64, Countdown>,
+    /// Leases renewed or granted since the last checkpoint (some may have
+    /// been revoked since).
+    dirty: Vec<i64>,
+    /// No lease expires, nor is due for another revocation proposal, before
+    /// this (a lower bound: renewals only move deadlines later).
+    quiet_until_ms: i64,
+}
+
+impl Countdowns {
+    fn mark_dirty(&mut self, id: i64) {
+        if let Some(lease) = self.map.get_mut(&id) {
+            if !lease.dirty {
+                lease.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
 }
 
 pub struct Lessor {
     started: Instant,
     /// The lease clock when `started` was taken.
     base_ms: i64,
-    leases: Mutex<HashMap<i64, Countdown>>,
+    leases: Mutex<Countdowns>,
 }
 
 impl Lessor {
@@ -48,17 +73,21 @@ impl Lessor {
     /// was about to expire does.
     pub fn new(leases: &Leases) -> Lessor {
         let base_ms = leases.clock_ms();
-        let countdowns = leases
-            .iter()
-            .map(|(id, lease)| {
-                let (expiry_ms, dirty) = match lease.expiry_ms {
-                    0 => (base_ms + lease.ttl * 1000, true),
-                    expiry_ms => (expiry_ms, false),
-                };
-                let expiry_ms = expiry_ms.max(base_ms + limits::lease_restart_grace_ms);
-                (id, Countdown { ttl: lease.ttl, expiry_ms, dirty, revoking_since: None })
-            })
-            .collect();
+        let mut countdowns = Countdowns { quiet_until_ms: i64::MAX, ..Default::default() };
+        for (id, lease) in leases.iter() {
+            let (expiry_ms, checkpointed) = match lease.expiry_ms {
+                0 => (base_ms + lease.ttl * 1000, false),
+                expiry_ms => (expiry_ms, true),
+            };
+            let expiry_ms = expiry_ms.max(base_ms + limits::lease_restart_grace_ms);
+            let countdown =
+                Countdown { ttl: lease.ttl, expiry_ms, dirty: false, revoking_since: None };
+            countdowns.map.insert(id, countdown);
+            countdowns.quiet_until_ms = countdowns.quiet_until_ms.min(expiry_ms);
+            if !checkpointed {
+                countdowns.mark_dirty(id);
+            }
+        }
         Lessor { started: Instant::now(), base_ms, leases: Mutex::new(countdowns) }
     }
 
@@ -67,19 +96,22 @@ impl Lessor {
         self.base_ms + self.started.elapsed().as_millis() as i64
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Countdown>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Countdowns> {
         self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A grant was applied: the lease counts down its full TTL from now.
     pub fn granted(&self, id: i64, ttl: i64) {
+        let mut leases = self.lock();
         let expiry_ms = self.now_ms() + ttl * 1000;
-        self.lock().insert(id, Countdown { ttl, expiry_ms, dirty: true, revoking_since: None });
+        leases.map.insert(id, Countdown { ttl, expiry_ms, dirty: false, revoking_since: None });
+        leases.quiet_until_ms = leases.quiet_until_ms.min(expiry_ms);
+        leases.mark_dirty(id);
     }
 
     /// A revocation was applied (or found no such lease).
     pub fn revoked(&self, id: i64) {
-        self.lock().remove(&id);
+        self.lock().map.remove(&id);
     }
 
     /// A keep-alive: the lease's TTL, counting from now, or None if it does
@@ -88,41 +120,51 @@ impl Lessor {
     pub fn renew(&self, id: i64) -> Option<i64> {
         let mut leases = self.lock();
         let now = self.now_ms();
-        let lease = leases.get_mut(&id)?;
+        let lease = leases.map.get_mut(&id)?;
         if lease.expiry_ms <= now || lease.revoking_since.is_some() {
             return None;
         }
         lease.expiry_ms = now + lease.ttl * 1000;
-        lease.dirty = true;
-        Some(lease.ttl)
+        let ttl = lease.ttl;
+        leases.mark_dirty(id);
+        Some(ttl)
     }
 
     /// Milliseconds left before lease `id` expires (0 once it has).
     pub fn remaining_ms(&self, id: i64) -> Option<i64> {
         let now = self.now_ms();
-        self.lock().get(&id).map(|lease| (lease.expiry_ms - now).max(0))
+        self.lock().map.get(&id).map(|lease| (lease.expiry_ms - now).max(0))
     }
 
     /// Expired leases whose revocation is not yet proposed (or was proposed
-    /// long enough ago to try again), at most `max`, soonest first.
+    /// long enough ago to try again), at most `max`, soonest first. Looks at
+    /// the leases only once one may be due.
     pub fn expired(&self, max: usize) -> Vec<i64> {
-        let now = self.now_ms();
         let mut leases = self.lock();
+        let now = self.now_ms();
+        if now < leases.quiet_until_ms {
+            return Vec::new();
+        }
+        // When each lease is next due: its expiry, or the retry of a
+        // revocation proposed and not yet applied.
+        let due_at = |l: &Countdown| match l.revoking_since {
+            None => l.expiry_ms,
+            Some(at) => at + limits::lease_revoke_retry_ms,
+        };
         let mut due: Vec<(i64, i64)> = leases
+            .map
             .iter()
-            .filter(|(_, l)| l.expiry_ms <= now)
-            .filter(|(_, l)| {
-                l.revoking_since.is_none_or(|at| now - at >= limits::lease_revoke_retry_ms)
-            })
+            .filter(|(_, l)| due_at(l) <= now)
             .map(|(id, l)| (l.expiry_ms, *id))
             .collect();
         due.sort_unstable();
         due.truncate(max);
         for (_, id) in &due {
-            if let Some(lease) = leases.get_mut(id) {
+            if let Some(lease) = leases.map.get_mut(id) {
                 lease.revoking_since = Some(now);
             }
         }
+        leases.quiet_until_ms = leases.map.values().map(due_at).min().unwrap_or(i64::MAX);
         due.into_iter().map(|(_, id)| id).collect()
     }
 
@@ -130,18 +172,19 @@ impl Lessor {
     /// (at most `limits::lease_checkpoint_deadlines_max`; the rest stay due).
     /// None when there are no leases: the clock then need not move.
     pub fn checkpoint(&self) -> Option<LeaseCheckpointRequest> {
-        let clock_ms = self.now_ms();
         let mut leases = self.lock();
-        if leases.is_empty() {
+        let clock_ms = self.now_ms();
+        if leases.map.is_empty() {
+            leases.dirty.clear();
             return None;
         }
         let mut deadlines = Vec::new();
-        for (id, lease) in leases.iter_mut().filter(|(_, l)| l.dirty) {
-            if deadlines.len() == limits::lease_checkpoint_deadlines_max {
-                break;
+        while deadlines.len() < limits::lease_checkpoint_deadlines_max {
+            let Some(id) = leases.dirty.pop() else { break };
+            if let Some(lease) = leases.map.get_mut(&id) {
+                lease.dirty = false;
+                deadlines.push((id, lease.expiry_ms));
             }
-            lease.dirty = false;
-            deadlines.push((*id, lease.expiry_ms));
         }
         deadlines.sort_unstable();
         Some(LeaseCheckpointRequest { clock_ms, deadlines })

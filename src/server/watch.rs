@@ -551,11 +551,12 @@ impl Hub {
             prev_kv: request.prev_kv,
             fragment: request.fragment,
         };
+        // Keyed per process: a client cannot choose filters that collide.
+        static filter_hasher: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
         let filter_hash = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            filter.hash(&mut hasher);
-            hasher.finish()
+            use std::hash::BuildHasher;
+            filter_hasher.get_or_init(Default::default).hash_one(&filter)
         };
         self.watchers.borrow_mut().insert(Watcher {
             connection,

@@ -890,9 +890,11 @@ fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, E
     let mut cursor = view.snapshot.scan_cursor(Bound::Included(&start), Bound::Excluded(&end))?;
     // About one version per revision: reserved up front, the vector is not
     // copied as it grows (it holds the whole history).
-    let revisions = to.min(view.totals.revision + 1).saturating_sub(from).max(0) as usize;
-    let mut versions: Vec<(Bytes, ExportedVersion)> =
-        Vec::with_capacity(revisions.min(view.totals.live_keys.max(0) as usize * 4 + 1024));
+    // Bounded by the tree's entry count, so a damaged meta entry cannot ask
+    // for an absurd reservation.
+    let revisions = to.min(view.totals.revision.saturating_add(1)).saturating_sub(from).max(0);
+    let capacity = (revisions as u64).min(view.snapshot.len());
+    let mut versions: Vec<(Bytes, ExportedVersion)> = Vec::with_capacity(capacity as usize);
     // Consecutive versions often share a stem; decode it once.
     let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
     loop {
