@@ -360,6 +360,30 @@ mod tests {
     }
 
     #[test]
+    fn ticks_look_only_at_what_is_due_and_checkpoints_carry_each_renewal_once() {
+        let lessor = Lessor::new(&Leases::default());
+        for id in 1..=1000 {
+            lessor.granted(id, 60);
+        }
+        lessor.granted(5000, 2);
+        assert_eq!(lessor.expired(100), Vec::<i64>::new(), "nothing due yet");
+        let first = lessor.checkpoint().unwrap();
+        assert_eq!(first.deadlines.len(), 1001, "every grant once");
+        for _ in 0..3 {
+            assert_eq!(lessor.renew(7), Some(60));
+        }
+        lessor.revoked(8);
+        let second = lessor.checkpoint().unwrap();
+        assert_eq!(second.deadlines.iter().map(|d| d.0).collect::<Vec<_>>(), vec![7]);
+        std::thread::sleep(Duration::from_millis(2_050));
+        assert_eq!(lessor.expired(100), vec![5000], "only the short lease");
+        assert_eq!(lessor.expired(100), Vec::<i64>::new());
+        // Not applied: proposed again after the retry interval.
+        std::thread::sleep(Duration::from_millis(limits::lease_revoke_retry_ms as u64 + 50));
+        assert_eq!(lessor.expired(100), vec![5000]);
+    }
+
+    #[test]
     fn a_keep_alive_restarts_the_full_ttl_and_is_checkpointed() {
         let lessor = Lessor::new(&Leases::default());
         lessor.granted(9, 5);
