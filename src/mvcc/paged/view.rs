@@ -117,8 +117,10 @@ impl PagedView {
         mut visit: impl FnMut(Bytes, Vec<ExportedVersion>) -> Result<()>,
     ) -> Result<()> {
         let end = prefix_end(prefix_key);
+        // One pass over every key entry (snapshot files, rewrites): its
+        // leaves stay out of the page cache that requests use.
         let mut cursor =
-            self.snapshot.cursor(Bound::Included(&[prefix_key]), Bound::Excluded(&end))?;
+            self.snapshot.scan_cursor(Bound::Included(&[prefix_key]), Bound::Excluded(&end))?;
         let mut order = KeyOrder::new();
         let mut next: Vec<(Bytes, Vec<ExportedVersion>)> = Vec::new();
         while let Some(entry) = cursor.next_with(key_entry)? {
