@@ -23,9 +23,10 @@
 //! ```
 //!
 //! Version record: kind (1 put, 2 delete), flags (bit 0: the full key
-//! follows), the revision of the key's previous version (i64 LE; 0: none),
-//! then for a put create_revision, version, lease (i64 LE each); then, if
-//! flagged, the key's length (u32 LE) and the key; then a put's value.
+//! follows), then LEB128 varints: how far below this revision the key's
+//! previous version is (0: none), and for a put how far below it the key was
+//! created, its version and its lease (zigzag); then, if flagged, the key's
+//! length (u32 LE) and the key; then a put's value.
 //!
 //! A read at R finds the key entry, then follows previous revisions from the
 //! newest version to the first at or below R. Compaction at C keeps, per
@@ -63,8 +64,10 @@ const meta_live_keys: &[u8] = b"mlive_keys";
 const meta_size_bytes: &[u8] = b"msize_bytes";
 const meta_layout: &[u8] = b"mlayout";
 /// The layout this module writes. The first layout ((key, revision) order)
-/// wrote no `mlayout` entry; a store holding one is refused, not misread.
-const layout_version: i64 = 2;
+/// wrote no `mlayout` entry, the second fixed-width record fields; a store
+/// holding either is refused, not misread (and rebuilt from snapshot files
+/// and the WAL).
+const layout_version: i64 = 3;
 /// Escaped key bytes a stem may hold before the key counts as long. The
 /// largest tree key ('v', 8, stem, 2, 16) stays within the page store's cap.
 pub const stem_key_bytes_max: usize = 960;
@@ -232,15 +235,40 @@ fn decode_newest(value: &[u8]) -> Result<Newest> {
     Ok(Newest { revision, deleted: kind == kind_delete })
 }
 
-fn encode_record(key: &[u8], long: bool, previous: i64, kv: Option<&KeyValue>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(34 + kv.map_or(0, |kv| kv.value.len()));
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    (value >> 1) as i64 ^ -((value & 1) as i64)
+}
+
+/// The record of `key`'s version at `revision` (`kv` None: a delete),
+/// whose previous version is at `previous` (0: none).
+fn encode_record(
+    key: &[u8],
+    long: bool,
+    revision: i64,
+    previous: i64,
+    kv: Option<&KeyValue>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + kv.map_or(0, |kv| kv.value.len()));
     out.push(if kv.is_some() { kind_put } else { kind_delete });
     out.push(if long { flag_long_key } else { 0 });
-    out.extend_from_slice(&previous.to_le_bytes());
+    // Revisions as distances below this one (small for recent ones).
+    put_varint(&mut out, if previous == 0 { 0 } else { (revision - previous) as u64 });
     if let Some(kv) = kv {
-        out.extend_from_slice(&kv.create_revision.to_le_bytes());
-        out.extend_from_slice(&kv.version.to_le_bytes());
-        out.extend_from_slice(&kv.lease.to_le_bytes());
+        put_varint(&mut out, (revision - kv.create_revision) as u64);
+        put_varint(&mut out, kv.version as u64);
+        put_varint(&mut out, zigzag(kv.lease));
     }
     if long {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -267,8 +295,23 @@ fn decode_record(record: &[u8], revision: i64, short_key: Option<&Bytes>) -> Res
         *at += n;
         Ok(slice)
     };
-    let i64_at = |at: &mut usize| -> Result<i64> {
-        Ok(i64::from_le_bytes(take(at, 8)?.try_into().expect("8 bytes")))
+    let varint = |at: &mut usize| -> Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = take(at, 1)?[0];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(bad("a version record's number runs past 64 bits"))
+    };
+    // A revision `distance` below this one: at least 1.
+    let below = |distance: u64, what: &str| -> Result<i64> {
+        match i64::try_from(distance) {
+            Ok(distance) if distance < revision => Ok(revision - distance),
+            _ => Err(bad(format!("the version at {revision} names a {what} {distance} below it"))),
+        }
     };
     let mut at = 0;
     let header = take(&mut at, 2)?;
@@ -276,12 +319,17 @@ fn decode_record(record: &[u8], revision: i64, short_key: Option<&Bytes>) -> Res
     if flags & !flag_long_key != 0 || (kind != kind_put && kind != kind_delete) {
         return Err(bad(format!("a version record of kind {kind} flags {flags}")));
     }
-    let previous = i64_at(&mut at)?;
-    if previous < 0 || previous >= revision {
-        return Err(bad(format!("the version at {revision} follows one at {previous}")));
-    }
+    let previous = match varint(&mut at)? {
+        0 => 0,
+        distance => below(distance, "previous version")?,
+    };
     let fields = if kind == kind_put {
-        Some((i64_at(&mut at)?, i64_at(&mut at)?, i64_at(&mut at)?))
+        let create_revision = below(varint(&mut at)?, "creation")?;
+        let version = i64::try_from(varint(&mut at)?)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| bad(format!("the version at {revision} has no valid version")))?;
+        Some((create_revision, version, unzigzag(varint(&mut at)?)))
     } else {
         None
     };
@@ -569,7 +617,7 @@ impl<F: PageFile> PagedHistory<F> {
                     "a version at revision {revision} after one at {previous}"
                 )));
             }
-            let record = encode_record(key, long, previous, kv.as_ref());
+            let record = encode_record(key, long, *revision, previous, kv.as_ref());
             let slot = match slot {
                 Some(slot) => {
                     versions[slot].1 = record;
@@ -657,7 +705,8 @@ impl<F: PageFile> PagedHistory<F> {
             let mut write = || -> Result<()> {
                 for (i, version) in versions.iter().enumerate() {
                     let previous = versions.get(i + 1).map_or(0, |older| older.revision);
-                    let record = encode_record(&key, long, previous, version.kv.as_ref());
+                    let record =
+                        encode_record(&key, long, version.revision, previous, version.kv.as_ref());
                     store.insert(&version_key(version.revision, &stem), &record)?;
                 }
                 if let Some(newest) = versions.first() {

@@ -300,24 +300,39 @@ fn replace_all_then_load_is_the_state() {
 
 #[test]
 fn damaged_records_are_errors_not_panics() {
-    let with_previous = |head: [u8; 2], previous: i64, tail: &[u8]| {
-        let mut record = head.to_vec();
-        record.extend_from_slice(&previous.to_le_bytes());
-        record.extend_from_slice(tail);
-        record
-    };
+    // Records of versions at revision 5: kind, flags, then varints.
     let records = [
         vec![],
         vec![1],
-        with_previous([1, 0], 0, &[1, 2]),
-        with_previous([3, 0], 0, &[]),
-        with_previous([2, 1], 0, &[9, 0, 0, 0]),
-        with_previous([2, 0], 0, &[5]),
-        with_previous([2, 0], 5, &[]),
-        with_previous([2, 0], -1, &[]),
+        vec![1, 0, 0],             // a put cut short
+        vec![1, 0, 0, 5, 1, 0],    // created 5 below revision 5: at 0
+        vec![1, 0, 0, 0, 0, 0],    // version 0
+        vec![1, 0, 0, 0, 1, 0x80], // a lease varint cut short
+        vec![3, 0, 0],             // kind 3
+        vec![2, 1, 0, 9, 0, 0, 0], // a long key cut short
+        vec![2, 0, 0, 5],          // a delete with a value
+        vec![2, 0, 5],             // a previous version at 0
+        vec![2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // > 64 bits
     ];
     let key = Bytes::from_static(b"k");
-    assert!(decode_record(&with_previous([2, 0], 4, &[]), 5, Some(&key)).is_ok());
+    assert!(decode_record(&[2, 0, 1], 5, Some(&key)).is_ok_and(|r| r.previous == 4));
+    let put = decode_record(&[1, 0, 0, 2, 3, 3, b'v'], 5, Some(&key)).unwrap();
+    let kv = put.version.kv.unwrap();
+    assert_eq!((kv.create_revision, kv.version, kv.lease, &kv.value[..]), (3, 3, -2, &b"v"[..]));
+    // Every record encodes and decodes back, leases of any sign included.
+    for lease in [0, 1, -1, i64::MAX, i64::MIN] {
+        let kv = KeyValue {
+            key: key.clone(),
+            create_revision: 1,
+            mod_revision: 1_000_000_007,
+            version: 9,
+            value: Bytes::from_static(b"value"),
+            lease,
+        };
+        let record = encode_record(&key, false, kv.mod_revision, 77, Some(&kv));
+        let back = decode_record(&record, kv.mod_revision, Some(&key)).unwrap();
+        assert_eq!((back.previous, back.version.kv), (77, Some(kv)));
+    }
     for record in records {
         assert!(decode_record(&record, 5, Some(&key)).is_err(), "{record:?}");
     }
@@ -338,6 +353,12 @@ fn a_store_in_another_layout_is_refused() {
     store.insert(meta_revision, &2i64.to_be_bytes()).unwrap();
     let error = PagedHistory::open(store).err().expect("refused");
     assert!(error.is_corruption() && error.to_string().contains("layout 0"), "{error}");
+    // The second: fixed-width record fields, whose records this build would
+    // misread.
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    store.insert(meta_layout, &2i64.to_be_bytes()).unwrap();
+    let error = PagedHistory::open(store).err().expect("refused");
+    assert!(error.is_corruption() && error.to_string().contains("layout 2"), "{error}");
     // A store this layout wrote opens; so does an empty one.
     let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
     paged.checkpoint(1, 1, 0, 0).unwrap();
