@@ -156,6 +156,21 @@ impl Preparer {
         key: Bytes,
         versions: Vec<ExportedVersion>,
     ) -> Result<PreparedKey, String> {
+        let versions = versions
+            .into_iter()
+            .map(|v| Arc::new(Version { kv: v.kv, revision: v.revision, previous: None }))
+            .collect();
+        self.prepare_chain(key, versions)
+    }
+
+    /// As `prepare`, from versions already allocated, each unshared and
+    /// without a previous one (a loader builds them on its own threads);
+    /// links them newest first.
+    pub(crate) fn prepare_chain(
+        &mut self,
+        key: Bytes,
+        mut versions: Vec<Arc<Version>>,
+    ) -> Result<PreparedKey, String> {
         if self.last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err("keys out of order".into());
         }
@@ -193,10 +208,12 @@ impl Preparer {
         let live = versions[0].kv.is_some();
         let mut bytes = 0;
         let mut head: Option<Arc<Version>> = None;
-        for version in versions.into_iter().rev() {
-            let v = Version { kv: version.kv, revision: version.revision, previous: head };
-            bytes += v.bytes(&key);
-            head = Some(Arc::new(v));
+        while let Some(mut version) = versions.pop() {
+            let unshared = Arc::get_mut(&mut version).expect("versions to link are unshared");
+            debug_assert!(unshared.previous.is_none());
+            unshared.previous = head;
+            bytes += version.bytes(&key);
+            head = Some(version);
         }
         self.last_key = Some(key.clone());
         let head = head.expect("at least one version");

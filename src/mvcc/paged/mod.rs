@@ -50,9 +50,12 @@ use std::ops::Bound;
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{ExportedVersion, HistoryChange, Importer, PreparedKey, Preparer, Snapshot, Store};
+use super::{
+    ExportedVersion, HistoryChange, Importer, PreparedKey, Preparer, Snapshot, Store, Version,
+};
 use crate::pagestore::{PageFile, PageStore, StoreError};
 use crate::types::KeyValue;
+use std::sync::Arc;
 
 const prefix_key: u8 = b'k';
 const prefix_version: u8 = b'v';
@@ -893,8 +896,8 @@ impl<F: PageFile> PagedHistory<F> {
 /// a key; a key in both has its high-half versions newer than its low-half
 /// ones), prepares each key and sends them on in batches.
 fn merge_halves(
-    low: Vec<(Bytes, ExportedVersion)>,
-    high: Vec<(Bytes, ExportedVersion)>,
+    low: Vec<(Bytes, Arc<Version>)>,
+    high: Vec<(Bytes, Arc<Version>)>,
     mut preparer: Preparer,
     batches: std::sync::mpsc::SyncSender<Vec<PreparedKey>>,
 ) -> Result<()> {
@@ -917,7 +920,7 @@ fn merge_halves(
         while let Some((_, version)) = low.next_if(|(next, _)| *next == key) {
             group.push(version);
         }
-        batch.push(preparer.prepare(key, group).map_err(bad)?);
+        batch.push(preparer.prepare_chain(key, group).map_err(bad)?);
         if batch.len() == batch_keys {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
             if batches.send(full).is_err() {
@@ -932,8 +935,9 @@ fn merge_halves(
 }
 
 /// The versions of a checkpoint with revisions in [from, to), sorted by key,
-/// newest first within a key.
-fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, ExportedVersion)>> {
+/// newest first within a key, each allocated as it will stay in memory
+/// (unlinked: `Preparer::prepare_chain` links them).
+fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, Arc<Version>)>> {
     let start = version_key(from, &[]);
     let end = if to == i64::MAX { prefix_end(prefix_version) } else { version_key(to, &[]) };
     let mut cursor = view.snapshot.scan_cursor(Bound::Included(&start), Bound::Excluded(&end))?;
@@ -943,17 +947,19 @@ fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, E
     // for an absurd reservation.
     let revisions = to.min(view.totals.revision.saturating_add(1)).saturating_sub(from).max(0);
     let capacity = (revisions as u64).min(view.snapshot.len());
-    let mut versions: Vec<(Bytes, ExportedVersion)> = Vec::with_capacity(capacity as usize);
+    let mut versions: Vec<(Bytes, Arc<Version>)> = Vec::with_capacity(capacity as usize);
     // Consecutive versions often share a stem; decode it once.
     let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
     loop {
-        let step = cursor.next_with(|tree_key, record| -> Result<(Bytes, ExportedVersion)> {
+        let step = cursor.next_with(|tree_key, record| -> Result<(Bytes, Arc<Version>)> {
             let (revision, stem) = split_version_key(tree_key)?;
             if last_stem.0 != stem {
                 last_stem = (stem.to_vec(), short_key_of(stem)?);
             }
             let record = decode_record(record, revision, last_stem.1.as_ref())?;
-            Ok((record.key, record.version))
+            // Allocated here, on a reader thread; linked by the merger.
+            let kv = record.version.kv;
+            Ok((record.key, Arc::new(Version { kv, revision, previous: None })))
         })?;
         match step {
             Some(version) => versions.push(version?),
