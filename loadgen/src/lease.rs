@@ -131,13 +131,7 @@ async fn etcd_client(
 
 pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
     let args = Arc::new(args);
-    let endpoints: Vec<String> = args
-        .endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(String::from)
-        .collect();
+    let endpoints = super::endpoint_list(&args.endpoints);
     let totals = Arc::new(Totals {
         ready: AtomicUsize::new(0),
         renewals: AtomicU64::new(0),

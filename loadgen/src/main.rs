@@ -357,14 +357,14 @@ fn run_thread(
 ) -> Result<Histogram<u64>, String> {
     run_local(async move {
         let args = &shared.args;
-        let endpoints: Vec<&str> =
-            args.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        let endpoints = endpoint_list(&args.endpoints);
         let conns = args.conns.unwrap_or(args.clients.min(64)).max(threads);
         let my_conns = conns / threads + usize::from(thread < conns % threads);
         let my_clients = args.clients / threads + usize::from(thread < args.clients % threads);
         let mut handles = Vec::new();
         for c in 0..my_conns.max(1) {
-            handles.push(connect(args, endpoints[(thread + c * threads) % endpoints.len()]).await?);
+            handles
+                .push(connect(args, &endpoints[(thread + c * threads) % endpoints.len()]).await?);
         }
         let prefill_wanted = args.prefill.unwrap_or(args.workload != Workload::Put);
         if prefill_wanted {
@@ -402,6 +402,11 @@ fn run_thread(
         let histogram = histogram.borrow().clone();
         Ok(histogram)
     })
+}
+
+/// The `--endpoints` list (comma-separated, blanks dropped).
+fn endpoint_list(endpoints: &str) -> Vec<String> {
+    endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect()
 }
 
 /// Runs `work` on this thread's own tokio runtime (current-thread, local

@@ -370,13 +370,7 @@ async fn current_revision(args: &Args, endpoint: &str) -> Result<i64, String> {
 /// Runs the workload; answers the JSON line.
 pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
     let args = Arc::new(args);
-    let endpoints: Vec<String> = args
-        .endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(String::from)
-        .collect();
+    let endpoints = super::endpoint_list(&args.endpoints);
     let conns = args.conns.unwrap_or(args.watchers.min(64)).clamp(1, args.watchers.max(1));
     let totals = Arc::new(Totals {
         ready: AtomicUsize::new(0),
