@@ -248,3 +248,35 @@ fn a_restart_resumes_remaining_ttls_from_checkpoints() {
 fn a_restart_resumes_remaining_ttls_reading_from_disk() {
     restart_resumes_remaining_ttls(&["--snapshot-count", "3", "--experimental-reads-from-disk"]);
 }
+
+#[test]
+fn thousands_of_leases_expire_and_take_their_keys_with_them() {
+    let dir = temp_dir("lease-many");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    // 2,000 leases of 2 s, a key each, plus one long lease that must stay.
+    let keep = grant(&mut client, 600, 0).id;
+    put(&mut client, "many/kept", keep).unwrap();
+    let started = Instant::now();
+    for i in 0..2000 {
+        let lease = grant(&mut client, 2, 0).id;
+        put(&mut client, &format!("many/{i:04}"), lease).unwrap();
+    }
+    let granted_in = started.elapsed();
+    // Revocations go at most 1,000 a second (etcd's rate): all gone within
+    // the TTL, the time granting took, and two seconds of revoking.
+    let deadline = started + granted_in + Duration::from_secs(2) + Duration::from_secs(4);
+    loop {
+        let left = keys_with_prefix(&mut client, "many/").len();
+        if left == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} keys left after {:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match call(&mut client, Request::LeaseLeases) {
+        Ok((_, ResponseBody::LeaseLeases(ids))) => assert_eq!(ids, vec![keep]),
+        other => panic!("list: {other:?}"),
+    }
+    assert_eq!(keys_with_prefix(&mut client, "many/")[0].key, b("many/kept"));
+}
