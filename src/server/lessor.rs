@@ -223,11 +223,11 @@ pub fn serve(
             Ok(ResponseBody::LeaseTimeToLive(answer))
         }
         Request::LeaseLeases => {
-            // Soonest to expire first, as etcd lists them.
-            let mut ids: Vec<(i64, i64)> = leases
-                .iter()
-                .map(|(id, _)| (shared.lessor.remaining_ms(id).unwrap_or(i64::MAX), id))
-                .collect();
+            // Soonest to expire first, as etcd lists them (one lock for all).
+            let countdowns = shared.lessor.lock();
+            let expiry = |id: i64| countdowns.map.get(&id).map_or(i64::MAX, |c| c.expiry_ms);
+            let mut ids: Vec<(i64, i64)> = leases.iter().map(|(id, _)| (expiry(id), id)).collect();
+            drop(countdowns);
             ids.sort_unstable();
             Ok(ResponseBody::LeaseLeases(ids.into_iter().map(|(_, id)| id).collect()))
         }
