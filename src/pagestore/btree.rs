@@ -307,7 +307,7 @@ impl<F: PageFile> PageStore<F> {
     /// chain.
     fn store_value(&mut self, key: &[u8], value: &[u8]) -> Result<Value> {
         if Value::fits_inline(key.len(), value.len()) {
-            return Ok(Value::Inline(value.to_vec()));
+            return Ok(Value::Inline(value.into()));
         }
         let chunks: Vec<&[u8]> = value.chunks(overflow_data_bytes).collect();
         let pages: Vec<PageId> = chunks.iter().map(|_| self.allocate()).collect();
@@ -324,7 +324,7 @@ impl<F: PageFile> PageStore<F> {
     /// its overflow pages.
     fn drop_value(&mut self, value: Value) -> Result<Vec<u8>> {
         match value {
-            Value::Inline(bytes) => Ok(bytes),
+            Value::Inline(bytes) => Ok(bytes.to_vec()),
             Value::Overflow { first, value_bytes } => {
                 let generation = self.working_generation();
                 let (bytes, pages) = self.read_overflow(first, value_bytes, generation)?;
@@ -338,7 +338,7 @@ impl<F: PageFile> PageStore<F> {
 
     pub(crate) fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>> {
         match value {
-            Value::Inline(bytes) => Ok(bytes.clone()),
+            Value::Inline(bytes) => Ok(bytes.to_vec()),
             Value::Overflow { first, value_bytes } => {
                 Ok(self.read_overflow(*first, *value_bytes, generation_max)?.0)
             }

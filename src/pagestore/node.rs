@@ -11,6 +11,8 @@
 //! so that any node of up to one page plus one entry can be cut into two halves
 //! that both fit and are both above the minimum (checked at compile time).
 
+use std::sync::Arc;
+
 use smallvec::SmallVec;
 
 use super::key_bytes_max;
@@ -51,12 +53,11 @@ const _: () = assert!(page_body_bytes - 2 * entry_bytes_max >= 2 * node_fill_byt
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
-    Inline(Vec<u8>),
+    /// Shared, so that copying a node for a write (copy-on-write of a
+    /// cached page) bumps counts instead of copying every value.
+    Inline(Arc<[u8]>),
     /// The value lives in a chain of overflow pages starting at `first`.
-    Overflow {
-        first: PageId,
-        value_bytes: u32,
-    },
+    Overflow { first: PageId, value_bytes: u32 },
 }
 
 impl Value {
@@ -295,7 +296,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, size)| LeafEntry {
                     key: Key::from_slice(format!("{i:04}").as_bytes()),
-                    value: Value::Inline(vec![7; *size]),
+                    value: Value::Inline(vec![7; *size].into()),
                 })
                 .collect(),
         )

@@ -265,7 +265,7 @@ fn decode_leaf_entries(reader: &mut Reader, count: usize) -> Result<Vec<LeafEntr
         let key = Key::from_slice(reader.take(key_bytes)?);
         let inline = Value::fits_inline(key_bytes, value_bytes as usize);
         let value = match value_kind {
-            value_inline if inline => Value::Inline(reader.take(value_bytes as usize)?.to_vec()),
+            value_inline if inline => Value::Inline(reader.take(value_bytes as usize)?.into()),
             value_overflow if !inline && value_bytes as usize <= value_bytes_max => {
                 Value::Overflow { first: reader.page_id()?, value_bytes }
             }
@@ -367,7 +367,7 @@ mod tests {
 
     fn leaf() -> Node {
         Node::Leaf(vec![
-            LeafEntry { key: Key::from_slice(b"a"), value: Value::Inline(b"1".to_vec()) },
+            LeafEntry { key: Key::from_slice(b"a"), value: Value::Inline(b"1"[..].into()) },
             LeafEntry {
                 key: Key::from_slice(b"b"),
                 value: Value::Overflow { first: PageId(9), value_bytes: 5000 },

@@ -153,7 +153,7 @@ impl PageSource for SharedReader {
 
     fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>> {
         match value {
-            Value::Inline(bytes) => Ok(bytes.clone()),
+            Value::Inline(bytes) => Ok(bytes.to_vec()),
             Value::Overflow { first, value_bytes } => {
                 let read = |id, buf: &mut [u8]| self.read(id, buf);
                 Ok(read_overflow_chain(read, *first, *value_bytes, generation_max)?.0)
