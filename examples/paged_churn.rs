@@ -11,6 +11,10 @@
 #![allow(non_upper_case_globals)]
 
 use bytes::Bytes;
+
+// The server's allocator, so that the fold costs here what it costs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use corekv::mvcc::paged::PagedHistory;
 use corekv::mvcc::HistoryChange;
 use corekv::pagestore::{PageStore, StdPageFile};

@@ -127,7 +127,7 @@ impl<F: PageFile> PageStore<F> {
             }
             self.rebuild(path, leaf_id, leaf, append)?;
             for value in dropped {
-                self.drop_value(value)?;
+                self.release_value(value)?;
             }
         }
         Ok(())
@@ -318,6 +318,15 @@ impl<F: PageFile> PageStore<F> {
             self.file.write_page(pages[i], &buf)?;
         }
         Ok(Value::Overflow { first: pages[0], value_bytes: value.len() as u32 })
+    }
+
+    /// Takes a value out of the working tree without reading it: releases
+    /// its overflow pages (reading their chain to find them).
+    fn release_value(&mut self, value: Value) -> Result<()> {
+        if let Value::Overflow { .. } = value {
+            self.drop_value(value)?;
+        }
+        Ok(())
     }
 
     /// Takes a value out of the working tree: answers its bytes and releases
