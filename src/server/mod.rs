@@ -234,6 +234,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
         config.data_dir.display(),
         started.elapsed().as_millis()
     );
+    crate::runtime::disable_transparent_huge_pages();
     let wal_first_sequence = first_wal_sequence(&config.data_dir.join("wal"));
     let (proposals_tx, proposals_rx) = async_channel::bounded(limits::proposals_queued_max);
     let published = Published {
