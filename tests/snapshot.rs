@@ -302,3 +302,38 @@ fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() 
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The THP_enabled field of a process's /proc status.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("kernel reports it");
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Once recovered, the member serves with transparent huge pages off: a
+/// fresh 2 MiB page faulted in by an executor stalls the requests behind it,
+/// which is what made put p99 triple during a snapshot save
+/// (docs/performance.md). An operator's MIMALLOC_ALLOW_THP leaves them on.
+#[test]
+fn a_serving_member_has_transparent_huge_pages_off_unless_asked() {
+    let dir = temp_dir("thp-off");
+    let mut member = Member::start(&dir);
+    assert_eq!(thp_enabled(member.child.id()), "0");
+    let _ = member.child.kill();
+    let _ = member.child.wait();
+
+    let dir = temp_dir("thp-on");
+    let (port, peer) = (common::free_port(), common::free_port());
+    let log = dir.with_extension("log");
+    let mut child = common::corekv_command(&dir, port, peer, &log)
+        .env("MIMALLOC_ALLOW_THP", "1")
+        .spawn()
+        .unwrap();
+    let endpoint = format!("127.0.0.1:{port}");
+    let ready = corekv::client::wait_ready(&endpoint, Duration::from_secs(20));
+    let state = thp_enabled(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.is_ok(), "corekv did not start");
+    assert_eq!(state, "1");
+}
