@@ -141,7 +141,7 @@ impl Node {
     /// The index of the child of this branch whose range holds `key`.
     pub(crate) fn child_index(&self, key: &[u8]) -> usize {
         let Node::Branch(items) = self else { panic!("child_index on a leaf") };
-        items[1..].partition_point(|item| item.key.as_slice() <= key)
+        partition_point_prefetching(&items[1..], |item| item.key.as_slice() <= key)
     }
 
     pub(crate) fn child(&self, index: usize) -> PageId {
@@ -285,6 +285,44 @@ impl Node {
     }
 }
 
+/// `slice.partition_point(pred)`, searching so that the probes' cache misses
+/// overlap: each step asks the CPU for both places the next probe may be
+/// before it reads the current one. A point read of a large tree is bound
+/// by these misses (a decoded branch of ~100 items spans ~90 lines), and a
+/// plain binary search takes them one after another.
+pub(crate) fn partition_point_prefetching<T>(slice: &[T], pred: impl Fn(&T) -> bool) -> usize {
+    if slice.is_empty() {
+        return 0;
+    }
+    let mut base = 0;
+    let mut size = slice.len();
+    while size > 1 {
+        let half = size / 2;
+        let next_half = (size - half) / 2;
+        prefetch(&slice[base + next_half]);
+        prefetch(&slice[base + half + next_half]);
+        if pred(&slice[base + half]) {
+            base += half;
+        }
+        size -= half;
+    }
+    base + usize::from(pred(&slice[base]))
+}
+
+/// Hints that `item` will be read soon (no effect where unsupported).
+#[inline(always)]
+fn prefetch<T>(item: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it reads nothing and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (item as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = item;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +386,21 @@ mod tests {
         assert!(right_items[0].key.is_empty());
         let joined = Node::combine(left.clone(), separator.clone(), right.clone());
         assert_eq!(joined, Node::Branch(items));
+    }
+
+    #[test]
+    fn partition_point_prefetching_agrees_with_the_standard_one() {
+        for len in 0..70usize {
+            let slice: Vec<usize> = (0..len).map(|i| i * 2).collect();
+            for threshold in 0..2 * len + 2 {
+                let pred = |x: &usize| *x < threshold;
+                assert_eq!(
+                    partition_point_prefetching(&slice, pred),
+                    slice.partition_point(pred),
+                    "len {len}, threshold {threshold}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::cache::CleanCache;
 use super::file::PageRead;
-use super::node::{Node, Value};
+use super::node::{partition_point_prefetching, Node, Value};
 use super::page::{decode_node, decode_overflow, overflow_data_bytes};
 use super::snapshot::TreeView;
 use super::{corrupt, page_bytes, PageFile, PageId, PageStore, Result};
@@ -38,9 +38,13 @@ pub(crate) fn get_in(
         depth += 1;
     };
     let Node::Leaf(entries) = &*leaf else { unreachable!("the bottom level is leaves") };
-    match entries.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
-        Ok(i) => Ok(Some(source.read_value(&entries[i].value, view.generation)?)),
-        Err(_) => Ok(None),
+    // The first entry whose key is not below `key`.
+    let at = partition_point_prefetching(entries, |entry| entry.key.as_slice() < key);
+    match entries.get(at) {
+        Some(entry) if entry.key.as_slice() == key => {
+            Ok(Some(source.read_value(&entry.value, view.generation)?))
+        }
+        _ => Ok(None),
     }
 }
 
