@@ -75,7 +75,11 @@ impl Shard {
 
     fn get(&mut self, id: PageId) -> Option<Arc<Node>> {
         let page = self.clean.get_mut(&id)?;
-        page.referenced = true;
+        // Written only when it changes: a hit on a hot page then leaves its
+        // line clean, and readers on other cores keep their copies.
+        if !page.referenced {
+            page.referenced = true;
+        }
         Some(page.node.clone())
     }
 
