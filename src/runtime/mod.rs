@@ -64,8 +64,9 @@ where
 /// whichever executor touched it: under a put load with a snapshot save
 /// running, put p99 was 2.7 ms with huge pages and 0.9–1.1 ms without, at
 /// the same throughput (docs/performance.md, "Snapshots on a large
-/// store"). Called once recovery is done: loading the state is faster on
-/// huge pages (512× fewer faults), and memory already mapped keeps them.
+/// store"). Called once recovery is done, so loading the state runs as it
+/// was measured against the restart target (on huge pages, 512× fewer
+/// faults), and memory already mapped keeps them.
 pub fn disable_transparent_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // SAFETY: prctl with integer arguments only; failure leaves THP on.
