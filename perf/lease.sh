@@ -9,26 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}; clients=${2:-64}; runs=${3:-3}
-scripts/install-deps
-cargo build --release --bins -p corekv -p loadgen >&2
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit-lease
-out=perf/results/$stamp.jsonl
-mkdir -p perf/results perf/tmp
-rm -rf perf/tmp/lease-corekv perf/tmp/lease-etcd
-ck_port=23961; etcd_port=23962
-target/release/corekv --data-dir perf/tmp/lease-corekv \
-  --listen-client-urls http://127.0.0.1:$ck_port --listen-peer-urls http://127.0.0.1:23963 \
-  2>perf/tmp/lease-corekv.log &
-ck_pid=$!
-etcd --data-dir perf/tmp/lease-etcd --listen-client-urls http://127.0.0.1:$etcd_port \
-  --advertise-client-urls http://127.0.0.1:$etcd_port --listen-peer-urls http://127.0.0.1:23964 \
-  --initial-advertise-peer-urls http://127.0.0.1:23964 \
-  --initial-cluster default=http://127.0.0.1:23964 2>perf/tmp/lease-etcd.log &
-etcd_pid=$!
-trap 'kill $ck_pid $etcd_pid 2>/dev/null || true' EXIT
-sleep 2
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. perf/side_by_side.sh
+side_by_side lease 23961
 hz=$(getconf CLK_TCK)
 for run in $(seq 1 "$runs"); do
   for target in corekv etcd; do

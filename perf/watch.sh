@@ -15,26 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}; prefix_watchers=${2:-1000}; distinct_watchers=${3:-10000}
-scripts/install-deps
-cargo build --release --bins -p corekv -p loadgen >&2
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit-watch
-out=perf/results/$stamp.jsonl
-mkdir -p perf/results perf/tmp
-rm -rf perf/tmp/watch-corekv perf/tmp/watch-etcd
-ck_port=23891; etcd_port=23892
-target/release/corekv --data-dir perf/tmp/watch-corekv \
-  --listen-client-urls http://127.0.0.1:$ck_port --listen-peer-urls http://127.0.0.1:23893 \
-  2>perf/tmp/watch-corekv.log &
-ck_pid=$!
-etcd --data-dir perf/tmp/watch-etcd --listen-client-urls http://127.0.0.1:$etcd_port \
-  --advertise-client-urls http://127.0.0.1:$etcd_port --listen-peer-urls http://127.0.0.1:23894 \
-  --initial-advertise-peer-urls http://127.0.0.1:23894 \
-  --initial-cluster default=http://127.0.0.1:23894 2>perf/tmp/watch-etcd.log &
-etcd_pid=$!
-trap 'kill $ck_pid $etcd_pid 2>/dev/null || true' EXIT
-sleep 2
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. perf/side_by_side.sh
+side_by_side watch 23891
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 for scenario in prefix distinct-small distinct stalled; do
