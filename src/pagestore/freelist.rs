@@ -5,15 +5,20 @@
 //! - *fresh* (allocated since the last checkpoint): no checkpoint and no
 //!   snapshot has seen it, so it is free at once;
 //! - otherwise *pending under W*: the durable checkpoint W − 1, and snapshots
-//!   of generation < W, may still read it. It becomes free once checkpoint
-//!   W + 1 is durable and no live snapshot has a generation below W
-//!   (`reclaim`): until W + 1 overwrites its slot, the meta of W − 1 stays a
-//!   valid fallback for opening, so its tree must stay whole.
+//!   of generation < W, may still read it. It becomes free once checkpoint W
+//!   is durable and no live snapshot has a generation below W (`reclaim`).
+//!   The tree of W − 1 is then no longer whole, though its meta page stays
+//!   valid until checkpoint W + 1 overwrites the slot; opening falls back to
+//!   it only if meta W rots, and then the generation stamped on every page
+//!   reports the reused pages as corrupt (as bbolt and LMDB, which also
+//!   reuse a page one commit after it is dropped).
 //!
 //! The persisted free list (a chain of free-list pages named by the meta) holds
-//! every free and pending page. Opening checkpoint W puts them all back as
-//! pending under W: the meta of W − 1 may still be valid in the other slot and
-//! reference some of them, so none is written before checkpoint W + 1.
+//! every free and pending page. Opening checkpoint G puts them all back as
+//! pending under G + 1, free once the next checkpoint is durable: the meta of
+//! G may have reached the disk in a checkpoint whose final sync failed, so the
+//! older meta, which may reference them, is kept openable until a sync is
+//! known to have succeeded.
 //!
 //! Invariant: free, pending and fresh are disjoint, and all ids lie in
 //! `2..page_count`.
@@ -44,8 +49,8 @@ impl FreeSpace {
         FreeSpace { free, pending: BTreeMap::new(), fresh: BTreeSet::new(), page_count }
     }
 
-    /// The space of checkpoint `generation` as opened: its persisted free
-    /// list is pending under it (see the module comment).
+    /// The space of a checkpoint as opened: its persisted free list is
+    /// pending under `generation`, the working one (see the module comment).
     pub(crate) fn opened(listed: BTreeSet<PageId>, generation: u64, page_count: u64) -> FreeSpace {
         let mut space = FreeSpace::new(BTreeSet::new(), page_count);
         assert!(listed.iter().all(|id| *id >= PageId::first_data && id.0 < page_count));

@@ -90,7 +90,7 @@ impl<F: PageFile> PageStore<F> {
             return Err(corrupt(meta.root, "the root page is on the free list"));
         }
         let mut store = PageStore {
-            space: FreeSpace::opened(free, meta.generation, meta.page_count),
+            space: FreeSpace::opened(free, meta.generation + 1, meta.page_count),
             cache: PageCache::new(cache_bytes),
             free_list_pages,
             root: meta.root,
@@ -324,11 +324,11 @@ impl<F: PageFile> PageStore<F> {
         }
     }
 
-    /// Frees pending pages that neither of the two meta pages' checkpoints
-    /// nor a live snapshot can read (see `freelist`).
+    /// Frees pending pages that neither the durable checkpoint nor a live
+    /// snapshot can read (see `freelist`).
     pub(crate) fn reclaim(&mut self) {
-        let fallback = self.durable.generation.saturating_sub(1);
-        let horizon = self.snapshots.oldest().map_or(fallback, |oldest| oldest.min(fallback));
+        let durable = self.durable.generation;
+        let horizon = self.snapshots.oldest().map_or(durable, |oldest| oldest.min(durable));
         self.space.reclaim(horizon);
     }
 }
