@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::node::{Node, Value};
 use super::read::PageSource;
 use super::snapshot::TreeView;
-use super::{PageFile, PageStore, Result};
+use super::{PageFile, PageId, PageStore, Result};
 
 /// Streams the entries of a key range in order.
 pub struct Cursor<S: PageSource> {
@@ -75,6 +75,7 @@ impl<S: PageSource> Cursor<S> {
             id = node.child(index);
             self.path.push((node, index));
         }
+        self.read_ahead();
         let leaf = self.store.node_at(id, self.view, self.view.height - 1)?;
         let Node::Leaf(entries) = &*leaf else { unreachable!("node_at checked the kind") };
         self.position = match start {
@@ -158,9 +159,23 @@ impl<S: PageSource> Cursor<S> {
             self.path.push((node, 0));
         }
         let depth = self.view.height - 1;
+        self.read_ahead();
         self.leaf = Some(self.store.node_at(id, self.view, depth)?);
         self.position = 0;
         Ok(())
+    }
+
+    /// Tells the source which leaves come next: the rest of the children of
+    /// the branch above the leaf about to be read.
+    fn read_ahead(&mut self) {
+        if !self.store.reads_ahead() {
+            return;
+        }
+        if let Some((node, index)) = self.path.last() {
+            let Node::Branch(items) = &**node else { unreachable!("the path holds branches") };
+            let ids: Vec<PageId> = items[*index..].iter().map(|item| item.child).collect();
+            self.store.read_ahead(&ids);
+        }
     }
 
     pub(crate) fn collect_up_to(mut self, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {

@@ -3,6 +3,7 @@
 //! sized, page aligned I/O suits O_DIRECT) and the simulator with memory.
 //!
 //! - `StdPageFile`: blocking std::fs positional reads and writes, fdatasync.
+//! - `DirectPageFile` (`direct`): O_DIRECT through io_uring, what a member uses.
 //! - `MemPageFile`: memory, remembering what is durable and what is not, so a
 //!   test can `crash()` it: the OS may have written any subset of the unsynced
 //!   pages, in any order, and may have torn one of them.
@@ -14,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use super::direct::AlignedPages;
 use super::{page_bytes, PageId};
 
 /// A file of `page_bytes` pages. Reads see every earlier write, synced or not.
@@ -36,6 +38,15 @@ pub trait PageFile {
 pub trait PageRead: Send + Sync + std::fmt::Debug {
     /// As `PageFile::read_page`; a page never written reads as zeros.
     fn read_page(&self, id: PageId, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Reads `ids` into the first `ids.len()` pages of `out`, as many at once
+    /// as the file allows (scans read a branch's leaves ahead this way).
+    fn read_pages(&self, ids: &[PageId], out: &mut AlignedPages) -> io::Result<()> {
+        for (i, id) in ids.iter().enumerate() {
+            self.read_page(*id, out.page_mut(i))?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads page `id` for the store: a page past the end of the file is
@@ -50,7 +61,27 @@ pub(crate) fn read_raw(file: &impl PageFile, id: PageId, buf: &mut [u8]) -> supe
     }
 }
 
-/// A page file on a real file system.
+/// `create_store` for a file type given its `create` and `open`.
+pub(crate) fn create_store_with<F: PageFile>(
+    path: &Path,
+    create: impl Fn(&Path) -> io::Result<F>,
+    open: impl Fn(&Path) -> io::Result<F>,
+) -> super::Result<super::PageStore<F>> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let store = super::PageStore::create(create(&tmp)?)?;
+    let cache_bytes = store.cache_bytes();
+    drop(store);
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()?;
+    super::PageStore::open(open(path)?, cache_bytes)
+}
+
+/// A page file on a real file system, through the OS page cache (tools,
+/// tests and benchmarks; a member uses `DirectPageFile`).
 #[derive(Debug)]
 pub struct StdPageFile {
     file: Arc<File>,
@@ -69,17 +100,7 @@ impl StdPageFile {
     /// leaves either no file or a whole, openable one (never a half-made file
     /// that neither opens nor can be created again).
     pub fn create_store(path: &Path) -> super::Result<super::PageStore<StdPageFile>> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        let _ = std::fs::remove_file(&tmp);
-        let store = super::PageStore::create(StdPageFile::create(&tmp)?)?;
-        let cache_bytes = store.cache_bytes();
-        drop(store);
-        std::fs::rename(&tmp, path)?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()?;
-        super::PageStore::open(StdPageFile::open(path)?, cache_bytes)
+        create_store_with(path, StdPageFile::create, StdPageFile::open)
     }
 
     pub fn open(path: &Path) -> io::Result<StdPageFile> {

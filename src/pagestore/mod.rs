@@ -3,7 +3,8 @@
 //! byte and argues crash safety step by step).
 //!
 //! - `file`: the I/O seam (`PageFile`), a std::fs implementation and an
-//!   in-memory one that simulates crashes;
+//!   in-memory one that simulates crashes; `direct`: the O_DIRECT, io_uring
+//!   one a member uses;
 //! - `page`: the bytes of tree, overflow and free-list pages; `meta`: the two
 //!   meta pages;
 //! - `node`: a decoded tree page and the pure split/combine arithmetic;
@@ -27,6 +28,7 @@ mod btree;
 mod cache;
 mod check;
 mod cursor;
+mod direct;
 mod file;
 mod freelist;
 mod meta;
@@ -41,6 +43,7 @@ mod tests;
 use std::fmt;
 
 pub use cursor::Cursor;
+pub use direct::{AlignedPages, DirectPageFile};
 pub use file::{MemPageFile, PageFile, PageRead, StdPageFile};
 pub use read::{PageSource, SharedReader};
 pub use snapshot::Snapshot;

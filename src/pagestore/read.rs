@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::cache::CleanCache;
+use super::direct::AlignedPages;
 use super::file::PageRead;
 use super::node::{partition_point_prefetching, Node, Value};
 use super::page::{decode_node, decode_overflow, overflow_data_bytes};
@@ -18,6 +19,13 @@ pub trait PageSource {
     fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>>;
     /// A value's bytes (reading its overflow chain if it has one).
     fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>>;
+    /// Whether `read_ahead` does anything (so a cursor lists ids only then).
+    fn reads_ahead(&self) -> bool {
+        false
+    }
+    /// A hint: the leaves `ids` (the rest of a branch's children) are about
+    /// to be read in this order.
+    fn read_ahead(&mut self, _ids: &[PageId]) {}
 }
 
 /// The value of `key` in the tree `view`, by one descent from the root
@@ -117,8 +125,29 @@ pub struct SharedReader {
     /// The checkpoint's page count: every page it references is below it.
     pub(crate) page_count: u64,
     /// Whether leaves read go into the cache (not for one-pass scans of the
-    /// whole store, which would only push out the pages requests use).
+    /// whole store, which would only push out the pages requests use). Scans
+    /// read leaves ahead instead.
     pub(crate) cache_leaves: bool,
+    pub(crate) ahead: ReadAhead,
+}
+
+/// Leaves a scan read ahead, in one batch: with O_DIRECT each page read
+/// goes to the disk, and a scan reading one leaf at a time would wait for
+/// every one of them in turn.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    ids: Vec<PageId>,
+    pages: Option<AlignedPages>,
+}
+
+/// Leaves read ahead at once (256 KiB).
+const read_ahead_pages: usize = 64;
+
+impl Clone for ReadAhead {
+    /// A clone reads ahead on its own.
+    fn clone(&self) -> ReadAhead {
+        ReadAhead::default()
+    }
 }
 
 impl SharedReader {
@@ -150,9 +179,34 @@ impl SharedReader {
 
 impl PageSource for SharedReader {
     fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
-        let node = self.node(id, view.generation)?;
+        let ahead = &self.ahead;
+        let node = match (ahead.ids.iter().position(|read| *read == id), &ahead.pages) {
+            (Some(at), Some(pages)) => Arc::new(decode_node(pages.page(at), id, view.generation)?),
+            _ => self.node(id, view.generation)?,
+        };
         check_kind(&node, id, view, depth)?;
         Ok(node)
+    }
+
+    fn reads_ahead(&self) -> bool {
+        !self.cache_leaves
+    }
+
+    fn read_ahead(&mut self, ids: &[PageId]) {
+        if self.cache_leaves || ids.len() < 2 || self.ahead.ids.contains(&ids[0]) {
+            return;
+        }
+        let ids = &ids[..ids.len().min(read_ahead_pages)];
+        let ahead = &mut self.ahead;
+        ahead.ids.clear();
+        if ids.iter().any(|id| check_reference(*id, self.page_count).is_err()) {
+            return; // the read of the bad one reports it
+        }
+        let pages = ahead.pages.get_or_insert_with(|| AlignedPages::new(read_ahead_pages));
+        // A failure is not reported here: reading the page itself will.
+        if self.file.read_pages(ids, pages).is_ok() {
+            ahead.ids.extend_from_slice(ids);
+        }
     }
 
     fn read_value(&mut self, value: &Value, generation_max: u64) -> Result<Vec<u8>> {

@@ -178,6 +178,7 @@ impl<F: PageFile> PageStore<F> {
             cache: self.cache.shared(),
             page_count: durable.page_count,
             cache_leaves: true,
+            ahead: Default::default(),
         };
         self.snapshots.pin(&self.token, view, durable.applied_index, durable.entry_count, reader)
     }

@@ -29,7 +29,7 @@ use crate::limits;
 use crate::metrics::add;
 use crate::mvcc::paged::{PagedHistory, PagedView};
 use crate::mvcc::{HistoryChange, Store};
-use crate::pagestore::{PageStore, StdPageFile};
+use crate::pagestore::{DirectPageFile, PageStore};
 use crate::types::{Request, Response};
 use crate::wal::{EntryRef, WalWriter};
 
@@ -38,7 +38,7 @@ use super::shared::{Proposal, Published, Shared};
 use crate::snapshot::{self, Meta};
 
 /// The page store holding the history, and the checkpoints that keep it.
-pub type History = PagedHistory<StdPageFile>;
+pub type History = PagedHistory<DirectPageFile>;
 
 /// What a checkpoint thread hands back: the history (None if it could not
 /// even be reopened after a failure), and whether it holds every change up
@@ -337,16 +337,30 @@ impl Job {
 
 /// Opens the page store at `path` as its last checkpoint left it.
 pub fn open_history(path: &Path, cache_bytes: usize) -> Result<History, String> {
-    StdPageFile::open(path)
+    DirectPageFile::open(path)
+        .map(|file| warn_if_buffered(file, path))
         .map_err(|e| e.to_string())
         .and_then(|file| PageStore::open(file, cache_bytes).map_err(|e| e.to_string()))
         .and_then(|store| PagedHistory::open(store).map_err(|e| e.to_string()))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A file system without O_DIRECT (tmpfs) still works, through the OS page
+/// cache: said once, on stderr.
+fn warn_if_buffered(file: DirectPageFile, path: &Path) -> DirectPageFile {
+    if !file.is_direct() {
+        eprintln!(
+            "corekv: warning: {} cannot be opened with O_DIRECT on this file system; \
+             its pages are cached by the OS as well as by --cache-size",
+            path.display()
+        );
+    }
+    file
+}
+
 /// Creates an empty page store at `path` (which must not exist).
 pub fn create_history(path: &Path, cache_bytes: usize) -> Result<History, String> {
-    let mut store = StdPageFile::create_store(path)
+    let mut store = DirectPageFile::create_store(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     store.set_cache_bytes(cache_bytes);
     PagedHistory::open(store).map_err(|e| format!("{}: {e}", path.display()))
