@@ -331,6 +331,30 @@ impl Store {
         }
     }
 
+    /// Reads ahead from the page store, in batches, what applying `requests`
+    /// will read there: the current version of each key a put or a
+    /// single-key delete writes, when no layer in memory holds it. Without
+    /// this each such key costs its own disk reads, one after another, in
+    /// the apply loop (the page file is read with O_DIRECT).
+    pub fn prefetch<'a>(&self, requests: impl Iterator<Item = &'a crate::types::Request>) {
+        let state = &self.state;
+        let Some(base) = &state.base else { return };
+        let in_memory = |key: &[u8]| {
+            std::iter::once(&state.keys).chain(state.frozen.iter()).any(|l| l.contains_key(key))
+        };
+        let keys: Vec<&[u8]> = requests
+            .filter_map(|request| match request {
+                crate::types::Request::Put(p) => Some(&p.key[..]),
+                crate::types::Request::DeleteRange(d) if d.range_end.is_empty() => Some(&d.key[..]),
+                _ => None,
+            })
+            .filter(|key| !in_memory(key))
+            .collect();
+        if keys.len() > 1 {
+            base.prefetch(&keys);
+        }
+    }
+
     /// Replaces every frozen layer and the old base with `base`, a
     /// checkpoint holding every change up to the newest frozen one.
     pub fn rebase(&mut self, base: paged::PagedView) {

@@ -177,6 +177,43 @@ impl SharedReader {
     }
 }
 
+impl SharedReader {
+    /// See `Snapshot::prefetch`.
+    pub(crate) fn prefetch<K: AsRef<[u8]>>(&self, view: TreeView, keys: &[K]) {
+        let mut missing: Vec<PageId> = Vec::new();
+        for key in keys {
+            let mut id = view.root;
+            for depth in 0..view.height - 1 {
+                let Ok(node) = self.node(id, view.generation) else { return };
+                if check_kind(&node, id, view, depth).is_err() {
+                    return;
+                }
+                id = node.child(node.child_index(key.as_ref()));
+            }
+            if check_reference(id, self.page_count).is_ok() && self.cache.get(id).is_none() {
+                missing.push(id);
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return;
+        }
+        let mut pages = AlignedPages::new(missing.len().min(read_ahead_pages));
+        for ids in missing.chunks(read_ahead_pages) {
+            if self.file.read_pages(ids, &mut pages).is_err() {
+                return;
+            }
+            for (i, id) in ids.iter().enumerate() {
+                match decode_node(pages.page(i), *id, view.generation) {
+                    Ok(node @ Node::Leaf(_)) => self.cache.insert(*id, Arc::new(node)),
+                    _ => return,
+                }
+            }
+        }
+    }
+}
+
 impl PageSource for SharedReader {
     fn node_at(&mut self, id: PageId, view: TreeView, depth: u32) -> Result<Arc<Node>> {
         let ahead = &self.ahead;

@@ -75,6 +75,16 @@ impl Snapshot {
         super::read::get_in(&mut self.pin.reader.clone(), self.pin.view, key)
     }
 
+    /// Reads into the page cache, in batches, the leaves that point reads of
+    /// `keys` will need, so that those reads find them there instead of
+    /// waiting on the disk one after another. Best effort: a page that cannot
+    /// be read is left for the read itself to report.
+    pub fn prefetch<K: AsRef<[u8]>>(&self, keys: &[K]) {
+        if self.pin.owner.upgrade().is_some() {
+            self.pin.reader.prefetch(self.pin.view, keys);
+        }
+    }
+
     /// Entries with keys in (start, end), at most `limit` of them (0: all).
     pub fn range(
         &self,

@@ -472,6 +472,29 @@ fn dropped_pages_are_free_one_checkpoint_later_and_after_a_reopen_one_more() {
     store.check_invariants().unwrap();
 }
 
+/// `Snapshot::prefetch` reads the leaves point reads will need into the
+/// cache in batches; the reads then answer what they answered before.
+#[test]
+fn prefetch_caches_the_leaves_of_the_keys_and_changes_no_answer() {
+    let (mut store, model) = filled(5000, 100, 9);
+    store.checkpoint(1).unwrap();
+    let image = store.into_file().durable_image();
+    let mut store = PageStore::open(image, 64 << 20).unwrap();
+    let snapshot = store.snapshot();
+    let before = store.cache_bytes();
+    let wanted: Vec<Vec<u8>> = (0..5000).step_by(50).map(numbered_key).collect();
+    let mut with_absent = wanted.clone();
+    with_absent.push(b"absent".to_vec());
+    snapshot.prefetch(&with_absent);
+    let leaves = store.cache_bytes() - before;
+    assert!(leaves >= 50 * 3000, "about one leaf per key read ahead: {leaves} bytes");
+    for key in &wanted {
+        assert_eq!(snapshot.get(key).unwrap().as_ref(), model.get(key), "{key:?}");
+    }
+    assert_eq!(store.cache_bytes() - before, leaves, "the reads found every leaf cached");
+    assert_eq!(snapshot.get(b"absent").unwrap(), None);
+}
+
 #[test]
 fn a_snapshot_keeps_its_view_and_its_pages_while_the_writer_goes_on() {
     let (mut store, model) = filled(1500, 80, 6);

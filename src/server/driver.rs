@@ -466,6 +466,7 @@ impl<D: LogDisk> Driver<D> {
         let commit_index = self.wal.last_index();
         // 3. Apply in log order; each reply carries the revision after its entry.
         let mut replies = Vec::with_capacity(batch.len());
+        self.store.prefetch(batch.iter().map(|proposal| &proposal.request));
         for proposal in batch.drain(..) {
             let result = self.store.apply(&proposal.request);
             match (&proposal.request, &result) {

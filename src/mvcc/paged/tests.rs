@@ -125,6 +125,13 @@ fn check(paged: &mut PagedHistory<MemPageFile>, model: &Snapshot) {
 fn check_view(view: PagedView, model: &Snapshot) {
     let model = model.clone();
     std::thread::spawn(move || {
+        // Reading ahead changes what is cached, never what is read.
+        let all_keys = keys();
+        view.prefetch(&all_keys.iter().map(|key| &key[..]).collect::<Vec<_>>());
+        for key in &all_keys {
+            let want = model.visible(key, model.revision()).unwrap();
+            assert_eq!(view.get_at(key, model.revision()).unwrap(), want, "{key:?} read ahead");
+        }
         let mut bounds: Vec<Bytes> = keys();
         bounds.push(Bytes::from_static(b""));
         bounds.push(Bytes::from_static(b"b\0"));

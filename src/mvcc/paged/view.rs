@@ -182,6 +182,22 @@ impl PagedView {
     }
 
     /// The version of `key` live at `revision`, if any.
+    /// Reads ahead, in two batches, the pages that `get_at` of each of
+    /// `keys` at the newest revision will read: their key entries, then their
+    /// newest versions (see `pagestore::Snapshot::prefetch`).
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        let entries: Vec<Vec<u8>> = keys.iter().map(|key| key_entry_key(&stem(key).0)).collect();
+        self.snapshot.prefetch(&entries);
+        let versions: Vec<Vec<u8>> = entries
+            .iter()
+            .filter_map(|entry| {
+                let newest = decode_newest(&self.snapshot.get(entry).ok()??).ok()?;
+                (!newest.deleted).then(|| version_key(newest.revision, &entry[1..]))
+            })
+            .collect();
+        self.snapshot.prefetch(&versions);
+    }
+
     pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         let (stem, long) = stem(key);
         let Some(value) = self.snapshot.get(&key_entry_key(&stem))? else { return Ok(None) };
