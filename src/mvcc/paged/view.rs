@@ -181,7 +181,6 @@ impl PagedView {
         }
     }
 
-    /// The version of `key` live at `revision`, if any.
     /// Reads ahead, in two batches, the pages that `get_at` of each of
     /// `keys` at the newest revision will read: their key entries, then their
     /// newest versions (see `pagestore::Snapshot::prefetch`).
@@ -198,6 +197,7 @@ impl PagedView {
         self.snapshot.prefetch(&versions);
     }
 
+    /// The version of `key` live at `revision`, if any.
     pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         let (stem, long) = stem(key);
         let Some(value) = self.snapshot.get(&key_entry_key(&stem))? else { return Ok(None) };
