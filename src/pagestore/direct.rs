@@ -110,7 +110,12 @@ enum Op {
     Writev { iovecs: *const libc::iovec, count: usize, len: usize, offset: u64 },
 }
 
-/// Runs `ops` with up to `ring_entries` in flight; each must move all its bytes.
+/// Runs `ops` with up to `ring_entries` in flight; each must move all its
+/// bytes. Never returns while the kernel still holds one of their buffers:
+/// after a failed op it stops submitting and waits for those in flight; a
+/// wait interrupted by a signal is retried; if waiting itself fails with
+/// ops in flight the process aborts (returning would let the kernel write
+/// into memory already freed).
 fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op]) -> io::Result<()> {
     let mut next = 0;
     let mut in_flight = 0;
@@ -126,16 +131,30 @@ fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op]) -> io::Result<()> {
                 }
             };
             // SAFETY: the buffers and iovecs outlive the call, which waits for
-            // every submitted entry to complete before returning.
-            unsafe { ring.submission().push(&entry.user_data(next as u64)) }
-                .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+            // every pushed entry to complete before returning.
+            if unsafe { ring.submission().push(&entry.user_data(next as u64)) }.is_err() {
+                // Cannot happen (at most ring_entries are pushed); wait out
+                // those in flight and report it.
+                failure.get_or_insert(io::Error::other("io_uring submission queue full"));
+                break;
+            }
             next += 1;
             in_flight += 1;
         }
         if in_flight == 0 {
             break;
         }
-        ring.submit_and_wait(1)?;
+        // EINTR (a signal), EAGAIN or EBUSY (completions to reap first): reap
+        // what has completed, then submit and wait again (the outer loop).
+        if let Err(e) = ring.submit_and_wait(1) {
+            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) {
+                eprintln!(
+                    "corekv: fatal: io_uring wait failed with {in_flight} reads or writes \
+                     in flight: {e}"
+                );
+                std::process::abort();
+            }
+        }
         for cqe in ring.completion() {
             in_flight -= 1;
             let op = &ops[cqe.user_data() as usize];
@@ -293,7 +312,7 @@ impl DirectPageFile {
         if self.slots.is_empty() {
             return Ok(());
         }
-        let staged: Vec<(u64, usize)> = std::mem::take(&mut self.slots).into_iter().collect();
+        let staged: Vec<(u64, usize)> = self.slots.iter().map(|(id, slot)| (*id, *slot)).collect();
         let base = self.staged.as_slice().as_ptr();
         let iovecs: Vec<libc::iovec> = staged
             .iter()
@@ -321,7 +340,10 @@ impl DirectPageFile {
             });
             start = end;
         }
-        run_ops(&mut self.ring, self.file.as_raw_fd(), &ops)
+        run_ops(&mut self.ring, self.file.as_raw_fd(), &ops)?;
+        // Only now: until the writes are done, reads are served from here.
+        self.slots.clear();
+        Ok(())
     }
 }
 

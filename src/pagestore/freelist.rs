@@ -87,7 +87,7 @@ impl FreeSpace {
     }
 
     /// Frees the pages pending under every generation up to `horizon`: the
-    /// durable generation minus one, or the oldest live snapshot's if lower.
+    /// durable generation, or the oldest live snapshot's if lower.
     pub(crate) fn reclaim(&mut self, horizon: u64) {
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() > horizon {
