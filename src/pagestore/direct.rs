@@ -206,25 +206,37 @@ fn pread_page(file: &File, id: PageId, buf: &mut [u8]) -> io::Result<()> {
     })
 }
 
+/// Splits `0..len` into runs `(start, end)` of consecutive page ids
+/// (`id(i)` ascending), each at most `run_pages_max` long: one read or write.
+fn runs(len: usize, id: impl Fn(usize) -> u64) -> impl Iterator<Item = (usize, usize)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start == len {
+            return None;
+        }
+        let mut end = start + 1;
+        while end < len && id(end) == id(end - 1) + 1 && end - start < run_pages_max {
+            end += 1;
+        }
+        let run = (start, end);
+        start = end;
+        Some(run)
+    })
+}
+
 /// Reads `ids` into consecutive pages of `out`: one read per run of
 /// consecutive ids, all in flight together.
 fn read_batch(file: &File, ids: &[PageId], out: &mut AlignedPages) -> io::Result<()> {
     assert!(ids.len() <= out.pages());
     let mut ops = Vec::new();
     let base = out.as_mut_slice().as_mut_ptr();
-    let mut start = 0;
-    while start < ids.len() {
-        let mut end = start + 1;
-        while end < ids.len() && ids[end].0 == ids[end - 1].0 + 1 && end - start < run_pages_max {
-            end += 1;
-        }
+    for (start, end) in runs(ids.len(), |i| ids[i].0) {
         ops.push(Op::Read {
             // SAFETY: start < ids.len() <= out.pages(): inside the allocation.
             buf: unsafe { base.add(start * page_bytes) },
             len: (end - start) * page_bytes,
             offset: ids[start].offset_bytes(),
         });
-        start = end;
     }
     with_read_ring(|ring| run_ops(ring, file.as_raw_fd(), &ops))
 }
@@ -323,22 +335,13 @@ impl DirectPageFile {
             })
             .collect();
         let mut ops = Vec::new();
-        let mut start = 0;
-        while start < staged.len() {
-            let mut end = start + 1;
-            while end < staged.len()
-                && staged[end].0 == staged[end - 1].0 + 1
-                && end - start < run_pages_max
-            {
-                end += 1;
-            }
+        for (start, end) in runs(staged.len(), |i| staged[i].0) {
             ops.push(Op::Writev {
                 iovecs: iovecs[start..].as_ptr(),
                 count: end - start,
                 len: (end - start) * page_bytes,
                 offset: PageId(staged[start].0).offset_bytes(),
             });
-            start = end;
         }
         run_ops(&mut self.ring, self.file.as_raw_fd(), &ops)?;
         // Only now: until the writes are done, reads are served from here.

@@ -175,9 +175,7 @@ impl SharedReader {
         }
         Ok(node)
     }
-}
 
-impl SharedReader {
     /// See `Snapshot::prefetch`.
     pub(crate) fn prefetch<K: AsRef<[u8]>>(&self, view: TreeView, keys: &[K]) {
         let mut missing: Vec<PageId> = Vec::new();
