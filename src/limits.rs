@@ -22,6 +22,12 @@ pub const txn_depth_max: usize = 8;
 pub const connection_requests_in_flight_max: usize = 1024;
 /// Encoded responses queued for one connection's socket writer.
 pub const connection_responses_queued_max: usize = 1024;
+/// Bytes a connection's queue may hold before its watches wait for the
+/// client (a slow client then reads history when it catches up): this base
+/// plus `watch_queue_bytes_per_watcher` for each watch of the connection.
+pub const watch_queue_bytes_base: usize = 4 * 1024 * 1024;
+/// See `watch_queue_bytes_base`.
+pub const watch_queue_bytes_per_watcher: usize = 16 * 1024;
 /// Proposals queued from all cores to the log driver.
 pub const proposals_queued_max: usize = 8192;
 /// Entries in one WAL append (one fdatasync).

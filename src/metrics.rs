@@ -19,6 +19,8 @@ pub struct CoreCounters {
     pub watch_responses: AtomicU64,
     /// Times a watcher fell behind the event log and read history instead.
     pub watch_catch_ups: AtomicU64,
+    /// Times a connection's watches found its queue full (a slow client).
+    pub watch_slow_connections: AtomicU64,
 }
 
 /// What the log driver counts (one writer: core 0).

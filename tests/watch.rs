@@ -245,8 +245,37 @@ fn a_slow_reader_falls_back_to_history_and_misses_nothing() {
         assert_eq!((&event.kv.key, &event.kv.value), (&b(key), &b(value)));
     }
     let log = member.log_text();
+    assert!(log.contains("is slow: its watches wait"), "{log}");
+    assert!(log.contains("takes watch events again"), "{log}");
     assert!(log.contains("is behind the event log; reading history"), "{log}");
     assert!(log.contains("caught up at revision"), "{log}");
+}
+
+#[test]
+fn a_thousand_watches_on_one_connection_do_not_make_it_slow() {
+    // Kubernetes' API server multiplexes its watches on few connections: a
+    // revision then sends a response per watch into one connection's queue.
+    // What the queue may hold grows with the connection's watches, so these
+    // 40 revisions (40,000 responses, ~9 MB: more than the 4 MiB a
+    // connection with one watch may queue) wait there whole while the
+    // client reads nothing, and no watch is held back.
+    let dir = temp_dir("watch-many-on-one");
+    let member = Member::start(&dir);
+    let mut writer = member.client();
+    let mut client = member.client();
+    let streams: Vec<u64> = (0..1000).map(|_| watch(&mut client, prefix("m/")).0).collect();
+    let puts: Vec<(String, String)> =
+        (0..40).map(|i| (format!("m/{i:02}"), format!("{i:0100}"))).collect();
+    let revisions = put_many(&mut writer, &puts);
+    std::thread::sleep(Duration::from_millis(300));
+    for stream in &streams {
+        let events = events_until(&mut client, *stream, *revisions.last().unwrap());
+        let got: Vec<i64> = events.iter().map(|e| e.kv.mod_revision).collect();
+        assert_eq!(got, revisions, "stream {stream}");
+    }
+    let log = member.log_text();
+    assert!(!log.contains("is slow"), "{log}");
+    assert!(!log.contains("is behind the event log"), "{log}");
 }
 
 #[test]

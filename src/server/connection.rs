@@ -28,6 +28,7 @@ use crate::runtime::{self, Stream};
 use crate::snapshot;
 use crate::types::{Request, Response, ResponseBody, SnapshotChunk, WatchResponse};
 
+use super::outbox::{outbox, Outbox, OutboxReader};
 use super::watch;
 
 const preface_timeout: Duration = Duration::from_secs(10);
@@ -94,7 +95,7 @@ type Writer = futures_lite::io::WriteHalf<Stream>;
 /// Serves frames until the client closes and every response owed is written;
 /// gives the writer back for closing.
 async fn run(reader: Reader, writer: Writer, shared: Arc<Shared>, core: usize) -> Writer {
-    let (out_tx, out_rx) = async_channel::bounded(limits::connection_responses_queued_max);
+    let (out_tx, out_rx) = outbox();
     let (done_tx, done_rx) = async_channel::bounded(limits::connection_requests_in_flight_max);
     let (slot_tx, slot_rx) = async_channel::bounded(limits::connection_requests_in_flight_max);
     runtime::spawn(complete_loop(done_rx, slot_rx, out_tx.clone(), shared.clone(), core));
@@ -127,7 +128,7 @@ static next_connection: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 struct Session {
     shared: Arc<Shared>,
     core: usize,
-    out: async_channel::Sender<Vec<u8>>,
+    out: Outbox,
     done: async_channel::Sender<Reply>,
     slots: async_channel::Sender<()>,
     fbb: FlatBufferBuilder<'static>,
@@ -187,7 +188,7 @@ impl Session {
         }
         let response = Response { header: self.shared.header(revision), result };
         let frame = encode_frame(&mut self.fbb, request_id, &response);
-        self.out.send(frame).await.is_ok()
+        self.out.send(frame).await
     }
 
     /// Handles one request; false when the connection should close.
@@ -416,7 +417,7 @@ impl Session {
 async fn complete_loop(
     done: async_channel::Receiver<Reply>,
     slots: async_channel::Receiver<()>,
-    out: async_channel::Sender<Vec<u8>>,
+    out: Outbox,
     shared: Arc<Shared>,
     core: usize,
 ) {
@@ -426,22 +427,18 @@ async fn complete_loop(
         if response.result.is_err() {
             add(&shared.metrics.cores[core].requests_failed, 1);
         }
-        if out.send(encode_frame(&mut fbb, request_id, &response)).await.is_err() {
+        if !out.send(encode_frame(&mut fbb, request_id, &response)).await {
             return;
         }
     }
 }
 
-async fn write_loop(
-    mut writer: Writer,
-    out: async_channel::Receiver<Vec<u8>>,
-    counters: &CoreCounters,
-) -> Writer {
-    while let Ok(mut buffer) = out.recv().await {
+async fn write_loop(mut writer: Writer, out: OutboxReader, counters: &CoreCounters) -> Writer {
+    while let Some(mut buffer) = out.recv().await {
         while buffer.len() < 256 * 1024 {
             match out.try_recv() {
-                Ok(more) => buffer.extend_from_slice(&more),
-                Err(_) => break,
+                Some(more) => buffer.extend_from_slice(&more),
+                None => break,
             }
         }
         if writer.write_all(&buffer).await.is_err() {

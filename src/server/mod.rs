@@ -9,6 +9,7 @@ pub mod config;
 mod connection;
 mod driver;
 mod lessor;
+mod outbox;
 mod shared;
 mod watch;
 

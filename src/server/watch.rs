@@ -33,6 +33,7 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use super::connection::encode_frame;
+use super::outbox::{Gather, Outbox, Spread};
 use super::shared::Shared;
 use crate::error::{Error, ErrorCode};
 use crate::metrics::add;
@@ -46,10 +47,6 @@ use crate::types::{
 /// Events the log keeps (older batches are dropped; their watchers read
 /// history instead).
 const log_events_max: usize = 65_536;
-/// Responses a connection's queue may hold before its watchers wait: with
-/// `response_bytes_soft_max`, what a slow client's watches hold in memory is
-/// ~4 MiB (plus one revision larger than that, which is sent whole).
-const queue_frames_max: usize = 64;
 /// Revisions read from history per step of a catch-up.
 const catch_up_revisions: i64 = 1024;
 /// Events per response (whole revisions are never split unless fragmenting).
@@ -216,7 +213,7 @@ struct Watcher {
     filter_hash: u64,
     /// The first revision not yet sent.
     next: i64,
-    out: async_channel::Sender<Vec<u8>>,
+    out: Outbox,
     /// Reading history: the log no longer held `next` when it was last read.
     behind: bool,
     /// In the synced group: sent everything through `Watchers::synced_upto`
@@ -255,6 +252,7 @@ impl Watchers {
                 self.slots.len() - 1
             }
         };
+        watcher.out.count_watcher(true);
         self.slots[id] = Some(watcher);
         self.unsynced.push(id);
         id
@@ -272,7 +270,9 @@ impl Watchers {
         }
         self.unindex(id);
         self.free.push(id);
-        self.slots[id].take()
+        let watcher = self.slots[id].take()?;
+        watcher.out.count_watcher(false);
+        Some(watcher)
     }
 
     /// Takes a synced watcher out of the index (it keeps its slot).
@@ -381,7 +381,7 @@ struct Templates {
     groups: HashMap<(u64, i64), Vec<(Filter, Built)>, Mixed>,
 }
 
-type Mixed = BuildHasherDefault<MixHasher>;
+type Mixed = BuildHasherDefault<Spread>;
 
 impl Templates {
     fn get(&self, watcher: &Watcher) -> Option<&Built> {
@@ -393,30 +393,6 @@ impl Templates {
         let alike = self.groups.entry((watcher.filter_hash, watcher.next)).or_default();
         alike.push((watcher.filter.clone(), built));
         &alike.last().expect("just pushed").1
-    }
-}
-
-/// A hasher for keys that are already hashes and small integers.
-#[derive(Default)]
-struct MixHasher(u64);
-
-impl std::hash::Hasher for MixHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_i64(&mut self, value: i64) {
-        self.write_u64(value as u64);
     }
 }
 
@@ -432,6 +408,8 @@ pub struct Hub {
     core: usize,
     watchers: RefCell<Watchers>,
     fbb: RefCell<FlatBufferBuilder<'static>>,
+    /// Frames of the current round, per connection.
+    gather: RefCell<Gather>,
 }
 
 thread_local! {
@@ -456,6 +434,7 @@ pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
                         synced_upto: 0,
                     }),
                     fbb: RefCell::new(FlatBufferBuilder::new()),
+                    gather: RefCell::new(Gather::default()),
                 });
                 let woken = shared.watch.woken[core]
                     .lock()
@@ -509,10 +488,11 @@ impl Hub {
             if watcher.progress_notify && watcher.synced && watcher.quiet {
                 let notification =
                     WatchResponse { watch_id: watcher.watch_id, ..Default::default() };
-                self.send(watcher.request_id, revision, notification, &watcher.out);
+                self.send(watcher, revision, notification);
             }
             watcher.quiet = true;
         }
+        self.gather.borrow_mut().flush();
     }
 
     fn count(&self, delta: isize) {
@@ -532,7 +512,7 @@ impl Hub {
         request_id: u64,
         watch_id: i64,
         request: &WatchCreateRequest,
-        out: &async_channel::Sender<Vec<u8>>,
+        out: &Outbox,
     ) {
         // Counted before the revision is read: every batch published after
         // that read is recorded in the log.
@@ -621,23 +601,19 @@ impl Hub {
             .fold(current, i64::min)
     }
 
-    fn send(
-        &self,
-        request_id: u64,
-        revision: i64,
-        response: WatchResponse,
-        out: &async_channel::Sender<Vec<u8>>,
-    ) -> bool {
+    /// Gathers one response for `watcher` (after what it was sent before in
+    /// this round); dropped if its connection's queue has no room.
+    fn send(&self, watcher: &Watcher, revision: i64, response: WatchResponse) {
         let response = Response {
             header: self.shared.header(revision),
             result: Ok(ResponseBody::Watch(response)),
         };
-        let frame = encode_frame(&mut self.fbb.borrow_mut(), request_id, &response);
-        let sent = out.try_send(frame).is_ok();
-        if sent {
+        let frame = encode_frame(&mut self.fbb.borrow_mut(), watcher.request_id, &response);
+        // Control responses go whatever the budget (they are small).
+        if let Some(buffer) = self.gather.borrow_mut().buffer(watcher.connection, &watcher.out, 0) {
+            buffer.extend_from_slice(&frame);
             add(&self.shared.metrics.cores[self.core].watch_responses, 1);
         }
-        sent
     }
 
     fn deliver_all(&self) {
@@ -692,6 +668,7 @@ impl Hub {
                 }
             }
         }
+        self.gather.borrow_mut().flush();
         if more {
             // Go on with the catch-ups right after the core's other tasks.
             let _ = self.shared.watch.wakers[self.core].try_send(());
@@ -778,7 +755,8 @@ impl Hub {
             if watcher.out.is_closed() {
                 return Stop::Gone;
             }
-            if watcher.out.len() >= queue_frames_max {
+            if !self.gather.borrow().room_for(watcher.connection, &watcher.out, 1) {
+                self.note_slow(watcher);
                 return Stop::Slow;
             }
             // From the log if it holds every revision from `next` on, else
@@ -839,7 +817,7 @@ impl Hub {
                         ..Default::default()
                     };
                     // etcd leaves the revision out of this header.
-                    self.send(watcher.request_id, 0, canceled, &watcher.out);
+                    self.send(watcher, 0, canceled);
                     return Stop::Gone;
                 }
                 Err(e) => return self.fail(watcher, current, e),
@@ -858,6 +836,21 @@ impl Hub {
         }
     }
 
+    /// Says so (once until it takes events again) when a connection's
+    /// queue holds all its watches may queue: its client reads slower than
+    /// its events come, and its watches wait (reading history later if the
+    /// event log moves past them).
+    fn note_slow(&self, watcher: &Watcher) {
+        if watcher.out.set_slow() {
+            add(&self.shared.metrics.cores[self.core].watch_slow_connections, 1);
+            eprintln!(
+                "corekv: connection {} is slow: its watches wait ({} bytes queued)",
+                watcher.connection,
+                watcher.out.bytes()
+            );
+        }
+    }
+
     /// Ends a watch that cannot go on (its history cannot be read).
     fn fail(&self, watcher: &Watcher, revision: i64, error: Error) -> Stop {
         let canceled = WatchResponse {
@@ -866,7 +859,7 @@ impl Hub {
             cancel_reason: error.message,
             ..Default::default()
         };
-        self.send(watcher.request_id, revision, canceled, &watcher.out);
+        self.send(watcher, revision, canceled);
         Stop::Gone
     }
 
@@ -963,6 +956,7 @@ impl Hub {
     /// revision completed; false if its queue filled up first. A fragmented
     /// revision is sent whole or not at all (a resent fragment would repeat).
     fn send_templates(&self, watcher: &mut Watcher, templates: &[Template]) -> bool {
+        let mut gather = self.gather.borrow_mut();
         let mut i = 0;
         while i < templates.len() {
             // A template, or a run of fragments up to the one that ends
@@ -972,24 +966,26 @@ impl Hub {
                 j += 1;
             }
             let run = &templates[i..=j];
-            let frames = run.iter().filter(|t| !t.frame.is_empty()).count();
-            if frames > 0
-                && (watcher.out.len() >= queue_frames_max
-                    || watcher.out.len() + frames > crate::limits::connection_responses_queued_max)
-            {
-                return false;
-            }
-            for template in run.iter().filter(|t| !t.frame.is_empty()) {
-                let mut frame = template.frame.clone();
-                frame[4..12].copy_from_slice(&watcher.request_id.to_le_bytes());
-                if let Some(at) = template.watch_id_at {
-                    frame[at..at + 8].copy_from_slice(&watcher.watch_id.to_le_bytes());
-                }
-                if watcher.out.try_send(frame).is_err() {
+            let bytes: usize = run.iter().map(|t| t.frame.len()).sum();
+            if bytes > 0 {
+                let Some(buffer) = gather.buffer(watcher.connection, &watcher.out, bytes) else {
+                    self.note_slow(watcher);
                     return false;
+                };
+                for template in run.iter().filter(|t| !t.frame.is_empty()) {
+                    let at = buffer.len();
+                    buffer.extend_from_slice(&template.frame);
+                    buffer[at + 4..at + 12].copy_from_slice(&watcher.request_id.to_le_bytes());
+                    if let Some(id_at) = template.watch_id_at {
+                        let id_at = at + id_at;
+                        buffer[id_at..id_at + 8].copy_from_slice(&watcher.watch_id.to_le_bytes());
+                    }
+                    add(&self.shared.metrics.cores[self.core].watch_responses, 1);
+                }
+                if watcher.out.clear_slow() {
+                    eprintln!("corekv: connection {} takes watch events again", watcher.connection);
                 }
                 watcher.quiet = false;
-                add(&self.shared.metrics.cores[self.core].watch_responses, 1);
             }
             watcher.next = watcher.next.max(run[run.len() - 1].through + 1);
             i = j + 1;

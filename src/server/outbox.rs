@@ -1,0 +1,252 @@
+//! A connection's out queue: encoded responses waiting for its socket
+//! writer, with the bytes they hold and the watches that send into it.
+//!
+//! Watch events are bounded by bytes per connection, not by frames per
+//! connection: one revision sends a frame to each watcher, so a client with
+//! a thousand watches on one connection (as Kubernetes' API server has)
+//! would otherwise look slow after a few dozen frames and fall back to
+//! reading history, while a client with one watch per connection could
+//! queue as much as it likes. The budget grows with the connection's
+//! watches (`limits::watch_queue_bytes_per_watcher`), so what a stalled
+//! client holds stays bounded and proportional to what it asked for.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::limits;
+
+#[derive(Default)]
+struct State {
+    /// Bytes of the frames in the queue (not yet taken by the writer).
+    bytes: AtomicUsize,
+    /// Watches of the connection.
+    watchers: AtomicUsize,
+    /// Its watches found the queue over their budget, and nothing was
+    /// queued for them since.
+    slow: AtomicBool,
+}
+
+/// The sending side (the connection's reader, its completer, and every
+/// watch of the connection, all on the connection's core).
+#[derive(Clone)]
+pub struct Outbox {
+    tx: async_channel::Sender<Vec<u8>>,
+    state: Arc<State>,
+}
+
+/// The socket writer's side.
+pub struct OutboxReader {
+    rx: async_channel::Receiver<Vec<u8>>,
+    state: Arc<State>,
+}
+
+fn fits(queued: usize, bytes: usize, out: &Outbox) -> bool {
+    queued == 0 || queued + bytes <= out.watch_budget()
+}
+
+/// A hasher for keys that are small integers or already hashes.
+#[derive(Default)]
+pub struct Spread(u64);
+
+impl std::hash::Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
+    }
+}
+
+/// A queue holding at most `limits::connection_responses_queued_max` items.
+pub fn outbox() -> (Outbox, OutboxReader) {
+    let (tx, rx) = async_channel::bounded(limits::connection_responses_queued_max);
+    let state = Arc::new(State::default());
+    (Outbox { tx, state: state.clone() }, OutboxReader { rx, state })
+}
+
+impl Outbox {
+    /// Queues a frame, waiting for room; false if the writer is gone.
+    pub async fn send(&self, frame: Vec<u8>) -> bool {
+        let bytes = frame.len();
+        self.state.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = self.tx.send(frame).await.is_ok();
+        if !sent {
+            self.state.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Queues a frame if there is room and the writer is there.
+    pub fn try_send(&self, frame: Vec<u8>) -> bool {
+        let bytes = frame.len();
+        self.state.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = self.tx.try_send(frame).is_ok();
+        if !sent {
+            self.state.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Items queued.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether one more item fits now.
+    pub fn has_slot(&self) -> bool {
+        self.tx.len() < limits::connection_responses_queued_max
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.state.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts a watch of the connection in (+1) or out (-1).
+    pub fn count_watcher(&self, opened: bool) {
+        match opened {
+            true => self.state.watchers.fetch_add(1, Ordering::Relaxed),
+            false => self.state.watchers.fetch_sub(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Bytes of queued frames past which the connection's watches wait
+    /// (their client is slow): a base plus a share per watch.
+    pub fn watch_budget(&self) -> usize {
+        let watchers = self.state.watchers.load(Ordering::Relaxed);
+        limits::watch_queue_bytes_base + watchers * limits::watch_queue_bytes_per_watcher
+    }
+
+    /// Marks the connection slow; true if it was not.
+    pub fn set_slow(&self) -> bool {
+        !self.state.slow.swap(true, Ordering::Relaxed)
+    }
+
+    /// Marks it not slow (events were queued for it); true if it was.
+    pub fn clear_slow(&self) -> bool {
+        self.state.slow.swap(false, Ordering::Relaxed)
+    }
+}
+
+impl OutboxReader {
+    /// The next frame; None once every sender is gone.
+    pub async fn recv(&self) -> Option<Vec<u8>> {
+        let frame = self.rx.recv().await.ok()?;
+        self.state.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&self) -> Option<Vec<u8>> {
+        let frame = self.rx.try_recv().ok()?;
+        self.state.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+}
+
+/// Frames for many connections gathered during one synchronous pass (a
+/// round of watch deliveries), queued as one item per connection when the
+/// pass ends: a revision reaching a thousand watches of a connection costs
+/// its queue and its writer one item, not a thousand. Nothing else runs on
+/// the core during the pass, so a slot found free when a connection's
+/// buffer opens is still free when it is queued.
+#[derive(Default)]
+pub struct Gather {
+    /// Connection → its place in `buffers` (connection numbers are small
+    /// sequential integers: no need for a keyed hash).
+    by_connection: HashMap<u64, usize, BuildHasherDefault<Spread>>,
+    buffers: Vec<(Outbox, Vec<u8>)>,
+}
+
+impl Gather {
+    fn gathered(&self, connection: u64) -> usize {
+        self.by_connection.get(&connection).map_or(0, |at| self.buffers[*at].1.len())
+    }
+
+    /// Whether the connection's watches may queue `bytes` more: within its
+    /// budget, or anything at all when nothing is queued (a response larger
+    /// than the budget still goes, alone).
+    pub fn room_for(&self, connection: u64, out: &Outbox, bytes: usize) -> bool {
+        fits(out.bytes() + self.gathered(connection), bytes, out)
+    }
+
+    /// The connection's buffer for this pass if `bytes` more fit (see
+    /// `room_for`); None if not, or if its queue has no slot for the buffer
+    /// or its writer is gone.
+    pub fn buffer(&mut self, connection: u64, out: &Outbox, bytes: usize) -> Option<&mut Vec<u8>> {
+        let at = match self.by_connection.get(&connection) {
+            Some(at) => *at,
+            None => {
+                if out.is_closed() || !out.has_slot() {
+                    return None;
+                }
+                self.buffers.push((out.clone(), Vec::new()));
+                self.by_connection.insert(connection, self.buffers.len() - 1);
+                self.buffers.len() - 1
+            }
+        };
+        let buffer = &mut self.buffers[at].1;
+        fits(out.bytes() + buffer.len(), bytes, out).then_some(buffer)
+    }
+
+    /// Queues what was gathered, one item per connection.
+    pub fn flush(&mut self) {
+        self.by_connection.clear();
+        for (out, frames) in self.buffers.drain(..) {
+            // Only a closed queue refuses (its connection is going away).
+            if !frames.is_empty() {
+                out.try_send(frames);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_follow_the_frames_and_the_budget_the_watches() {
+        let (out, reader) = outbox();
+        let base = out.watch_budget();
+        assert_eq!(base, limits::watch_queue_bytes_base);
+        out.count_watcher(true);
+        out.count_watcher(true);
+        assert_eq!(out.watch_budget(), base + 2 * limits::watch_queue_bytes_per_watcher);
+        out.count_watcher(false);
+        assert_eq!(out.watch_budget(), base + limits::watch_queue_bytes_per_watcher);
+        assert!(out.try_send(vec![0; 100]));
+        assert!(out.try_send(vec![0; 20]));
+        assert_eq!((out.len(), out.bytes()), (2, 120));
+        assert_eq!(reader.try_recv().map(|f| f.len()), Some(100));
+        assert_eq!(out.bytes(), 20);
+        for _ in 1..limits::connection_responses_queued_max {
+            assert!(out.try_send(vec![1]));
+        }
+        assert!(!out.has_slot());
+        let before = out.bytes();
+        assert!(!out.try_send(vec![0; 50]), "full");
+        assert_eq!(out.bytes(), before, "a frame not queued is not counted");
+        drop(reader);
+        assert!(out.is_closed());
+        assert!(!out.try_send(vec![0; 7]));
+        assert_eq!(out.bytes(), before);
+    }
+}
