@@ -70,23 +70,33 @@ struct Checker {
 }
 
 impl Checker {
-    /// An event for watcher `w` at `revision` with `value`.
-    fn event(&mut self, totals: &Totals, w: usize, revision: i64, value: &[u8], distinct: bool) {
+    /// An event for watcher `w` at `revision` with `value`, in a response
+    /// received at `now` (nanoseconds); answers whether it was
+    /// new (the caller counts those, once per response).
+    fn event(
+        &mut self,
+        totals: &Totals,
+        w: usize,
+        revision: i64,
+        value: &[u8],
+        distinct: bool,
+        now: u64,
+    ) -> bool {
         let seen = &mut self.seen[w];
         if revision <= seen.last {
             totals.duplicates.fetch_add(1, Relaxed);
-            return;
+            return false;
         }
         if !distinct && seen.last > 0 && revision != seen.last + 1 {
             totals.missing.fetch_add((revision - seen.last - 1) as u64, Relaxed);
         }
         seen.last = revision;
         seen.events += 1;
-        totals.events.fetch_add(1, Relaxed);
         if let Some(sent) = stamp_of(value) {
-            let micros = now_nanos().saturating_sub(sent) / 1000;
+            let micros = now.saturating_sub(sent) / 1000;
             let _ = self.histogram.record(micros.clamp(1, 60_000_000));
         }
+        true
     }
 }
 
@@ -166,33 +176,42 @@ async fn native_watchers(
             Ok(Err(e)) => return Err(e.to_string()),
         };
         decoder.push(&buffer[..n]);
+        let mut new_events = 0;
         while let Ok(Some((header, body))) = decoder.next_frame() {
-            let response = codec::decode_response(&body).map_err(|e| e.to_string())?;
-            let watch = match response.result {
-                Ok(ResponseBody::Watch(watch)) => watch,
-                other => return Err(format!("unexpected watch response {other:?}")),
+            // Read in place (no copy of the events): this loop is what a
+            // watch client pays per event.
+            let options =
+                flatbuffers::VerifierOptions { max_tables: 16 * 1024 * 1024, ..Default::default() };
+            let response = flatbuffers::root_with_opts::<protocol::wire::Response>(&options, &body)
+                .map_err(|e| format!("malformed watch response: {e}"))?;
+            if let Some(error) = response.error() {
+                return Err(format!("watch error: {}", error.message().unwrap_or("")));
+            }
+            let Some(watch) = response.body_as_watch_response() else {
+                return Err(format!("unexpected response to watch stream {}", header.request_id));
             };
             let w = watchers[header.request_id as usize - 1];
-            if watch.created {
+            if watch.created() {
                 created += 1;
                 if created == watchers.len() {
                     totals.ready.fetch_add(watchers.len(), Relaxed);
                 }
             }
-            if watch.canceled {
-                return Err(format!("watch {w} canceled: {}", watch.cancel_reason));
+            if watch.canceled() {
+                return Err(format!("watch {w} canceled: {}", watch.cancel_reason().unwrap_or("")));
             }
+            // Received now: read once per response, as for etcd's.
+            let now = now_nanos();
             let mut checker = checker.borrow_mut();
-            for event in &watch.events {
-                checker.event(
-                    &totals,
-                    w,
-                    event.kv.mod_revision,
-                    &event.kv.value,
-                    args.watch_distinct,
-                );
+            for event in watch.events().into_iter().flatten() {
+                let Some(kv) = event.kv() else { continue };
+                let value = kv.value().map_or(&[][..], |v| v.bytes());
+                let revision = kv.mod_revision();
+                new_events +=
+                    checker.event(&totals, w, revision, value, args.watch_distinct, now) as u64;
             }
         }
+        totals.events.fetch_add(new_events, Relaxed);
     }
 }
 
@@ -256,11 +275,15 @@ async fn etcd_watchers(
         }
         let Some(&w) = ids.get(&response.watch_id()) else { continue };
         let mut checker = checker.borrow_mut();
+        let now = now_nanos();
+        let mut new_events = 0;
         for event in response.events() {
             if let Some(kv) = event.kv() {
-                checker.event(&totals, w, kv.mod_revision(), kv.value(), args.watch_distinct);
+                let (revision, distinct) = (kv.mod_revision(), args.watch_distinct);
+                new_events += checker.event(&totals, w, revision, kv.value(), distinct, now) as u64;
             }
         }
+        totals.events.fetch_add(new_events, Relaxed);
     }
 }
 
@@ -313,7 +336,9 @@ async fn stalled_watcher(
 /// How long watchers wait for the last events once the writers stop.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// One writer: puts at full speed (closed loop) until the deadline.
+/// One writer: `--writer-depth` closed loops sharing one connection, each
+/// putting at full speed until the deadline (the keys interleave: loop `d`
+/// of writer `index` puts keys `index + (d + k * depth) * clients`).
 async fn writer(
     args: Arc<Args>,
     totals: Arc<Totals>,
@@ -321,16 +346,44 @@ async fn writer(
     index: usize,
     deadline: Instant,
 ) -> Result<i64, String> {
-    let mut newest = 0;
-    let mut i = index as u64;
-    let target = match args.target {
+    let target = Rc::new(match args.target {
         Target::Corekv => Handle::Native(crate::native::Connection::connect(&endpoint).await?),
         Target::Etcd => Handle::Etcd(crate::etcd::connect(&endpoint).await?),
-    };
+    });
+    let depth = args.writer_depth.max(1);
+    let loops: Vec<_> = (0..depth)
+        .map(|d| {
+            let first = (index + d * args.clients) as u64;
+            let step = (args.clients * depth) as u64;
+            let (args, totals, target) = (args.clone(), totals.clone(), target.clone());
+            tokio::task::spawn_local(async move {
+                put_loop(&args, &totals, &target, first, step, deadline).await
+            })
+        })
+        .collect();
+    let mut newest = 0;
+    for each in loops {
+        newest = newest.max(each.await.map_err(|e| e.to_string())??);
+    }
+    Ok(newest)
+}
+
+/// Puts keys `first`, `first + step`, … one at a time until the deadline;
+/// answers the newest revision written.
+async fn put_loop(
+    args: &Args,
+    totals: &Totals,
+    target: &Handle,
+    first: u64,
+    step: u64,
+    deadline: Instant,
+) -> Result<i64, String> {
+    let mut newest = 0;
+    let mut i = first;
     while Instant::now() < deadline {
         let key = key_of(i % args.keyspace, args.key_size);
         let value = stamped(args.val_size);
-        let revision = match &target {
+        let revision = match target {
             Handle::Native(native) => {
                 let put = PutRequest { key, value, ..Default::default() };
                 let response = native.call(&Request::Put(put)).await?;
@@ -347,7 +400,7 @@ async fn writer(
         totals.per_key[(i % args.keyspace) as usize].fetch_add(1, Relaxed);
         newest = newest.max(revision);
         totals.puts.fetch_add(1, Relaxed);
-        i += args.clients as u64;
+        i += step;
     }
     Ok(newest)
 }
