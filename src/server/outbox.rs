@@ -127,6 +127,11 @@ impl Outbox {
         };
     }
 
+    /// Watches of the connection.
+    pub fn watchers(&self) -> usize {
+        self.state.watchers.load(Ordering::Relaxed)
+    }
+
     /// Bytes of queued frames past which the connection's watches wait
     /// (their client is slow): a base plus a share per watch.
     pub fn watch_budget(&self) -> usize {
@@ -184,7 +189,22 @@ impl Gather {
     /// budget, or anything at all when nothing is queued (a response larger
     /// than the budget still goes, alone).
     pub fn room_for(&self, connection: u64, out: &Outbox, bytes: usize) -> bool {
-        fits(out.bytes() + self.gathered(connection), bytes, out)
+        self.slot(connection, out) && fits(out.bytes() + self.gathered(connection), bytes, out)
+    }
+
+    /// Whether the connection has a buffer in this pass, or a free slot in
+    /// its queue for one.
+    fn slot(&self, connection: u64, out: &Outbox) -> bool {
+        self.by_connection.contains_key(&connection) || (!out.is_closed() && out.has_slot())
+    }
+
+    /// Bytes the connection's watches may still queue (all of its budget
+    /// when nothing is queued).
+    pub fn room(&self, connection: u64, out: &Outbox) -> usize {
+        match self.slot(connection, out) {
+            true => out.watch_budget().saturating_sub(out.bytes() + self.gathered(connection)),
+            false => 0,
+        }
     }
 
     /// The connection's buffer for this pass if `bytes` more fit (see
@@ -194,7 +214,7 @@ impl Gather {
         let at = match self.by_connection.get(&connection) {
             Some(at) => *at,
             None => {
-                if out.is_closed() || !out.has_slot() {
+                if !self.slot(connection, out) {
                     return None;
                 }
                 self.buffers.push((out.clone(), Vec::new()));

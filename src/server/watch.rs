@@ -354,7 +354,10 @@ const template_watch_id: i64 = 1;
 /// Where a watch response frame holds its watch id.
 fn watch_id_position(frame: &[u8]) -> Option<usize> {
     let body = frame.get(crate::protocol::frame_header_bytes..)?;
-    let response = flatbuffers::root::<crate::protocol::wire::Response>(body).ok()?;
+    // SAFETY: `frame` was just encoded by `encode_frame` (a whole response
+    // table), so reading it unverified cannot go out of bounds; verifying
+    // it cost as much as encoding it.
+    let response = unsafe { flatbuffers::root_unchecked::<crate::protocol::wire::Response>(body) };
     let watch = response.body_as_watch_response()?;
     let field = watch._tab.vtable().get(crate::protocol::wire::WatchResponse::VT_WATCH_ID);
     (field != 0).then(|| crate::protocol::frame_header_bytes + watch._tab.loc() + field as usize)
@@ -721,16 +724,37 @@ impl Hub {
                 }
             }
         }
-        for (id, events) in matched {
-            let Some(watcher) = watchers.slots[id].as_mut() else { continue };
+        // Built first, then sent per connection all or nothing: watches of
+        // a connection stay at one position (and share their responses when
+        // they catch up) instead of scattering when its queue fills.
+        let mut needed: HashMap<u64, usize, Mixed> = HashMap::default();
+        for (id, events) in matched.iter_mut() {
+            let Some(watcher) = watchers.slots[*id].as_mut() else { continue };
             watcher.next = from;
             let built = match round.templates.get(watcher) {
                 Some(built) => built,
                 None => {
-                    let built = self.responses(watcher, round.snapshot, events.into_iter(), last);
+                    let events = std::mem::take(events).into_iter();
+                    let built = self.responses(watcher, round.snapshot, events, last);
                     round.templates.insert(watcher, built)
                 }
             };
+            let bytes: usize = built.iter().flatten().map(|t| t.frame.len()).sum();
+            *needed.entry(watcher.connection).or_default() += bytes;
+        }
+        for (id, _) in matched {
+            let Some(watcher) = watchers.slots[id].as_mut() else { continue };
+            let built = round.templates.get(watcher).expect("built above");
+            let fits = self.gather.borrow().room_for(
+                watcher.connection,
+                &watcher.out,
+                needed.get(&watcher.connection).copied().unwrap_or(0),
+            );
+            if !fits && built.is_ok() {
+                self.note_slow(watcher);
+                watchers.unsync(id, from);
+                continue;
+            }
             match built {
                 Ok(templates) => {
                     if !self.send_templates(watcher, templates) {
@@ -755,7 +779,15 @@ impl Hub {
             if watcher.out.is_closed() {
                 return Stop::Gone;
             }
-            if !self.gather.borrow().room_for(watcher.connection, &watcher.out, 1) {
+            // Room for a whole response at least: else the responses built
+            // below (from `next` to the newest revision) would be built
+            // again every round while none of them fits.
+            let room = self.gather.borrow().room_for(
+                watcher.connection,
+                &watcher.out,
+                response_bytes_soft_max,
+            );
+            if !room {
                 self.note_slow(watcher);
                 return Stop::Slow;
             }
@@ -773,6 +805,13 @@ impl Hub {
                     return Stop::CaughtUp;
                 }
                 if round.templates.get(watcher).is_none() {
+                    // Whole revisions, as many as the connection has room
+                    // for (the rest next round): never more built than sent.
+                    // A share of the room: the connection's other watches
+                    // at this position send these same responses.
+                    let room = self.gather.borrow().room(watcher.connection, &watcher.out)
+                        / watcher.out.watchers().max(1);
+                    let (mut picked, mut bytes, mut through) = (Vec::new(), 0usize, last);
                     let events = batches
                         .iter()
                         .flat_map(|b| b.changes.iter())
@@ -780,13 +819,24 @@ impl Hub {
                             *revision >= watcher.next && watcher.filter.span.contains(key)
                         })
                         .map(|(revision, key, kv)| (*revision, key, kv.as_ref()));
-                    let built = self.responses(watcher, snapshot, events, last);
+                    for event in events {
+                        let previous = picked.last().map(|p: &(i64, _, _)| p.0);
+                        if let Some(previous) = previous.filter(|p| bytes >= room && *p != event.0)
+                        {
+                            through = previous;
+                            break;
+                        }
+                        bytes += event.1.len() + event.2.map_or(0, |kv| kv.value.len());
+                        picked.push(event);
+                    }
+                    let built = self.responses(watcher, snapshot, picked.into_iter(), through);
                     round.templates.insert(watcher, built);
                 }
                 let built = round.templates.get(watcher).expect("just built");
                 return match built {
                     Ok(templates) => match self.send_templates(watcher, templates) {
-                        true => Stop::CaughtUp,
+                        true if watcher.next > last => Stop::CaughtUp,
+                        true => Stop::More,
                         false => Stop::Slow,
                     },
                     Err(e) => self.fail(watcher, snapshot.revision(), e.clone()),
