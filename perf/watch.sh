@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Watches, corekv vs etcd side by side (issue 5's speed targets), on
 # loopback with fresh data dirs:
-#   prefix:   W watchers (default 1000) on one prefix, 1 writer at full speed:
-#             events delivered per second, delivery latency, server CPU per event;
+#   prefix:   W watchers (default 1000) on one prefix over 64 connections, 1
+#             writer at full speed: events delivered per second, delivery
+#             latency, server CPU per event;
+#   prefix-1conn: the same on one connection (Kubernetes' API server
+#             multiplexes its watches on few connections);
+#   prefix-depth16: the same as prefix, the writer keeping 16 puts in flight;
 #   distinct: D watchers (default 10000), one key each, 1 writer: server memory
 #             per watcher (RSS with the watchers open minus RSS before);
 #   stalled:  100 watchers on the prefix plus 1 whose client never reads, 16
@@ -19,11 +23,15 @@ seconds=${1:-5}; prefix_watchers=${2:-1000}; distinct_watchers=${3:-10000}
 side_by_side watch 23891
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
-for scenario in prefix distinct-small distinct stalled; do
+for scenario in prefix distinct-small distinct prefix-1conn prefix-depth16 stalled; do
   for target in corekv etcd; do
     if [ $target = corekv ]; then port=$ck_port; pid=$ck_pid; else port=$etcd_port; pid=$etcd_pid; fi
     if [ $scenario = prefix ]; then
       extra="--watchers $prefix_watchers"
+    elif [ $scenario = prefix-1conn ]; then
+      extra="--watchers $prefix_watchers --conns 1"
+    elif [ $scenario = prefix-depth16 ]; then
+      extra="--watchers $prefix_watchers --writer-depth 16"
     elif [ $scenario = distinct-small ]; then
       extra="--watchers $(( distinct_watchers / 10 )) --watch-distinct --keyspace $distinct_watchers"
     elif [ $scenario = distinct ]; then
@@ -82,6 +90,12 @@ for r in rows:
           f"{r['p50_us']} / {r['p99_us']} / {r['max_us']} | {r['server_cpu_us_per_event']} | {r['bytes_per_watcher']} | "
           f"{r['rss_peak_kib'] // 1024} | {r['missing']} | {r['duplicates']} |")
 print()
+for scenario in ("prefix", "prefix-1conn", "prefix-depth16"):
+    pair = {r["target"]: r for r in rows if r["scenario"] == scenario}
+    if len(pair) == 2:
+        ratio = pair["corekv"]["events_per_sec"] / max(pair["etcd"]["events_per_sec"], 1)
+        print(f"- {scenario}: corekv delivers {ratio:.2f}× etcd's events/s, p99 "
+              f"{pair['corekv']['p99_us']} vs {pair['etcd']['p99_us']} µs")
 for target in ("corekv", "etcd"):
     small = [r for r in rows if r["target"] == target and r["scenario"] == "distinct-small"][0]
     large = [r for r in rows if r["target"] == target and r["scenario"] == "distinct"][0]
