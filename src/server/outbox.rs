@@ -42,8 +42,12 @@ pub struct OutboxReader {
     state: Arc<State>,
 }
 
+/// Whether watch frames of `bytes` may join `queued` bytes: within the
+/// budget, or anything while under half of it (so a response larger than
+/// the budget goes, overshooting it once, instead of waiting forever).
 fn fits(queued: usize, bytes: usize, out: &Outbox) -> bool {
-    queued == 0 || queued + bytes <= out.watch_budget()
+    let budget = out.watch_budget();
+    queued + bytes <= budget || queued < budget / 2
 }
 
 /// A hasher for keys that are small integers or already hashes.
@@ -79,12 +83,14 @@ pub fn outbox() -> (Outbox, OutboxReader) {
 
 impl Outbox {
     /// Queues a frame, waiting for room; false if the writer is gone.
+    /// Counted once queued, not while waiting for room (every user of a
+    /// connection's queue runs on its core: the writer cannot take the
+    /// frame before it is counted).
     pub async fn send(&self, frame: Vec<u8>) -> bool {
         let bytes = frame.len();
-        self.state.bytes.fetch_add(bytes, Ordering::Relaxed);
         let sent = self.tx.send(frame).await.is_ok();
-        if !sent {
-            self.state.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if sent {
+            self.state.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         sent
     }
@@ -185,9 +191,7 @@ impl Gather {
         self.by_connection.get(&connection).map_or(0, |at| self.buffers[*at].1.len())
     }
 
-    /// Whether the connection's watches may queue `bytes` more: within its
-    /// budget, or anything at all when nothing is queued (a response larger
-    /// than the budget still goes, alone).
+    /// Whether the connection's watches may queue `bytes` more (`fits`).
     pub fn room_for(&self, connection: u64, out: &Outbox, bytes: usize) -> bool {
         self.slot(connection, out) && fits(out.bytes() + self.gathered(connection), bytes, out)
     }
@@ -207,10 +211,16 @@ impl Gather {
         }
     }
 
-    /// The connection's buffer for this pass if `bytes` more fit (see
-    /// `room_for`); None if not, or if its queue has no slot for the buffer
-    /// or its writer is gone.
-    pub fn buffer(&mut self, connection: u64, out: &Outbox, bytes: usize) -> Option<&mut Vec<u8>> {
+    /// The connection's buffer for this pass if watch frames of `bytes`
+    /// fit (see `room_for`; None: a control frame, which only needs the
+    /// buffer); None if not, or if its queue has no slot for the buffer or
+    /// its writer is gone.
+    pub fn buffer(
+        &mut self,
+        connection: u64,
+        out: &Outbox,
+        bytes: Option<usize>,
+    ) -> Option<&mut Vec<u8>> {
         let at = match self.by_connection.get(&connection) {
             Some(at) => *at,
             None => {
@@ -223,7 +233,8 @@ impl Gather {
             }
         };
         let buffer = &mut self.buffers[at].1;
-        fits(out.bytes() + buffer.len(), bytes, out).then_some(buffer)
+        let fit = bytes.is_none_or(|bytes| fits(out.bytes() + buffer.len(), bytes, out));
+        fit.then_some(buffer)
     }
 
     /// Queues what was gathered, one item per connection.

@@ -22,15 +22,20 @@
 //! compaction revision, as etcd does.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
+
+mod log;
+
+use log::LogView;
+pub use log::WatchLog;
 
 use super::connection::encode_frame;
 use super::outbox::{Gather, Outbox, Spread};
@@ -38,15 +43,11 @@ use super::shared::Shared;
 use crate::error::{Error, ErrorCode};
 use crate::metrics::add;
 use crate::mvcc::span::Span;
-use crate::mvcc::HistoryChange;
 use crate::runtime;
 use crate::types::{
     EventType, KeyValue, Response, ResponseBody, WatchCreateRequest, WatchEvent, WatchResponse,
 };
 
-/// Events the log keeps (older batches are dropped; their watchers read
-/// history instead).
-const log_events_max: usize = 65_536;
 /// Revisions read from history per step of a catch-up.
 const catch_up_revisions: i64 = 1024;
 /// Events per response (whole revisions are never split unless fragmenting).
@@ -56,151 +57,6 @@ const response_bytes_soft_max: usize = 64 * 1024;
 /// How often a hub looks at its watchers without being woken (slow
 /// watchers retry, progress notifications).
 const hub_tick: Duration = Duration::from_millis(100);
-
-/// One applied batch's changes: (revision, key, version; None for a delete).
-pub struct Batch {
-    first: i64,
-    last: i64,
-    changes: Vec<(i64, Bytes, Option<KeyValue>)>,
-}
-
-struct LogState {
-    batches: VecDeque<Arc<Batch>>,
-    events: usize,
-    /// Every revision from `covered_from` to `last` is in `batches`.
-    covered_from: i64,
-    last: i64,
-}
-
-/// Recent batches, shared by the log driver (which records them while any
-/// watcher exists) and every core's hub.
-pub struct WatchLog {
-    state: Mutex<LogState>,
-    /// `--experimental-watch-progress-notify-interval`.
-    progress_interval: Duration,
-    /// Watchers per core.
-    watchers: Vec<AtomicUsize>,
-    wakers: Vec<async_channel::Sender<()>>,
-    woken: Vec<Mutex<Option<async_channel::Receiver<()>>>>,
-}
-
-impl WatchLog {
-    pub fn new(cores: usize, progress_interval: Duration) -> WatchLog {
-        let (wakers, woken) = (0..cores)
-            .map(|_| {
-                let (tx, rx) = async_channel::bounded(1);
-                (tx, Mutex::new(Some(rx)))
-            })
-            .unzip();
-        WatchLog {
-            progress_interval,
-            state: Mutex::new(LogState {
-                batches: VecDeque::new(),
-                events: 0,
-                covered_from: i64::MAX,
-                last: 0,
-            }),
-            watchers: (0..cores).map(|_| AtomicUsize::new(0)).collect(),
-            wakers,
-            woken,
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn any_watchers(&self) -> bool {
-        self.watchers.iter().any(|n| n.load(Ordering::SeqCst) > 0)
-    }
-
-    /// A batch's changes, for `record` once the batch is published (None
-    /// while nobody watches, or if the batch changed nothing).
-    pub fn prepare(&self, changes: &[HistoryChange]) -> Option<Arc<Batch>> {
-        if !self.any_watchers() {
-            let mut state = self.state();
-            if !state.batches.is_empty() {
-                state.batches.clear();
-                state.events = 0;
-                state.covered_from = i64::MAX;
-            }
-            return None;
-        }
-        let changes: Vec<(i64, Bytes, Option<KeyValue>)> = changes
-            .iter()
-            .filter_map(|change| match change {
-                HistoryChange::Version { key, revision, kv } => {
-                    Some((*revision, key.clone(), kv.clone()))
-                }
-                HistoryChange::Compact(_)
-                | HistoryChange::Lease { .. }
-                | HistoryChange::LeaseClock(_) => None,
-            })
-            .collect();
-        let (first, last) = (changes.first()?.0, changes.last()?.0);
-        Some(Arc::new(Batch { first, last, changes }))
-    }
-
-    /// Records a published batch and wakes the cores with watchers.
-    pub fn record(&self, batch: Arc<Batch>) {
-        {
-            let mut state = self.state();
-            if state.batches.is_empty() || state.last + 1 != batch.first {
-                // A gap (batches went unrecorded while nobody watched).
-                state.batches.clear();
-                state.events = 0;
-                state.covered_from = batch.first;
-            }
-            state.events += batch.changes.len();
-            state.last = batch.last;
-            state.batches.push_back(batch);
-            while state.events > log_events_max && state.batches.len() > 1 {
-                let dropped = state.batches.pop_front().expect("more than one");
-                state.events -= dropped.changes.len();
-                state.covered_from = dropped.last + 1;
-            }
-        }
-        for (core, waker) in self.wakers.iter().enumerate() {
-            if self.watchers[core].load(Ordering::SeqCst) > 0 {
-                let _ = waker.try_send(());
-            }
-        }
-    }
-
-    /// The batches holding revisions from `from` on (from as far back as
-    /// the log goes, if not that far).
-    fn view(&self, from: i64) -> LogView {
-        let state = self.state();
-        if state.batches.is_empty() {
-            return LogView { batches: Vec::new(), covered_from: i64::MAX, last: 0 };
-        }
-        // Batches are in revision order: skip to the first that matters.
-        let first = state.batches.partition_point(|b| b.last < from);
-        let batches = state.batches.range(first..).cloned().collect();
-        LogView { batches, covered_from: state.covered_from, last: state.last }
-    }
-}
-
-/// The part of the log a round of deliveries reads.
-struct LogView {
-    batches: Vec<Arc<Batch>>,
-    covered_from: i64,
-    last: i64,
-}
-
-impl LogView {
-    /// The batches with revisions from `from` on, and the newest revision,
-    /// if the view holds every revision from `from` on.
-    fn from(&self, from: i64) -> Option<(&[Arc<Batch>], i64)> {
-        // The log holds every revision from `covered_from` to `last`, and
-        // the view every batch from the round's oldest position on.
-        if from < self.covered_from {
-            return None;
-        }
-        let first = self.batches.partition_point(|b| b.last < from);
-        Some((&self.batches[first..], self.last))
-    }
-}
 
 /// One watch of one connection.
 struct Watcher {
@@ -613,7 +469,8 @@ impl Hub {
         };
         let frame = encode_frame(&mut self.fbb.borrow_mut(), watcher.request_id, &response);
         // Control responses go whatever the budget (they are small).
-        if let Some(buffer) = self.gather.borrow_mut().buffer(watcher.connection, &watcher.out, 0) {
+        let mut gather = self.gather.borrow_mut();
+        if let Some(buffer) = gather.buffer(watcher.connection, &watcher.out, None) {
             buffer.extend_from_slice(&frame);
             add(&self.shared.metrics.cores[self.core].watch_responses, 1);
         }
@@ -727,7 +584,7 @@ impl Hub {
         // Built first, then sent per connection all or nothing: watches of
         // a connection stay at one position (and share their responses when
         // they catch up) instead of scattering when its queue fills.
-        let mut needed: HashMap<u64, usize, Mixed> = HashMap::default();
+        let mut needed: HashMap<u64, (usize, Outbox), Mixed> = HashMap::default();
         for (id, events) in matched.iter_mut() {
             let Some(watcher) = watchers.slots[*id].as_mut() else { continue };
             watcher.next = from;
@@ -740,24 +597,25 @@ impl Hub {
                 }
             };
             let bytes: usize = built.iter().flatten().map(|t| t.frame.len()).sum();
-            *needed.entry(watcher.connection).or_default() += bytes;
+            needed.entry(watcher.connection).or_insert_with(|| (0, watcher.out.clone())).0 += bytes;
         }
+        let admitted: HashMap<u64, bool, Mixed> = {
+            let gather = self.gather.borrow();
+            needed.iter().map(|(c, (bytes, out))| (*c, gather.room_for(*c, out, *bytes))).collect()
+        };
         for (id, _) in matched {
             let Some(watcher) = watchers.slots[id].as_mut() else { continue };
             let built = round.templates.get(watcher).expect("built above");
-            let fits = self.gather.borrow().room_for(
-                watcher.connection,
-                &watcher.out,
-                needed.get(&watcher.connection).copied().unwrap_or(0),
-            );
-            if !fits && built.is_ok() {
+            let admit = admitted.get(&watcher.connection).copied().unwrap_or(false);
+            if !admit && built.is_ok() {
                 self.note_slow(watcher);
                 watchers.unsync(id, from);
                 continue;
             }
             match built {
                 Ok(templates) => {
-                    if !self.send_templates(watcher, templates) {
+                    // Admitted with its connection: no budget check per watch.
+                    if !self.send_templates(watcher, templates, false) {
                         let next = watcher.next;
                         watchers.unsync(id, next);
                     }
@@ -834,7 +692,7 @@ impl Hub {
                 }
                 let built = round.templates.get(watcher).expect("just built");
                 return match built {
-                    Ok(templates) => match self.send_templates(watcher, templates) {
+                    Ok(templates) => match self.send_templates(watcher, templates, true) {
                         true if watcher.next > last => Stop::CaughtUp,
                         true => Stop::More,
                         false => Stop::Slow,
@@ -877,7 +735,7 @@ impl Hub {
                 Ok(templates) => templates,
                 Err(e) => return self.fail(watcher, current, e),
             };
-            if !self.send_templates(watcher, &templates) {
+            if !self.send_templates(watcher, &templates, true) {
                 return Stop::Slow;
             }
             if watcher.next <= current {
@@ -1003,9 +861,11 @@ impl Hub {
     }
 
     /// Sends a watcher its copies of `templates`, moving `next` past each
-    /// revision completed; false if its queue filled up first. A fragmented
-    /// revision is sent whole or not at all (a resent fragment would repeat).
-    fn send_templates(&self, watcher: &mut Watcher, templates: &[Template]) -> bool {
+    /// revision completed; false if its queue filled up first (`budget`:
+    /// checked against the connection's budget, unless the caller admitted
+    /// the whole round already). A fragmented revision is sent whole or not
+    /// at all (a resent fragment would repeat).
+    fn send_templates(&self, watcher: &mut Watcher, templates: &[Template], budget: bool) -> bool {
         let mut gather = self.gather.borrow_mut();
         let mut i = 0;
         while i < templates.len() {
@@ -1018,7 +878,8 @@ impl Hub {
             let run = &templates[i..=j];
             let bytes: usize = run.iter().map(|t| t.frame.len()).sum();
             if bytes > 0 {
-                let Some(buffer) = gather.buffer(watcher.connection, &watcher.out, bytes) else {
+                let checked = budget.then_some(bytes);
+                let Some(buffer) = gather.buffer(watcher.connection, &watcher.out, checked) else {
                     self.note_slow(watcher);
                     return false;
                 };
