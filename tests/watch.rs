@@ -279,6 +279,70 @@ fn a_thousand_watches_on_one_connection_do_not_make_it_slow() {
 }
 
 #[test]
+fn a_revision_larger_than_the_queue_budget_goes_while_other_watches_keep_busy() {
+    // One connection: a watch on s/ that a writer keeps busy, and a watch
+    // with prev_kv on big/, whose delete of 48 keys of 100 KiB makes one
+    // ~4.8 MB response: more than the connection may queue (4 MiB + 16 KiB
+    // per watch). It must still go, whole, while s/ events keep coming.
+    let dir = temp_dir("watch-oversize");
+    let member = Member::start(&dir);
+    let mut writer = member.client();
+    let big: Vec<(String, String)> =
+        (0..48).map(|i| (format!("big/{i:02}"), "x".repeat(100 * 1024))).collect();
+    put_many(&mut writer, &big);
+    let mut client = member.client();
+    client.set_timeout(Duration::from_secs(30)).unwrap();
+    let (small_stream, _) = watch(&mut client, prefix("s/"));
+    let (big_stream, _) =
+        watch(&mut client, WatchCreateRequest { prev_kv: true, ..prefix("big/") });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let (stop, mut writer) = (stop.clone(), member.client());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                let puts: Vec<(String, String)> =
+                    (0..64).map(|j| (format!("s/{:03}", (i + j) % 500), "v".repeat(200))).collect();
+                put_many(&mut writer, &puts);
+                i += 64;
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let delete = DeleteRangeRequest { key: b("big/"), range_end: b("big0"), prev_kv: false };
+    let deleted_at = writer.call(&Request::DeleteRange(delete)).unwrap().0.revision;
+    let (mut small_last, mut big_events) = (0, Vec::new());
+    let received = loop {
+        let (id, response) = client.receive_any().unwrap();
+        let Ok(ResponseBody::Watch(w)) = response.result else { panic!("{response:?}") };
+        assert!(!w.canceled, "{w:?}");
+        if id == small_stream {
+            for e in &w.events {
+                assert!(e.kv.mod_revision > small_last, "s/ out of order");
+                small_last = e.kv.mod_revision;
+            }
+        } else if id == big_stream {
+            big_events.extend(w.events);
+            if big_events.len() == big.len() {
+                break !stop.swap(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    };
+    let puts = writing.join().unwrap();
+    assert!(received, "big/ was delivered only once the writer stopped ({puts} puts)");
+    for (event, (key, value)) in big_events.iter().zip(&big) {
+        assert_eq!(event.kind, EventType::Delete);
+        assert_eq!(event.kv.mod_revision, deleted_at);
+        let prev = event.prev_kv.as_ref().expect("prev_kv");
+        assert_eq!((&prev.key, prev.value.len()), (&b(key), value.len()));
+    }
+}
+
+#[test]
 fn a_large_revision_comes_whole_or_in_fragments_when_asked() {
     let dir = temp_dir("watch-fragment");
     let member = Member::start(&dir);
