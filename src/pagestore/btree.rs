@@ -14,7 +14,9 @@
 //! the next checkpoint's first sync makes them durable with the tree pages.
 
 use super::file::read_raw;
-use super::node::{leaf_entry_bytes_max, BranchItem, Key, LeafEntry, Node, Value};
+use super::node::{
+    leaf_entry_bytes_max, leaf_entry_header_bytes, BranchItem, Key, LeafEntry, Node, Value,
+};
 use super::page::{encode_overflow, overflow_data_bytes, page_body_bytes};
 use super::read::{check_reference, read_overflow_chain};
 use super::snapshot::TreeView;
@@ -107,7 +109,8 @@ impl<F: PageFile> PageStore<F> {
                 previous = Some(key);
                 entries.next();
                 let stored = self.store_value(key, value)?;
-                added_bytes += key.len() + value.len().min(leaf_entry_bytes_max) + 8;
+                added_bytes +=
+                    leaf_entry_header_bytes + key.len() + value.len().min(leaf_entry_bytes_max);
                 let rest = &leaf_entries[from..];
                 match rest.binary_search_by(|entry| entry.key.as_slice().cmp(key)) {
                     Ok(i) => {

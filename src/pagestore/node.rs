@@ -24,9 +24,10 @@ pub type Key = SmallVec<[u8; 40]>;
 use super::page::page_body_bytes;
 use super::PageId;
 
-/// Fixed bytes of a leaf entry before its key: key length, value kind, value
-/// length.
-pub(crate) const leaf_entry_header_bytes: usize = 8;
+/// Fixed bytes of a leaf entry before its key: key length (u16), value word
+/// (u32: length, top bit set for an overflow chain). Six, not eight: an MVCC
+/// version of a 256-byte value is then 311 bytes and 13 fit a leaf, not 12.
+pub(crate) const leaf_entry_header_bytes: usize = 6;
 /// The largest leaf entry: values that would make an entry larger go to an
 /// overflow chain, leaving an 8-byte page reference in the entry. Large
 /// enough that an MVCC version of a 1 KiB value (a ~43-byte tree key and a

@@ -34,8 +34,9 @@ pub(crate) const kind_branch: u8 = 2;
 pub(crate) const kind_overflow: u8 = 3;
 pub(crate) const kind_free_list: u8 = 4;
 
-const value_inline: u8 = 1;
-const value_overflow: u8 = 2;
+/// A leaf entry's value word (u32): the value's length, with this bit set
+/// when the value is in an overflow chain.
+const value_overflow_bit: u32 = 1 << 31;
 const checksum_range: std::ops::Range<usize> = 24..32;
 
 // Lengths fit their fields, and every page kind has room for its content.
@@ -125,10 +126,6 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
     fn u16(&mut self) -> Result<u16> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
     }
@@ -194,14 +191,12 @@ pub(crate) fn encode_node(node: &Node, page: PageId, generation: u64, buf: &mut 
                 out.put(&(entry.key.len() as u16).to_le_bytes());
                 match &entry.value {
                     Value::Inline(value) => {
-                        out.put(&[value_inline, 0]);
                         out.put(&(value.len() as u32).to_le_bytes());
                         out.put(&entry.key);
                         out.put(value);
                     }
                     Value::Overflow { first, value_bytes } => {
-                        out.put(&[value_overflow, 0]);
-                        out.put(&value_bytes.to_le_bytes());
+                        out.put(&(value_bytes | value_overflow_bit).to_le_bytes());
                         out.put(&entry.key);
                         out.put(&first.0.to_le_bytes());
                     }
@@ -256,22 +251,21 @@ fn decode_leaf_entries(reader: &mut Reader, count: usize) -> Result<Vec<LeafEntr
     let mut entries: Vec<LeafEntry> = Vec::with_capacity(count);
     for _ in 0..count {
         let key_bytes = reader.u16()? as usize;
-        let value_kind = reader.u8()?;
-        let _reserved = reader.u8()?;
-        let value_bytes = reader.u32()?;
+        let word = reader.u32()?;
+        let (overflow, value_bytes) = (word & value_overflow_bit != 0, word & !value_overflow_bit);
         if key_bytes > key_bytes_max {
             return Err(corrupt(page, format!("key of {key_bytes} bytes")));
         }
         let key = Key::from_slice(reader.take(key_bytes)?);
         let inline = Value::fits_inline(key_bytes, value_bytes as usize);
-        let value = match value_kind {
-            value_inline if inline => Value::Inline(reader.take(value_bytes as usize)?.into()),
-            value_overflow if !inline && value_bytes as usize <= value_bytes_max => {
+        let value = match overflow {
+            false if inline => Value::Inline(reader.take(value_bytes as usize)?.into()),
+            true if !inline && value_bytes as usize <= value_bytes_max => {
                 Value::Overflow { first: reader.page_id()?, value_bytes }
             }
             _ => {
-                let reason = format!("value kind {value_kind} with {value_bytes} bytes");
-                return Err(corrupt(page, reason));
+                let kind = if overflow { "overflow" } else { "inline" };
+                return Err(corrupt(page, format!("{kind} value of {value_bytes} bytes")));
             }
         };
         if entries.last().is_some_and(|last| last.key >= key) {
