@@ -11,7 +11,7 @@
 //! Tree keys (docs/formats/pagestore.md, "MVCC layout"):
 //!
 //! ```text
-//!   'k' stem                 → newest revision (i64 BE 8), its kind (1)   one per key held
+//!   'k' stem                 → its kind (1), newest revision (varint)     one per key held
 //!   'v' revision(BE 8) stem  → version record                             every version held
 //!   'l' lease id (BE 8)      → ttl (i64 LE), expiry on the lease clock (i64 LE)   every lease
 //!   'm' name                 → i64 (BE 8)   "revision", "compact_revision", "live_keys",
@@ -67,10 +67,11 @@ const meta_live_keys: &[u8] = b"mlive_keys";
 const meta_size_bytes: &[u8] = b"msize_bytes";
 const meta_layout: &[u8] = b"mlayout";
 /// The layout this module writes. The first layout ((key, revision) order)
-/// wrote no `mlayout` entry, the second fixed-width record fields; a store
-/// holding either is refused, not misread (and rebuilt from snapshot files
-/// and the WAL).
-const layout_version: i64 = 3;
+/// wrote no `mlayout` entry, the second fixed-width record fields, the third
+/// fixed-width key entries (8-byte revision, then the kind); a store holding
+/// any of them is refused, not misread (and rebuilt from snapshot files and
+/// the WAL).
+const layout_version: i64 = 4;
 /// Escaped key bytes a stem may hold before the key counts as long. The
 /// largest tree key ('v', 8, stem, 2, 16) stays within the page store's cap.
 pub const stem_key_bytes_max: usize = 960;
@@ -220,20 +221,32 @@ struct Newest {
     deleted: bool,
 }
 
-fn encode_newest(revision: i64, deleted: bool) -> [u8; 9] {
-    let mut out = [0; 9];
-    out[..8].copy_from_slice(&revision.to_be_bytes());
-    out[8] = if deleted { kind_delete } else { kind_put };
+/// A key entry's value: the newest version's kind, then its revision as an
+/// unsigned LEB128 varint (2–4 bytes for most revisions, not 8).
+fn encode_newest(revision: i64, deleted: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(11);
+    out.push(if deleted { kind_delete } else { kind_put });
+    put_varint(&mut out, revision as u64);
     out
 }
 
 fn decode_newest(value: &[u8]) -> Result<Newest> {
-    let (Ok(revision), Some(&kind)) = (value[..value.len().min(8)].try_into(), value.get(8)) else {
-        return Err(bad("a key entry of the wrong size"));
-    };
-    let revision = i64::from_be_bytes(revision);
-    if value.len() != 9 || revision < 1 || (kind != kind_put && kind != kind_delete) {
-        return Err(bad(format!("a key entry naming revision {revision}, kind {kind}")));
+    let wrong = || bad(format!("a key entry {value:02x?}"));
+    let (&kind, digits) = value.split_first().ok_or_else(wrong)?;
+    // Canonical: 1 to 9 bytes (revisions are below 2^63), continuation bits
+    // on all but the last, and no zero last byte after the first.
+    let last = digits.len().checked_sub(1).ok_or_else(wrong)?;
+    if digits.len() > 9
+        || digits.iter().enumerate().any(|(i, d)| (d & 0x80 != 0) != (i < last))
+        || (last > 0 && digits[last] == 0)
+        || (kind != kind_put && kind != kind_delete)
+    {
+        return Err(wrong());
+    }
+    let revision = digits.iter().rev().fold(0u64, |n, d| n << 7 | u64::from(d & 0x7f));
+    let revision = i64::try_from(revision).map_err(|_| wrong())?;
+    if revision < 1 {
+        return Err(wrong());
     }
     Ok(Newest { revision, deleted: kind == kind_delete })
 }
@@ -641,7 +654,7 @@ impl<F: PageFile> PagedHistory<F> {
         // Log order is revision order; within a revision, tree-key order.
         versions.sort_by(|a, b| a.0.cmp(&b.0));
         self.store.insert_sorted(versions.iter().map(|(k, r)| (k.as_slice(), r.as_slice())))?;
-        let mut entries: Vec<(Vec<u8>, [u8; 9])> = written
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = written
             .into_iter()
             .map(|(stem, w)| (key_entry_key(&stem), encode_newest(w.newest, w.deleted)))
             .collect();

@@ -343,10 +343,28 @@ fn damaged_records_are_errors_not_panics() {
     for record in records {
         assert!(decode_record(&record, 5, Some(&key)).is_err(), "{record:?}");
     }
-    for entry in [&[][..], &[0, 0, 0, 0, 0, 0, 0, 1], &[0, 0, 0, 0, 0, 0, 0, 1, 3], &[0; 9]] {
+    let bad_entries: [&[u8]; 9] = [
+        &[],
+        &[kind_put],                  // no revision
+        &[3, 7],                      // no such kind
+        &[kind_put, 0],               // revision 0
+        &[kind_put, 0x87],            // continuation past the end
+        &[kind_put, 7, 1],            // a byte after the last
+        &[kind_put, 0x87, 0],         // non-canonical (a zero last byte)
+        &[0, 0, 0, 0, 0, 0, 0, 1, 1], // layout 3's fixed-width entry
+        &[kind_delete, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 1], // 10 bytes
+    ];
+    for entry in bad_entries {
         assert!(decode_newest(entry).is_err(), "{entry:?}");
     }
-    assert!(decode_newest(&encode_newest(7, true)).is_ok_and(|n| n.revision == 7 && n.deleted));
+    for revision in [1, 7, 127, 128, 300, 1 << 20, i64::MAX] {
+        for deleted in [false, true] {
+            let entry = encode_newest(revision, deleted);
+            let back = decode_newest(&entry).unwrap();
+            assert_eq!((back.revision, back.deleted), (revision, deleted), "{entry:?}");
+        }
+    }
+    assert_eq!(encode_newest(300, false).len(), 3, "kind and two varint bytes");
     for stem in [&[][..], &[0], &[0, 3], &[b'a', 0, 1, 7], &[0, 2, 1]] {
         assert!(key_of_stem(stem).is_err(), "{stem:?}");
     }
@@ -366,6 +384,11 @@ fn a_store_in_another_layout_is_refused() {
     store.insert(meta_layout, &2i64.to_be_bytes()).unwrap();
     let error = PagedHistory::open(store).err().expect("refused");
     assert!(error.is_corruption() && error.to_string().contains("layout 2"), "{error}");
+    // The third: fixed-width key entries.
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    store.insert(meta_layout, &3i64.to_be_bytes()).unwrap();
+    let error = PagedHistory::open(store).err().expect("refused");
+    assert!(error.is_corruption() && error.to_string().contains("layout 3"), "{error}");
     // A store this layout wrote opens; so does an empty one.
     let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
     paged.checkpoint(1, 1, 0, 0).unwrap();
