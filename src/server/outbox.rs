@@ -141,8 +141,7 @@ impl Outbox {
     /// Bytes of queued frames past which the connection's watches wait
     /// (their client is slow): a base plus a share per watch.
     pub fn watch_budget(&self) -> usize {
-        let watchers = self.state.watchers.load(Ordering::Relaxed);
-        limits::watch_queue_bytes_base + watchers * limits::watch_queue_bytes_per_watcher
+        limits::watch_queue_bytes_base + self.watchers() * limits::watch_queue_bytes_per_watcher
     }
 
     /// Marks the connection slow; true if it was not.

@@ -219,6 +219,30 @@ fn watch_id_position(frame: &[u8]) -> Option<usize> {
     (field != 0).then(|| crate::protocol::frame_header_bytes + watch._tab.loc() + field as usize)
 }
 
+type LogEvent<'e> = (i64, &'e Bytes, Option<&'e KeyValue>);
+
+/// The first of `events` (in revision order, the log's up to `last`): whole
+/// revisions until their keys and values reach `room` bytes (always the
+/// first revision), and the revision they complete.
+fn whole_revisions_within<'e>(
+    events: impl Iterator<Item = LogEvent<'e>>,
+    room: usize,
+    last: i64,
+) -> (Vec<LogEvent<'e>>, i64) {
+    let mut picked: Vec<LogEvent<'e>> = Vec::new();
+    let mut bytes = 0usize;
+    for event in events {
+        if let Some(previous) = picked.last().map(|p| p.0) {
+            if bytes >= room && previous != event.0 {
+                return (picked, previous);
+            }
+        }
+        bytes += event.1.len() + event.2.map_or(0, |kv| kv.value.len());
+        picked.push(event);
+    }
+    (picked, last)
+}
+
 /// What a watch's responses depend on, besides its position.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Filter {
@@ -663,13 +687,11 @@ impl Hub {
                     return Stop::CaughtUp;
                 }
                 if round.templates.get(watcher).is_none() {
-                    // Whole revisions, as many as the connection has room
-                    // for (the rest next round): never more built than sent.
-                    // A share of the room: the connection's other watches
-                    // at this position send these same responses.
+                    // Never more built than sent: what fits a share of the
+                    // connection's room (its other watches at this position
+                    // send these same responses), the rest next round.
                     let room = self.gather.borrow().room(watcher.connection, &watcher.out)
                         / watcher.out.watchers().max(1);
-                    let (mut picked, mut bytes, mut through) = (Vec::new(), 0usize, last);
                     let events = batches
                         .iter()
                         .flat_map(|b| b.changes.iter())
@@ -677,16 +699,7 @@ impl Hub {
                             *revision >= watcher.next && watcher.filter.span.contains(key)
                         })
                         .map(|(revision, key, kv)| (*revision, key, kv.as_ref()));
-                    for event in events {
-                        let previous = picked.last().map(|p: &(i64, _, _)| p.0);
-                        if let Some(previous) = previous.filter(|p| bytes >= room && *p != event.0)
-                        {
-                            through = previous;
-                            break;
-                        }
-                        bytes += event.1.len() + event.2.map_or(0, |kv| kv.value.len());
-                        picked.push(event);
-                    }
+                    let (picked, through) = whole_revisions_within(events, room, last);
                     let built = self.responses(watcher, snapshot, picked.into_iter(), through);
                     round.templates.insert(watcher, built);
                 }
@@ -902,5 +915,29 @@ impl Hub {
             i = j + 1;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_revisions_until_the_room_is_used() {
+        let (k, v) = (
+            Bytes::from_static(b"key"),
+            KeyValue { value: vec![0; 7].into(), ..Default::default() },
+        );
+        // Revisions 5, 5, 6, 7: 10 bytes an event (3 of key, 7 of value).
+        let events = [(5, &k, Some(&v)), (5, &k, Some(&v)), (6, &k, None), (7, &k, Some(&v))];
+        let cut = |room| {
+            let (picked, through) = whole_revisions_within(events.iter().copied(), room, 9);
+            (picked.iter().map(|e| e.0).collect::<Vec<_>>(), through)
+        };
+        assert_eq!(cut(0), (vec![5, 5], 5), "the first revision always, whole");
+        assert_eq!(cut(15), (vec![5, 5], 5), "never half a revision");
+        assert_eq!(cut(20), (vec![5, 5], 5));
+        assert_eq!(cut(21), (vec![5, 5, 6], 6));
+        assert_eq!(cut(1000), (vec![5, 5, 6, 7], 9), "all of it completes the log's last");
     }
 }
