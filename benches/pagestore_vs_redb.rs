@@ -15,6 +15,11 @@ use redb::{Database, TableDefinition};
 
 use corekv::pagestore::{PageStore, StdPageFile};
 
+/// The server's allocator, for both stores: where the decoded pages lie
+/// decides much of a point read's cache misses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const cache_bytes: usize = 512 << 20;
 const table: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
