@@ -28,6 +28,18 @@ pub const connection_responses_queued_max: usize = 1024;
 pub const watch_queue_bytes_base: usize = 4 * 1024 * 1024;
 /// See `watch_queue_bytes_base`.
 pub const watch_queue_bytes_per_watcher: usize = 16 * 1024;
+/// A core's watch hub waits this long per response of its last round
+/// before the next round (at most `watch_round_pause_max`): under a heavy
+/// fan-out the revisions applied meanwhile go out together, one response
+/// per watch and one socket write per connection for several revisions,
+/// instead of one each per revision. Sending is most of a round's cost
+/// (the loopback TCP path and the client's wakeup), so pacing by responses
+/// keeps it to a bounded share of the core. A round of a few responses
+/// waits a few microseconds: low fan-out keeps its latency.
+pub const watch_round_pause_per_response: std::time::Duration = std::time::Duration::from_micros(2);
+/// See `watch_round_pause_per_response`: the most a round waits, and so the
+/// most latency pacing adds to an event.
+pub const watch_round_pause_max: std::time::Duration = std::time::Duration::from_millis(2);
 /// Proposals queued from all cores to the log driver.
 pub const proposals_queued_max: usize = 8192;
 /// Entries in one WAL append (one fdatasync).

@@ -21,7 +21,7 @@
 //! if its revisions have been compacted meanwhile, it is canceled with the
 //! compaction revision, as etcd does.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
@@ -41,6 +41,7 @@ use super::connection::encode_frame;
 use super::outbox::{Gather, Outbox, Spread};
 use super::shared::Shared;
 use crate::error::{Error, ErrorCode};
+use crate::limits;
 use crate::metrics::add;
 use crate::mvcc::span::Span;
 use crate::runtime;
@@ -293,6 +294,8 @@ pub struct Hub {
     fbb: RefCell<FlatBufferBuilder<'static>>,
     /// Frames of the current round, per connection.
     gather: RefCell<Gather>,
+    /// Responses gathered in the current round.
+    round_responses: Cell<usize>,
 }
 
 thread_local! {
@@ -318,6 +321,7 @@ pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
                     }),
                     fbb: RefCell::new(FlatBufferBuilder::new()),
                     gather: RefCell::new(Gather::default()),
+                    round_responses: Cell::new(0),
                 });
                 let woken = shared.watch.woken[core]
                     .lock()
@@ -329,6 +333,14 @@ pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
             })
             .clone()
     })
+}
+
+/// How long after the start of a round of `responses` the next may start.
+fn round_pause(responses: usize) -> Duration {
+    let responses = u32::try_from(responses).unwrap_or(u32::MAX);
+    limits::watch_round_pause_per_response
+        .saturating_mul(responses)
+        .min(limits::watch_round_pause_max)
 }
 
 /// Why a delivery stopped.
@@ -348,9 +360,19 @@ impl Hub {
     async fn run(self: Rc<Hub>, woken: async_channel::Receiver<()>) {
         let interval = self.shared.watch.progress_interval;
         let mut next_progress = std::time::Instant::now() + interval;
+        let mut last_round = std::time::Instant::now();
+        let mut pause = Duration::ZERO;
         loop {
             let _ = runtime::timeout(hub_tick, woken.recv()).await;
+            // Paced (limits::watch_round_pause_per_response).
+            let since = last_round.elapsed();
+            if since < pause {
+                runtime::sleep(pause - since).await;
+            }
+            last_round = std::time::Instant::now();
+            self.round_responses.set(0);
             self.deliver_all();
+            pause = round_pause(self.round_responses.get());
             // A round may have read history: let the core's connections run.
             runtime::yield_now().await;
             if std::time::Instant::now() >= next_progress {
@@ -497,6 +519,7 @@ impl Hub {
         if let Some(buffer) = gather.buffer(watcher.connection, &watcher.out, None) {
             buffer.extend_from_slice(&frame);
             add(&self.shared.metrics.cores[self.core].watch_responses, 1);
+            self.round_responses.set(self.round_responses.get() + 1);
         }
     }
 
@@ -905,6 +928,7 @@ impl Hub {
                         buffer[id_at..id_at + 8].copy_from_slice(&watcher.watch_id.to_le_bytes());
                     }
                     add(&self.shared.metrics.cores[self.core].watch_responses, 1);
+                    self.round_responses.set(self.round_responses.get() + 1);
                 }
                 if watcher.out.clear_slow() {
                     eprintln!("corekv: connection {} takes watch events again", watcher.connection);
@@ -921,6 +945,16 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_pause_by_their_responses_up_to_the_bound() {
+        assert_eq!(round_pause(0), Duration::ZERO);
+        assert_eq!(round_pause(1), limits::watch_round_pause_per_response);
+        assert_eq!(round_pause(10), 10 * limits::watch_round_pause_per_response);
+        assert!(round_pause(10) < limits::watch_round_pause_max);
+        assert_eq!(round_pause(1_000_000), limits::watch_round_pause_max);
+        assert_eq!(round_pause(usize::MAX), limits::watch_round_pause_max);
+    }
 
     #[test]
     fn whole_revisions_until_the_room_is_used() {
