@@ -110,8 +110,13 @@ fn read_segment_header(path: &Path) -> Option<SegmentHeader> {
 fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     let mut at = from.next_multiple_of(format::record_alignment_bytes);
     while at + format::record_header_bytes <= bytes.len() {
-        if let Decoded::Record(_) = format::decode_record(&bytes[at..]) {
-            return true;
+        // Only a header with the entry kind in byte 4 can decode, and most
+        // of what is scanned is a preallocated segment's zeros: a byte
+        // compare per position instead of a header's.
+        if bytes[at + 4] == format::kind_entry {
+            if let Decoded::Record(_) = format::decode_record(&bytes[at..]) {
+                return true;
+            }
         }
         at += format::record_alignment_bytes;
     }
@@ -148,6 +153,9 @@ pub fn recover_after(
     fs::create_dir_all(dir).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
     let segments = list_segments(dir, true).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
     let read = |path: &Path| fs::read(path).map_err(|e| RecoveryError::Io(path.to_path_buf(), e));
+    // The last segment read: the checks after the loop and the repair of the
+    // tail start in it, and a segment is tens of MiB (read once, not thrice).
+    let mut last_read: Option<(usize, Bytes)> = None;
     let (mut last_index, mut last_term) = (start_after, 0u64);
     let mut damage: Option<Damage> = None;
     let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
@@ -168,6 +176,7 @@ pub fn recover_after(
             }
         }
         let bytes = Bytes::from(read(path)?);
+        last_read = Some((i, bytes.clone()));
         match SegmentHeader::decode(&bytes) {
             Ok(h) if h.sequence == *sequence && h.first_index == last_index + 1 => {}
             // The oldest segment left after purging starts at or before the
@@ -250,7 +259,13 @@ pub fn recover_after(
         (None, Some((segment, offset))) => (segment, offset, "zeros before the end of the log"),
         (None, None) => (segments.len(), 0, ""),
     };
-    check_nothing_valid_after(&segments, cut, &read)?;
+    let read_again = |i: usize| -> Result<Bytes, RecoveryError> {
+        match &last_read {
+            Some((read_i, bytes)) if *read_i == i => Ok(bytes.clone()),
+            _ => Ok(Bytes::from(read(&segments[i].1)?)),
+        }
+    };
+    check_nothing_valid_after(&segments, cut, &read_again)?;
     if last_index < start_after {
         return Err(RecoveryError::Gap(format!(
             "the log ends at entry {last_index}, before the snapshot's entry {start_after}"
@@ -275,17 +290,18 @@ pub fn recover_after(
             Tail { path, sequence, write_offset: page.len() as u64, capacity: segment_bytes, page };
         return Ok(Recovered { last_index, last_term, tail, truncated });
     }
-    let tail = repair_tail(&path, sequence, offset, segment_bytes)?;
+    let bytes = read_again(segment.min(segments.len() - 1))?;
+    let tail = repair_tail(&path, &bytes, sequence, offset, segment_bytes)?;
     Ok(Recovered { last_index, last_term, tail, truncated })
 }
 
 fn check_nothing_valid_after(
     segments: &[(u64, PathBuf)],
     (segment, offset, reason): (usize, u64, &'static str),
-    read: &dyn Fn(&Path) -> Result<Vec<u8>, RecoveryError>,
+    read: &dyn Fn(usize) -> Result<Bytes, RecoveryError>,
 ) -> Result<(), RecoveryError> {
-    for (i, (_, path)) in segments.iter().enumerate().skip(segment) {
-        let bytes = read(path)?;
+    for i in segment..segments.len() {
+        let bytes = read(i)?;
         let from = if i == segment { offset as usize + format::record_alignment_bytes } else { 0 };
         let from = from.max(format::segment_header_bytes);
         if valid_record_after(&bytes, from) {
@@ -305,26 +321,35 @@ fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) ->
     Recovered { last_index, last_term, tail, truncated: None }
 }
 
-/// Zeroes the segment from `offset` on (and extends it to `segment_bytes` if a
-/// crash or an operator left it shorter), syncs it, and returns the tail.
+/// Zeroes the segment (`bytes`, as read) from `offset` on (and extends it to
+/// `segment_bytes` if a crash or an operator left it shorter), syncs it, and
+/// returns the tail.
 fn repair_tail(
     path: &Path,
+    bytes: &[u8],
     sequence: u64,
     offset: u64,
     segment_bytes: u64,
 ) -> Result<Tail, RecoveryError> {
     let io_err = |e| RecoveryError::Io(path.to_path_buf(), e);
-    let bytes = fs::read(path).map_err(io_err)?;
     let capacity = (bytes.len() as u64).max(segment_bytes);
     let page_start = offset - offset % crate::limits::io_alignment_bytes as u64;
     let page = bytes[page_start as usize..offset as usize].to_vec();
-    let dirty = bytes[offset as usize..].iter().any(|b| *b != 0);
+    let dirty = !all_zeros(&bytes[offset as usize..]);
     if dirty || (bytes.len() as u64) < capacity {
         let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
         write_zeros(&file, offset, capacity).map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
     }
     Ok(Tail { path: path.to_path_buf(), sequence, write_offset: offset, capacity, page })
+}
+
+/// Whether every byte is zero (64 at a time: the rest of a preallocated
+/// segment is tens of MiB).
+fn all_zeros(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    blocks.all(|block| block.iter().fold(0, |any, b| any | b) == 0)
+        && blocks.remainder().iter().all(|b| *b == 0)
 }
 
 fn write_zeros(file: &fs::File, from: u64, to: u64) -> io::Result<()> {
@@ -383,4 +408,37 @@ pub fn prepare_segment_file(path: &Path, segment_bytes: u64) -> io::Result<()> {
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_zeros_sees_a_byte_anywhere() {
+        for len in [0usize, 1, 63, 64, 65, 200, 4096] {
+            let zeros = vec![0u8; len];
+            assert!(all_zeros(&zeros), "len {len}");
+            for at in 0..len {
+                let mut bytes = zeros.clone();
+                bytes[at] = 0x80;
+                assert!(!all_zeros(&bytes), "len {len}, byte {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_is_found_at_any_aligned_place_among_zeros() {
+        let mut record = Vec::new();
+        format::encode_record(&mut record, 2, 9, b"payload");
+        for at in (0..256).step_by(format::record_alignment_bytes) {
+            let mut bytes = vec![0u8; 512];
+            bytes[at..at + record.len()].copy_from_slice(&record);
+            assert!(valid_record_after(&bytes, 0), "at {at}");
+            assert!(!valid_record_after(&bytes, at + 1), "from past it, at {at}");
+            // Damaged: the entry kind is there but the checksum fails.
+            bytes[at + format::record_header_bytes] ^= 1;
+            assert!(!valid_record_after(&bytes, 0), "damaged, at {at}");
+        }
+    }
 }
