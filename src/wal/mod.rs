@@ -7,6 +7,7 @@
 
 pub mod format;
 pub mod recovery;
+mod segment_file;
 pub mod writer;
 
 pub use recovery::{list_segments, purge, recover, recover_after, Recovered, RecoveryError, Tail};

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::format::{self, Decoded, SegmentHeader};
+use super::format::{self, SegmentHeader};
+use super::segment_file::{Found, SegmentFile};
 
 #[derive(Debug)]
 pub enum RecoveryError {
@@ -106,23 +107,6 @@ fn read_segment_header(path: &Path) -> Option<SegmentHeader> {
     SegmentHeader::decode(&bytes).ok()
 }
 
-/// Whether a valid record starts anywhere at or after `from` in `bytes`.
-fn valid_record_after(bytes: &[u8], from: usize) -> bool {
-    let mut at = from.next_multiple_of(format::record_alignment_bytes);
-    while at + format::record_header_bytes <= bytes.len() {
-        // Only a header with the entry kind in byte 4 can decode, and most
-        // of what is scanned is a preallocated segment's zeros: a byte
-        // compare per position instead of a header's.
-        if bytes[at + 4] == format::kind_entry {
-            if let Decoded::Record(_) = format::decode_record(&bytes[at..]) {
-                return true;
-            }
-        }
-        at += format::record_alignment_bytes;
-    }
-    false
-}
-
 struct Damage {
     segment: usize,
     offset: u64,
@@ -152,10 +136,17 @@ pub fn recover_after(
 ) -> Result<Recovered, RecoveryError> {
     fs::create_dir_all(dir).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
     let segments = list_segments(dir, true).map_err(|e| RecoveryError::Io(dir.to_path_buf(), e))?;
-    let read = |path: &Path| fs::read(path).map_err(|e| RecoveryError::Io(path.to_path_buf(), e));
+    let open =
+        |path: &Path| SegmentFile::open(path).map_err(|e| RecoveryError::Io(path.to_path_buf(), e));
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| RecoveryError::Io(path, e)
+    };
     // The last segment read: the checks after the loop and the repair of the
-    // tail start in it, and a segment is tens of MiB (read once, not thrice).
-    let mut last_read: Option<(usize, Bytes)> = None;
+    // tail start in it.
+    let mut last_read: Option<(usize, SegmentFile)> = None;
+    // Each read segment's partial last page, up to where its records end.
+    let mut tail_pages: Vec<(usize, Vec<u8>)> = Vec::new();
     let (mut last_index, mut last_term) = (start_after, 0u64);
     let mut damage: Option<Damage> = None;
     let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
@@ -175,9 +166,9 @@ pub fn recover_after(
                 }
             }
         }
-        let bytes = Bytes::from(read(path)?);
-        last_read = Some((i, bytes.clone()));
-        match SegmentHeader::decode(&bytes) {
+        let mut file = open(path)?;
+        let header = file.range(0, format::segment_header_bytes).map_err(io_err(path))?;
+        match SegmentHeader::decode(&header) {
             Ok(h) if h.sequence == *sequence && h.first_index == last_index + 1 => {}
             // The oldest segment left after purging starts at or before the
             // snapshot's next entry: entries up to the snapshot are skipped.
@@ -197,35 +188,37 @@ pub fn recover_after(
             }
             Ok(_) => {
                 damage = Some(Damage { segment: i, offset: 0, reason: "segment out of sequence" });
+                last_read = Some((i, file));
                 break;
             }
             // Created but never written (a crash before the first append):
             // the clean end of the log, if nothing valid follows.
             Err(_)
-                if bytes.len() >= format::segment_header_bytes
-                    && bytes[..format::segment_header_bytes].iter().all(|b| *b == 0) =>
+                if header.len() >= format::segment_header_bytes
+                    && header.iter().all(|b| *b == 0) =>
             {
                 end = Some((i, 0));
+                last_read = Some((i, file));
                 break;
             }
             Err(reason) => {
                 damage = Some(Damage { segment: i, offset: 0, reason });
+                last_read = Some((i, file));
                 break;
             }
         }
         let mut at = format::segment_header_bytes;
         loop {
-            match format::decode_record(&bytes[at.min(bytes.len())..]) {
-                Decoded::Record(r) if r.index == last_index + 1 => {
-                    let start = at + format::record_header_bytes;
-                    if r.index > start_after {
-                        on_entry(r.term, r.index, bytes.slice(start..start + r.payload.len()));
+            match file.decode_at(at).map_err(io_err(path))? {
+                Found::Record { term, index, payload, total_bytes } if index == last_index + 1 => {
+                    if index > start_after {
+                        on_entry(term, index, payload);
                     }
-                    last_index = r.index;
-                    last_term = r.term;
-                    at += r.total_bytes;
+                    last_index = index;
+                    last_term = term;
+                    at += total_bytes;
                 }
-                Decoded::Record(_) => {
+                Found::Record { .. } => {
                     damage = Some(Damage {
                         segment: i,
                         offset: at as u64,
@@ -233,21 +226,28 @@ pub fn recover_after(
                     });
                     break;
                 }
-                Decoded::Bad(reason) => {
+                Found::Bad(reason) => {
                     damage = Some(Damage { segment: i, offset: at as u64, reason });
                     break;
                 }
-                Decoded::End if i + 1 < segments.len() && valid_record_after(&bytes, at + 8) => {
+                Found::End
+                    if i + 1 < segments.len()
+                        && file.valid_record_after(at + 8).map_err(io_err(path))? =>
+                {
                     let reason = "zeros before the end of the segment's records";
                     damage = Some(Damage { segment: i, offset: at as u64, reason });
                     break;
                 }
-                Decoded::End => {
+                Found::End => {
                     end = Some((i, at as u64));
                     break;
                 }
             }
         }
+        let tail_page_start = at - at % crate::limits::io_alignment_bytes;
+        let tail_page = file.range(tail_page_start, at).map_err(io_err(path))?.to_vec();
+        last_read = Some((i, file));
+        tail_pages.push((i, tail_page));
         if damage.is_some() {
             break;
         }
@@ -259,13 +259,13 @@ pub fn recover_after(
         (None, Some((segment, offset))) => (segment, offset, "zeros before the end of the log"),
         (None, None) => (segments.len(), 0, ""),
     };
-    let read_again = |i: usize| -> Result<Bytes, RecoveryError> {
-        match &last_read {
-            Some((read_i, bytes)) if *read_i == i => Ok(bytes.clone()),
-            _ => Ok(Bytes::from(read(&segments[i].1)?)),
+    let mut file_of = |i: usize| -> Result<SegmentFile, RecoveryError> {
+        match last_read.take() {
+            Some((read_i, file)) if read_i == i => Ok(file),
+            _ => open(&segments[i].1),
         }
     };
-    check_nothing_valid_after(&segments, cut, &read_again)?;
+    check_nothing_valid_after(&segments, cut, &mut file_of)?;
     if last_index < start_after {
         return Err(RecoveryError::Gap(format!(
             "the log ends at entry {last_index}, before the snapshot's entry {start_after}"
@@ -290,21 +290,28 @@ pub fn recover_after(
             Tail { path, sequence, write_offset: page.len() as u64, capacity: segment_bytes, page };
         return Ok(Recovered { last_index, last_term, tail, truncated });
     }
-    let bytes = read_again(segment.min(segments.len() - 1))?;
-    let tail = repair_tail(&path, &bytes, sequence, offset, segment_bytes)?;
+    let page = tail_pages
+        .into_iter()
+        .find(|(i, _)| *i == segment)
+        .map(|(_, page)| page)
+        .expect("the cut is in a segment whose records were read");
+    let mut file = file_of(segment)?;
+    let tail = repair_tail(&mut file, page, sequence, offset, segment_bytes)?;
     Ok(Recovered { last_index, last_term, tail, truncated })
 }
 
 fn check_nothing_valid_after(
     segments: &[(u64, PathBuf)],
     (segment, offset, reason): (usize, u64, &'static str),
-    read: &dyn Fn(usize) -> Result<Bytes, RecoveryError>,
+    file_of: &mut dyn FnMut(usize) -> Result<SegmentFile, RecoveryError>,
 ) -> Result<(), RecoveryError> {
     for i in segment..segments.len() {
-        let bytes = read(i)?;
+        let mut file = file_of(i)?;
         let from = if i == segment { offset as usize + format::record_alignment_bytes } else { 0 };
         let from = from.max(format::segment_header_bytes);
-        if valid_record_after(&bytes, from) {
+        let found =
+            file.valid_record_after(from).map_err(|e| RecoveryError::Io(file.path.clone(), e))?;
+        if found {
             let (file, offset) = (segments[segment].1.clone(), offset);
             return Err(RecoveryError::Corrupt { file, offset, reason });
         }
@@ -321,35 +328,26 @@ fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) ->
     Recovered { last_index, last_term, tail, truncated: None }
 }
 
-/// Zeroes the segment (`bytes`, as read) from `offset` on (and extends it to
-/// `segment_bytes` if a crash or an operator left it shorter), syncs it, and
-/// returns the tail.
+/// Zeroes the segment from `offset` on (and extends it to `segment_bytes` if
+/// a crash or an operator left it shorter), syncs it, and returns the tail
+/// (`page`: the bytes of the page holding `offset`, up to it).
 fn repair_tail(
-    path: &Path,
-    bytes: &[u8],
+    file: &mut SegmentFile,
+    page: Vec<u8>,
     sequence: u64,
     offset: u64,
     segment_bytes: u64,
 ) -> Result<Tail, RecoveryError> {
-    let io_err = |e| RecoveryError::Io(path.to_path_buf(), e);
-    let capacity = (bytes.len() as u64).max(segment_bytes);
-    let page_start = offset - offset % crate::limits::io_alignment_bytes as u64;
-    let page = bytes[page_start as usize..offset as usize].to_vec();
-    let dirty = !all_zeros(&bytes[offset as usize..]);
-    if dirty || (bytes.len() as u64) < capacity {
-        let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-        write_zeros(&file, offset, capacity).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
+    let path = file.path.clone();
+    let io_err = |e| RecoveryError::Io(path.clone(), e);
+    let capacity = (file.len as u64).max(segment_bytes);
+    let dirty = !file.zeros_from(offset as usize).map_err(io_err)?;
+    if dirty || (file.len as u64) < capacity {
+        let writer = OpenOptions::new().write(true).open(&path).map_err(io_err)?;
+        write_zeros(&writer, offset, capacity).map_err(io_err)?;
+        writer.sync_all().map_err(io_err)?;
     }
-    Ok(Tail { path: path.to_path_buf(), sequence, write_offset: offset, capacity, page })
-}
-
-/// Whether every byte is zero (64 at a time: the rest of a preallocated
-/// segment is tens of MiB).
-fn all_zeros(bytes: &[u8]) -> bool {
-    let mut blocks = bytes.chunks_exact(64);
-    blocks.all(|block| block.iter().fold(0, |any, b| any | b) == 0)
-        && blocks.remainder().iter().all(|b| *b == 0)
+    Ok(Tail { path: path.clone(), sequence, write_offset: offset, capacity, page })
 }
 
 fn write_zeros(file: &fs::File, from: u64, to: u64) -> io::Result<()> {
@@ -408,37 +406,4 @@ pub fn prepare_segment_file(path: &Path, segment_bytes: u64) -> io::Result<()> {
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn all_zeros_sees_a_byte_anywhere() {
-        for len in [0usize, 1, 63, 64, 65, 200, 4096] {
-            let zeros = vec![0u8; len];
-            assert!(all_zeros(&zeros), "len {len}");
-            for at in 0..len {
-                let mut bytes = zeros.clone();
-                bytes[at] = 0x80;
-                assert!(!all_zeros(&bytes), "len {len}, byte {at}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_record_is_found_at_any_aligned_place_among_zeros() {
-        let mut record = Vec::new();
-        format::encode_record(&mut record, 2, 9, b"payload");
-        for at in (0..256).step_by(format::record_alignment_bytes) {
-            let mut bytes = vec![0u8; 512];
-            bytes[at..at + record.len()].copy_from_slice(&record);
-            assert!(valid_record_after(&bytes, 0), "at {at}");
-            assert!(!valid_record_after(&bytes, at + 1), "from past it, at {at}");
-            // Damaged: the entry kind is there but the checksum fails.
-            bytes[at + format::record_header_bytes] ^= 1;
-            assert!(!valid_record_after(&bytes, 0), "damaged, at {at}");
-        }
-    }
 }
