@@ -28,8 +28,9 @@ pub const connection_responses_queued_max: usize = 1024;
 pub const watch_queue_bytes_base: usize = 4 * 1024 * 1024;
 /// See `watch_queue_bytes_base`.
 pub const watch_queue_bytes_per_watcher: usize = 16 * 1024;
-/// A core's watch hub waits this long per response of its last round
-/// before the next round (at most `watch_round_pause_max`): under a heavy
+/// A core's watch hub starts its next round no sooner than this long per
+/// response of its last round after that round began (at most
+/// `watch_round_pause_max`; the round's own time counts): under a heavy
 /// fan-out the revisions applied meanwhile go out together, one response
 /// per watch and one socket write per connection for several revisions,
 /// instead of one each per revision. Sending is most of a round's cost

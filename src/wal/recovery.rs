@@ -142,8 +142,9 @@ pub fn recover_after(
         let path = path.to_path_buf();
         move |e| RecoveryError::Io(path, e)
     };
-    // The last segment read: the checks after the loop and the repair of the
-    // tail start in it.
+    // The last segment read: the search for valid records after the cut and
+    // the repair of the tail start in it (each scans its rest through the
+    // same window; only its records were read into memory).
     let mut last_read: Option<(usize, SegmentFile)> = None;
     // Each read segment's partial last page, up to where its records end.
     let mut tail_pages: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -259,13 +260,7 @@ pub fn recover_after(
         (None, Some((segment, offset))) => (segment, offset, "zeros before the end of the log"),
         (None, None) => (segments.len(), 0, ""),
     };
-    let mut file_of = |i: usize| -> Result<SegmentFile, RecoveryError> {
-        match last_read.take() {
-            Some((read_i, file)) if read_i == i => Ok(file),
-            _ => open(&segments[i].1),
-        }
-    };
-    check_nothing_valid_after(&segments, cut, &mut file_of)?;
+    check_nothing_valid_after(&segments, cut, &mut last_read, &open)?;
     if last_index < start_after {
         return Err(RecoveryError::Gap(format!(
             "the log ends at entry {last_index}, before the snapshot's entry {start_after}"
@@ -295,7 +290,10 @@ pub fn recover_after(
         .find(|(i, _)| *i == segment)
         .map(|(_, page)| page)
         .expect("the cut is in a segment whose records were read");
-    let mut file = file_of(segment)?;
+    let mut file = match last_read {
+        Some((read, file)) if read == segment => file,
+        _ => open(&segments[segment].1)?,
+    };
     let tail = repair_tail(&mut file, page, sequence, offset, segment_bytes)?;
     Ok(Recovered { last_index, last_term, tail, truncated })
 }
@@ -303,10 +301,18 @@ pub fn recover_after(
 fn check_nothing_valid_after(
     segments: &[(u64, PathBuf)],
     (segment, offset, reason): (usize, u64, &'static str),
-    file_of: &mut dyn FnMut(usize) -> Result<SegmentFile, RecoveryError>,
+    last_read: &mut Option<(usize, SegmentFile)>,
+    open: &dyn Fn(&Path) -> Result<SegmentFile, RecoveryError>,
 ) -> Result<(), RecoveryError> {
     for i in segment..segments.len() {
-        let mut file = file_of(i)?;
+        let mut opened;
+        let file = match last_read {
+            Some((read, file)) if *read == i => file,
+            _ => {
+                opened = open(&segments[i].1)?;
+                &mut opened
+            }
+        };
         let from = if i == segment { offset as usize + format::record_alignment_bytes } else { 0 };
         let from = from.max(format::segment_header_bytes);
         let found =

@@ -98,9 +98,11 @@ impl SegmentFile {
     /// whole file in memory gives.
     pub(crate) fn decode_at(&mut self, at: usize) -> io::Result<Found> {
         let header = self.range(at, at.saturating_add(format::record_header_bytes))?;
+        // A header claiming more than the file holds decodes as bad on its
+        // own: the rest is not read (a damaged length would read it all).
         let bytes = match claimed_bytes(&header) {
-            Some(total) => self.range(at, at.saturating_add(total))?,
-            None => header,
+            Some(total) if total <= self.len - at => self.range(at, at + total)?,
+            _ => header,
         };
         Ok(match format::decode_record(&bytes) {
             Decoded::Record(r) => {
@@ -147,6 +149,9 @@ impl SegmentFile {
                 }
                 let header = self.window(candidate, format::record_header_bytes)?;
                 let total = claimed_bytes(header).unwrap_or(format::record_header_bytes);
+                if total > self.len - candidate {
+                    continue; // runs past the end: not a valid record
+                }
                 let record = self.window(candidate, total)?;
                 if let Decoded::Record(_) = format::decode_record(record) {
                     return Ok(true);
@@ -190,10 +195,14 @@ pub(crate) fn all_zeros(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("corekv-segfile-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+        dir
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+        let path = temp_dir().join(name);
         fs::write(&path, bytes).unwrap();
         path
     }
@@ -211,45 +220,70 @@ mod tests {
         }
     }
 
-    /// Records at places around the scan's steps, found or not exactly as a
-    /// scan of the whole file in memory finds them.
+    /// Records small and larger than a step, at places around the steps,
+    /// in a file whose length is not a multiple of 8: found or not exactly
+    /// as a decode of the whole file in memory finds them.
     #[test]
     fn scans_agree_with_the_whole_file_in_memory() {
-        let mut record = Vec::new();
-        format::encode_record(&mut record, 2, 9, &[7u8; 300]);
-        let len = 3 * step_bytes + 100;
-        let places = [0, 8, step_bytes - 8, step_bytes - 200, step_bytes, 2 * step_bytes + 16];
-        for (n, place) in places.into_iter().enumerate() {
-            for damaged in [false, true] {
-                let mut bytes = vec![0u8; len];
-                bytes[place..place + record.len()].copy_from_slice(&record);
-                if damaged {
-                    bytes[place + format::record_header_bytes] ^= 1;
-                }
-                let path = temp_file(&format!("scan{n}{damaged}"), &bytes);
-                let mut file = SegmentFile::open(&path).unwrap();
-                assert_eq!(file.valid_record_after(0).unwrap(), !damaged, "at {place}");
-                assert!(!file.valid_record_after(place + 1).unwrap(), "past it, at {place}");
-                assert!(!file.zeros_from(0).unwrap());
-                assert!(file.zeros_from(place + record.len()).unwrap());
-                let found = file.decode_at(place).unwrap();
-                match found {
-                    Found::Record { payload, total_bytes, .. } => {
-                        assert!(!damaged);
-                        assert_eq!(&payload[..], &[7u8; 300][..]);
-                        assert_eq!(total_bytes, record.len());
+        let len = 3 * step_bytes + 101;
+        for payload_bytes in [300usize, step_bytes + step_bytes / 2] {
+            let payload: Vec<u8> = (0..payload_bytes).map(|i| (i % 251) as u8).collect();
+            let mut record = Vec::new();
+            format::encode_record(&mut record, 2, 9, &payload);
+            let places = [0, 8, step_bytes - 8, step_bytes - 200, step_bytes, step_bytes + 16];
+            for (n, place) in places.into_iter().enumerate() {
+                for damaged in [false, true] {
+                    let mut bytes = vec![0u8; len];
+                    bytes[place..place + record.len()].copy_from_slice(&record);
+                    if damaged {
+                        bytes[place + format::record_header_bytes + 1] ^= 1;
                     }
-                    _ => assert!(damaged, "at {place}"),
+                    let name = format!("scan{payload_bytes}-{n}-{damaged}");
+                    let path = temp_file(&name, &bytes);
+                    let mut file = SegmentFile::open(&path).unwrap();
+                    let at = format!("payload {payload_bytes} at {place}");
+                    assert_eq!(file.valid_record_after(0).unwrap(), !damaged, "{at}");
+                    assert!(!file.valid_record_after(place + 1).unwrap(), "past it, {at}");
+                    assert!(!file.zeros_from(0).unwrap(), "{at}");
+                    assert!(file.zeros_from(place + record.len()).unwrap(), "{at}");
+                    match file.decode_at(place).unwrap() {
+                        Found::Record { payload: read, total_bytes, .. } => {
+                            assert!(!damaged, "{at}");
+                            assert_eq!(&read[..], &payload[..], "{at}");
+                            assert_eq!(total_bytes, record.len(), "{at}");
+                        }
+                        _ => assert!(damaged, "{at}"),
+                    }
+                    assert!(matches!(file.decode_at(place + record.len()).unwrap(), Found::End));
+                    assert_eq!(&file.range(place, place + 4).unwrap()[..], &record[..4]);
+                    fs::remove_file(&path).unwrap();
                 }
-                assert!(matches!(file.decode_at(place + record.len()).unwrap(), Found::End));
-                assert_eq!(&file.range(place, place + 4).unwrap()[..], &record[..4]);
-                fs::remove_file(&path).unwrap();
             }
         }
+        let _ = fs::remove_dir(temp_dir()); // the last test out removes it
     }
 
     #[test]
-    fn a_record_claiming_more_than_the_file_is_bad_not_a_long_read() {
+    fn a_byte_past_the_first_window_is_seen() {
+        for at in [step_bytes + 5, 2 * step_bytes - 1, 3 * step_bytes + 2] {
+            let mut bytes = vec![0u8; 3 * step_bytes + 3];
+            bytes[at] = 1;
+            let path = temp_file(&format!("byte{at}"), &bytes);
+            let mut file = SegmentFile::open(&path).unwrap();
+            assert!(!file.zeros_from(100).unwrap(), "byte at {at}");
+            assert!(file.zeros_from(at + 1).unwrap(), "after the byte at {at}");
+            // The end of a file shorter than a record header is the end.
+            assert!(
+                matches!(file.decode_at(bytes.len() - 2).unwrap(), Found::End)
+                    == (at < bytes.len() - 2)
+            );
+            fs::remove_file(&path).unwrap();
+        }
+        let _ = fs::remove_dir(temp_dir());
+    }
+
+    #[test]
+    fn a_record_claiming_more_than_the_file_is_bad_without_reading_on() {
         let mut record = Vec::new();
         format::encode_record(&mut record, 1, 1, b"x");
         record[..4].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -259,6 +293,9 @@ mod tests {
         let mut file = SegmentFile::open(&path).unwrap();
         assert!(matches!(file.decode_at(64).unwrap(), Found::Bad(_)));
         assert!(!file.valid_record_after(0).unwrap());
+        // Only the header was read into the head (one step).
+        assert!(file.head_len <= step_bytes);
         fs::remove_file(&path).unwrap();
+        let _ = fs::remove_dir(temp_dir());
     }
 }
