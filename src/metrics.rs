@@ -21,6 +21,8 @@ pub struct CoreCounters {
     pub watch_catch_ups: AtomicU64,
     /// Times a connection's watches found its queue full (a slow client).
     pub watch_slow_connections: AtomicU64,
+    /// Reads that needed a page from the disk, handed to a blocking thread.
+    pub reads_from_disk: AtomicU64,
 }
 
 /// What the log driver counts (one writer: core 0).

@@ -45,7 +45,7 @@ use std::fmt;
 pub use cursor::Cursor;
 pub use direct::{AlignedPages, DirectPageFile};
 pub use file::{MemPageFile, PageFile, PageRead, StdPageFile};
-pub use read::{PageSource, SharedReader};
+pub use read::{cache_only, PageSource, SharedReader};
 pub use snapshot::Snapshot;
 pub use store::PageStore;
 

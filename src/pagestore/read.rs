@@ -150,9 +150,42 @@ impl Clone for ReadAhead {
     }
 }
 
+thread_local! {
+    /// Set while the thread may not wait for the disk (see `cache_only`).
+    static reads_cached_only: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set when a read under `cache_only` needed a page not in memory.
+    static read_missed: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` on this thread with checkpoint reads limited to the page
+/// cache: a page not in memory fails the read (with an error of kind
+/// `WouldBlock`) instead of waiting for the disk. Answers what `read`
+/// answered and whether it missed; after a miss the caller runs the read
+/// again where waiting is allowed (an executor core hands it to a blocking
+/// thread, so that one request's disk read does not stall every other
+/// request of the core).
+pub fn cache_only<R>(read: impl FnOnce() -> R) -> (R, bool) {
+    let before = reads_cached_only.replace(true);
+    read_missed.set(false);
+    let result = read();
+    reads_cached_only.set(before);
+    (result, read_missed.replace(false))
+}
+
+/// Under `cache_only`: the error for a page not in memory.
+fn refuse_disk_read() -> Result<()> {
+    if reads_cached_only.get() {
+        read_missed.set(true);
+        let miss = std::io::Error::new(std::io::ErrorKind::WouldBlock, "page not in the cache");
+        return Err(super::StoreError::Io(miss));
+    }
+    Ok(())
+}
+
 impl SharedReader {
     fn read(&self, id: PageId, buf: &mut [u8]) -> Result<()> {
         check_reference(id, self.page_count)?;
+        refuse_disk_read()?;
         Ok(self.file.read_page(id, buf)?)
     }
 
@@ -161,6 +194,7 @@ impl SharedReader {
         if let Some(node) = self.cache.get(id) {
             return Ok(node);
         }
+        refuse_disk_read()?;
         thread_local! {
             static page: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; page_bytes]);
         }
@@ -230,6 +264,9 @@ impl PageSource for SharedReader {
     fn read_ahead(&mut self, ids: &[PageId]) {
         if self.cache_leaves || ids.len() < 2 || self.ahead.ids.contains(&ids[0]) {
             return;
+        }
+        if reads_cached_only.get() {
+            return; // a hint: the read of the first leaf fails instead
         }
         let ids = &ids[..ids.len().min(read_ahead_pages)];
         let ahead = &mut self.ahead;

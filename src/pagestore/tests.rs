@@ -544,6 +544,36 @@ fn a_snapshot_reads_the_last_checkpoint_not_uncheckpointed_writes() {
 }
 
 #[test]
+fn a_cache_only_read_of_a_page_not_in_memory_misses_and_changes_nothing() {
+    let cache_bytes = 8 * page_bytes;
+    let (mut store, model) = filled(20_000, 40, 7);
+    store.checkpoint(1).unwrap();
+    let image = store.into_file().durable_image();
+    let mut store = PageStore::open(image, cache_bytes).unwrap();
+    let snapshot = store.snapshot();
+    let key = numbered_key(12_345);
+    let expected = model.get(&key).cloned();
+    assert!(expected.is_some());
+    // Nothing read yet: the leaf is not in memory.
+    let (result, missed) = read::cache_only(|| snapshot.get(&key));
+    assert!(missed);
+    match result {
+        Err(StoreError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        other => panic!("a miss must fail the read, not answer: {other:?}"),
+    }
+    // Read where waiting is allowed, then again from memory only.
+    assert_eq!(snapshot.get(&key).unwrap(), expected);
+    let (result, missed) = read::cache_only(|| snapshot.get(&key));
+    assert!(!missed, "the leaf is cached now");
+    assert_eq!(result.unwrap(), expected);
+    // A read outside `cache_only` on the same thread reads the disk again.
+    for i in (0..20_000).step_by(997) {
+        let key = numbered_key(i);
+        assert_eq!(snapshot.get(&key).unwrap(), model.get(&key).cloned());
+    }
+}
+
+#[test]
 fn a_data_set_larger_than_the_cache_is_read_back_on_demand() {
     let cache_bytes = 8 * page_bytes;
     let (mut store, model) = filled(20_000, 40, 7);

@@ -47,6 +47,9 @@ where
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("{name}-{core}"))
             .spin_before_park(spin)
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(
+                crate::limits::blocking_threads_per_core,
+            ))
             .spawn(move || body(core))
             .map_err(io::Error::from)?;
         handles.push(handle);
@@ -108,6 +111,12 @@ pub fn spawn_low_priority<T: Send + 'static>(
 
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) {
     glommio::spawn_local(future).detach();
+}
+
+/// Runs `work` on one of the core's blocking threads (work that waits, such
+/// as a read of pages from the disk), while the core goes on.
+pub async fn run_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
 }
 
 pub async fn sleep(duration: Duration) {

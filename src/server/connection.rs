@@ -231,7 +231,23 @@ impl Session {
             let published = self.shared.published.load();
             let snapshot = &published.snapshot;
             let result = match &request {
-                Request::Range(r) => snapshot.range(r).map(ResponseBody::Range),
+                Request::Range(r) => {
+                    // Served here from memory; a range that needs a page
+                    // from the disk goes to a blocking thread instead of
+                    // stalling the core's other connections.
+                    let (result, missed) = crate::pagestore::cache_only(|| snapshot.range(r));
+                    if missed {
+                        let (snapshot, r) = (snapshot.clone(), r.clone());
+                        let revision = snapshot.revision();
+                        drop(published);
+                        add(&self.counters().reads_from_disk, 1);
+                        let result = runtime::run_blocking(move || snapshot.range(&r)).await;
+                        return self
+                            .respond(request_id, result.map(ResponseBody::Range), revision)
+                            .await;
+                    }
+                    result.map(ResponseBody::Range)
+                }
                 Request::Status => Ok(ResponseBody::Status(self.shared.status(&published))),
                 Request::Txn(_) => Store::from_snapshot(snapshot.clone()).apply(&request),
                 _ => unreachable!("writes go to the log"),
