@@ -442,3 +442,33 @@ fn a_reader_left_behind_by_compaction_is_canceled_with_the_compaction_revision()
     assert_eq!(end.compact_revision, last, "{end:?}");
     assert!(received < puts.len(), "it had fallen behind ({received} received)");
 }
+
+/// Rounds are paced (at most `limits::watch_round_pause_max` after the last
+/// one began), and an event still wakes its hub at once: an event waiting
+/// for the hub's 100 ms tick instead would put the median near 50 ms.
+#[test]
+fn events_come_within_milliseconds_of_their_put_under_paced_rounds() {
+    let dir = temp_dir("watch-prompt");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    let mut writer = member.client();
+    // A hundred watches on one connection: each round has 100 responses.
+    let streams: Vec<u64> = (0..100).map(|_| watch(&mut client, prefix("q/")).0).collect();
+    let mut waits = Vec::new();
+    for i in 0..30 {
+        let started = Instant::now();
+        let revision = writer.put(format!("q/{i}").as_bytes(), b"v").unwrap().revision;
+        for stream in &streams {
+            let events = events_until(&mut client, *stream, revision);
+            assert_eq!(events.last().map(|e| e.kv.mod_revision), Some(revision));
+        }
+        waits.push(started.elapsed());
+        // Now and then right away, now and then after the pause has passed.
+        if i % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    assert!(median < Duration::from_millis(25), "median put → event {median:?}: {waits:?}");
+}
