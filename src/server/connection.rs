@@ -230,27 +230,28 @@ impl Session {
             add(&self.counters().requests_read, 1);
             let published = self.shared.published.load();
             let snapshot = &published.snapshot;
+            // Served here from memory; a read that needs a page from the
+            // disk runs again on a blocking thread instead of stalling the
+            // core's other connections.
+            let read = |snapshot: &crate::mvcc::Snapshot, request: &Request| match request {
+                Request::Range(r) => snapshot.range(r).map(ResponseBody::Range),
+                Request::Txn(_) => Store::from_snapshot(snapshot.clone()).apply(request),
+                _ => unreachable!("writes go to the log"),
+            };
             let result = match &request {
-                Request::Range(r) => {
-                    // Served here from memory; a range that needs a page
-                    // from the disk goes to a blocking thread instead of
-                    // stalling the core's other connections.
-                    let (result, missed) = crate::pagestore::cache_only(|| snapshot.range(r));
+                Request::Status => Ok(ResponseBody::Status(self.shared.status(&published))),
+                request => {
+                    let (result, missed) = crate::pagestore::cache_only(|| read(snapshot, request));
                     if missed {
-                        let (snapshot, r) = (snapshot.clone(), r.clone());
+                        let (snapshot, request) = (snapshot.clone(), request.clone());
                         let revision = snapshot.revision();
                         drop(published);
                         add(&self.counters().reads_from_disk, 1);
-                        let result = runtime::run_blocking(move || snapshot.range(&r)).await;
-                        return self
-                            .respond(request_id, result.map(ResponseBody::Range), revision)
-                            .await;
+                        let result = runtime::run_blocking(move || read(&snapshot, &request)).await;
+                        return self.respond(request_id, result, revision).await;
                     }
-                    result.map(ResponseBody::Range)
+                    result
                 }
-                Request::Status => Ok(ResponseBody::Status(self.shared.status(&published))),
-                Request::Txn(_) => Store::from_snapshot(snapshot.clone()).apply(&request),
-                _ => unreachable!("writes go to the log"),
             };
             let revision = snapshot.revision();
             drop(published);
