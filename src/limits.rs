@@ -41,8 +41,8 @@ pub const watch_round_pause_per_response: std::time::Duration = std::time::Durat
 /// See `watch_round_pause_per_response`: the most a round waits, and so the
 /// most latency pacing adds to an event.
 pub const watch_round_pause_max: std::time::Duration = std::time::Duration::from_millis(2);
-/// Threads per core for reads that wait on the disk (a range that needs a
-/// page not in the page cache): that many such reads in flight per core,
+/// Threads per core for reads that wait on the disk (a range or read-only
+/// txn that needs a page not in the page cache): that many in flight per core,
 /// while the core serves everything else.
 pub const blocking_threads_per_core: usize = 8;
 /// Proposals queued from all cores to the log driver.

@@ -146,8 +146,6 @@ pub fn recover_after(
     // the repair of the tail start in it (each scans its rest through the
     // same window; only its records were read into memory).
     let mut last_read: Option<(usize, SegmentFile)> = None;
-    // Each read segment's partial last page, up to where its records end.
-    let mut tail_pages: Vec<(usize, Vec<u8>)> = Vec::new();
     let (mut last_index, mut last_term) = (start_after, 0u64);
     let mut damage: Option<Damage> = None;
     let mut end: Option<(usize, u64)> = None; // (segment, offset) after the last record
@@ -245,10 +243,7 @@ pub fn recover_after(
                 }
             }
         }
-        let tail_page_start = at - at % crate::limits::io_alignment_bytes;
-        let tail_page = file.range(tail_page_start, at).map_err(io_err(path))?.to_vec();
         last_read = Some((i, file));
-        tail_pages.push((i, tail_page));
         if damage.is_some() {
             break;
         }
@@ -285,16 +280,11 @@ pub fn recover_after(
             Tail { path, sequence, write_offset: page.len() as u64, capacity: segment_bytes, page };
         return Ok(Recovered { last_index, last_term, tail, truncated });
     }
-    let page = tail_pages
-        .into_iter()
-        .find(|(i, _)| *i == segment)
-        .map(|(_, page)| page)
-        .expect("the cut is in a segment whose records were read");
     let mut file = match last_read {
         Some((read, file)) if read == segment => file,
         _ => open(&segments[segment].1)?,
     };
-    let tail = repair_tail(&mut file, page, sequence, offset, segment_bytes)?;
+    let tail = repair_tail(&mut file, sequence, offset, segment_bytes)?;
     Ok(Recovered { last_index, last_term, tail, truncated })
 }
 
@@ -335,17 +325,19 @@ fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) ->
 }
 
 /// Zeroes the segment from `offset` on (and extends it to `segment_bytes` if
-/// a crash or an operator left it shorter), syncs it, and returns the tail
-/// (`page`: the bytes of the page holding `offset`, up to it).
+/// a crash or an operator left it shorter), syncs it, and returns the tail.
 fn repair_tail(
     file: &mut SegmentFile,
-    page: Vec<u8>,
     sequence: u64,
     offset: u64,
     segment_bytes: u64,
 ) -> Result<Tail, RecoveryError> {
     let path = file.path.clone();
     let io_err = |e| RecoveryError::Io(path.clone(), e);
+    // The bytes of the page holding `offset`, up to it (the writer rewrites
+    // that page whole).
+    let page_start = offset - offset % crate::limits::io_alignment_bytes as u64;
+    let page = file.range(page_start as usize, offset as usize).map_err(io_err)?.to_vec();
     let capacity = (file.len as u64).max(segment_bytes);
     let dirty = !file.zeros_from(offset as usize).map_err(io_err)?;
     if dirty || (file.len as u64) < capacity {

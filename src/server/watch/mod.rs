@@ -506,6 +506,12 @@ impl Hub {
             .fold(current, i64::min)
     }
 
+    /// Counts a response gathered (the metric, and the round's pacing).
+    fn count_response(&self) {
+        add(&self.shared.metrics.cores[self.core].watch_responses, 1);
+        self.round_responses.set(self.round_responses.get() + 1);
+    }
+
     /// Gathers one response for `watcher` (after what it was sent before in
     /// this round); dropped if its connection's queue has no room.
     fn send(&self, watcher: &Watcher, revision: i64, response: WatchResponse) {
@@ -518,8 +524,7 @@ impl Hub {
         let mut gather = self.gather.borrow_mut();
         if let Some(buffer) = gather.buffer(watcher.connection, &watcher.out, None) {
             buffer.extend_from_slice(&frame);
-            add(&self.shared.metrics.cores[self.core].watch_responses, 1);
-            self.round_responses.set(self.round_responses.get() + 1);
+            self.count_response();
         }
     }
 
@@ -927,8 +932,7 @@ impl Hub {
                         let id_at = at + id_at;
                         buffer[id_at..id_at + 8].copy_from_slice(&watcher.watch_id.to_le_bytes());
                     }
-                    add(&self.shared.metrics.cores[self.core].watch_responses, 1);
-                    self.round_responses.set(self.round_responses.get() + 1);
+                    self.count_response();
                 }
                 if watcher.out.clear_slow() {
                     eprintln!("corekv: connection {} takes watch events again", watcher.connection);
