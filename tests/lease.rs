@@ -212,7 +212,7 @@ fn restart_resumes_remaining_ttls(args: &[&str]) {
     std::thread::sleep(Duration::from_secs(4));
     member.restart();
     if !args.is_empty() {
-        assert!(member.log_text().contains("loaded checkpoint"), "{}", member.log_text());
+        assert!(member.log_text().contains("WAL entries after it)"), "{}", member.log_text());
     }
     let mut client = member.client();
     let after: Vec<i64> =

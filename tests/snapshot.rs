@@ -226,7 +226,7 @@ fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() 
     let before = everything(&mut client, 0);
     member.restart();
     let mut client = member.client();
-    assert!(member.log_text().contains("loaded checkpoint"), "{}", member.log_text());
+    assert!(member.log_text().contains("WAL entries after it)"), "{}", member.log_text());
     assert_eq!(everything(&mut client, 0), before);
     assert_eq!(client.status().unwrap().0.revision, 12_001);
 
@@ -336,4 +336,74 @@ fn a_serving_member_has_transparent_huge_pages_off_unless_asked() {
     let _ = child.wait();
     assert!(ready.is_ok(), "corekv did not start");
     assert_eq!(state, "1");
+}
+
+/// A restart after a short WAL tail serves from the checkpoint's pages at
+/// once and loads them into memory meanwhile; the state is the same before
+/// and after the loaded copy is taken up, including a compaction and
+/// deletes that were in the tail.
+#[test]
+fn a_restart_serves_from_the_pages_while_it_loads_them() {
+    let dir = temp_dir("snapshot-warm-up");
+    let mut member = Member::start_with(&dir, &["--snapshot-count", "5000"]);
+    let mut client = member.client();
+    for i in 0..5000 {
+        put(&mut client, &format!("k/{:05}", i % 4000), &format!("value {i}"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !member.log_text().contains("db (index 5000,") {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint: {}", member.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The tail: overwrites, a compaction and deletes (62 entries for 4,000 keys).
+    for i in 0..30 {
+        put(&mut client, &format!("k/{:05}", i * 7), &format!("tail {i}"));
+    }
+    let compact_at = 4990;
+    let compact = Request::Compact(CompactRequest { revision: compact_at, physical: false });
+    client.call(&compact).unwrap();
+    for i in 0..30 {
+        let delete = Request::DeleteRange(DeleteRangeRequest {
+            key: Bytes::from(format!("k/{:05}", 100 + i)),
+            ..Default::default()
+        });
+        client.call(&delete).unwrap();
+    }
+    let old = 5010;
+    let (now, then) = (everything(&mut client, 0), everything(&mut client, old));
+    assert_eq!(now.len(), 4000 - 30);
+    member.restart();
+    assert!(
+        member.log_text().contains("opened (loading it into memory while serving) checkpoint"),
+        "{}",
+        member.log_text()
+    );
+    let mut client = member.client();
+    let compacted = |client: &mut Client| {
+        client.call(&Request::Range(RangeRequest {
+            key: Bytes::from_static(b"k/"),
+            revision: compact_at - 1,
+            ..Default::default()
+        }))
+    };
+    let check = |client: &mut Client| {
+        assert_eq!(everything(client, 0), now);
+        assert_eq!(everything(client, old), then);
+        let error = compacted(client).expect_err("below the compaction point");
+        assert!(error.to_string().contains("compacted"), "{error}");
+    };
+    check(&mut client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !member.log_text().contains("into memory in") {
+        assert!(std::time::Instant::now() < deadline, "never loaded: {}", member.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check(&mut client);
+    // Writes go on over the loaded copy, and survive another restart.
+    put(&mut client, "k/00000", "after");
+    member.restart();
+    let mut client = member.client();
+    let got = everything(&mut client, 0);
+    assert_eq!(got.iter().find(|kv| kv.key == "k/00000").unwrap().value, "after");
+    assert_eq!(got.len(), now.len());
 }

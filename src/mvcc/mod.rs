@@ -375,6 +375,73 @@ impl Store {
         self.state.base = Some(base);
     }
 
+    /// Takes up `loaded`, this store's base (the page store's checkpoint)
+    /// read wholly into memory: the versions applied since are linked onto
+    /// its chains and the store stops reading the page store. A compaction
+    /// applied meanwhile (deferred while layered) is carried out now. Fails,
+    /// changing nothing, when `loaded` is not this store's base (or a
+    /// checkpoint is being folded).
+    pub fn adopt_loaded(&mut self, loaded: Store) -> Result<(), String> {
+        let state = &self.state;
+        let Some(base) = &state.base else {
+            return Err("the store does not read a checkpoint".into());
+        };
+        if !state.frozen.is_empty() {
+            return Err("a checkpoint is being folded".into());
+        }
+        let loaded = loaded.state;
+        if loaded.is_layered()
+            || loaded.revision != base.revision()
+            || loaded.compact_revision != base.compact_revision()
+        {
+            return Err(format!(
+                "loaded revision {} (compacted at {}) is not the checkpoint's {} ({})",
+                loaded.revision,
+                loaded.compact_revision,
+                base.revision(),
+                base.compact_revision()
+            ));
+        }
+        let mut keys = loaded.keys;
+        let (mut live, mut size) = (loaded.live_keys as i64, loaded.size_bytes);
+        for (key, head) in state.keys.iter() {
+            let newest_first: Vec<&Arc<Version>> =
+                std::iter::successors(Some(head), |v| v.previous.as_ref()).collect();
+            let mut below = keys.get(key).cloned();
+            live -= i64::from(below.as_ref().is_some_and(|v| v.kv.is_some()));
+            for version in newest_first.into_iter().rev() {
+                if version.revision <= loaded.revision {
+                    return Err(format!("a version at {} is in the checkpoint", version.revision));
+                }
+                size += version.bytes(key);
+                below = Some(Arc::new(Version {
+                    kv: version.kv.clone(),
+                    revision: version.revision,
+                    previous: below,
+                }));
+            }
+            live += i64::from(head.kv.is_some());
+            keys.insert(key.clone(), below.expect("a chain holds a version"));
+        }
+        if live != state.live_keys as i64 {
+            return Err(format!("{live} live keys where the store counts {}", state.live_keys));
+        }
+        let compact_to = state.compact_revision;
+        let state = &mut self.state;
+        state.keys = keys;
+        state.base = None;
+        state.size_bytes = size;
+        state.compact_revision = loaded.compact_revision;
+        if compact_to > state.compact_revision {
+            // Recorded when it was applied: not a new change.
+            let log = self.log.take();
+            let compacted = self.compact(compact_to);
+            self.log = log;
+            compacted.map_err(|e| e.message)?;
+        }
+        Ok(())
+    }
+
     /// Starts (or stops) recording every change for `take_changes`.
     pub fn record_changes(&mut self, on: bool) {
         self.log = on.then(Vec::new);

@@ -17,6 +17,11 @@
 //! The newest checkpointed state is also written as a snapshot file to
 //! DATA_DIR/snapshots (keeping the newest `--snapshot-retain`) by another
 //! thread, one file at a time, never holding up the next checkpoint.
+//!
+//! Warm-up: after a restart the store reads the page store's checkpoint in
+//! place (plus the WAL replayed over it) while a thread loads it into
+//! memory; the loop then takes the loaded copy up (`WarmUp`) and publishes
+//! it. No checkpoint starts meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -52,6 +57,35 @@ struct Done {
     state: Option<(crate::mvcc::Snapshot, Meta)>,
 }
 
+/// The page store's checkpoint being loaded into memory on a thread of its
+/// own while the member already serves from the pages (start-up: a restart
+/// takes the time of opening the page store and replaying the WAL, not that
+/// of loading the history). Once loaded, the store takes it up
+/// (`Store::adopt_loaded`) and reads no more from the pages; until then no
+/// checkpoint starts, so the loaded copy stays the store's base.
+pub struct WarmUp {
+    started: Instant,
+    loading: JoinHandle<Result<Store, String>>,
+}
+
+impl WarmUp {
+    /// Starts loading `view` (at nice 10, as checkpoints run). If no thread
+    /// can start, loads it here.
+    pub fn start(view: PagedView) -> WarmUp {
+        let started = Instant::now();
+        let shared_view = view.clone();
+        let loading = crate::runtime::spawn_low_priority("warm-up", move || {
+            shared_view.load().map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("corekv: cannot start a thread to load the checkpoint: {e}; loading it now");
+            let loaded = view.load().map_err(|e| e.to_string());
+            std::thread::spawn(move || loaded)
+        });
+        WarmUp { started, loading }
+    }
+}
+
 /// The member's checkpoints: when the next is due, the changes it will fold
 /// in, and the one being written.
 pub struct Checkpoints {
@@ -74,9 +108,11 @@ pub struct Checkpoints {
     file_due: Option<(crate::mvcc::Snapshot, Meta)>,
     file_writing: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    /// `--experimental-reads-from-disk`: the store reads older history from
-    /// the checkpoints (else it keeps everything in memory too).
+    /// The store reads older history from the checkpoints: with
+    /// `--experimental-reads-from-disk`, and until a warm-up is taken up
+    /// (else it keeps everything in memory too).
     reads_from_disk: bool,
+    warm_up: Option<WarmUp>,
 }
 
 impl Checkpoints {
@@ -86,6 +122,7 @@ impl Checkpoints {
         history: History,
         rewrite: bool,
         last_index: u64,
+        warm_up: Option<WarmUp>,
     ) -> Checkpoints {
         Checkpoints {
             policy: config.snapshots,
@@ -102,18 +139,63 @@ impl Checkpoints {
             file_due: None,
             file_writing: None,
             shared,
-            reads_from_disk: config.reads_from_disk,
+            reads_from_disk: config.reads_from_disk || warm_up.is_some(),
+            warm_up,
+        }
+    }
+
+    /// Takes up the checkpoint loaded into memory once its thread is done;
+    /// whether the store changed. If loading or taking it up failed, the
+    /// store goes on reading the page store, as with
+    /// `--experimental-reads-from-disk`.
+    pub fn take_up_warm_up(&mut self, store: &mut Store) -> bool {
+        if self.warm_up.as_ref().is_none_or(|w| !w.loading.is_finished()) {
+            return false;
+        }
+        let WarmUp { started, loading } = self.warm_up.take().expect("checked");
+        let adopted = match loading.join() {
+            Ok(Ok(loaded)) => store.adopt_loaded(loaded),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the loading thread panicked".into()),
+        };
+        crate::runtime::disable_transparent_huge_pages();
+        match adopted {
+            Ok(()) => {
+                self.reads_from_disk = false;
+                eprintln!(
+                    "corekv: loaded checkpoint {} into memory in {} ms while serving \
+                     (revision {}, {} keys now)",
+                    self.db_path.display(),
+                    started.elapsed().as_millis(),
+                    store.revision(),
+                    store.snapshot().live_keys()
+                );
+                true
+            }
+            Err(e) => {
+                eprintln!(
+                    "corekv: warning: cannot load checkpoint {} into memory: {e}; \
+                     reads go on from the page store",
+                    self.db_path.display()
+                );
+                false
+            }
         }
     }
 
     /// Whether the changes waiting for a checkpoint exceed what memory may
     /// hold while one runs (`SnapshotPolicy::backlog_max`).
     fn behind(&self) -> bool {
-        self.pending.len() > self.policy.backlog_max && self.writing.is_some()
+        self.pending.len() > self.policy.backlog_max
+            && (self.writing.is_some() || self.warm_up.is_some())
     }
 
-    /// How often the driver looks for a checkpoint due by time while idle.
+    /// How often the driver looks for a checkpoint due by time (or a
+    /// finished warm-up) while idle.
     fn tick(&self) -> Option<std::time::Duration> {
+        if self.warm_up.is_some() {
+            return Some(std::time::Duration::from_millis(10));
+        }
         (self.policy.interval_secs > 0).then(|| std::time::Duration::from_millis(250))
     }
 
@@ -164,7 +246,7 @@ impl Checkpoints {
     }
 
     fn due(&mut self, applied_index: u64, store: &mut Store) -> bool {
-        if !self.idle(store) || self.history.is_none() {
+        if !self.idle(store) || self.history.is_none() || self.warm_up.is_some() {
             return false;
         }
         let new_entries = applied_index.saturating_sub(self.last_index);
@@ -403,15 +485,23 @@ pub struct Driver<D: LogDisk> {
 impl<D: LogDisk> Driver<D> {
     pub async fn run(mut self) {
         let mut batch: Vec<Proposal> = Vec::with_capacity(limits::batch_entries_max);
-        // With a checkpoint interval, a quiet member still checkpoints its tail.
-        let tick = self.checkpoints.tick();
         loop {
-            let first = match tick {
+            // With a checkpoint interval, a quiet member still checkpoints its tail.
+            let first = match self.checkpoints.tick() {
                 None => self.proposals.recv().await.ok(),
                 Some(tick) => match crate::runtime::timeout(tick, self.proposals.recv()).await {
                     Some(received) => received.ok(),
                     None => {
-                        let published = self.shared.published.load_full();
+                        let mut published = self.shared.published.load_full();
+                        if self.checkpoints.take_up_warm_up(&mut self.store) {
+                            // Readers move to the store in memory now.
+                            self.shared.publish(Published {
+                                snapshot: self.store.snapshot(),
+                                applied_index: published.applied_index,
+                                wal_bytes: published.wal_bytes,
+                            });
+                            published = self.shared.published.load_full();
+                        }
                         let changes = self.store.take_changes();
                         self.checkpoints.after_batch(
                             &self.shared,
@@ -486,6 +576,7 @@ impl<D: LogDisk> Driver<D> {
             replies.push((proposal.reply, proposal.request_id, Response { header, result }));
         }
         // 4. Publish, then acknowledge.
+        self.checkpoints.take_up_warm_up(&mut self.store);
         let snapshot = self.store.snapshot();
         let first_sequence = self.shared.wal_first_sequence.load(Ordering::Relaxed);
         let published = Published {
@@ -512,6 +603,7 @@ impl<D: LogDisk> Driver<D> {
             let started = Instant::now();
             while self.checkpoints.behind() {
                 crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
+                self.checkpoints.take_up_warm_up(&mut self.store);
                 let published = self.shared.published.load_full();
                 let changes = self.store.take_changes();
                 self.checkpoints.after_batch(&self.shared, &published, &mut self.store, changes);

@@ -28,6 +28,7 @@ pub use connection::encode_frame;
 
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::mvcc::paged::PagedView;
 use crate::mvcc::Store;
 use crate::protocol::codec;
 use crate::runtime::{self, DmaDisk, Listener};
@@ -94,6 +95,10 @@ struct Recovery {
     rewrite: bool,
     /// The applied index the state was loaded at (before the WAL replay).
     base_index: u64,
+    /// The checkpoint the store reads until it is loaded into memory
+    /// (`driver::WarmUp`); None when the store is already whole in memory,
+    /// or reads from disk by choice.
+    warm_up: Option<PagedView>,
 }
 
 /// Opens the page store at DATA_DIR/db, creating it if it does not exist. A
@@ -130,7 +135,9 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     let (mut history, damaged) = open_history(config)?;
     let snapshot_dir = config.data_dir.join("snapshots");
     let db_index = history.applied_index();
-    let (mut store, base_index, rewrite) =
+    // The state the WAL is replayed over: a snapshot file's, or (None) the
+    // page store's, read once the WAL tail's length is known.
+    let (from_file, base_index, rewrite) =
         if damaged || newest_snapshot_index(&snapshot_dir)? > db_index {
             let loaded = snapshot::load_newest(&snapshot_dir, |e| {
                 eprintln!("corekv: warning: {e}; trying an older snapshot")
@@ -145,16 +152,16 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
                         meta.revision,
                         started.elapsed().as_millis()
                     );
-                    (store, meta.applied_index, true)
+                    (Some(store), meta.applied_index, true)
                 }
-                _ if damaged => (Store::new(), 0, true),
-                _ => (load_history(&mut history, config, started)?, db_index, false),
+                _ if damaged => (Some(Store::new()), 0, true),
+                _ => (None, db_index, false),
             }
         } else {
-            (load_history(&mut history, config, started)?, db_index, false)
+            (None, db_index, false)
         };
-    store.record_changes(true);
     let mut failure: Option<String> = None;
+    let mut entries: Vec<(u64, crate::types::Request)> = Vec::new();
     let wal_dir = config.data_dir.join("wal");
     let recovered =
         wal::recover_after(&wal_dir, config.wal_segment_bytes, base_index, |_, index, payload| {
@@ -162,13 +169,7 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
                 return;
             }
             match codec::decode_request(&payload) {
-                Ok(request) => match store.apply(&request) {
-                    Err(e) if e.code == crate::error::ErrorCode::Corrupt => {
-                        failure =
-                            Some(format!("WAL entry {index} cannot be applied: {}", e.message))
-                    }
-                    _ => {}
-                },
+                Ok(request) => entries.push((index, request)),
                 Err(e) => failure = Some(format!("WAL entry {index} does not decode: {e}")),
             }
         })
@@ -179,29 +180,68 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     if let Some((file, offset)) = &recovered.truncated {
         eprintln!("corekv: WAL: cut a torn tail at {} offset {offset}", file.display());
     }
-    Ok(Recovery { store, wal: recovered, history, rewrite, base_index })
+    let mut warm_up = None;
+    let mut store = match from_file {
+        Some(store) => store,
+        None => load_history(&mut history, config, started, entries.len(), &mut warm_up)?,
+    };
+    store.record_changes(true);
+    // Applied in batches, each read ahead from the page store first (a store
+    // over a checkpoint reads each written key's current version there: one
+    // by one, a restart would wait for each read in turn).
+    for batch in entries.chunks(limits::replay_batch_entries) {
+        store.prefetch(batch.iter().map(|(_, request)| request));
+        for (index, request) in batch {
+            if let Err(e) = store.apply(request) {
+                if e.code == crate::error::ErrorCode::Corrupt {
+                    return Err(format!("WAL entry {index} cannot be applied: {}", e.message));
+                }
+            }
+        }
+    }
+    Ok(Recovery { store, wal: recovered, history, rewrite, base_index, warm_up })
 }
 
-/// The store from the page store's checkpoint: loaded into memory, or with
-/// `--experimental-reads-from-disk` read from the pages (nothing loaded).
+/// The store from the page store's checkpoint, before `tail_entries` WAL
+/// entries are replayed over it. With `--experimental-reads-from-disk` it
+/// reads the pages and nothing is loaded. Otherwise the history is loaded
+/// into memory, either now, or (`warm_up` set) while the member already
+/// serves from the pages: when replaying the tail over the pages
+/// (`limits::warm_up_tail_ratio`) is expected to take less time than
+/// loading.
 fn load_history(
     history: &mut driver::History,
     config: &Resolved,
     started: std::time::Instant,
+    tail_entries: usize,
+    warm_up: &mut Option<PagedView>,
 ) -> Result<Store, String> {
     let path = config.data_dir.join("db");
-    let store = if config.reads_from_disk {
+    let live_keys = history.totals().live_keys.max(0) as u64;
+    let serve_first = history.applied_index() > 0
+        && (tail_entries as u64).saturating_mul(limits::warm_up_tail_ratio) <= live_keys;
+    let store = if config.reads_from_disk || serve_first {
         Store::with_base(history.view()).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         history.load().map_err(|e| format!("{}: {e}", path.display()))?
     };
+    if !config.reads_from_disk && serve_first {
+        *warm_up = Some(history.view());
+    }
     if history.applied_index() > 0 {
+        let how = if warm_up.is_some() {
+            "opened (loading it into memory while serving)"
+        } else if config.reads_from_disk {
+            "opened"
+        } else {
+            "loaded"
+        };
         eprintln!(
-            "corekv: loaded checkpoint {} (index {}, revision {}, {} keys) in {} ms",
+            "corekv: {how} checkpoint {} (index {}, revision {}, {live_keys} keys; \
+             {tail_entries} WAL entries after it) in {} ms",
             path.display(),
             history.applied_index(),
             history.revision(),
-            history.totals().live_keys,
             started.elapsed().as_millis()
         );
     }
@@ -223,7 +263,8 @@ pub fn run(config: Resolved) -> Result<(), String> {
         check_port_free(*address, "peers")?;
     }
     let started = std::time::Instant::now();
-    let Recovery { store, wal: recovered, history, rewrite, base_index } = recover(&config)?;
+    let Recovery { store, wal: recovered, history, rewrite, base_index, warm_up } =
+        recover(&config)?;
     eprintln!(
         "corekv: member {:x} ({}) recovered up to log entry {} (checkpoint at {}), revision {}, \
          data dir {}, in {} ms",
@@ -235,7 +276,15 @@ pub fn run(config: Resolved) -> Result<(), String> {
         config.data_dir.display(),
         started.elapsed().as_millis()
     );
-    crate::runtime::disable_transparent_huge_pages();
+    // Loading the checkpoint runs on huge pages, as it was measured against
+    // the restart target (512× fewer faults); then they are turned off.
+    let warm_up = match warm_up {
+        Some(view) => Some(driver::WarmUp::start(view)),
+        None => {
+            crate::runtime::disable_transparent_huge_pages();
+            None
+        }
+    };
     let wal_first_sequence = first_wal_sequence(&config.data_dir.join("wal"));
     let (proposals_tx, proposals_rx) = async_channel::bounded(limits::proposals_queued_max);
     let published = Published {
@@ -258,7 +307,8 @@ pub fn run(config: Resolved) -> Result<(), String> {
         lessor: lessor::Lessor::new(store.snapshot().leases()),
     });
     let driver_parts =
-        Arc::new(Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index))));
+        Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index, warm_up)));
+    let driver_parts = Arc::new(driver_parts);
     let config = Arc::new(config);
     let spin = std::time::Duration::from_micros(config.spin_before_park_us);
     runtime::run_cores(config.cores, "corekv", spin, move |core| {
@@ -283,13 +333,20 @@ pub fn run(config: Resolved) -> Result<(), String> {
 }
 
 /// What core 0 needs to start the log driver.
-type DriverParts =
-    (Store, async_channel::Receiver<shared::Proposal>, wal::Recovered, driver::History, bool, u64);
+type DriverParts = (
+    Store,
+    async_channel::Receiver<shared::Proposal>,
+    wal::Recovered,
+    driver::History,
+    bool,
+    u64,
+    Option<driver::WarmUp>,
+);
 
 async fn start_driver(
     config: &Resolved,
     shared: Arc<Shared>,
-    (store, proposals, recovered, history, rewrite, base_index): DriverParts,
+    (store, proposals, recovered, history, rewrite, base_index, warm_up): DriverParts,
 ) {
     let wal_dir = config.data_dir.join("wal");
     let segment_bytes = config.wal_segment_bytes;
@@ -309,7 +366,7 @@ async fn start_driver(
         }
     };
     let checkpoints =
-        driver::Checkpoints::new(config, shared.clone(), history, rewrite, base_index);
+        driver::Checkpoints::new(config, shared.clone(), history, rewrite, base_index, warm_up);
     runtime::spawn(Driver { shared, store, wal, proposals, checkpoints }.run());
 }
 

@@ -873,7 +873,15 @@ impl<F: PageFile> PagedHistory<F> {
     /// newest first; then one merges the halves, checks each key and builds
     /// its versions while this one puts the keys into the map.
     pub fn load(&mut self) -> Result<Store> {
-        let view = self.view();
+        self.view().load()
+    }
+}
+
+impl PagedView {
+    /// As `PagedHistory::load`, from this checkpoint (on any thread: a
+    /// member that starts serves from the pages while one loads them).
+    pub fn load(&self) -> Result<Store> {
+        let view = self;
         let totals = view.totals;
         let mut importer = Importer::new(totals.revision, totals.compact_revision).map_err(bad)?;
         let leases = view.leases()?;
@@ -883,8 +891,8 @@ impl<F: PageFile> PagedHistory<F> {
         importer.set_lease_clock(leases.clock_ms()).map_err(bad)?;
         let middle = (totals.compact_revision.max(0) + totals.revision) / 2 + 1;
         let (low, high) = std::thread::scope(|scope| {
-            let low = scope.spawn(|| sorted_versions(&view, 1, middle));
-            let high = sorted_versions(&view, middle, i64::MAX);
+            let low = scope.spawn(|| sorted_versions(view, 1, middle));
+            let high = sorted_versions(view, middle, i64::MAX);
             let low = low.join().expect("the log reader does not panic");
             Ok::<_, HistoryError>((low?, high?))
         })?;

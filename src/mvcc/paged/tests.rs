@@ -255,11 +255,91 @@ fn run(ops: Vec<Op>) {
     check(&mut paged, &model.snapshot());
 }
 
+fn apply_op(store: &mut Store, op: &Op) {
+    let keys = keys();
+    match *op {
+        Op::Put(k, v) => {
+            store.apply(&Request::Put(put_op(&keys[k], v))).unwrap();
+        }
+        Op::Delete(a, b) => {
+            let (start, end) = (keys[a.min(b)].clone(), keys[a.max(b)].clone());
+            let range_end = if a == b { Bytes::new() } else { end };
+            let d = DeleteRangeRequest { key: start, range_end, prev_kv: false };
+            store.apply(&Request::DeleteRange(d)).unwrap();
+        }
+        Op::TxnPut(a, b) => {
+            let mut success = vec![RequestOp::Put(put_op(&keys[a], 1))];
+            if a != b {
+                success.push(RequestOp::Put(put_op(&keys[b], 2)));
+            }
+            let t = TxnRequest { compare: vec![], success, failure: vec![] };
+            store.apply(&Request::Txn(t)).unwrap();
+        }
+        Op::Compact(n) => {
+            let at = store.revision() * i64::from(n) / 8;
+            let _ = store.compact(at.max(1));
+        }
+        Op::Checkpoint | Op::Reopen => {}
+    }
+}
+
+/// A member that starts serving over its checkpoint and then takes up the
+/// checkpoint loaded into memory: `before` is in the checkpoint, `after`
+/// is applied over it (compactions deferred) before the loaded copy is
+/// adopted. The result is the in-memory store that applied everything.
+fn adopt(before: Vec<Op>, after: Vec<Op>) {
+    let mut model = Store::new();
+    model.record_changes(true);
+    for op in &before {
+        apply_op(&mut model, op);
+    }
+    let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
+    paged.apply(&model.take_changes()).unwrap();
+    let state = model.snapshot();
+    paged.checkpoint(1, state.revision(), state.live_keys(), state.size_bytes()).unwrap();
+    let mut layered = Store::with_base(paged.view()).unwrap();
+    layered.record_changes(true);
+    for op in &after {
+        apply_op(&mut model, op);
+        apply_op(&mut layered, op);
+    }
+    let recorded = layered.take_changes();
+    let loaded = paged.view().load().unwrap();
+    // A store that is not the checkpoint loaded is refused.
+    let mut probe = Store::with_base(paged.view()).unwrap();
+    assert!(probe.adopt_loaded(Store::from_snapshot(probe.snapshot())).is_err());
+    if state.revision() > 1 {
+        assert!(probe.adopt_loaded(Store::new()).is_err());
+    }
+    layered.adopt_loaded(loaded).unwrap();
+    assert!(layered.take_changes().is_empty(), "adopting records no change");
+    assert!(
+        !recorded.is_empty() || after.iter().all(|op| matches!(op, Op::Checkpoint | Op::Reopen))
+    );
+    layered.check_invariants();
+    let (got, want) = (layered.snapshot(), model.snapshot());
+    assert!(!got.is_layered());
+    assert_eq!(
+        (got.revision(), got.compact_revision()),
+        (want.revision(), want.compact_revision())
+    );
+    assert_eq!(history(&got), history(&want));
+    assert_eq!((got.live_keys(), got.size_bytes()), (want.live_keys(), want.size_bytes()));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn the_paged_history_is_the_in_memory_history(ops in proptest::collection::vec(op(), 1..120)) {
         run(ops);
+    }
+
+    #[test]
+    fn a_store_over_its_checkpoint_takes_up_the_checkpoint_loaded(
+        before in proptest::collection::vec(op(), 0..60),
+        after in proptest::collection::vec(op(), 0..60),
+    ) {
+        adopt(before, after);
     }
 }
 
