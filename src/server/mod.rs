@@ -208,7 +208,7 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
 /// into memory, either now, or (`warm_up` set) while the member already
 /// serves from the pages: when replaying the tail over the pages
 /// (`limits::warm_up_tail_ratio`) is expected to take less time than
-/// loading.
+/// loading, and the checkpoint holds no leases.
 fn load_history(
     history: &mut driver::History,
     config: &Resolved,
@@ -218,8 +218,12 @@ fn load_history(
 ) -> Result<Store, String> {
     let path = config.data_dir.join("db");
     let live_keys = history.totals().live_keys.max(0) as u64;
+    // A store over the pages finds the keys attached to each lease by
+    // reading every live key (a page read each): with leases held, loading
+    // the sequential log is faster.
     let serve_first = history.applied_index() > 0
-        && (tail_entries as u64).saturating_mul(limits::warm_up_tail_ratio) <= live_keys;
+        && (tail_entries as u64).saturating_mul(limits::warm_up_tail_ratio) <= live_keys
+        && history.view().leases().is_ok_and(|leases| leases.is_empty());
     let store = if config.reads_from_disk || serve_first {
         Store::with_base(history.view()).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
