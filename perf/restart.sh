@@ -57,13 +57,13 @@ for run in $(seq 1 "$runs"); do
   warm="—"
   if tail -3 $dir/corekv.log | grep -q "loading it into memory while serving"; then
     for _ in $(seq 1 200); do
-      grep -q "into memory in" <(tail -2 $dir/corekv.log) && break
+      grep -q " in memory after " <(tail -2 $dir/corekv.log) && break
       sleep 0.05
     done
-    warm=$(tail -2 $dir/corekv.log | grep "into memory in" | sed 's/.* in \([0-9]*\) ms while.*/\1/')
+    warm=$(tail -2 $dir/corekv.log | grep " in memory after " | sed 's/.* in memory after \([0-9]*\) ms.*/\1/')
   fi
   stop
-  loaded=$(grep -E "(loaded|opened).* checkpoint .* ms$" $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms$/\1/')
+  loaded=$(grep -E "corekv: (loaded|opened) checkpoint " $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms.*/\1/')
   recovered=$(grep "recovered up to" $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms/\1/')
   rows+="| $run | $ready_ms | $loaded | $recovered | $warm |"$'\n'
 done

@@ -54,6 +54,8 @@ pub const replay_batch_entries: usize = 4096;
 /// µs here (a key entry and a version read), loading ~0.7 µs a key, and the
 /// restart takes the shorter of the two.
 pub const warm_up_tail_ratio: u64 = 40;
+/// At most this many WAL entries are held decoded while start-up decides.
+pub const warm_up_tail_max: u64 = 100_000;
 /// Proposals queued from all cores to the log driver.
 pub const proposals_queued_max: usize = 8192;
 /// Entries in one WAL append (one fdatasync).

@@ -127,8 +127,10 @@ fn survive_kills(name: &str, round_count: usize, extra: &[&str]) {
     }
     let total = acked.lock().unwrap().len();
     let log = member.log_text();
-    let (checkpoints, loads) =
-        (log.matches("corekv: checkpoint ").count(), log.matches("WAL entries after it)").count());
+    let (checkpoints, loads) = (
+        log.matches("corekv: checkpoint ").count(),
+        log.matches("loaded checkpoint ").count() + log.matches("opened checkpoint ").count(),
+    );
     eprintln!(
         "{name}: {round_count} SIGKILL rounds, {total} acknowledged puts all present; \
          {checkpoints} checkpoints taken, {loads} restarts from a checkpoint"

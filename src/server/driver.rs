@@ -69,20 +69,13 @@ pub struct WarmUp {
 }
 
 impl WarmUp {
-    /// Starts loading `view` (at nice 10, as checkpoints run). If no thread
-    /// can start, loads it here.
-    pub fn start(view: PagedView) -> WarmUp {
+    /// Starts loading `view` (at nice 10, as checkpoints run).
+    pub fn start(view: PagedView) -> std::io::Result<WarmUp> {
         let started = Instant::now();
-        let shared_view = view.clone();
         let loading = crate::runtime::spawn_low_priority("warm-up", move || {
-            shared_view.load().map_err(|e| e.to_string())
-        })
-        .unwrap_or_else(|e| {
-            eprintln!("corekv: cannot start a thread to load the checkpoint: {e}; loading it now");
-            let loaded = view.load().map_err(|e| e.to_string());
-            std::thread::spawn(move || loaded)
-        });
-        WarmUp { started, loading }
+            view.load().map_err(|e| e.to_string())
+        })?;
+        Ok(WarmUp { started, loading })
     }
 }
 
@@ -146,8 +139,8 @@ impl Checkpoints {
 
     /// Takes up the checkpoint loaded into memory once its thread is done;
     /// whether the store changed. If loading or taking it up failed, the
-    /// store goes on reading the page store, as with
-    /// `--experimental-reads-from-disk`.
+    /// checkpoint is damaged (a start-up that loads first refuses it): the
+    /// member stops.
     pub fn take_up_warm_up(&mut self, store: &mut Store) -> bool {
         if self.warm_up.as_ref().is_none_or(|w| !w.loading.is_finished()) {
             return false;
@@ -163,7 +156,7 @@ impl Checkpoints {
             Ok(()) => {
                 self.reads_from_disk = false;
                 eprintln!(
-                    "corekv: loaded checkpoint {} into memory in {} ms while serving \
+                    "corekv: checkpoint {} in memory after {} ms of serving \
                      (revision {}, {} keys now)",
                     self.db_path.display(),
                     started.elapsed().as_millis(),
@@ -174,11 +167,10 @@ impl Checkpoints {
             }
             Err(e) => {
                 eprintln!(
-                    "corekv: warning: cannot load checkpoint {} into memory: {e}; \
-                     reads go on from the page store",
+                    "corekv: fatal: cannot load checkpoint {} into memory: {e}; stopping",
                     self.db_path.display()
                 );
-                false
+                std::process::exit(70);
             }
         }
     }
@@ -492,16 +484,8 @@ impl<D: LogDisk> Driver<D> {
                 Some(tick) => match crate::runtime::timeout(tick, self.proposals.recv()).await {
                     Some(received) => received.ok(),
                     None => {
-                        let mut published = self.shared.published.load_full();
-                        if self.checkpoints.take_up_warm_up(&mut self.store) {
-                            // Readers move to the store in memory now.
-                            self.shared.publish(Published {
-                                snapshot: self.store.snapshot(),
-                                applied_index: published.applied_index,
-                                wal_bytes: published.wal_bytes,
-                            });
-                            published = self.shared.published.load_full();
-                        }
+                        self.take_up_warm_up();
+                        let published = self.shared.published.load_full();
                         let changes = self.store.take_changes();
                         self.checkpoints.after_batch(
                             &self.shared,
@@ -526,6 +510,20 @@ impl<D: LogDisk> Driver<D> {
                 }
             }
             self.step(&mut batch).await;
+        }
+    }
+
+    /// Takes up a finished warm-up (`WarmUp`) and publishes the store in
+    /// memory at once: readers stop reading the pages now, not at the next
+    /// write.
+    fn take_up_warm_up(&mut self) {
+        if self.checkpoints.take_up_warm_up(&mut self.store) {
+            let published = self.shared.published.load_full();
+            self.shared.publish(Published {
+                snapshot: self.store.snapshot(),
+                applied_index: published.applied_index,
+                wal_bytes: published.wal_bytes,
+            });
         }
     }
 
@@ -603,7 +601,7 @@ impl<D: LogDisk> Driver<D> {
             let started = Instant::now();
             while self.checkpoints.behind() {
                 crate::runtime::sleep(std::time::Duration::from_millis(2)).await;
-                self.checkpoints.take_up_warm_up(&mut self.store);
+                self.take_up_warm_up();
                 let published = self.shared.published.load_full();
                 let changes = self.store.take_changes();
                 self.checkpoints.after_batch(&self.shared, &published, &mut self.store, changes);

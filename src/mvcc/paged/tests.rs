@@ -303,6 +303,19 @@ fn adopt(before: Vec<Op>, after: Vec<Op>) {
         apply_op(&mut model, op);
         apply_op(&mut layered, op);
     }
+    // Leases granted after the checkpoint, keys attached, one revoked
+    // (deleting its key).
+    let keys = keys();
+    for store in [&mut model, &mut layered] {
+        for id in [7, 8] {
+            store.apply(&Request::LeaseGrant(LeaseGrantRequest { ttl: 100, id })).unwrap();
+        }
+        for (key, lease) in [(&keys[0], 7), (&keys[1], 8), (&keys[2], 8)] {
+            let put = PutRequest { lease, ..put_op(key, 3) };
+            store.apply(&Request::Put(put)).unwrap();
+        }
+        store.apply(&Request::LeaseRevoke(8)).unwrap();
+    }
     let recorded = layered.take_changes();
     let loaded = paged.view().load().unwrap();
     // A store that is not the checkpoint loaded is refused.
@@ -325,6 +338,7 @@ fn adopt(before: Vec<Op>, after: Vec<Op>) {
     );
     assert_eq!(history(&got), history(&want));
     assert_eq!((got.live_keys(), got.size_bytes()), (want.live_keys(), want.size_bytes()));
+    assert_eq!(got.leases(), want.leases());
 }
 
 proptest! {
