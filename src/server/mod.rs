@@ -223,17 +223,21 @@ fn recording(mut store: Store) -> Store {
     store
 }
 
-/// Applies `entries` (the WAL's, in order), their page store reads issued
-/// together first.
+/// Applies `entries` (the WAL's, in order), the page store reads of each
+/// batch of `limits::replay_batch_entries` issued together first (what one
+/// batch reads stays within the default page cache).
 fn replay(store: &mut Store, entries: &mut Vec<(u64, Request)>) -> Result<(), String> {
-    store.prefetch(entries.iter().map(|(_, request)| request));
-    for (index, request) in entries.drain(..) {
-        if let Err(e) = store.apply(&request) {
-            if e.code == crate::error::ErrorCode::Corrupt {
-                return Err(format!("WAL entry {index} cannot be applied: {}", e.message));
+    for batch in entries.chunks(limits::replay_batch_entries) {
+        store.prefetch(batch.iter().map(|(_, request)| request));
+        for (index, request) in batch {
+            if let Err(e) = store.apply(request) {
+                if e.code == crate::error::ErrorCode::Corrupt {
+                    return Err(format!("WAL entry {index} cannot be applied: {}", e.message));
+                }
             }
         }
     }
+    entries.clear();
     Ok(())
 }
 
