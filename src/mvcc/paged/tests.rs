@@ -191,7 +191,6 @@ fn check_view(view: PagedView, model: &Snapshot) {
 }
 
 fn run(ops: Vec<Op>) {
-    let keys = keys();
     let mut model = Store::new();
     model.record_changes(true);
     let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
@@ -200,27 +199,6 @@ fn run(ops: Vec<Op>) {
     for op in ops {
         index += 1;
         match op {
-            Op::Put(k, v) => {
-                model.apply(&Request::Put(put_op(&keys[k], v))).unwrap();
-            }
-            Op::Delete(a, b) => {
-                let (start, end) = (keys[a.min(b)].clone(), keys[a.max(b)].clone());
-                let range_end = if a == b { Bytes::new() } else { end };
-                let d = DeleteRangeRequest { key: start, range_end, prev_kv: false };
-                model.apply(&Request::DeleteRange(d)).unwrap();
-            }
-            Op::TxnPut(a, b) => {
-                let mut success = vec![RequestOp::Put(put_op(&keys[a], 1))];
-                if a != b {
-                    success.push(RequestOp::Put(put_op(&keys[b], 2)));
-                }
-                let t = TxnRequest { compare: vec![], success, failure: vec![] };
-                model.apply(&Request::Txn(t)).unwrap();
-            }
-            Op::Compact(n) => {
-                let at = model.revision() * i64::from(n) / 8;
-                let _ = model.compact(at.max(1));
-            }
             Op::Checkpoint | Op::Reopen => {
                 paged.apply(&model.take_changes()).unwrap();
                 paged
@@ -236,6 +214,7 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(paged.applied_index(), index);
                 check_view(paged.view(), &durable);
             }
+            _ => apply_op(&mut model, &op),
         }
         if matches!(op, Op::Reopen) {
             let image = paged.page_store().file().durable_image();
