@@ -83,6 +83,12 @@ pub struct Config {
     /// is kept in memory too.
     #[arg(long, default_value_t = false)]
     pub experimental_reads_from_disk: bool,
+    /// At start-up, load the page store's checkpoint into memory before
+    /// serving, however short the WAL tail after it. Default: after a short
+    /// tail the member serves from the checkpoint's pages while it loads
+    /// them (docs/architecture.md, "Start-up").
+    #[arg(long, default_value_t = false)]
+    pub experimental_load_before_serving: bool,
     /// Entries kept in the WAL below the newest snapshot (for followers that
     /// lag a little, once there are followers).
     #[arg(long, default_value_t = 5_000)]
@@ -113,6 +119,7 @@ pub struct Resolved {
     pub snapshots: SnapshotPolicy,
     pub cache_bytes: usize,
     pub reads_from_disk: bool,
+    pub load_before_serving: bool,
     pub watch_progress_interval: std::time::Duration,
     pub cluster_id: u64,
     pub member_id: u64,
@@ -257,6 +264,7 @@ impl Config {
             },
             cache_bytes: self.cache_size as usize,
             reads_from_disk: self.experimental_reads_from_disk,
+            load_before_serving: self.experimental_load_before_serving,
             watch_progress_interval: self.experimental_watch_progress_notify_interval,
             cluster_id,
             member_id,

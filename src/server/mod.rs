@@ -246,9 +246,11 @@ fn replay(store: &mut Store, entries: &mut Vec<(u64, Request)>) -> Result<(), St
 /// store over the pages replays an entry in ~30 µs of page reads, the load
 /// takes ~0.7 µs a key (`limits::warm_up_tail_ratio`). Not with leases held
 /// (over the pages, finding each lease's keys reads every live key), nor
-/// when reads stay on the pages anyway (`--experimental-reads-from-disk`).
+/// when reads stay on the pages anyway (`--experimental-reads-from-disk`), nor
+/// when asked to load first (`--experimental-load-before-serving`).
 fn warm_up_limit(history: &mut driver::History, config: &Resolved) -> usize {
     if config.reads_from_disk
+        || config.load_before_serving
         || history.applied_index() == 0
         || !history.view().leases().is_ok_and(|leases| leases.is_empty())
     {
