@@ -52,19 +52,24 @@ for run in $(seq 1 "$runs"); do
   # segment, 64 MiB of zeros, when stopped) is flushed first, so that its
   # writeback does not compete with this start's reads.
   [ -n "${RESTART_NO_SYNC:-}" ] || sync
+  before=$(wc -l < $dir/corekv.log)
   start --snapshot-count 0
-  # A member that serves while it loads the checkpoint says when it is done.
+  # This run's lines of the log only.
+  this_run() { tail -n +$((before + 1)) $dir/corekv.log; }
+  # A member that serves while it loads the checkpoint says when it is done
+  # (waited for up to 20 s).
   warm="—"
-  if tail -3 $dir/corekv.log | grep -q "loading it into memory while serving"; then
-    for _ in $(seq 1 200); do
-      grep -q " in memory after " <(tail -2 $dir/corekv.log) && break
+  if [[ $(this_run) == *"loading it into memory while serving"* ]]; then
+    for _ in $(seq 1 400); do
+      [[ $(this_run) == *"corekv: warm-up done: "* ]] && break
       sleep 0.05
     done
-    warm=$(tail -2 $dir/corekv.log | grep " in memory after " | sed 's/.* in memory after \([0-9]*\) ms.*/\1/')
+    warm=$(this_run | sed -n 's/.*warm-up done: .* in memory \([0-9]*\) ms after.*/\1/p')
+    warm=${warm:-"not within 20 s"}
   fi
   stop
-  loaded=$(grep -E "corekv: (loaded|opened) checkpoint " $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms.*/\1/')
-  recovered=$(grep "recovered up to" $dir/corekv.log | tail -1 | sed 's/.* in \([0-9]*\) ms/\1/')
+  loaded=$(this_run | sed -nE 's/.*corekv: (loaded|opened) checkpoint .* in ([0-9]*) ms.*/\2/p')
+  recovered=$(this_run | sed -n 's/.*recovered up to .* in \([0-9]*\) ms/\1/p')
   rows+="| $run | $ready_ms | $loaded | $recovered | $warm |"$'\n'
 done
 machine=$(printf '%s, %s cores' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$(nproc)")
@@ -74,10 +79,12 @@ cat > "$out" <<MD
 
 Machine: $machine. corekv flags: ${COREKV_FLAGS:-none}. Keys: $keys × $value_bytes B values, one checkpoint covering
 them (DATA_DIR/db, $((db_bytes / 1048576)) MiB), then $extra puts left in the WAL.
-Times in ms: exec → first answered request; the member's own log for loading
-the checkpoint (or opening it, when the member serves from its pages while
-loading it: a short WAL tail) and for the whole recovery (checkpoint + WAL
-replay); then how long after that it had the checkpoint in memory.
+Times in ms: exec → first answered request; the member's own log, from the
+start of recovery, for loading the checkpoint (or opening it, when the
+member serves from its pages while loading it: a short WAL tail; either way
+after reading the WAL tail it holds decoded, at most live keys / 40 entries)
+and for the whole recovery (checkpoint + WAL replay); then how long after
+serving began it had the checkpoint in memory.
 $([ -n "${RESTART_NO_SYNC:-}" ] && echo "Runs follow each other at once (RESTART_NO_SYNC)." || echo "Each run starts after \`sync\` (the previous instance's unwritten pages flushed).")
 
 | run | ready (ms) | checkpoint loaded or opened (ms) | recovered (ms) | loaded into memory while serving (ms after recovery) |

@@ -152,7 +152,7 @@ fn survive_kills(name: &str, round_count: usize, extra: &[&str]) {
             log.matches("loaded checkpoint ").count(),
             log.matches("; loading it into memory while serving").count(),
         );
-        assert!(first >= 5 && meanwhile >= 5, "loaded {first} before serving, {meanwhile} while");
+        assert!(first >= 3 && meanwhile >= 3, "loaded {first} before serving, {meanwhile} while");
     }
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();

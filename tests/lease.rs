@@ -197,6 +197,11 @@ fn restart_resumes_remaining_ttls(args: &[&str]) {
     let dir = temp_dir("lease-restart");
     let mut member = Member::start_with(&dir, args);
     let mut client = member.client();
+    // Keys enough that a short WAL tail would let a restart serve before
+    // loading the checkpoint, were it not for the leases it holds.
+    for i in 0..400 {
+        put(&mut client, &format!("r/unleased/{i}"), 0).unwrap();
+    }
     let plain = grant(&mut client, 30, 0).id;
     let renewed = grant(&mut client, 20, 0).id;
     let short = grant(&mut client, 4, 0).id;

@@ -156,7 +156,7 @@ impl Checkpoints {
             Ok(()) => {
                 self.reads_from_disk = false;
                 eprintln!(
-                    "corekv: checkpoint {} in memory after {} ms of serving \
+                    "corekv: warm-up done: checkpoint {} in memory {} ms after serving began \
                      (revision {}, {} keys now)",
                     self.db_path.display(),
                     started.elapsed().as_millis(),
