@@ -54,6 +54,9 @@ pub const replay_batch_entries: usize = 4096;
 /// µs here (a key entry and a version read), loading ~0.7 µs a key, and the
 /// restart takes the shorter of the two.
 pub const warm_up_tail_ratio: u64 = 40;
+/// The page cache while a restart replays the WAL tail over the checkpoint's
+/// pages (then back to `--cache-size`).
+pub const replay_cache_bytes: usize = 512 << 20;
 /// At most this many WAL entries are held decoded while start-up decides.
 pub const warm_up_tail_max: u64 = 100_000;
 /// Proposals queued from all cores to the log driver.
