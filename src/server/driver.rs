@@ -101,9 +101,9 @@ pub struct Checkpoints {
     file_due: Option<(crate::mvcc::Snapshot, Meta)>,
     file_writing: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    /// The store reads older history from the checkpoints: with
-    /// `--experimental-reads-from-disk`, and until a warm-up is taken up
-    /// (else it keeps everything in memory too).
+    /// `--experimental-reads-from-disk`: the store reads older history from
+    /// the checkpoints (else it keeps everything in memory too; during a
+    /// warm-up it reads the pages too, but no checkpoint starts then).
     reads_from_disk: bool,
     warm_up: Option<WarmUp>,
 }
@@ -132,7 +132,7 @@ impl Checkpoints {
             file_due: None,
             file_writing: None,
             shared,
-            reads_from_disk: config.reads_from_disk || warm_up.is_some(),
+            reads_from_disk: config.reads_from_disk,
             warm_up,
         }
     }
@@ -154,7 +154,6 @@ impl Checkpoints {
         crate::runtime::disable_transparent_huge_pages();
         match adopted {
             Ok(()) => {
-                self.reads_from_disk = false;
                 eprintln!(
                     "corekv: warm-up done: checkpoint {} in memory {} ms after serving began \
                      (revision {}, {} keys now)",

@@ -214,17 +214,16 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
             recording(load_history(&mut history, config, started, serve_first)?)
         }
     };
-    if warm_up.is_some() {
-        // Replayed over the pages, the tail's batches read many of the same
-        // key-entry leaves: a page cache of the configured size (64 MiB by
-        // default) evicts them between batches. Larger while replaying.
-        let replay_cache = config.cache_bytes.max(limits::replay_cache_bytes);
-        history.page_store_mut().set_cache_bytes(replay_cache);
-        replay(&mut store, &mut held)?;
-        history.page_store_mut().set_cache_bytes(config.cache_bytes);
-    } else {
-        replay(&mut store, &mut held)?;
-    }
+    // Replayed over the pages, the tail's batches read many of the same
+    // key-entry leaves: a page cache of the configured size (64 MiB by
+    // default) evicts them between batches. Larger while replaying.
+    let replay_cache = match warm_up {
+        Some(_) => config.cache_bytes.max(limits::replay_cache_bytes),
+        None => config.cache_bytes,
+    };
+    history.page_store_mut().set_cache_bytes(replay_cache);
+    replay(&mut store, &mut held)?;
+    history.page_store_mut().set_cache_bytes(config.cache_bytes);
     Ok(Recovery { store, wal: recovered, history, rewrite, base_index, warm_up })
 }
 
