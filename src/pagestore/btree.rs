@@ -23,6 +23,10 @@ use super::snapshot::TreeView;
 use super::{key_bytes_max, page_bytes, value_bytes_max, PageFile, PageId, PageStore};
 use super::{Result, StoreError};
 
+/// Free bytes a fresh left sibling must have for a copied leaf to be
+/// repacked with it (see `replace_child`): less is not worth the work.
+const pack_room_bytes: usize = page_body_bytes / 16;
+
 /// One branch on the way down: the page and the index of the child taken.
 pub(crate) struct Frame {
     page: PageId,
@@ -247,6 +251,7 @@ impl<F: PageFile> PageStore<F> {
         let mut start = index;
         let mut replaced = 1;
         let mut content = node;
+        let mut pack = false;
         // An underfull node takes entries from a sibling; an overfull one
         // (not growing at the right end) shares its entries with a sibling
         // before splitting, so that splits leave pages fuller (B*-tree).
@@ -264,9 +269,28 @@ impl<F: PageFile> PageStore<F> {
             };
             start = index.min(sibling_index);
             replaced = 2;
+        } else if index > 0 && matches!(content, Node::Leaf(_)) {
+            // A leaf copied next to a left sibling already rewritten in this
+            // generation: both pages are written anyway, so the two are
+            // repacked with the left one full. A sorted batch that rewrites
+            // a run of leaves (a checkpoint's key entries) leaves them packed
+            // instead of at the ~75% a tree of random inserts settles at.
+            let left_id = items[index - 1].child;
+            let generation = self.working_generation();
+            if self.space.is_fresh(left_id)
+                && self.node(left_id, generation)?.body_bytes() + pack_room_bytes <= page_body_bytes
+            {
+                let left = self.take_for_write(left_id)?;
+                self.release(left_id);
+                content = Node::combine(left, items[index].key.clone(), content);
+                start = index - 1;
+                replaced = 2;
+                pack = true;
+            }
         }
         let mut placed = Vec::new();
-        for (i, (separator, piece)) in content.split_to_fit(append).into_iter().enumerate() {
+        let pieces = content.split_to_fit(append || pack);
+        for (i, (separator, piece)) in pieces.into_iter().enumerate() {
             let (key, child) = if i == 0 {
                 (items[start].key.clone(), self.place(old, piece))
             } else {
