@@ -1,7 +1,7 @@
 //! MVCC history on the page store, in one copy-on-write B+tree
 //! (`pagestore`): every version in revision order (a log, as etcd's bbolt
 //! keeps it), one small entry per key naming its newest version, and in each
-//! version the revision of the key's previous one. Checkpoints fold the
+//! version the address of the key's previous one. Checkpoints fold the
 //! changes applied since the last one into it (`apply`): new versions append
 //! at the tree's right end and only the key entries of the keys written
 //! change in place, so a checkpoint of a hot keyspace copies few pages.
@@ -11,32 +11,36 @@
 //! Tree keys (docs/formats/pagestore.md, "MVCC layout"):
 //!
 //! ```text
-//!   'k' stem                 → its kind (1), newest revision (varint)     one per key held
-//!   'v' revision(BE 8) stem  → version record                             every version held
-//!   'l' lease id (BE 8)      → ttl (i64 LE), expiry on the lease clock (i64 LE)   every lease
-//!   'm' name                 → i64 (BE 8)   "revision", "compact_revision", "live_keys",
-//!                                           "size_bytes", "layout", "lease_clock"
+//!   'k' stem                  → newest version: revision×4 + flags (varint) [, sub]   one per key held
+//!   'v' revision(BE 8) sub    → version record                                        every version held
+//!   'l' lease id (BE 8)       → ttl (i64 LE), expiry on the lease clock (i64 LE)      every lease
+//!   'm' name                  → i64 (BE 8)   "revision", "compact_revision", "live_keys",
+//!                                            "size_bytes", "layout", "lease_clock"
 //!
+//!   sub  = the version's place among its revision's versions (key order),
+//!          as its byte count then that many big-endian bytes (0: none)
 //!   stem = esc(key) 00 01                                   keys up to stem_key_bytes_max
-//!        | esc(key[..n]) 00 02 xxh3-128(key)(BE 16)         longer keys (record holds the key)
+//!        | esc(key[..n]) 00 02 xxh3-128(key)(BE 16)         longer keys
 //!   esc: every 00 byte → 00 FF, so stems of short keys sort as their keys do
 //! ```
 //!
-//! Version record: kind (1 put, 2 delete), flags (bit 0: the full key
-//! follows), then LEB128 varints: how far below this revision the key's
-//! previous version is (0: none), and for a put how far below it the key was
-//! created, its version and its lease (zigzag); then, if flagged, the key's
-//! length (u32 LE) and the key; then a put's value.
+//! Version record: kind (1 put, 2 delete), then LEB128 varints: how far
+//! below this revision the key's previous version is (0: none) and, if there
+//! is one, its sub; for a put then how far below it the key was created, its
+//! version, its lease (zigzag) and the key's length, then the key and the
+//! value. A delete holds no key: its previous version (a put, which
+//! compaction keeps while the delete stays) does. So a delete costs ~21
+//! bytes of leaf, where repeating the key cost ~54 for a 32-byte key.
 //!
-//! A read at R finds the key entry, then follows previous revisions from the
-//! newest version to the first at or below R. Compaction at C keeps, per
-//! key, the versions above C and the newest at or below C if it is a put;
-//! it removes the rest (and the key entry of a key whose newest version is
-//! a delete at or below C), walking only the versions written since the last
-//! compaction, and frees their pages: no defragmentation. A previous revision
-//! at or below the compaction point may therefore name a removed version: a
-//! read meets one only where that version was a delete (the key is not live),
-//! a history walk ends there. A missing version above it is corruption.
+//! A read at R finds the key entry, then follows previous versions from the
+//! newest to the first at or below R. Compaction at C keeps, per key, the
+//! versions above C and the newest at or below C if it is a put; it removes
+//! the rest (and the key entry of a key whose newest version is a delete at
+//! or below C), walking only the versions written since the last compaction,
+//! and frees their pages: no defragmentation. A previous version at or below
+//! the compaction point may therefore be gone: a read meets one only where
+//! that version was a delete (the key is not live), a history walk ends
+//! there. A missing version above it is corruption.
 //!
 //! Keys attach to leases through their newest version's lease field: the
 //! key sets are rebuilt when the store is loaded, never stored.
@@ -44,42 +48,22 @@
 //! Long keys sort by their hash within their prefix in the key entries;
 //! reads put them back in key order (holding only the long keys to do so).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
-use xxhash_rust::xxh3::xxh3_128;
 
-use super::{
-    ExportedVersion, HistoryChange, Importer, PreparedKey, Preparer, Snapshot, Store, Version,
-};
+use super::{ExportedVersion, HistoryChange, Snapshot, Store};
 use crate::pagestore::{PageFile, PageStore, StoreError};
 use crate::types::KeyValue;
-use std::sync::Arc;
 
-const prefix_key: u8 = b'k';
-const prefix_version: u8 = b'v';
-const prefix_lease: u8 = b'l';
-const meta_lease_clock: &[u8] = b"mlease_clock";
-const meta_revision: &[u8] = b"mrevision";
-const meta_compact_revision: &[u8] = b"mcompact_revision";
-const meta_live_keys: &[u8] = b"mlive_keys";
-const meta_size_bytes: &[u8] = b"msize_bytes";
-const meta_layout: &[u8] = b"mlayout";
-/// The layout this module writes. The first layout ((key, revision) order)
-/// wrote no `mlayout` entry, the second fixed-width record fields, the third
-/// fixed-width key entries (8-byte revision, then the kind); a store holding
-/// any of them is refused, not misread (and rebuilt from snapshot files and
-/// the WAL).
-const layout_version: i64 = 4;
-/// Escaped key bytes a stem may hold before the key counts as long. The
-/// largest tree key ('v', 8, stem, 2, 16) stays within the page store's cap.
-pub const stem_key_bytes_max: usize = 960;
-const _: () = assert!(1 + 8 + stem_key_bytes_max + 2 + 16 <= crate::pagestore::key_bytes_max);
+mod layout;
+mod load;
+mod view;
+pub use layout::stem_key_bytes_max;
+use layout::*;
+pub use view::{PagedKey, PagedRange, PagedView};
 
-const kind_put: u8 = 1;
-const kind_delete: u8 = 2;
-const flag_long_key: u8 = 1;
 /// Version entries taken per compaction step (bounds its memory).
 const compaction_chunk_entries: usize = 4096;
 
@@ -120,367 +104,108 @@ fn bad(reason: impl Into<String>) -> HistoryError {
     HistoryError::Record(reason.into())
 }
 
-/// The stem of `key`; long keys end in a hash, not the whole key.
-fn stem(key: &[u8]) -> (Vec<u8>, bool) {
-    let escaped_bytes = key.len() + key.iter().filter(|b| **b == 0).count();
-    let mut out = Vec::with_capacity(escaped_bytes.min(stem_key_bytes_max) + 18);
-    let long = escaped_bytes > stem_key_bytes_max;
-    for byte in key {
-        let width = if *byte == 0 { 2 } else { 1 };
-        if long && out.len() + width > stem_key_bytes_max {
-            break;
-        }
-        out.push(*byte);
-        if *byte == 0 {
-            out.push(0xff);
-        }
-    }
-    if long {
-        out.extend_from_slice(&[0, 2]);
-        out.extend_from_slice(&xxh3_128(key).to_be_bytes());
-    } else {
-        out.extend_from_slice(&[0, 1]);
-    }
-    (out, long)
-}
-
-/// Whether a stem (already checked by `key_of_stem`) is a long key's.
-fn is_long_stem(stem: &[u8]) -> bool {
-    stem.len() >= 18 && stem[stem.len() - 18..stem.len() - 16] == [0, 2]
-}
-
-/// The key a short stem spells (None for a long one: its record holds it).
-fn key_of_stem(stem: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut key = Vec::with_capacity(stem.len());
-    let mut i = 0;
-    while i < stem.len() {
-        if stem[i] != 0 {
-            key.push(stem[i]);
-            i += 1;
-            continue;
-        }
-        match stem.get(i + 1) {
-            Some(0xff) => {
-                key.push(0);
-                i += 2;
-            }
-            Some(1) if i + 2 == stem.len() => return Ok(Some(key)),
-            Some(2) if i + 18 == stem.len() => return Ok(None),
-            _ => return Err(bad("a history key with a malformed stem")),
-        }
-    }
-    Err(bad("a history key without a stem terminator"))
-}
-
-/// The key a short stem spells, as `Bytes`.
-fn short_key_of(stem: &[u8]) -> Result<Option<Bytes>> {
-    Ok(key_of_stem(stem)?.map(Bytes::from))
-}
-
-/// A key entry's tree key.
-fn key_entry_key(stem: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + stem.len());
-    out.push(prefix_key);
-    out.extend_from_slice(stem);
-    out
-}
-
-/// A version's tree key: revision first, so versions are a log in the tree.
-fn version_key(revision: i64, stem: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + stem.len());
-    out.push(prefix_version);
-    out.extend_from_slice(&(revision as u64).to_be_bytes());
-    out.extend_from_slice(stem);
-    out
-}
-
-/// Splits a version's tree key into (revision, stem).
-fn split_version_key(tree_key: &[u8]) -> Result<(i64, &[u8])> {
-    if tree_key.len() < 1 + 8 + 2 || tree_key[0] != prefix_version {
-        return Err(bad("a version key too short"));
-    }
-    let revision = i64::from_be_bytes(tree_key[1..9].try_into().expect("8 bytes"));
-    if revision < 1 {
-        return Err(bad(format!("a version at revision {revision}")));
-    }
-    Ok((revision, &tree_key[9..]))
-}
-
-/// A key entry's stem.
-fn split_key_entry(tree_key: &[u8]) -> Result<&[u8]> {
-    if tree_key.len() < 1 + 2 || tree_key[0] != prefix_key {
-        return Err(bad("a key entry's key too short"));
-    }
-    Ok(&tree_key[1..])
-}
-
-/// A key entry: the key's newest version.
-#[derive(Clone, Copy, Debug)]
-struct Newest {
-    revision: i64,
-    deleted: bool,
-}
-
-/// A key entry's value: the newest version's kind, then its revision as an
-/// unsigned LEB128 varint (2–4 bytes for most revisions, not 8).
-fn encode_newest(revision: i64, deleted: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(11);
-    out.push(if deleted { kind_delete } else { kind_put });
-    put_varint(&mut out, revision as u64);
-    out
-}
-
-fn decode_newest(value: &[u8]) -> Result<Newest> {
-    let wrong = || bad(format!("a key entry {value:02x?}"));
-    let (&kind, digits) = value.split_first().ok_or_else(wrong)?;
-    // Canonical: 1 to 9 bytes (revisions are below 2^63), continuation bits
-    // on all but the last, and no zero last byte after the first.
-    let last = digits.len().checked_sub(1).ok_or_else(wrong)?;
-    if digits.len() > 9
-        || digits.iter().enumerate().any(|(i, d)| (d & 0x80 != 0) != (i < last))
-        || (last > 0 && digits[last] == 0)
-        || (kind != kind_put && kind != kind_delete)
-    {
-        return Err(wrong());
-    }
-    let revision = digits.iter().rev().fold(0u64, |n, d| n << 7 | u64::from(d & 0x7f));
-    let revision = i64::try_from(revision).map_err(|_| wrong())?;
-    if revision < 1 {
-        return Err(wrong());
-    }
-    Ok(Newest { revision, deleted: kind == kind_delete })
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn unzigzag(value: u64) -> i64 {
-    (value >> 1) as i64 ^ -((value & 1) as i64)
-}
-
-/// The record of `key`'s version at `revision` (`kv` None: a delete),
-/// whose previous version is at `previous` (0: none).
-fn encode_record(
-    key: &[u8],
-    long: bool,
-    revision: i64,
-    previous: i64,
-    kv: Option<&KeyValue>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + kv.map_or(0, |kv| kv.value.len()));
-    out.push(if kv.is_some() { kind_put } else { kind_delete });
-    out.push(if long { flag_long_key } else { 0 });
-    // Revisions as distances below this one (small for recent ones).
-    put_varint(&mut out, if previous == 0 { 0 } else { (revision - previous) as u64 });
-    if let Some(kv) = kv {
-        put_varint(&mut out, (revision - kv.create_revision) as u64);
-        put_varint(&mut out, kv.version as u64);
-        put_varint(&mut out, zigzag(kv.lease));
-    }
-    if long {
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(key);
-    }
-    if let Some(kv) = kv {
-        out.extend_from_slice(&kv.value);
-    }
-    out
-}
-
-/// A decoded version record.
-struct Record {
-    /// The full key (from the record for a long key, else the one given).
-    key: Bytes,
-    /// The key's previous version's revision (0: none).
-    previous: i64,
-    version: ExportedVersion,
-}
-
-fn decode_record(record: &[u8], revision: i64, short_key: Option<&Bytes>) -> Result<Record> {
-    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
-        let slice = record.get(*at..*at + n).ok_or_else(|| bad("a version record cut short"))?;
-        *at += n;
-        Ok(slice)
-    };
-    let varint = |at: &mut usize| -> Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = take(at, 1)?[0];
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(bad("a version record's number runs past 64 bits"))
-    };
-    // A revision `distance` below this one: at least 1.
-    let below = |distance: u64, what: &str| -> Result<i64> {
-        match i64::try_from(distance) {
-            Ok(distance) if distance < revision => Ok(revision - distance),
-            _ => Err(bad(format!("the version at {revision} names a {what} {distance} below it"))),
-        }
-    };
-    let mut at = 0;
-    let header = take(&mut at, 2)?;
-    let (kind, flags) = (header[0], header[1]);
-    if flags & !flag_long_key != 0 || (kind != kind_put && kind != kind_delete) {
-        return Err(bad(format!("a version record of kind {kind} flags {flags}")));
-    }
-    let previous = match varint(&mut at)? {
-        0 => 0,
-        distance => below(distance, "previous version")?,
-    };
-    let fields = if kind == kind_put {
-        let create_revision = below(varint(&mut at)?, "creation")?;
-        let version = i64::try_from(varint(&mut at)?)
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| bad(format!("the version at {revision} has no valid version")))?;
-        Some((create_revision, version, unzigzag(varint(&mut at)?)))
-    } else {
-        None
-    };
-    let key = if flags & flag_long_key != 0 {
-        let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
-        Bytes::copy_from_slice(take(&mut at, len)?)
-    } else {
-        short_key.cloned().ok_or_else(|| bad("a long key's record lacks it"))?
-    };
-    let kv = fields.map(|(create_revision, version, lease)| KeyValue {
-        key: key.clone(),
-        create_revision,
-        mod_revision: revision,
-        version,
-        value: Bytes::copy_from_slice(&record[at..]),
-        lease,
-    });
-    if kv.is_none() && at != record.len() {
-        return Err(bad("a delete record with a value"));
-    }
-    Ok(Record { key, previous, version: ExportedVersion { revision, kv } })
-}
-
-fn lease_key(id: i64) -> [u8; 9] {
-    let mut out = [prefix_lease; 9];
-    out[1..].copy_from_slice(&(id as u64).to_be_bytes());
-    out
-}
-
-fn encode_lease(ttl: i64, expiry_ms: i64) -> [u8; 16] {
-    let mut out = [0; 16];
-    out[..8].copy_from_slice(&ttl.to_le_bytes());
-    out[8..].copy_from_slice(&expiry_ms.to_le_bytes());
-    out
-}
-
-/// A lease entry: (id, ttl, expiry_ms).
-fn decode_lease(tree_key: &[u8], value: &[u8]) -> Result<(i64, i64, i64)> {
-    let (Ok(id), Ok(value)) = (<[u8; 8]>::try_from(&tree_key[1..]), <[u8; 16]>::try_from(value))
-    else {
-        return Err(bad("a lease entry of the wrong size"));
-    };
-    let ttl = i64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
-    let expiry_ms = i64::from_le_bytes(value[8..].try_into().expect("8 bytes"));
-    Ok((u64::from_be_bytes(id) as i64, ttl, expiry_ms))
-}
-
-fn prefix_end(prefix: u8) -> Vec<u8> {
-    vec![prefix + 1]
-}
-
 /// A point read of the tree (the writer's working tree or a checkpoint).
 type Get<'a> = dyn FnMut(&[u8]) -> std::result::Result<Option<Vec<u8>>, StoreError> + 'a;
 
-/// The version of `stem` at `revision`: None where compaction removed it,
-/// which only happens at or below `compact_revision`.
+/// The version at `at`: None where compaction removed it, which only
+/// happens at or below `compact_revision`. `known`: the key it must be.
 fn read_version(
     get: &mut Get<'_>,
-    stem: &[u8],
-    revision: i64,
-    short_key: Option<&Bytes>,
+    at: At,
+    known: Option<&Bytes>,
     compact_revision: i64,
 ) -> Result<Option<Record>> {
-    match get(&version_key(revision, stem))? {
-        Some(bytes) => {
-            let record = decode_record(&bytes, revision, short_key)?;
-            Ok(Some(record))
+    match get(&version_key(at))? {
+        Some(bytes) => Ok(Some(decode_record(&bytes, at, known)?)),
+        None if at.revision <= compact_revision => Ok(None),
+        None => Err(bad(format!("the version at {at} is missing"))),
+    }
+}
+
+/// The version at `at`, which must be there (a key entry's own, or a
+/// delete's previous put: compaction removes neither without what names it).
+fn read_present(get: &mut Get<'_>, at: At, known: Option<&Bytes>) -> Result<Record> {
+    match read_version(get, at, known, 0)? {
+        Some(record) => Ok(record),
+        None => unreachable!("revisions are at least 1"),
+    }
+}
+
+/// The key of a delete's record, which leaves it out: the key of the put
+/// before it (the nearest older put, which compaction keeps while the
+/// delete stays).
+fn key_of_delete(get: &mut Get<'_>, record: &Record) -> Result<Bytes> {
+    let mut previous = record.previous;
+    loop {
+        let Some(at) = previous else {
+            return Err(bad(format!("the delete at {} follows no put", record.version.revision)));
+        };
+        let older = read_present(get, at, None)?;
+        if let Some(key) = older.key {
+            return Ok(key);
         }
-        None if revision <= compact_revision => Ok(None),
-        None => Err(bad(format!("the version at revision {revision} is missing"))),
+        previous = older.previous;
     }
 }
 
 /// The newest version of a key at or below `at`, walking back from its
 /// newest (None: no version then, or a delete that compaction removed).
+/// `known`: the key, where the reader knows it (a long key's stem does not
+/// spell it; its puts hold it).
 fn version_at(
     get: &mut Get<'_>,
-    stem: &[u8],
     newest: Newest,
     at: i64,
-    short_key: Option<&Bytes>,
+    known: Option<&Bytes>,
     compact_revision: i64,
 ) -> Result<Option<Record>> {
-    if newest.revision <= at && newest.deleted {
+    if newest.at.revision <= at && newest.deleted {
         return Ok(None);
     }
     // The key entry's own version is never removed without it.
-    let Some(mut record) = read_version(get, stem, newest.revision, short_key, 0)? else {
-        unreachable!("revision 0 is never read")
-    };
-    if record.version.kv.is_none() != newest.deleted {
-        return Err(bad(format!("the key entry disagrees with version {}", newest.revision)));
+    let mut record = read_present(get, newest.at, known)?;
+    if record.is_delete() != newest.deleted {
+        return Err(bad(format!("the key entry disagrees with version {}", newest.at)));
     }
+    let mut key = record.key.clone();
     while record.version.revision > at {
-        if record.previous == 0 {
-            return Ok(None);
-        }
-        let key = record.key.clone();
-        match read_version(get, stem, record.previous, short_key, compact_revision)? {
-            Some(older) if older.key == key => record = older,
-            Some(_) => return Err(bad("two keys share a stem")),
+        let Some(previous) = record.previous else { return Ok(None) };
+        match read_version(get, previous, key.as_ref(), compact_revision)? {
+            Some(older) => record = older,
             None => return Ok(None),
         }
+        key = key.or_else(|| record.key.clone());
     }
     Ok(Some(record))
 }
 
 /// Every version a key holds, newest first (the walk ends at the first
-/// previous revision that compaction removed).
+/// previous version that compaction removed), with the key.
 fn all_versions(
     get: &mut Get<'_>,
-    stem: &[u8],
     newest: Newest,
-    short_key: Option<&Bytes>,
+    known: Option<&Bytes>,
     compact_revision: i64,
 ) -> Result<(Bytes, Vec<ExportedVersion>)> {
-    let Some(first) = read_version(get, stem, newest.revision, short_key, 0)? else {
-        unreachable!("revision 0 is never read")
-    };
-    if first.version.kv.is_none() != newest.deleted {
-        return Err(bad(format!("the key entry disagrees with version {}", newest.revision)));
+    let first = read_present(get, newest.at, known)?;
+    if first.is_delete() != newest.deleted {
+        return Err(bad(format!("the key entry disagrees with version {}", newest.at)));
     }
-    let key = first.key.clone();
+    let mut key = first.key.clone();
     let mut previous = first.previous;
     let mut versions = vec![first.version];
-    while previous != 0 {
-        match read_version(get, stem, previous, short_key, compact_revision)? {
-            Some(older) if older.key == key => {
+    while let Some(at) = previous {
+        match read_version(get, at, key.as_ref(), compact_revision)? {
+            Some(older) => {
+                key = key.or_else(|| older.key.clone());
                 previous = older.previous;
                 versions.push(older.version);
             }
-            Some(_) => return Err(bad("two keys share a stem")),
             None => break,
         }
     }
+    // A delete the key entry names is preceded by a put compaction kept.
+    let key = key.ok_or_else(|| bad(format!("the key of version {} holds no put", newest.at)))?;
     Ok((key, versions))
 }
 
@@ -537,16 +262,6 @@ pub struct Totals {
     pub size_bytes: i64,
 }
 
-/// A key written in the batch being folded.
-struct Written {
-    /// Its newest version in the batch, and whether that is a delete.
-    newest: i64,
-    deleted: bool,
-    /// The revision before `newest` and where `newest`'s record is.
-    previous: i64,
-    slot: usize,
-}
-
 impl<F: PageFile> PagedHistory<F> {
     /// The history held in `store` (an empty store holds an empty history).
     pub fn open(mut store: PageStore<F>) -> Result<PagedHistory<F>> {
@@ -571,7 +286,7 @@ impl<F: PageFile> PagedHistory<F> {
                 "written in layout {layout}, this build reads layout {layout_version}"
             )));
         }
-        if revision < super::initial_revision
+        if !(super::initial_revision..=revision_max).contains(&revision)
             || compact_revision > revision
             || live_keys < 0
             || size_bytes < 0
@@ -608,62 +323,62 @@ impl<F: PageFile> PagedHistory<F> {
 
     /// Folds changes into the working tree, in order.
     ///
-    /// Versions go in first, in revision order (appends at the tree's right
-    /// end), then the key entries of the keys written, in key order, then the
-    /// compactions in the order applied: a compaction at C only touches
-    /// versions at or below C, all of which came before it, so the result is
-    /// the same as in log order.
+    /// Each revision's changes must all be in one batch, after every
+    /// revision folded before (a revision's versions are numbered when it
+    /// is folded). Versions go in first, in (revision, key) order (appends at
+    /// the tree's right end), then the key entries of the keys written, in
+    /// key order, then the compactions in the order applied: a compaction at
+    /// C only touches versions at or below C, all of which came before it,
+    /// so the result is the same as in log order.
     pub fn apply(&mut self, changes: &[HistoryChange]) -> Result<()> {
-        let mut written: HashMap<Vec<u8>, Written> = HashMap::new();
+        let mut written: HashMap<Vec<u8>, Newest> = HashMap::new();
         let mut versions: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(changes.len());
-        for change in changes {
-            let HistoryChange::Version { key, revision, kv } = change else { continue };
-            let (stem, long) = stem(key);
-            let (previous, slot) = match written.get(&stem) {
-                // The same key twice in one revision: the later stands.
-                Some(w) if w.newest == *revision => (w.previous, Some(w.slot)),
-                Some(w) => (w.newest, None),
-                None => match self.store.get(&key_entry_key(&stem))? {
-                    Some(value) => (decode_newest(&value)?.revision, None),
-                    None => (0, None),
-                },
-            };
-            if previous >= *revision {
-                return Err(bad(format!(
-                    "a version at revision {revision} after one at {previous}"
-                )));
+        let mut folded = self.revision;
+        let mut pending = changes
+            .iter()
+            .filter_map(|change| match change {
+                HistoryChange::Version { key, revision, kv } => Some((key, *revision, kv)),
+                _ => None,
+            })
+            .peekable();
+        while let Some(&(_, revision, _)) = pending.peek() {
+            if revision <= folded || revision > revision_max {
+                return Err(bad(format!("a version at revision {revision} after {folded}")));
             }
-            let record = encode_record(key, long, *revision, previous, kv.as_ref());
-            let slot = match slot {
-                Some(slot) => {
-                    versions[slot].1 = record;
-                    slot
+            folded = revision;
+            // The revision's versions, one per key (the later stands), in
+            // key order: that order numbers them.
+            let mut group: BTreeMap<&Bytes, &Option<KeyValue>> = BTreeMap::new();
+            while let Some((key, _, kv)) = pending.next_if(|(_, r, _)| *r == revision) {
+                group.insert(key, kv);
+            }
+            for (sub, (key, kv)) in group.into_iter().enumerate() {
+                let at = At::new(revision, sub as u64);
+                let (stem, _) = stem(key);
+                let previous = match written.get(&stem) {
+                    Some(newest) => Some(newest.at),
+                    None => match self.store.get(&key_entry_key(&stem))? {
+                        Some(value) => Some(decode_newest(&value)?.at),
+                        None => None,
+                    },
+                };
+                if kv.is_none() && previous.is_none() {
+                    return Err(bad(format!("a delete at {at} of a key never written")));
                 }
-                None => {
-                    versions.push((version_key(*revision, &stem), record));
-                    versions.len() - 1
-                }
-            };
-            let deleted = kv.is_none();
-            written.insert(stem, Written { newest: *revision, deleted, previous, slot });
+                versions.push((version_key(at), encode_record(key, at, previous, kv.as_ref())));
+                written.insert(stem, Newest { at, deleted: kv.is_none() });
+            }
         }
-        let newest = versions
-            .last()
-            .map(|(tree_key, _)| split_version_key(tree_key).map(|(revision, _)| revision))
-            .transpose()?;
-        // Log order is revision order; within a revision, tree-key order.
-        versions.sort_by(|a, b| a.0.cmp(&b.0));
         self.store.insert_sorted(versions.iter().map(|(k, r)| (k.as_slice(), r.as_slice())))?;
+        drop(versions);
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = written
             .into_iter()
-            .map(|(stem, w)| (key_entry_key(&stem), encode_newest(w.newest, w.deleted)))
+            .map(|(stem, newest)| (key_entry_key(&stem), encode_newest(newest)))
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.store.insert_sorted(entries.iter().map(|(k, v)| (k.as_slice(), &v[..])))?;
-        if let Some(newest) = newest {
-            self.revision = self.revision.max(newest);
-        }
-        let mut leases: std::collections::BTreeMap<i64, Option<(i64, i64)>> = Default::default();
+        self.revision = folded;
+        let mut leases: BTreeMap<i64, Option<(i64, i64)>> = BTreeMap::new();
         let mut clock: Option<i64> = None;
         for change in changes {
             match change {
@@ -712,21 +427,33 @@ impl<F: PageFile> PagedHistory<F> {
                 self.store.remove(&key)?;
             }
         }
+        if state.revision() > revision_max {
+            return Err(bad(format!("revision {} is past this layout's", state.revision())));
+        }
         // `state` may read an older checkpoint of this same store: its pages
         // stay pinned while it does, whatever this writer changes.
         let store = &mut self.store;
         let mut failure: Option<HistoryError> = None;
+        // Keys come in key order: each revision's versions are numbered so.
+        let mut subs: HashMap<i64, u64> = HashMap::new();
         let read = state.for_each_history(|key, versions| {
-            let (stem, long) = stem(&key);
+            let (stem, _) = stem(&key);
             let mut write = || -> Result<()> {
+                let ats: Vec<At> = versions
+                    .iter()
+                    .map(|version| {
+                        let next = subs.entry(version.revision).or_insert(0);
+                        *next += 1;
+                        At::new(version.revision, *next - 1)
+                    })
+                    .collect();
                 for (i, version) in versions.iter().enumerate() {
-                    let previous = versions.get(i + 1).map_or(0, |older| older.revision);
                     let record =
-                        encode_record(&key, long, version.revision, previous, version.kv.as_ref());
-                    store.insert(&version_key(version.revision, &stem), &record)?;
+                        encode_record(&key, ats[i], ats.get(i + 1).copied(), version.kv.as_ref());
+                    store.insert(&version_key(ats[i]), &record)?;
                 }
                 if let Some(newest) = versions.first() {
-                    let entry = encode_newest(newest.revision, newest.kv.is_none());
+                    let entry = encode_newest(Newest { at: ats[0], deleted: newest.kv.is_none() });
                     store.insert(&key_entry_key(&stem), &entry)?;
                 }
                 Ok(())
@@ -759,7 +486,7 @@ impl<F: PageFile> PagedHistory<F> {
         live_keys: usize,
         size_bytes: i64,
     ) -> Result<()> {
-        if revision < self.revision {
+        if revision < self.revision || revision > revision_max {
             return Err(bad(format!("checkpoint at revision {revision} below {}", self.revision)));
         }
         self.revision = revision;
@@ -795,204 +522,79 @@ impl<F: PageFile> PagedHistory<F> {
         if revision <= self.compact_revision {
             return Ok(());
         }
-        let start = version_key((self.compact_revision + 1).max(1), &[]);
-        let end = version_key(revision + 1, &[]);
+        let start = revision_bound((self.compact_revision + 1).max(1));
+        let end = revision_bound(revision.saturating_add(1));
         let mut after: Option<Vec<u8>> = None;
         loop {
             let lower = match &after {
                 Some(last) => Bound::Excluded(last.as_slice()),
                 None => Bound::Included(start.as_slice()),
             };
-            let chunk: Vec<Vec<u8>> = self
+            let chunk: Vec<(Vec<u8>, Vec<u8>)> = self
                 .store
                 .cursor(lower, Bound::Excluded(&end))?
                 .take(compaction_chunk_entries)
-                .map(|entry| entry.map(|(key, _)| key))
                 .collect::<std::result::Result<_, _>>()?;
-            let Some(last) = chunk.last().cloned() else { break };
-            let mut stems: Vec<&[u8]> = chunk
-                .iter()
-                .map(|tree_key| split_version_key(tree_key).map(|(_, stem)| stem))
-                .collect::<Result<_>>()?;
-            stems.sort_unstable();
-            stems.dedup();
-            for stem in stems {
-                self.compact_key(stem, revision)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            let mut keys: Vec<Bytes> = Vec::with_capacity(chunk.len());
+            for (tree_key, value) in &chunk {
+                let record = decode_record(value, split_version_key(tree_key)?, None)?;
+                keys.push(match record.key {
+                    Some(key) => key,
+                    None => key_of_delete(&mut |k| self.store.get(k), &record)?,
+                });
             }
-            after = Some(last);
+            drop(chunk);
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                self.compact_key(&key, revision)?;
+            }
         }
         self.compact_revision = revision;
         Ok(())
     }
 
     /// Drops the versions of one key that compaction at `revision` removes.
-    fn compact_key(&mut self, stem: &[u8], revision: i64) -> Result<()> {
-        let entry_key = key_entry_key(stem);
+    fn compact_key(&mut self, key: &Bytes, revision: i64) -> Result<()> {
+        let entry_key = key_entry_key(&stem(key).0);
         let Some(value) = self.store.get(&entry_key)? else { return Ok(()) };
         let newest = decode_newest(&value)?;
-        let short_key = short_key_of(stem)?;
         let store = &mut self.store;
-        let kept = if newest.revision <= revision && newest.deleted {
+        let kept = if newest.at.revision <= revision && newest.deleted {
             // Read it anyway: its older versions go too.
-            read_version(&mut |k| store.get(k), stem, newest.revision, short_key.as_ref(), 0)?
+            read_present(&mut |k| store.get(k), newest.at, Some(key))?
         } else {
-            let found = version_at(
-                &mut |k| store.get(k),
-                stem,
-                newest,
-                revision,
-                short_key.as_ref(),
-                revision,
-            )?;
+            let found = version_at(&mut |k| store.get(k), newest, revision, Some(key), revision)?;
             match found {
-                Some(kept) => Some(kept),
+                Some(kept) => kept,
                 None => return Ok(()),
             }
         };
-        let Some(kept) = kept else { unreachable!("revision 0 is never read") };
         let mut older = kept.previous;
-        while older != 0 {
-            match self.store.remove(&version_key(older, stem))? {
-                Some(bytes) => older = decode_record(&bytes, older, short_key.as_ref())?.previous,
-                None if older <= revision => break,
-                None => return Err(bad(format!("the version at revision {older} is missing"))),
+        while let Some(at) = older {
+            match self.store.remove(&version_key(at))? {
+                Some(bytes) => older = decode_record(&bytes, at, Some(key))?.previous,
+                None if at.revision <= revision => break,
+                None => return Err(bad(format!("the version at {at} is missing"))),
             }
         }
-        if kept.version.kv.is_none() {
-            self.store.remove(&version_key(kept.version.revision, stem))?;
-            if kept.version.revision == newest.revision {
+        if kept.is_delete() {
+            self.store.remove(&version_key(kept.at))?;
+            if kept.at == newest.at {
                 self.store.remove(&entry_key)?;
             }
         }
         Ok(())
     }
 
-    /// The last checkpoint's history as an in-memory store (checked as a
-    /// snapshot import is). Two threads each read half of the version log
-    /// (by revision, leaves bypassing the page cache) and sort it by key,
-    /// newest first; then one merges the halves, checks each key and builds
-    /// its versions while this one puts the keys into the map.
+    /// The last checkpoint's history as an in-memory store (see
+    /// `PagedView::load`).
     pub fn load(&mut self) -> Result<Store> {
         self.view().load()
     }
 }
-
-impl PagedView {
-    /// As `PagedHistory::load`, from this checkpoint (on any thread: a
-    /// member that starts serves from the pages while one loads them).
-    pub fn load(&self) -> Result<Store> {
-        let view = self;
-        let totals = view.totals;
-        let mut importer = Importer::new(totals.revision, totals.compact_revision).map_err(bad)?;
-        let leases = view.leases()?;
-        for (id, lease) in leases.iter() {
-            importer.add_lease(id, lease.ttl, lease.expiry_ms).map_err(bad)?;
-        }
-        importer.set_lease_clock(leases.clock_ms()).map_err(bad)?;
-        let middle = (totals.compact_revision.max(0) + totals.revision) / 2 + 1;
-        let (low, high) = std::thread::scope(|scope| {
-            let low = scope.spawn(|| sorted_versions(view, 1, middle));
-            let high = sorted_versions(view, middle, i64::MAX);
-            let low = low.join().expect("the log reader does not panic");
-            Ok::<_, HistoryError>((low?, high?))
-        })?;
-        // One thread merges the halves, checks each key and builds its chain
-        // of versions; this one puts the keys into the map, batch by batch.
-        let preparer = importer.preparer();
-        std::thread::scope(|scope| -> Result<()> {
-            let (batches_tx, batches) = std::sync::mpsc::sync_channel::<Vec<PreparedKey>>(16);
-            let merger = scope.spawn(move || merge_halves(low, high, preparer, batches_tx));
-            for batch in batches {
-                for key in batch {
-                    importer.commit(key);
-                }
-            }
-            merger.join().expect("the merger does not panic")
-        })?;
-        Ok(importer.finish())
-    }
-}
-
-/// Merges the two halves of `load` (each in key order, newest first within
-/// a key; a key in both has its high-half versions newer than its low-half
-/// ones), prepares each key and sends them on in batches.
-fn merge_halves(
-    low: Vec<(Bytes, Arc<Version>)>,
-    high: Vec<(Bytes, Arc<Version>)>,
-    mut preparer: Preparer,
-    batches: std::sync::mpsc::SyncSender<Vec<PreparedKey>>,
-) -> Result<()> {
-    const batch_keys: usize = 1024;
-    let mut low = low.into_iter().peekable();
-    let mut high = high.into_iter().peekable();
-    let mut batch = Vec::with_capacity(batch_keys);
-    loop {
-        let take_high = match (low.peek(), high.peek()) {
-            (None, None) => break,
-            (Some(_), None) => false,
-            (None, Some(_)) => true,
-            (Some(l), Some(h)) => h.0 <= l.0,
-        };
-        let (key, first) = if take_high { high.next() } else { low.next() }.expect("peeked");
-        let mut group = vec![first];
-        while let Some((_, version)) = high.next_if(|(next, _)| *next == key) {
-            group.push(version);
-        }
-        while let Some((_, version)) = low.next_if(|(next, _)| *next == key) {
-            group.push(version);
-        }
-        batch.push(preparer.prepare_chain(key, group).map_err(bad)?);
-        if batch.len() == batch_keys {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_keys));
-            if batches.send(full).is_err() {
-                return Ok(());
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = batches.send(batch);
-    }
-    Ok(())
-}
-
-/// The versions of a checkpoint with revisions in [from, to), sorted by key,
-/// newest first within a key, each allocated as it will stay in memory
-/// (unlinked: `Preparer::prepare_chain` links them).
-fn sorted_versions(view: &PagedView, from: i64, to: i64) -> Result<Vec<(Bytes, Arc<Version>)>> {
-    let start = version_key(from, &[]);
-    let end = if to == i64::MAX { prefix_end(prefix_version) } else { version_key(to, &[]) };
-    let mut cursor = view.snapshot.scan_cursor(Bound::Included(&start), Bound::Excluded(&end))?;
-    // About one version per revision: reserved up front, the vector is not
-    // copied as it grows (it holds the whole history).
-    // Bounded by the tree's entry count, so a damaged meta entry cannot ask
-    // for an absurd reservation.
-    let revisions = to.min(view.totals.revision.saturating_add(1)).saturating_sub(from).max(0);
-    let capacity = (revisions as u64).min(view.snapshot.len());
-    let mut versions: Vec<(Bytes, Arc<Version>)> = Vec::with_capacity(capacity as usize);
-    // Consecutive versions often share a stem; decode it once.
-    let mut last_stem: (Vec<u8>, Option<Bytes>) = (Vec::new(), None);
-    loop {
-        let step = cursor.next_with(|tree_key, record| -> Result<(Bytes, Arc<Version>)> {
-            let (revision, stem) = split_version_key(tree_key)?;
-            if last_stem.0 != stem {
-                last_stem = (stem.to_vec(), short_key_of(stem)?);
-            }
-            let record = decode_record(record, revision, last_stem.1.as_ref())?;
-            // Allocated here, on a reader thread; linked by the merger.
-            let kv = record.version.kv;
-            Ok((record.key, Arc::new(Version { kv, revision, previous: None })))
-        })?;
-        match step {
-            Some(version) => versions.push(version?),
-            None => break,
-        }
-    }
-    versions.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.revision.cmp(&a.1.revision)));
-    Ok(versions)
-}
-
-mod view;
-pub use view::{PagedKey, PagedRange, PagedView};
 
 #[cfg(test)]
 mod tests;

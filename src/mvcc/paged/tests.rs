@@ -151,6 +151,13 @@ fn check_view(view: PagedView, model: &Snapshot) {
             let mut got = view.changes_between(from, to, |_| true).unwrap();
             got.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             assert!(got == want, "changes {from}..={to}");
+            // A watch of some keys only: puts and deletes of the others are
+            // skipped, the rest come as they are.
+            let some = |key: &[u8]| key.first().is_some_and(|b| b % 2 == 1);
+            let mut got = view.changes_between(from, to, |key| some(key)).unwrap();
+            got.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            let want: Vec<_> = want.into_iter().filter(|change| some(&change.1)).collect();
+            assert!(got == want, "changes {from}..={to} of some keys");
         }
         for revision in revisions {
             for (i, start) in bounds.iter().enumerate() {
@@ -363,9 +370,19 @@ fn replace_all_then_load_is_the_state() {
         .apply(&[HistoryChange::Version {
             key: Bytes::from_static(b"stale"),
             revision: 2,
-            kv: None,
+            kv: Some(KeyValue {
+                key: Bytes::from_static(b"stale"),
+                create_revision: 2,
+                mod_revision: 2,
+                version: 1,
+                value: Bytes::from_static(b"old"),
+                lease: 0,
+            }),
         }])
         .unwrap();
+    // A delete of a key never written is refused: it could not name its key.
+    let never = HistoryChange::Version { key: Bytes::from_static(b"never"), revision: 3, kv: None };
+    assert!(paged.apply(&[never]).is_err_and(|e| e.to_string().contains("never written")));
     paged.replace_all(&model.snapshot()).unwrap();
     paged
         .checkpoint(
@@ -380,25 +397,35 @@ fn replace_all_then_load_is_the_state() {
 
 #[test]
 fn damaged_records_are_errors_not_panics() {
-    // Records of versions at revision 5: kind, flags, then varints.
+    // Records of versions at revision 5: varints (the first: the previous
+    // version's distance × 4 + 2 if its sub follows + 1 for a delete).
     let records = [
         vec![],
-        vec![1],
-        vec![1, 0, 0],             // a put cut short
-        vec![1, 0, 0, 5, 1, 0],    // created 5 below revision 5: at 0
-        vec![1, 0, 0, 0, 0, 0],    // version 0
-        vec![1, 0, 0, 0, 1, 0x80], // a lease varint cut short
-        vec![3, 0, 0],             // kind 3
-        vec![2, 1, 0, 9, 0, 0, 0], // a long key cut short
-        vec![2, 0, 0, 5],          // a delete with a value
-        vec![2, 0, 5],             // a previous version at 0
-        vec![2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // > 64 bits
+        vec![0],                                                          // a put cut short
+        vec![0, 5, 1, 0, 0],       // created 5 below revision 5: at 0
+        vec![0, 0, 0, 0, 0],       // version 0
+        vec![0, 0, 1, 0x80],       // a lease varint cut short
+        vec![0, 0, 1, 0, 9, b'k'], // a key cut short
+        vec![0, 0, 1, 0, 1, b'j'], // another key than the one read
+        vec![1],                   // a delete with no previous version
+        vec![4 | 1, 5],            // a delete with a value
+        vec![20 | 1],              // a previous version at 0
+        vec![4 | 2 | 1],           // a previous version's sub missing
+        vec![4 | 2 | 1, 0],        // sub 0 spelt out
+        vec![2, 0, 1, 0, 1, b'k'], // a sub with no previous version
+        vec![0x81, 0],             // a non-canonical varint
+        vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], // > 64 bits
     ];
     let key = Bytes::from_static(b"k");
-    assert!(decode_record(&[2, 0, 1], 5, Some(&key)).is_ok_and(|r| r.previous == 4));
-    let put = decode_record(&[1, 0, 0, 2, 3, 3, b'v'], 5, Some(&key)).unwrap();
+    let at = At::new(5, 0);
+    let delete = decode_record(&[4 | 2 | 1, 3], at, None).unwrap();
+    assert!(delete.is_delete());
+    assert_eq!((delete.previous, delete.key), (Some(At::new(4, 3)), None));
+    assert_eq!(decode_record(&[4 | 1], at, None).unwrap().previous, Some(At::new(4, 0)));
+    let put = decode_record(&[0, 2, 3, 3, 1, b'k', b'v'], at, Some(&key)).unwrap();
     let kv = put.version.kv.unwrap();
     assert_eq!((kv.create_revision, kv.version, kv.lease, &kv.value[..]), (3, 3, -2, &b"v"[..]));
+    assert_eq!((put.key, put.previous), (Some(key.clone()), None));
     // Every record encodes and decodes back, leases of any sign included.
     for lease in [0, 1, -1, i64::MAX, i64::MIN] {
         let kv = KeyValue {
@@ -409,35 +436,53 @@ fn damaged_records_are_errors_not_panics() {
             value: Bytes::from_static(b"value"),
             lease,
         };
-        let record = encode_record(&key, false, kv.mod_revision, 77, Some(&kv));
-        let back = decode_record(&record, kv.mod_revision, Some(&key)).unwrap();
-        assert_eq!((back.previous, back.version.kv), (77, Some(kv)));
+        let at = At::new(kv.mod_revision, 300);
+        let previous = Some(At::new(77, u64::MAX));
+        let record = encode_record(&key, at, previous, Some(&kv));
+        let back = decode_record(&record, at, None).unwrap();
+        assert_eq!((back.previous, back.version.kv, back.at), (previous, Some(kv), at));
     }
     for record in records {
-        assert!(decode_record(&record, 5, Some(&key)).is_err(), "{record:?}");
+        assert!(decode_record(&record, at, Some(&key)).is_err(), "{record:?}");
     }
-    let bad_entries: [&[u8]; 9] = [
+    let bad_entries: [&[u8]; 7] = [
         &[],
-        &[kind_put],                  // no revision
-        &[3, 7],                      // no such kind
-        &[kind_put, 0],               // revision 0
-        &[kind_put, 0x87],            // continuation past the end
-        &[kind_put, 7, 1],            // a byte after the last
-        &[kind_put, 0x87, 0],         // non-canonical (a zero last byte)
-        &[0, 0, 0, 0, 0, 0, 0, 1, 1], // layout 3's fixed-width entry
-        &[kind_delete, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 1], // 10 bytes
+        &[0],                                                       // revision 0
+        &[0x87],                                                    // continuation past the end
+        &[4 << 2, 1],                                               // a byte after the last
+        &[0x87, 0],       // non-canonical (a zero last byte)
+        &[4 << 2 | 1, 0], // a sub flagged, and 0
+        &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 2], // past 64 bits
     ];
     for entry in bad_entries {
         assert!(decode_newest(entry).is_err(), "{entry:?}");
     }
-    for revision in [1, 7, 127, 128, 300, 1 << 20, i64::MAX] {
+    for revision in [1, 7, 127, 128, 300, 1 << 20, revision_max] {
         for deleted in [false, true] {
-            let entry = encode_newest(revision, deleted);
-            let back = decode_newest(&entry).unwrap();
-            assert_eq!((back.revision, back.deleted), (revision, deleted), "{entry:?}");
+            for sub in [0, 1, 300, u64::MAX] {
+                let at = At::new(revision, sub);
+                let entry = encode_newest(Newest { at, deleted });
+                let back = decode_newest(&entry).unwrap();
+                assert_eq!((back.at, back.deleted), (at, deleted), "{entry:?}");
+            }
         }
     }
-    assert_eq!(encode_newest(300, false).len(), 3, "kind and two varint bytes");
+    assert_eq!(encode_newest(Newest { at: At::new(300, 0), deleted: true }).len(), 2);
+    // Version keys sort by (revision, sub) and split back.
+    let ats = [At::new(1, 0), At::new(1, 1), At::new(1, 255), At::new(1, 256), At::new(2, 0)];
+    let keys: Vec<Vec<u8>> = ats.iter().map(|at| version_key(*at)).collect();
+    assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+    for (at, tree_key) in ats.iter().zip(&keys) {
+        assert_eq!(split_version_key(tree_key).unwrap(), *at);
+        assert!(revision_bound(at.revision) < *tree_key);
+        assert!(*tree_key < revision_bound(at.revision + 1));
+    }
+    assert_eq!(version_key(At::new(9, 0)).len(), 10, "sub 0 costs one byte");
+    for tree_key in
+        [&b"v\0\0\0\0\0\0\0\x01"[..], b"v\0\0\0\0\0\0\0\x01\x01\0", b"v\0\0\0\0\0\0\0\0\0"]
+    {
+        assert!(split_version_key(tree_key).is_err(), "{tree_key:?}");
+    }
     for stem in [&[][..], &[0], &[0, 3], &[b'a', 0, 1, 7], &[0, 2, 1]] {
         assert!(key_of_stem(stem).is_err(), "{stem:?}");
     }
@@ -462,6 +507,11 @@ fn a_store_in_another_layout_is_refused() {
     store.insert(meta_layout, &3i64.to_be_bytes()).unwrap();
     let error = PagedHistory::open(store).err().expect("refused");
     assert!(error.is_corruption() && error.to_string().contains("layout 3"), "{error}");
+    // The fourth: versions under (revision, stem), deletes holding their key.
+    let mut store = PageStore::create(MemPageFile::new()).unwrap();
+    store.insert(meta_layout, &4i64.to_be_bytes()).unwrap();
+    let error = PagedHistory::open(store).err().expect("refused");
+    assert!(error.is_corruption() && error.to_string().contains("layout 4"), "{error}");
     // A store this layout wrote opens; so does an empty one.
     let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
     paged.checkpoint(1, 1, 0, 0).unwrap();

@@ -128,7 +128,6 @@ impl PagedView {
             let short_key = short_key_of(&stem)?;
             let (key, versions) = all_versions(
                 &mut |k| self.snapshot.get(k),
-                &stem,
                 newest,
                 short_key.as_ref(),
                 self.totals.compact_revision,
@@ -145,9 +144,10 @@ impl PagedView {
     }
 
     /// The versions written at revisions from `from` to `to` (inclusive)
-    /// to keys that `wanted` accepts, in revision order then tree order (the
-    /// caller sorts keys within a revision): (revision, key, version; None
-    /// for a delete). Reads the version log from `from` on, whatever the keys.
+    /// to keys that `wanted` accepts, in revision order then key order:
+    /// (revision, key, version; None for a delete). Reads the version log
+    /// from `from` on, whatever the keys (and, for a delete, the put before
+    /// it, which holds its key).
     pub fn changes_between(
         &self,
         from: i64,
@@ -158,25 +158,29 @@ impl PagedView {
         if to < from.max(1) {
             return Ok(out);
         }
-        let start = version_key(from.max(1), &[]);
-        let end = version_key(to.saturating_add(1), &[]);
+        let start = revision_bound(from.max(1));
+        let end = revision_bound(to.saturating_add(1));
         let mut cursor = self.snapshot.cursor(Bound::Included(&start), Bound::Excluded(&end))?;
         loop {
-            let step = cursor.next_with(|tree_key, record| -> Result<Option<_>> {
-                let (revision, stem) = split_version_key(tree_key)?;
-                let short_key = short_key_of(stem)?;
-                if short_key.as_ref().is_some_and(|key| !wanted(key)) {
+            let step = cursor.next_with(|tree_key, record| -> Result<Option<Record>> {
+                // A put of a key not wanted is not decoded further.
+                if put_key_of(record).is_some_and(|key| !wanted(key)) {
                     return Ok(None);
                 }
-                let record = decode_record(record, revision, short_key.as_ref())?;
-                if short_key.is_none() && !wanted(&record.key) {
-                    return Ok(None);
-                }
-                Ok(Some((revision, record.key, record.version.kv)))
+                decode_record(record, split_version_key(tree_key)?, None).map(Some)
             })?;
-            match step {
-                Some(change) => out.extend(change?),
+            let record = match step {
+                Some(Ok(Some(record))) => record,
+                Some(Ok(None)) => continue,
+                Some(Err(e)) => return Err(e),
                 None => return Ok(out),
+            };
+            let key = match &record.key {
+                Some(key) => key.clone(),
+                None => key_of_delete(&mut |k| self.snapshot.get(k), &record)?,
+            };
+            if wanted(&key) {
+                out.push((record.version.revision, key, record.version.kv));
             }
         }
     }
@@ -191,7 +195,7 @@ impl PagedView {
             .iter()
             .filter_map(|entry| {
                 let newest = decode_newest(&self.snapshot.get(entry).ok()??).ok()?;
-                (!newest.deleted).then(|| version_key(newest.revision, &entry[1..]))
+                (!newest.deleted).then(|| version_key(newest.at))
             })
             .collect();
         self.snapshot.prefetch(&versions);
@@ -199,23 +203,19 @@ impl PagedView {
 
     /// The version of `key` live at `revision`, if any.
     pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
-        let (stem, long) = stem(key);
+        let (stem, _) = stem(key);
         let Some(value) = self.snapshot.get(&key_entry_key(&stem))? else { return Ok(None) };
         let newest = decode_newest(&value)?;
-        let short_key = (!long).then(|| Bytes::copy_from_slice(key));
+        // A put of another key (long keys whose stems collide) is an error.
+        let key = Bytes::copy_from_slice(key);
         let found = version_at(
             &mut |k| self.snapshot.get(k),
-            &stem,
             newest,
             revision,
-            short_key.as_ref(),
+            Some(&key),
             self.totals.compact_revision,
         )?;
-        match found {
-            Some(record) if record.key != key => Err(bad("two keys share a stem")),
-            Some(record) => Ok(record.version.kv),
-            None => Ok(None),
-        }
+        Ok(found.and_then(|record| record.version.kv))
     }
 
     /// A pull iterator over what `range_at` visits. Reads one key at a time:
@@ -277,15 +277,9 @@ impl PagedRange {
         key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
     }
 
-    fn version_at(
-        &self,
-        stem: &[u8],
-        newest: Newest,
-        at: i64,
-        short_key: Option<&Bytes>,
-    ) -> Result<Option<Record>> {
+    fn version_at(&self, newest: Newest, at: i64, known: Option<&Bytes>) -> Result<Option<Record>> {
         let snapshot = &self.snapshot;
-        version_at(&mut |k| snapshot.get(k), stem, newest, at, short_key, self.compact_revision)
+        version_at(&mut |k| snapshot.get(k), newest, at, known, self.compact_revision)
     }
 
     /// The next live key and its version.
@@ -301,7 +295,7 @@ impl PagedRange {
         if let Some(kv) = key.kv {
             return Ok(kv);
         }
-        let found = self.version_at(&key.stem, key.newest, key.newest.revision, Some(&key.key))?;
+        let found = self.version_at(key.newest, key.newest.at.revision, Some(&key.key))?;
         found
             .and_then(|record| record.version.kv)
             .ok_or_else(|| bad("a live key without its version"))
@@ -321,18 +315,17 @@ impl PagedRange {
                 continue;
             };
             let (stem, newest) = entry?;
-            if newest.deleted && newest.revision <= self.revision {
+            if newest.deleted && newest.at.revision <= self.revision {
                 continue;
             }
             let short_key = short_key_of(&stem)?;
             let found = match short_key {
                 Some(key) if !self.in_range(&key) => continue,
-                Some(key) if newest.revision <= self.revision => {
+                Some(key) if newest.at.revision <= self.revision => {
                     PagedKey { key, stem, newest, kv: None }
                 }
                 short_key => {
-                    let record =
-                        self.version_at(&stem, newest, self.revision, short_key.as_ref())?;
+                    let record = self.version_at(newest, self.revision, short_key.as_ref())?;
                     let Some(kv) = record.and_then(|record| record.version.kv) else { continue };
                     if !self.in_range(&kv.key) {
                         continue;
