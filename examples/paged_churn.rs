@@ -105,7 +105,7 @@ fn main() {
         let after = size(&path);
         worst = worst.max(peak as f64 / live_bytes as f64).max(after as f64 / live_bytes as f64);
         println!(
-            "| {round} | {} MiB | {:.2} | {} MiB | {:.2} | {:.1} |",
+            "| {round} | {} MiB | {:.3} | {} MiB | {:.3} | {:.1} |",
             peak >> 20,
             peak as f64 / live_bytes as f64,
             after >> 20,
@@ -117,7 +117,7 @@ fn main() {
     let store = churn.history.page_store();
     println!();
     println!(
-        "{keys} keys × 288 B live at the peak = {} MiB; largest file / live = {worst:.2}; free pages at the end {} of {}",
+        "{keys} keys × 288 B live at the peak = {} MiB; largest file / live = {worst:.4}; free pages at the end {} of {}",
         live_bytes >> 20,
         store.free_page_count(),
         store.page_count()
