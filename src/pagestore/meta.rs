@@ -26,7 +26,7 @@ use super::{corrupt, page_bytes, PageId, Result};
 const page_count_max: u64 = 1 << 40;
 
 pub(crate) const meta_magic: [u8; 8] = *b"corekvPS";
-pub(crate) const format_version: u32 = 2;
+pub(crate) const format_version: u32 = 3;
 const checksum_at: usize = 88;
 /// Deeper than any tree of 2^64 pages can be with at least two children per
 /// branch: a larger height is corruption.
@@ -188,13 +188,14 @@ mod tests {
 
     #[test]
     fn a_meta_of_another_format_version_is_refused_by_name() {
-        // Version 1 had 8-byte leaf entry headers (2 bytes more per entry).
+        // Version 1 had 8-byte leaf entry headers (2 bytes more per entry),
+        // version 2 no prefix compression of leaf keys.
         let mut old = meta(3).encode();
-        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        old[8..12].copy_from_slice(&2u32.to_le_bytes());
         let sum = xxh3_64(&old[..checksum_at]);
         old[checksum_at..checksum_at + 8].copy_from_slice(&sum.to_le_bytes());
         let error = Meta::decode(&old, PageId(1)).unwrap_err().to_string();
-        assert!(error.contains("unsupported format version 1"), "{error}");
+        assert!(error.contains("unsupported format version 2"), "{error}");
     }
 
     #[test]

@@ -24,9 +24,10 @@ pub type Key = SmallVec<[u8; 40]>;
 use super::page::page_body_bytes;
 use super::PageId;
 
-/// Fixed bytes of a leaf entry before its key: key length (u16), value word
-/// (u32: length, top bit set for an overflow chain). Six, not eight: an MVCC
-/// version of a 256-byte value is then 311 bytes and 13 fit a leaf, not 12.
+/// Fixed bytes of a leaf entry before its key: a 24-bit word (the key bytes
+/// stored, the bytes shared with the previous key, the overflow bit) and the
+/// value's length (24 bits). Six, not eight: an MVCC version of a 256-byte
+/// value then fits 13 to a leaf, not 12.
 pub(crate) const leaf_entry_header_bytes: usize = 6;
 /// The largest leaf entry: values that would make an entry larger go to an
 /// overflow chain, leaving an 8-byte page reference in the entry. Large
@@ -81,15 +82,31 @@ pub struct LeafEntry {
     pub value: Value,
 }
 
+/// How many leading bytes `key` shares with `previous`: a leaf stores an
+/// entry's key as that count and the rest (prefix compression).
+pub(crate) fn shared_bytes(previous: &[u8], key: &[u8]) -> usize {
+    previous.iter().zip(key).take_while(|(a, b)| a == b).count()
+}
+
 impl LeafEntry {
-    fn encoded_bytes(&self) -> usize {
-        leaf_entry_header_bytes
-            + self.key.len()
+    /// Bytes the entry takes in a leaf, after `previous` (None: it comes
+    /// first, with its whole key).
+    fn encoded_bytes(&self, previous: Option<&LeafEntry>) -> usize {
+        let shared = previous.map_or(0, |previous| shared_bytes(&previous.key, &self.key));
+        leaf_entry_header_bytes + self.key.len() - shared
             + match &self.value {
                 Value::Inline(value) => value.len(),
                 Value::Overflow { .. } => 8,
             }
     }
+}
+
+/// Each leaf entry's bytes, in order.
+fn leaf_weights(entries: &[LeafEntry]) -> impl Iterator<Item = usize> + '_ {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| entry.encoded_bytes(i.checked_sub(1).map(|j| &entries[j])))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,7 +126,7 @@ impl Node {
     /// `page::encode_node` writes).
     pub(crate) fn body_bytes(&self) -> usize {
         match self {
-            Node::Leaf(entries) => entries.iter().map(LeafEntry::encoded_bytes).sum(),
+            Node::Leaf(entries) => leaf_weights(entries).sum(),
             Node::Branch(items) => {
                 8 + items[1..].iter().map(|item| 10 + item.key.len()).sum::<usize>()
             }
@@ -119,7 +136,7 @@ impl Node {
     /// Bytes each entry adds to the body. Item 0 of a branch is only its child.
     fn entry_weights(&self) -> Vec<usize> {
         match self {
-            Node::Leaf(entries) => entries.iter().map(LeafEntry::encoded_bytes).collect(),
+            Node::Leaf(entries) => leaf_weights(entries).collect(),
             Node::Branch(items) => items
                 .iter()
                 .enumerate()
@@ -241,10 +258,13 @@ impl Node {
     /// (left, right) body bytes of the pieces a cut before entry `at` makes.
     fn cut_sizes(&self, weights: &[usize], total: usize, at: usize) -> (usize, usize) {
         let left: usize = weights[..at].iter().sum();
-        // A branch's item `at` loses its key to the parent and becomes item 0.
+        // A branch's item `at` loses its key to the parent and becomes item 0;
+        // a leaf's entry `at` comes first, with its whole key.
         let right = match self {
             Node::Branch(_) => total - left - weights[at] + 8,
-            Node::Leaf(_) => total - left,
+            Node::Leaf(entries) => {
+                total - left + shared_bytes(&entries[at - 1].key, &entries[at].key)
+            }
         };
         (left, right)
     }

@@ -18,7 +18,7 @@
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::node::{BranchItem, Key, LeafEntry, Node, Value};
+use super::node::{shared_bytes, BranchItem, Key, LeafEntry, Node, Value};
 use super::{corrupt, key_bytes_max, page_bytes, value_bytes_max, PageId, Result};
 
 pub(crate) const page_header_bytes: usize = 32;
@@ -34,9 +34,6 @@ pub(crate) const kind_branch: u8 = 2;
 pub(crate) const kind_overflow: u8 = 3;
 pub(crate) const kind_free_list: u8 = 4;
 
-/// A leaf entry's value word (u32): the value's length, with this bit set
-/// when the value is in an overflow chain.
-const value_overflow_bit: u32 = 1 << 31;
 const checksum_range: std::ops::Range<usize> = 24..32;
 
 // Lengths fit their fields, and every page kind has room for its content.
@@ -130,8 +127,9 @@ impl<'a> Reader<'a> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
     }
 
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    fn u24(&mut self) -> Result<u32> {
+        let bytes = self.take(3)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0]))
     }
 
     fn u64(&mut self) -> Result<u64> {
@@ -187,20 +185,23 @@ pub(crate) fn encode_node(node: &Node, page: PageId, generation: u64, buf: &mut 
     let mut out = Writer { bytes: &mut buf[page_header_bytes..], at: 0 };
     let (kind, count) = match node {
         Node::Leaf(entries) => {
+            let mut previous: &[u8] = &[];
             for entry in entries {
-                out.put(&(entry.key.len() as u16).to_le_bytes());
+                let shared = shared_bytes(previous, &entry.key);
+                let suffix = &entry.key[shared..];
+                let (overflow, value_bytes) = match &entry.value {
+                    Value::Inline(value) => (0, value.len() as u32),
+                    Value::Overflow { value_bytes, .. } => (1, *value_bytes),
+                };
+                let word = suffix.len() as u32 | (shared as u32) << 11 | overflow << 22;
+                out.put(&word.to_le_bytes()[..3]);
+                out.put(&value_bytes.to_le_bytes()[..3]);
+                out.put(suffix);
                 match &entry.value {
-                    Value::Inline(value) => {
-                        out.put(&(value.len() as u32).to_le_bytes());
-                        out.put(&entry.key);
-                        out.put(value);
-                    }
-                    Value::Overflow { first, value_bytes } => {
-                        out.put(&(value_bytes | value_overflow_bit).to_le_bytes());
-                        out.put(&entry.key);
-                        out.put(&first.0.to_le_bytes());
-                    }
+                    Value::Inline(value) => out.put(value),
+                    Value::Overflow { first, .. } => out.put(&first.0.to_le_bytes()),
                 }
+                previous = &entry.key;
             }
             (kind_leaf, entries.len())
         }
@@ -250,13 +251,22 @@ fn decode_leaf_entries(reader: &mut Reader, count: usize) -> Result<Vec<LeafEntr
     let page = reader.page;
     let mut entries: Vec<LeafEntry> = Vec::with_capacity(count);
     for _ in 0..count {
-        let key_bytes = reader.u16()? as usize;
-        let word = reader.u32()?;
-        let (overflow, value_bytes) = (word & value_overflow_bit != 0, word & !value_overflow_bit);
-        if key_bytes > key_bytes_max {
-            return Err(corrupt(page, format!("key of {key_bytes} bytes")));
+        let word = reader.u24()?;
+        let value_bytes = reader.u24()?;
+        let (suffix_bytes, shared) = ((word & 0x7ff) as usize, (word >> 11 & 0x7ff) as usize);
+        let overflow = word >> 22 & 1 != 0;
+        let previous: &[u8] = entries.last().map_or(&[], |last| &last.key);
+        if word >> 23 != 0 || shared > previous.len() || shared + suffix_bytes > key_bytes_max {
+            return Err(corrupt(page, format!("leaf entry word {word:06x}")));
         }
-        let key = Key::from_slice(reader.take(key_bytes)?);
+        let suffix = reader.take(suffix_bytes)?;
+        // Canonical: the whole prefix the keys share is shared.
+        if suffix.first().is_some_and(|b| previous.get(shared) == Some(b)) {
+            return Err(corrupt(page, "a leaf key shares less than it could"));
+        }
+        let mut key = Key::from_slice(&previous[..shared]);
+        key.extend_from_slice(suffix);
+        let key_bytes = key.len();
         let inline = Value::fits_inline(key_bytes, value_bytes as usize);
         let value = match overflow {
             false if inline => Value::Inline(reader.take(value_bytes as usize)?.into()),
@@ -381,6 +391,48 @@ mod tests {
                 Err(StoreError::Corrupt { page: 5, .. }) => {}
                 other => panic!("flip at {at}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn leaf_keys_are_stored_after_what_they_share_and_only_the_longest_share_decodes() {
+        let key =
+            |i: usize| Key::from_slice(format!("/registry/pods/default/pod-{i:04}").as_bytes());
+        let node = Node::Leaf(
+            (0..60)
+                .map(|i| LeafEntry { key: key(i), value: Value::Inline(b"v"[..].into()) })
+                .collect(),
+        );
+        // 31-byte keys; after the first, each stores 1 or 2 bytes.
+        assert!(node.body_bytes() < 6 + 31 + 1 + 59 * (6 + 2 + 1), "{}", node.body_bytes());
+        let mut buf = vec![0u8; page_bytes];
+        encode_node(&node, PageId(5), 3, &mut buf);
+        assert_eq!(decode_node(&buf, PageId(5), 3).unwrap(), node);
+        // "ab" then "ac" stored whole: canonical is "c" after 1 shared byte.
+        let entry = |word: u32, key: &[u8], value: u8| {
+            let mut out = word.to_le_bytes()[..3].to_vec();
+            out.extend_from_slice(&1u32.to_le_bytes()[..3]);
+            out.extend_from_slice(key);
+            out.push(value);
+            out
+        };
+        let decode = |second: Vec<u8>| {
+            let mut body = entry(2, b"ab", 1);
+            body.extend(second);
+            let mut buf = vec![0u8; page_bytes];
+            buf[page_header_bytes..page_header_bytes + body.len()].copy_from_slice(&body);
+            seal(&mut buf, kind_leaf, 2, body.len(), PageId(5), 3);
+            decode_node(&buf, PageId(5), 3)
+        };
+        let Node::Leaf(entries) = decode(entry(1 | 1 << 11, b"c", 2)).unwrap() else { panic!() };
+        assert_eq!(entries[1].key.as_slice(), b"ac");
+        for second in [
+            entry(2, b"ac", 2),          // shares nothing: not canonical
+            entry(1 | 3 << 11, b"c", 2), // shares more than "ab" has
+            entry(2 << 11, b"", 2),      // "ab" again
+            entry(1 | 1 << 23, b"c", 2), // the reserved bit
+        ] {
+            assert!(decode(second).is_err());
         }
     }
 
