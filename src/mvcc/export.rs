@@ -201,6 +201,12 @@ impl Preparer {
                 }
             }
         }
+        // A delete removes a live key: the version before it is a put.
+        if versions.iter().enumerate().any(|(i, version)| {
+            version.kv.is_none() && versions.get(i + 1).is_none_or(|older| older.kv.is_none())
+        }) {
+            return Err("a delete of a key that was not live".into());
+        }
         let lease = versions[0].kv.as_ref().map_or(0, |kv| kv.lease);
         if lease != 0 && !self.leases.contains(lease) {
             return Err(format!("a key is attached to lease {lease:x}, which does not exist"));
@@ -371,6 +377,14 @@ mod tests {
         let mut compacted = Importer::new(10, 5).unwrap();
         let deleted = ExportedVersion { revision: 4, kv: None };
         assert!(compacted.add(Bytes::from_static(b"g"), vec![v(6, "g"), deleted]).is_err());
+        // A delete removes a live key: never first, never after a delete.
+        let delete = |revision: i64| ExportedVersion { revision, kv: None };
+        let mut importer = Importer::new(10, 0).unwrap();
+        assert!(importer.add(Bytes::from_static(b"h"), vec![delete(7)]).is_err(), "first");
+        let twice = vec![delete(8), delete(7), v(6, "i")];
+        assert!(importer.add(Bytes::from_static(b"i"), twice).is_err(), "twice");
+        let fine = vec![v(9, "j"), delete(8), v(6, "j")];
+        assert!(importer.add(Bytes::from_static(b"j"), fine).is_ok());
         assert!(Importer::new(0, -1).is_err());
     }
 }

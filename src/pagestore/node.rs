@@ -31,8 +31,9 @@ use super::PageId;
 pub(crate) const leaf_entry_header_bytes: usize = 6;
 /// The largest leaf entry: values that would make an entry larger go to an
 /// overflow chain, leaving an 8-byte page reference in the entry. Large
-/// enough that an MVCC version of a 1 KiB value (a ~43-byte tree key and a
-/// 1050-byte record) stays inline: a value that spills takes a whole page.
+/// enough that an MVCC version of a 1 KiB value (a ~10-byte tree key and a
+/// ~1080-byte record with its key) stays inline: a value that spills takes a
+/// whole page.
 pub(crate) const leaf_entry_bytes_max: usize = 1160;
 const _: () = assert!(leaf_entry_bytes_max >= leaf_entry_header_bytes + key_bytes_max + 8);
 /// A branch item: key length (u16), key, child id (u64).

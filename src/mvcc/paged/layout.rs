@@ -189,7 +189,10 @@ pub(super) fn decode_newest(value: &[u8]) -> Result<Newest> {
     let packed = reader.varint().map_err(|_| wrong())?;
     let revision = (packed >> 2) as i64;
     let sub = if packed & 1 != 0 { reader.varint().map_err(|_| wrong())? } else { 0 };
-    if revision < 1 || (packed & 1 != 0 && sub == 0) || reader.at != value.len() {
+    if !(1..=revision_max).contains(&revision)
+        || (packed & 1 != 0 && sub == 0)
+        || reader.at != value.len()
+    {
         return Err(wrong());
     }
     Ok(Newest { at: At { revision, sub }, deleted: packed & 2 != 0 })

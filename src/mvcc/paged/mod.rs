@@ -24,13 +24,14 @@
 //!   esc: every 00 byte → 00 FF, so stems of short keys sort as their keys do
 //! ```
 //!
-//! Version record: kind (1 put, 2 delete), then LEB128 varints: how far
-//! below this revision the key's previous version is (0: none) and, if there
-//! is one, its sub; for a put then how far below it the key was created, its
-//! version, its lease (zigzag) and the key's length, then the key and the
-//! value. A delete holds no key: its previous version (a put, which
-//! compaction keeps while the delete stays) does. So a delete costs ~21
-//! bytes of leaf, where repeating the key cost ~54 for a 32-byte key.
+//! Version record, LEB128 varints: how far below this revision the key's
+//! previous version is (0: none) × 4, + 2 if that version's sub follows, + 1
+//! for a delete; the sub, if flagged; for a put then how far below it the
+//! key was created, its version, its lease (zigzag) and the key's length,
+//! then the key and the value. A delete holds no key: its previous version
+//! (a put, which compaction keeps while the delete stays) does. So a delete
+//! costs ~20 bytes of leaf (~13 once the leaf shares its tree key's prefix),
+//! where repeating the key cost ~54 for a 32-byte key.
 //!
 //! A read at R finds the key entry, then follows previous versions from the
 //! newest to the first at or below R. Compaction at C keeps, per key, the
@@ -362,6 +363,9 @@ impl<F: PageFile> PagedHistory<F> {
                         None => None,
                     },
                 };
+                if previous.is_some_and(|previous| previous.revision >= revision) {
+                    return Err(bad(format!("a version at {at} after one at {previous:?}")));
+                }
                 if kv.is_none() && previous.is_none() {
                     return Err(bad(format!("a delete at {at} of a key never written")));
                 }
@@ -448,8 +452,11 @@ impl<F: PageFile> PagedHistory<F> {
                     })
                     .collect();
                 for (i, version) in versions.iter().enumerate() {
-                    let record =
-                        encode_record(&key, ats[i], ats.get(i + 1).copied(), version.kv.as_ref());
+                    let previous = ats.get(i + 1).copied();
+                    if version.kv.is_none() && previous.is_none() {
+                        return Err(bad(format!("a delete at {} names no put", ats[i])));
+                    }
+                    let record = encode_record(&key, ats[i], previous, version.kv.as_ref());
                     store.insert(&version_key(ats[i]), &record)?;
                 }
                 if let Some(newest) = versions.first() {
