@@ -8,19 +8,20 @@
 # behind). Writes perf/results/<stamp>-large.md.
 #
 # Usage: perf/large.sh [KEYS] [VALUE_BYTES] [CACHE]   (default 2000000 1024 256M)
+# Environment: COREKV_FLAGS (more corekv flags, e.g. --snapshot-count 400000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-2000000}; value_bytes=${2:-1024}; cache=${3:-256M}
 cargo build --release --bins -p corekv -p loadgen >&2
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit
+stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}
 dir=perf/tmp/large
 rm -rf $dir && mkdir -p $dir perf/results
 port=23799
 endpoint=127.0.0.1:$port
 target/release/corekv --data-dir $dir/data --listen-client-urls http://$endpoint \
   --listen-peer-urls http://127.0.0.1:23800 --experimental-reads-from-disk --cache-size "$cache" \
-  --snapshot-retain 1 2>$dir/corekv.log &
+  --snapshot-retain 1 ${COREKV_FLAGS:-} 2>$dir/corekv.log &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until target/release/corekvctl --endpoints $endpoint endpoint status >/dev/null 2>&1; do sleep 0.05; done
@@ -57,7 +58,7 @@ out=perf/results/$stamp-large.md
 cat > "$out" <<MD
 # A data set larger than the page cache ($stamp)
 
-Machine: $machine. corekv with --experimental-reads-from-disk --cache-size $cache.
+Machine: $machine. corekv with --experimental-reads-from-disk --cache-size $cache ${COREKV_FLAGS:-}.
 Keys: $keys × $value_bytes B values ($(( keys * value_bytes / 1048576 )) MiB of values), loaded by
 \`loadgen put --prefill\` (64 clients): the first 10% in $first_s s, all of them (the first 10% again)
 in $load_s s ($(( keys / (load_s > 0 ? load_s : 1) )) puts/s); $checkpoints checkpoints.
