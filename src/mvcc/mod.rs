@@ -138,6 +138,25 @@ impl Snapshot {
     }
 
     /// The version of `key` visible at `revision` (None: absent or deleted).
+    /// As `visible`, but a version found in the page store comes without its
+    /// value (`PagedView::get_without_value`): for a put, which needs the
+    /// key's create revision, version and lease, not its value.
+    pub(crate) fn visible_without_value(
+        &self,
+        key: &[u8],
+        revision: i64,
+    ) -> Result<Option<KeyValue>, Error> {
+        for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
+            if let Some(version) = layer.get(key).and_then(|head| head.at(revision)) {
+                return Ok(version.kv.clone());
+            }
+        }
+        match &self.base {
+            Some(base) => base.get_without_value(key, revision).map_err(storage_error),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn visible(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, Error> {
         for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
             if let Some(version) = layer.get(key).and_then(|head| head.at(revision)) {
@@ -342,13 +361,15 @@ impl Store {
         let in_memory = |key: &[u8]| {
             std::iter::once(&state.keys).chain(state.frozen.iter()).any(|l| l.contains_key(key))
         };
-        let keys: Vec<&[u8]> = requests
+        let keys: Vec<(&[u8], bool)> = requests
             .filter_map(|request| match request {
-                crate::types::Request::Put(p) => Some(&p.key[..]),
-                crate::types::Request::DeleteRange(d) if d.range_end.is_empty() => Some(&d.key[..]),
+                crate::types::Request::Put(p) => Some((&p.key[..], p.prev_kv || p.ignore_value)),
+                crate::types::Request::DeleteRange(d) if d.range_end.is_empty() => {
+                    Some((&d.key[..], true))
+                }
                 _ => None,
             })
-            .filter(|key| !in_memory(key))
+            .filter(|(key, _)| !in_memory(key))
             .collect();
         if keys.len() > 1 {
             base.prefetch(&keys);

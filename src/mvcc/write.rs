@@ -193,7 +193,13 @@ impl<'a> Change<'a> {
     /// A put that passed `Store::check_put`.
     pub(super) fn put(&mut self, p: &PutRequest) -> Result<PutResponse, Error> {
         let head = self.state.keys.get(&p.key).cloned();
-        let previous = self.state.visible(&p.key, self.revision)?;
+        // Its value is needed only for prev_kv and ignore_value: without
+        // them a key in the page store costs its key entry, not its record.
+        let previous = if p.prev_kv || p.ignore_value {
+            self.state.visible(&p.key, self.revision)?
+        } else {
+            self.state.visible_without_value(&p.key, self.revision)?
+        };
         let previous = previous.as_ref();
         let value = match (previous, p.ignore_value) {
             (Some(prev), true) => prev.value.clone(),

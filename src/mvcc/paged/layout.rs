@@ -20,9 +20,10 @@ pub(super) const meta_layout: &[u8] = b"mlayout";
 /// The layout this module writes. The first layout ((key, revision) order)
 /// wrote no `mlayout` entry, the second fixed-width record fields, the third
 /// fixed-width key entries, the fourth versions under (revision, stem) with
-/// every delete repeating its key; a store holding any of them is refused,
-/// not misread (and rebuilt from snapshot files and the WAL).
-pub(super) const layout_version: i64 = 5;
+/// every delete repeating its key, the fifth key entries naming only the
+/// newest version; a store holding any of them is refused, not misread (and
+/// rebuilt from snapshot files and the WAL).
+pub(super) const layout_version: i64 = 6;
 /// Escaped key bytes a stem may hold before the key counts as long. The
 /// largest tree key ('k', stem, 2, 16) stays within the page store's cap.
 pub const stem_key_bytes_max: usize = 960;
@@ -163,22 +164,50 @@ pub(super) fn split_version_key(tree_key: &[u8]) -> Result<At> {
     Ok(At { revision, sub })
 }
 
-/// A key entry: the key's newest version.
-#[derive(Clone, Copy, Debug)]
+/// A key entry: the key's newest version, and when that is a put, what a
+/// put over it needs without reading its record (its create revision,
+/// version and lease; zero for a delete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Newest {
     pub(super) at: At,
     pub(super) deleted: bool,
+    pub(super) create_revision: i64,
+    pub(super) version: i64,
+    pub(super) lease: i64,
+}
+
+impl Newest {
+    /// The entry naming `kv` (None: a delete) at `at`.
+    pub(super) fn of(at: At, kv: Option<&KeyValue>) -> Self {
+        match kv {
+            Some(kv) => Newest {
+                at,
+                deleted: false,
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+            },
+            None => Newest { at, deleted: true, create_revision: 0, version: 0, lease: 0 },
+        }
+    }
 }
 
 /// A key entry's value: one LEB128 varint, revision × 4 + (2 if the newest
 /// version is a delete) + (1 if its sub follows), then the sub (≥ 1) as a
-/// varint if flagged: 3–4 bytes for most entries.
+/// varint if flagged; for a put, then revision − create revision, version
+/// and zigzag(lease) as varints: 6–8 bytes for most entries, 3–4 for a
+/// delete.
 pub(super) fn encode_newest(newest: Newest) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20);
+    let mut out = Vec::with_capacity(40);
     let flags = u64::from(newest.deleted) << 1 | u64::from(newest.at.sub != 0);
     put_varint(&mut out, (newest.at.revision as u64) << 2 | flags);
     if newest.at.sub != 0 {
         put_varint(&mut out, newest.at.sub);
+    }
+    if !newest.deleted {
+        put_varint(&mut out, (newest.at.revision - newest.create_revision) as u64);
+        put_varint(&mut out, newest.version as u64);
+        put_varint(&mut out, zigzag(newest.lease));
     }
     out
 }
@@ -189,13 +218,22 @@ pub(super) fn decode_newest(value: &[u8]) -> Result<Newest> {
     let packed = reader.varint().map_err(|_| wrong())?;
     let revision = (packed >> 2) as i64;
     let sub = if packed & 1 != 0 { reader.varint().map_err(|_| wrong())? } else { 0 };
+    let deleted = packed & 2 != 0;
+    let (mut create_revision, mut version, mut lease) = (0, 0, 0);
+    if !deleted {
+        let distance = reader.varint().map_err(|_| wrong())?;
+        create_revision = revision.checked_sub_unsigned(distance).unwrap_or(0);
+        version = i64::try_from(reader.varint().map_err(|_| wrong())?).unwrap_or(0);
+        lease = unzigzag(reader.varint().map_err(|_| wrong())?);
+    }
     if !(1..=revision_max).contains(&revision)
         || (packed & 1 != 0 && sub == 0)
+        || (!deleted && (create_revision < 1 || version < 1))
         || reader.at != value.len()
     {
         return Err(wrong());
     }
-    Ok(Newest { at: At { revision, sub }, deleted: packed & 2 != 0 })
+    Ok(Newest { at: At { revision, sub }, deleted, create_revision, version, lease })
 }
 
 /// An unsigned LEB128 varint (7 bits a byte, low first).

@@ -149,6 +149,19 @@ fn key_of_delete(get: &mut Get<'_>, record: &Record) -> Result<Bytes> {
     }
 }
 
+/// A key entry must agree with the record it names: its kind, and for a
+/// put the create revision, version and lease it repeats.
+fn check_key_entry(record: &Record, newest: Newest) -> Result<()> {
+    let agrees = match &record.version.kv {
+        None => newest.deleted,
+        Some(kv) => Newest::of(newest.at, Some(kv)) == newest,
+    };
+    if !agrees {
+        return Err(bad(format!("the key entry disagrees with version {}", newest.at)));
+    }
+    Ok(())
+}
+
 /// The newest version of a key at or below `at`, walking back from its
 /// newest (None: no version then, or a delete that compaction removed).
 /// `known`: the key, where the reader knows it (a long key's stem does not
@@ -165,9 +178,7 @@ fn version_at(
     }
     // The key entry's own version is never removed without it.
     let mut record = read_present(get, newest.at, known)?;
-    if record.is_delete() != newest.deleted {
-        return Err(bad(format!("the key entry disagrees with version {}", newest.at)));
-    }
+    check_key_entry(&record, newest)?;
     let mut key = record.key.clone();
     while record.version.revision > at {
         let Some(previous) = record.previous else { return Ok(None) };
@@ -189,9 +200,7 @@ fn all_versions(
     compact_revision: i64,
 ) -> Result<(Bytes, Vec<ExportedVersion>)> {
     let first = read_present(get, newest.at, known)?;
-    if first.is_delete() != newest.deleted {
-        return Err(bad(format!("the key entry disagrees with version {}", newest.at)));
-    }
+    check_key_entry(&first, newest)?;
     let mut key = first.key.clone();
     let mut previous = first.previous;
     let mut versions = vec![first.version];
@@ -370,7 +379,7 @@ impl<F: PageFile> PagedHistory<F> {
                     return Err(bad(format!("a delete at {at} of a key never written")));
                 }
                 versions.push((version_key(at), encode_record(key, at, previous, kv.as_ref())));
-                written.insert(stem, Newest { at, deleted: kv.is_none() });
+                written.insert(stem, Newest::of(at, kv.as_ref()));
             }
         }
         self.store.insert_sorted(versions.iter().map(|(k, r)| (k.as_slice(), r.as_slice())))?;
@@ -460,7 +469,7 @@ impl<F: PageFile> PagedHistory<F> {
                     store.insert(&version_key(ats[i]), &record)?;
                 }
                 if let Some(newest) = versions.first() {
-                    let entry = encode_newest(Newest { at: ats[0], deleted: newest.kv.is_none() });
+                    let entry = encode_newest(Newest::of(ats[0], newest.kv.as_ref()));
                     store.insert(&key_entry_key(&stem), &entry)?;
                 }
                 Ok(())

@@ -127,10 +127,18 @@ fn check_view(view: PagedView, model: &Snapshot) {
     std::thread::spawn(move || {
         // Reading ahead changes what is cached, never what is read.
         let all_keys = keys();
-        view.prefetch(&all_keys.iter().map(|key| &key[..]).collect::<Vec<_>>());
+        let ahead: Vec<(&[u8], bool)> =
+            all_keys.iter().enumerate().map(|(i, key)| (&key[..], i % 2 == 0)).collect();
+        view.prefetch(&ahead);
         for key in &all_keys {
             let want = model.visible(key, model.revision()).unwrap();
             assert_eq!(view.get_at(key, model.revision()).unwrap(), want, "{key:?} read ahead");
+            // What a put reads: the same version, its value left out for
+            // keys that are not long (their key entry holds the rest).
+            let long = stem(key).1;
+            let want =
+                want.map(|kv| KeyValue { value: if long { kv.value } else { Bytes::new() }, ..kv });
+            assert_eq!(view.get_without_value(key, model.revision()).unwrap(), want, "{key:?}");
         }
         let mut bounds: Vec<Bytes> = keys();
         bounds.push(Bytes::from_static(b""));
@@ -445,14 +453,19 @@ fn damaged_records_are_errors_not_panics() {
     for record in records {
         assert!(decode_record(&record, at, Some(&key)).is_err(), "{record:?}");
     }
-    let bad_entries: [&[u8]; 7] = [
+    let bad_entries: [&[u8]; 12] = [
         &[],
         &[0],                                                       // revision 0
         &[0x87],                                                    // continuation past the end
-        &[4 << 2, 1],                                               // a byte after the last
+        &[4 << 2 | 2, 1],                                           // a byte after a delete
         &[0x87, 0],       // non-canonical (a zero last byte)
-        &[4 << 2 | 1, 0], // a sub flagged, and 0
+        &[4 << 2 | 3, 0], // a sub flagged, and 0
         &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 2], // past 64 bits
+        &[4 << 2],        // a put without its create revision, version and lease
+        &[4 << 2, 0, 1],  // a put without its lease
+        &[4 << 2, 4, 1, 0], // created at revision 0
+        &[4 << 2, 0, 0, 0], // version 0
+        &[4 << 2, 0, 1, 0, 0], // a byte after the lease
     ];
     for entry in bad_entries {
         assert!(decode_newest(entry).is_err(), "{entry:?}");
@@ -460,14 +473,24 @@ fn damaged_records_are_errors_not_panics() {
     for revision in [1, 7, 127, 128, 300, 1 << 20, revision_max] {
         for deleted in [false, true] {
             for sub in [0, 1, 300, u64::MAX] {
-                let at = At::new(revision, sub);
-                let entry = encode_newest(Newest { at, deleted });
-                let back = decode_newest(&entry).unwrap();
-                assert_eq!((back.at, back.deleted), (at, deleted), "{entry:?}");
+                for (create, version, lease) in [(1, 1, 0), (revision, 1, -1), (1, i64::MAX, 7)] {
+                    let at = At::new(revision, sub);
+                    let kv = KeyValue {
+                        key: Bytes::from_static(b"k"),
+                        create_revision: create,
+                        mod_revision: revision,
+                        version,
+                        value: Bytes::new(),
+                        lease,
+                    };
+                    let newest = Newest::of(at, (!deleted).then_some(&kv));
+                    let entry = encode_newest(newest);
+                    assert_eq!(decode_newest(&entry).unwrap(), newest, "{entry:?}");
+                }
             }
         }
     }
-    assert_eq!(encode_newest(Newest { at: At::new(300, 0), deleted: true }).len(), 2);
+    assert_eq!(encode_newest(Newest::of(At::new(300, 0), None)).len(), 2);
     // Version keys sort by (revision, sub) and split back.
     let ats = [At::new(1, 0), At::new(1, 1), At::new(1, 255), At::new(1, 256), At::new(2, 0)];
     let keys: Vec<Vec<u8>> = ats.iter().map(|at| version_key(*at)).collect();

@@ -185,20 +185,50 @@ impl PagedView {
         }
     }
 
-    /// Reads ahead, in two batches, the pages that `get_at` of each of
-    /// `keys` at the newest revision will read: their key entries, then their
-    /// newest versions (see `pagestore::Snapshot::prefetch`).
-    pub fn prefetch(&self, keys: &[&[u8]]) {
-        let entries: Vec<Vec<u8>> = keys.iter().map(|key| key_entry_key(&stem(key).0)).collect();
+    /// Reads ahead, in two batches, the pages that a read of each of `keys`
+    /// (key, whether its value is wanted) at the newest revision will read:
+    /// their key entries, then the newest versions of those whose value is
+    /// wanted (`get_at`) or that are long (see `get_without_value`,
+    /// `pagestore::Snapshot::prefetch`).
+    pub fn prefetch(&self, keys: &[(&[u8], bool)]) {
+        let entries: Vec<Vec<u8>> =
+            keys.iter().map(|(key, _)| key_entry_key(&stem(key).0)).collect();
         self.snapshot.prefetch(&entries);
         let versions: Vec<Vec<u8>> = entries
             .iter()
-            .filter_map(|entry| {
+            .zip(keys)
+            .filter(|(_, (key, with_value))| *with_value || stem(key).1)
+            .filter_map(|(entry, _)| {
                 let newest = decode_newest(&self.snapshot.get(entry).ok()??).ok()?;
                 (!newest.deleted).then(|| version_key(newest.at))
             })
             .collect();
         self.snapshot.prefetch(&versions);
+    }
+
+    /// The version of `key` live at `revision`, if any, with its value left
+    /// empty when the key's entry tells the rest (its newest version is the
+    /// one live at `revision`, and the key is not long: a long key's stem
+    /// does not prove the key, its record does). What a put over the key
+    /// needs, without reading the version's record.
+    pub fn get_without_value(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
+        let (stem, long) = stem(key);
+        if long {
+            return self.get_at(key, revision);
+        }
+        let Some(value) = self.snapshot.get(&key_entry_key(&stem))? else { return Ok(None) };
+        let newest = decode_newest(&value)?;
+        if newest.at.revision > revision {
+            return self.get_at(key, revision);
+        }
+        Ok((!newest.deleted).then(|| KeyValue {
+            key: Bytes::copy_from_slice(key),
+            create_revision: newest.create_revision,
+            mod_revision: newest.at.revision,
+            version: newest.version,
+            value: Bytes::new(),
+            lease: newest.lease,
+        }))
     }
 
     /// The version of `key` live at `revision`, if any.
