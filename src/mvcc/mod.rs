@@ -138,6 +138,14 @@ impl Snapshot {
     }
 
     /// The version of `key` visible at `revision` (None: absent or deleted).
+    pub(crate) fn visible(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, Error> {
+        match (self.visible_in_memory(key, revision), &self.base) {
+            (Some(found), _) => Ok(found),
+            (None, Some(base)) => base.get_at(key, revision).map_err(storage_error),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// As `visible`, but a version found in the page store comes without its
     /// value (`PagedView::get_without_value`): for a put, which needs the
     /// key's create revision, version and lease, not its value.
@@ -146,27 +154,20 @@ impl Snapshot {
         key: &[u8],
         revision: i64,
     ) -> Result<Option<KeyValue>, Error> {
-        for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
-            if let Some(version) = layer.get(key).and_then(|head| head.at(revision)) {
-                return Ok(version.kv.clone());
-            }
-        }
-        match &self.base {
-            Some(base) => base.get_without_value(key, revision).map_err(storage_error),
-            None => Ok(None),
+        match (self.visible_in_memory(key, revision), &self.base) {
+            (Some(found), _) => Ok(found),
+            (None, Some(base)) => base.get_without_value(key, revision).map_err(storage_error),
+            (None, None) => Ok(None),
         }
     }
 
-    pub(crate) fn visible(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, Error> {
-        for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
-            if let Some(version) = layer.get(key).and_then(|head| head.at(revision)) {
-                return Ok(version.kv.clone());
-            }
-        }
-        match &self.base {
-            Some(base) => base.get_at(key, revision).map_err(storage_error),
-            None => Ok(None),
-        }
+    /// What the in-memory layers (newest first) say of `key` at `revision`:
+    /// None when none holds a version at or below it.
+    fn visible_in_memory(&self, key: &[u8], revision: i64) -> Option<Option<KeyValue>> {
+        std::iter::once(&self.keys)
+            .chain(self.frozen.iter())
+            .find_map(|layer| layer.get(key).and_then(|head| head.at(revision)))
+            .map(|version| version.kv.clone())
     }
 
     /// Versions held in memory, over all keys (tombstones included).
