@@ -364,7 +364,7 @@ impl Store {
         };
         let keys: Vec<(&[u8], bool)> = requests
             .filter_map(|request| match request {
-                crate::types::Request::Put(p) => Some((&p.key[..], p.prev_kv || p.ignore_value)),
+                crate::types::Request::Put(p) => Some((&p.key[..], write::put_reads_value(p))),
                 crate::types::Request::DeleteRange(d) if d.range_end.is_empty() => {
                     Some((&d.key[..], true))
                 }

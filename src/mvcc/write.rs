@@ -53,7 +53,7 @@ impl Store {
     /// existence for ignore_value/ignore_lease).
     pub(super) fn check_put(&self, p: &PutRequest) -> Result<(), Error> {
         if (p.ignore_value || p.ignore_lease)
-            && self.state.visible(&p.key, self.state.revision)?.is_none()
+            && self.state.visible_without_value(&p.key, self.state.revision)?.is_none()
         {
             return Err(Error::new(ErrorCode::KeyNotFound));
         }
@@ -193,9 +193,7 @@ impl<'a> Change<'a> {
     /// A put that passed `Store::check_put`.
     pub(super) fn put(&mut self, p: &PutRequest) -> Result<PutResponse, Error> {
         let head = self.state.keys.get(&p.key).cloned();
-        // Its value is needed only for prev_kv and ignore_value: without
-        // them a key in the page store costs its key entry, not its record.
-        let previous = if p.prev_kv || p.ignore_value {
+        let previous = if put_reads_value(p) {
             self.state.visible(&p.key, self.revision)?
         } else {
             self.state.visible_without_value(&p.key, self.revision)?
@@ -270,4 +268,11 @@ impl<'a> Change<'a> {
             prev_kvs,
         })
     }
+}
+
+/// Whether a put needs the previous version's value (for prev_kv and
+/// ignore_value): without them a key in the page store costs its key entry,
+/// not its record (`Snapshot::visible_without_value`, `Store::prefetch`).
+pub(super) fn put_reads_value(p: &PutRequest) -> bool {
+    p.prev_kv || p.ignore_value
 }
