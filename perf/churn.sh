@@ -16,11 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}; rounds=${2:-10}; value_bytes=${3:-256}
-cargo build --release --bins -p corekv -p loadgen >&2
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit
-dir=perf/tmp/churn
-rm -rf $dir && mkdir -p $dir perf/results
+. perf/common.sh
+perf_start churn
 port=23793
 endpoint=127.0.0.1:$port
 ctl="target/release/corekvctl --endpoints $endpoint --command-timeout 60s"

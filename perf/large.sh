@@ -12,11 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-2000000}; value_bytes=${2:-1024}; cache=${3:-256M}
-cargo build --release --bins -p corekv -p loadgen >&2
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}
-dir=perf/tmp/large
-rm -rf $dir && mkdir -p $dir perf/results
+. perf/common.sh
+perf_start large
+stamp=$stamp${COREKV_FLAGS:+-flags}
 port=23799
 endpoint=127.0.0.1:$port
 target/release/corekv --data-dir $dir/data --listen-client-urls http://$endpoint \

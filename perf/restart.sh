@@ -11,11 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}; value_bytes=${2:-256}; extra=${3:-20000}; runs=${4:-3}
-cargo build --release --bins -p corekv -p loadgen >&2
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}
-dir=perf/tmp/restart
-rm -rf $dir && mkdir -p $dir perf/results
+. perf/common.sh
+perf_start restart
+stamp=$stamp${COREKV_FLAGS:+-flags}
 port=23797
 endpoint=127.0.0.1:$port
 ctl="target/release/corekvctl --endpoints $endpoint"

@@ -13,11 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}
 value_bytes=${2:-1024}
-cargo build --release --bins -p corekv -p loadgen >&2
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit
-dir=perf/tmp/snapshot
-rm -rf $dir && mkdir -p $dir perf/results
+. perf/common.sh
+perf_start snapshot
 port=23795
 endpoint=127.0.0.1:$port
 ctl="target/release/corekvctl --endpoints $endpoint"
