@@ -302,17 +302,7 @@ fn corekvctl_lease_prints_what_etcdctl_lease_prints() {
             corekvctl(endpoint)
         }
     };
-    // Each server's lease, granted and read at once (remaining TTLs agree).
-    let mut ids = Vec::new();
     let mut outputs: Vec<Vec<Output>> = vec![Vec::new(), Vec::new()];
-    for (side, endpoint) in endpoints.iter().enumerate() {
-        let mut grant = command(endpoint);
-        grant.args(["lease", "grant", "1000"]);
-        let granted = output(grant, None);
-        let text = String::from_utf8(granted.stdout.clone()).unwrap();
-        ids.push(text.split_whitespace().nth(1).expect("lease ID").to_string());
-        outputs[side].push(granted);
-    }
     let cases: Vec<Vec<String>> = [
         "put --lease=ID lk1 v1",
         // One key only: etcd lists a lease's keys in map order.
@@ -350,9 +340,17 @@ fn corekvctl_lease_prints_what_etcdctl_lease_prints() {
     .map(|case| case.split(' ').map(str::to_string).collect())
     .collect();
     for (side, endpoint) in endpoints.iter().enumerate() {
+        // Each server's lease is granted right before its cases run, so
+        // both are read as long after their grant (remaining TTLs agree).
+        let mut grant = command(endpoint);
+        grant.args(["lease", "grant", "1000"]);
+        let granted = output(grant, None);
+        let text = String::from_utf8(granted.stdout.clone()).unwrap();
+        let id = text.split_whitespace().nth(1).expect("lease ID").to_string();
+        outputs[side].push(granted);
         for case in &cases {
             let mut run = command(endpoint);
-            run.args(case.iter().map(|arg| arg.replace("ID", &ids[side])));
+            run.args(case.iter().map(|arg| arg.replace("ID", &id)));
             outputs[side].push(output(run, None));
         }
     }
