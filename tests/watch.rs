@@ -158,6 +158,121 @@ fn compacted_start_cancels_with_the_compaction_revision() {
     assert_eq!(events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), vec![9, 10, 11]);
 }
 
+/// The same while another watch keeps the event log recording: the log
+/// still holds the compacted revisions, and a watch from there must end
+/// all the same.
+#[test]
+fn compacted_start_cancels_even_while_the_event_log_holds_it() {
+    let dir = temp_dir("watch-compacted-log");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    let mut keeper = member.client();
+    let (kept, _) = watch(&mut keeper, prefix("c/"));
+    let revisions: Vec<i64> =
+        (0..10).map(|i| client.put(format!("c/{i}").as_bytes(), b"v").unwrap().revision).collect();
+    assert_eq!(events_until(&mut keeper, kept, revisions[9]).len(), 10);
+    let compact_at = revisions[6];
+    client
+        .call(&Request::Compact(CompactRequest { revision: compact_at, physical: false }))
+        .unwrap();
+    let start = revisions[1];
+    let (stream, _) =
+        watch(&mut client, WatchCreateRequest { start_revision: start, ..prefix("c/") });
+    let (_, w) = next(&mut client, stream);
+    assert!(w.canceled && w.compact_revision == compact_at, "{w:?}");
+    // From the compaction point on it works, prev_kv included.
+    let create =
+        WatchCreateRequest { start_revision: compact_at + 1, prev_kv: true, ..prefix("c/") };
+    let (stream, _) = watch(&mut client, create);
+    let events = events_until(&mut client, stream, revisions[9]);
+    assert_eq!(
+        events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(),
+        revisions[7..].to_vec()
+    );
+}
+
+/// A watch from a revision the store has not reached yet waits for it;
+/// its progress notifications never name a revision the store does not
+/// have, and other watches opened meanwhile are not held up.
+#[test]
+fn a_watch_from_a_future_revision_waits_and_reports_only_real_progress() {
+    let dir = temp_dir("watch-future");
+    let member =
+        Member::start_with(&dir, &["--experimental-watch-progress-notify-interval", "300ms"]);
+    let mut client = member.client();
+    let mut writer = member.client();
+    let current = writer.put(b"f/0", b"0").unwrap().revision;
+    let start = current + 5;
+    let create =
+        WatchCreateRequest { start_revision: start, progress_notify: true, ..prefix("f/") };
+    let (future, _) = watch(&mut client, create);
+    let (header, w) = next(&mut client, future);
+    assert!(w.events.is_empty() && !w.canceled, "{w:?}");
+    assert_eq!(header.revision, current, "progress at the store's revision, not beyond it");
+    // Another watch opened now gets the next put at once.
+    let mut other = member.client();
+    let (now, _) = watch(&mut other, prefix("f/"));
+    let revision = writer.put(b"f/1", b"1").unwrap().revision;
+    assert_eq!(events_until(&mut other, now, revision).len(), 1);
+    // The future watch starts exactly at its start revision.
+    for i in 2..8 {
+        writer.put(format!("f/{i}").as_bytes(), b"v").unwrap();
+    }
+    let mut events = Vec::new();
+    while events.last().is_none_or(|e: &WatchEvent| e.kv.mod_revision < start + 2) {
+        let (header, w) = next(&mut client, future);
+        assert!(!w.canceled, "{w:?}");
+        assert!(header.revision >= start - 1 || w.events.is_empty(), "{header:?} {w:?}");
+        events.extend(w.events);
+    }
+    assert_eq!(events[0].kv.mod_revision, start);
+}
+
+/// The `created` response names the revision the watch starts after:
+/// nothing written after it is missed, under a concurrent write load.
+#[test]
+fn a_watch_gets_every_write_after_its_created_revision() {
+    let dir = temp_dir("watch-created-revision");
+    let member = Member::start(&dir);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (mut client, stop) = (member.client(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client.put(format!("w/{w}/{}", i % 50).as_bytes(), b"v").unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let mut client = member.client();
+    let mut reader = member.client();
+    for _ in 0..30 {
+        let id = client.send(&Request::WatchCreate(prefix("w/"))).unwrap();
+        let created = client.receive(id).unwrap();
+        assert!(matches!(&created.result, Ok(ResponseBody::Watch(w)) if w.created));
+        let after = reader.call(&Request::Status).unwrap().0.revision;
+        let events = events_until(&mut client, id, after);
+        assert_eq!(
+            events[0].kv.mod_revision,
+            created.header.revision + 1,
+            "none missed or repeated"
+        );
+        let watch_id = match created.result {
+            Ok(ResponseBody::Watch(w)) => w.watch_id,
+            _ => unreachable!(),
+        };
+        let cancel = client.send(&Request::WatchCancel(watch_id)).unwrap();
+        client.receive(cancel).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+}
+
 #[test]
 fn cancel_filters_ids_and_progress() {
     let dir = temp_dir("watch-cancel");

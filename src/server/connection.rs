@@ -299,13 +299,16 @@ impl Session {
                     );
                     return self.respond(request_id, Err(error), revision).await;
                 }
+                // The watch starts right after the revision `created` names.
+                let current = hub.begin_create();
                 let created = WatchResponse { watch_id, created: true, ..Default::default() };
-                if !self.respond(request_id, reply(created), revision).await {
+                if !self.respond(request_id, reply(created), current).await {
+                    hub.abandon();
                     return false;
                 }
                 // No await since `created` was queued: the hub cannot send
                 // this watch's events before it.
-                hub.create(self.connection, request_id, watch_id, &create, &self.out);
+                hub.create(self.connection, request_id, watch_id, &create, &self.out, current);
                 self.watching = true;
                 true
             }

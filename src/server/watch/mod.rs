@@ -386,14 +386,25 @@ impl Hub {
     /// progress_notify that is caught up and was sent nothing since the last
     /// tick gets an empty response whose header revision it is complete up to.
     fn notify_progress(&self) {
+        let current = self.shared.published.load().snapshot.revision();
         let mut guard = self.watchers.borrow_mut();
         let watchers = &mut *guard;
-        let revision = watchers.synced_upto;
+        let synced_upto = watchers.synced_upto;
         for watcher in watchers.slots.iter_mut().flatten() {
-            if watcher.progress_notify && watcher.synced && watcher.quiet {
-                let notification =
-                    WatchResponse { watch_id: watcher.watch_id, ..Default::default() };
-                self.send(watcher, revision, notification);
+            // The synced group is complete up to its position; a watch from
+            // a future revision (never synced before it) has nothing to
+            // wait for up to the store's revision.
+            let complete_upto = if watcher.synced {
+                Some(synced_upto)
+            } else {
+                (watcher.next > current).then_some(current)
+            };
+            if let Some(revision) = complete_upto.filter(|_| watcher.progress_notify) {
+                if watcher.quiet {
+                    let notification =
+                        WatchResponse { watch_id: watcher.watch_id, ..Default::default() };
+                    self.send(watcher, revision, notification);
+                }
             }
             watcher.quiet = true;
         }
@@ -409,8 +420,23 @@ impl Hub {
         }
     }
 
-    /// Opens a watch whose `created` response is already queued on `out`
-    /// (so its events come after it).
+    /// Counts a watch about to be created and reads the revision it is
+    /// created at (its `created` response's): counted first, so every batch
+    /// published after that read is recorded in the log. Followed by
+    /// `create` with that revision, or `abandon`.
+    pub fn begin_create(&self) -> i64 {
+        self.count(1);
+        self.shared.published.load().snapshot.revision()
+    }
+
+    /// Undoes `begin_create` (the connection closed before `create`).
+    pub fn abandon(&self) {
+        self.count(-1);
+    }
+
+    /// Opens a watch whose `created` response, at revision `current` (from
+    /// `begin_create`), is already queued on `out` (so its events come
+    /// after it). Without a start revision it starts right after `current`.
     pub fn create(
         &self,
         connection: u64,
@@ -418,11 +444,8 @@ impl Hub {
         watch_id: i64,
         request: &WatchCreateRequest,
         out: &Outbox,
+        current: i64,
     ) {
-        // Counted before the revision is read: every batch published after
-        // that read is recorded in the log.
-        self.count(1);
-        let current = self.shared.published.load().snapshot.revision();
         let next = if request.start_revision > 0 { request.start_revision } else { current + 1 };
         let filter = Filter {
             // Copies: the request's bytes are a slice of a whole read
@@ -572,7 +595,11 @@ impl Hub {
                 }
                 Stop::CaughtUp => {
                     let next = watcher.next;
-                    if watchers.synced_count == 0 || next == watchers.synced_upto + 1 {
+                    // A watch from a future revision waits by itself: the
+                    // synced group is never ahead of the store (its position
+                    // is what progress notifications report).
+                    let future = next > snapshot.revision() + 1;
+                    if !future && (watchers.synced_count == 0 || next == watchers.synced_upto + 1) {
                         watchers.sync(id);
                     } else {
                         watchers.unsynced.push(id);
@@ -682,6 +709,20 @@ impl Hub {
         watchers.synced_upto = last;
     }
 
+    /// Ends a watch whose next revision is compacted, with etcd's answer.
+    fn compacted(&self, watcher: &Watcher, snapshot: &crate::mvcc::Snapshot, error: Error) -> Stop {
+        let canceled = WatchResponse {
+            watch_id: watcher.watch_id,
+            canceled: true,
+            compact_revision: snapshot.compact_revision(),
+            cancel_reason: error.message,
+            ..Default::default()
+        };
+        // etcd leaves the revision out of this header.
+        self.send(watcher, 0, canceled);
+        Stop::Gone
+    }
+
     /// Sends a watcher what it has not been sent yet, as far as its queue allows.
     fn deliver(&self, watcher: &mut Watcher, round: &mut Round<'_>) -> Stop {
         let snapshot = round.snapshot;
@@ -700,6 +741,11 @@ impl Hub {
             if !room {
                 self.note_slow(watcher);
                 return Stop::Slow;
+            }
+            // Below the compaction point the watch ends, as etcd's does,
+            // even where the event log still holds those revisions.
+            if watcher.next < snapshot.compact_revision() {
+                return self.compacted(watcher, snapshot, Error::new(ErrorCode::Compacted));
             }
             // From the log if it holds every revision from `next` on, else
             // from history (which every published revision is in).
@@ -758,16 +804,7 @@ impl Hub {
             let events = match snapshot.events(&watcher.filter.span, watcher.next, upper, false) {
                 Ok(events) => events,
                 Err(e) if e.code == ErrorCode::Compacted => {
-                    let canceled = WatchResponse {
-                        watch_id: watcher.watch_id,
-                        canceled: true,
-                        compact_revision: snapshot.compact_revision(),
-                        cancel_reason: e.message.clone(),
-                        ..Default::default()
-                    };
-                    // etcd leaves the revision out of this header.
-                    self.send(watcher, 0, canceled);
-                    return Stop::Gone;
+                    return self.compacted(watcher, snapshot, e);
                 }
                 Err(e) => return self.fail(watcher, current, e),
             };
