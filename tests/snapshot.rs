@@ -305,6 +305,93 @@ fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() 
 }
 
 /// The THP_enabled field of a process's /proc status.
+/// While no snapshot file can be written, checkpoints purge nothing: a
+/// damaged page store is rebuilt from the newest snapshot file plus the WAL
+/// after it, here from the whole WAL, with every acknowledged write.
+#[test]
+fn the_wal_is_kept_until_a_snapshot_file_holds_it() {
+    let dir = temp_dir("snapshot-wal-cover");
+    let flags = ["--snapshot-count", "1000", "--wal-retain-entries", "500"];
+    let mut member = Member::start_with(&dir, &flags);
+    // A file where the snapshot directory would be: every file fails.
+    let snapshots = dir.join("snapshots");
+    let _ = std::fs::remove_dir_all(&snapshots);
+    std::fs::write(&snapshots, b"in the way").unwrap();
+    let mut client = member.client();
+    let value = "v".repeat(2000);
+    for i in 0..6_000 {
+        put(&mut client, &format!("k/{:05}", i % 2000), &format!("{i}-{value}"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !member.log_text().contains("db (index 6000,") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint:
+{}",
+            member.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = member.log_text();
+    assert!(log.contains("snapshot at index") && log.contains("failed"), "{log}");
+    // ~12 MB of entries in 4 MiB segments, the first one still there.
+    let first = dir.join("wal").join(format!("{:016x}.wal", 1));
+    assert!(first.exists(), "the WAL was purged below every snapshot file");
+    let before = everything(&mut client, 0);
+    drop(client);
+    member.kill9();
+    std::fs::remove_file(&snapshots).unwrap();
+    let db = dir.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for page in bytes.chunks_mut(4096).skip(2) {
+        page[100] ^= 0x01;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    member.restart();
+    let mut client = member.client();
+    let log = member.log_text();
+    assert!(log.contains("db.damaged-"), "{log}");
+    assert_eq!(everything(&mut client, 0), before);
+    assert_eq!(client.status().unwrap().0.revision, 6_001);
+    drop(client);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A page store that cannot be read (here a directory where the file should
+/// be) is not known to be damaged: start-up fails, naming it, and leaves it
+/// where it is instead of moving it aside and starting over.
+#[test]
+fn a_page_store_that_cannot_be_read_is_left_in_place() {
+    let dir = temp_dir("snapshot-db-unreadable");
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    let log = dir.with_extension("unreadable.log");
+    let mut child = common::corekv_command(&dir, common::free_port(), common::free_port(), &log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("started over an unreadable page store");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("cannot open the page store"), "{text}");
+    assert!(dir.join("db").is_dir(), "left in place");
+    let aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("db."))
+        .count();
+    assert_eq!(aside, 0, "nothing moved aside:\n{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn thp_enabled(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("kernel reports it");

@@ -39,7 +39,7 @@ use crate::types::{Request, Response};
 use crate::wal::{EntryRef, WalWriter};
 
 use super::config::{Resolved, SnapshotPolicy};
-use super::shared::{Proposal, Published, Shared};
+use super::shared::{Proposal, Published, Shared, WalCover};
 use crate::snapshot::{self, Meta};
 
 /// The page store holding the history, and the checkpoints that keep it.
@@ -225,10 +225,10 @@ impl Checkpoints {
             let _ = done.join();
         }
         let Some((state, meta)) = self.file_due.take() else { return };
-        let (dir, retain, shared) =
-            (self.snapshot_dir.clone(), self.policy.retain, self.shared.clone());
+        let (dir, wal_dir, policy, shared) =
+            (self.snapshot_dir.clone(), self.wal_dir.clone(), self.policy, self.shared.clone());
         let spawned = crate::runtime::spawn_background("snapshot", move || {
-            write_snapshot_file(&shared, &dir, retain, &state, &meta)
+            write_snapshot_file(&shared, &dir, &wal_dir, policy, &state, &meta)
         });
         match spawned {
             Ok(handle) => self.file_writing = Some(handle),
@@ -305,12 +305,39 @@ impl Checkpoints {
     }
 }
 
-/// Writes one snapshot file (paced, on its own thread), then keeps the newest
-/// `retain`. A failure is reported: the page store and the WAL hold the state.
+/// Records what the page store's checkpoint or the newest snapshot file now
+/// holds (`update`), then purges the WAL segments wholly below what both
+/// hold, less `wal_retain_entries`. Until a snapshot file is written, or
+/// while writing them fails, nothing is purged: a damaged page store can
+/// always be rebuilt from the newest file plus the WAL after it.
+fn purge_wal(
+    shared: &Shared,
+    wal_dir: &Path,
+    wal_retain_entries: u64,
+    update: impl FnOnce(&mut WalCover),
+) {
+    // Held while purging: one purge at a time.
+    let mut cover = shared.wal_cover.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    update(&mut cover);
+    let covered = cover.checkpoint.min(cover.snapshot_file);
+    let keep_from = covered.saturating_sub(wal_retain_entries) + 1;
+    match crate::wal::purge(wal_dir, keep_from) {
+        Ok(purged) => {
+            add(&shared.metrics.snapshots.wal_segments_purged, purged as u64);
+            shared.wal_first_sequence.fetch_add(purged as u64, Ordering::Relaxed);
+        }
+        Err(e) => eprintln!("corekv: cannot purge the WAL in {}: {e}", wal_dir.display()),
+    }
+}
+
+/// Writes one snapshot file (paced, on its own thread), keeps the newest
+/// `policy.retain`, then purges the WAL below it (and the checkpoint). A
+/// failure is reported: the page store and the WAL hold the state.
 fn write_snapshot_file(
     shared: &Shared,
     dir: &Path,
-    retain: usize,
+    wal_dir: &Path,
+    policy: SnapshotPolicy,
     state: &crate::mvcc::Snapshot,
     meta: &Meta,
 ) {
@@ -330,11 +357,17 @@ fn write_snapshot_file(
                 started.elapsed().as_millis()
             );
         }
-        Err(e) => eprintln!("corekv: snapshot at index {} failed: {e}", meta.applied_index),
+        Err(e) => {
+            eprintln!("corekv: snapshot at index {} failed: {e}", meta.applied_index);
+            return;
+        }
     }
-    if let Err(e) = snapshot::retain(dir, retain) {
+    if let Err(e) = snapshot::retain(dir, policy.retain) {
         eprintln!("corekv: cannot delete old snapshots in {}: {e}", dir.display());
     }
+    purge_wal(shared, wal_dir, policy.wal_retain_entries, |cover| {
+        cover.snapshot_file = cover.snapshot_file.max(meta.applied_index);
+    });
 }
 
 /// One checkpoint, on its own thread.
@@ -381,16 +414,10 @@ impl Job {
             return Done { history: history.ok(), complete: false, view: None, state: None };
         }
         let checkpointed_ms = started.elapsed().as_millis();
-        let counters = &shared.metrics.snapshots;
-        add(&counters.checkpoints, 1);
-        let keep_from = index.saturating_sub(self.policy.wal_retain_entries) + 1;
-        match crate::wal::purge(&self.wal_dir, keep_from) {
-            Ok(purged) => {
-                add(&counters.wal_segments_purged, purged as u64);
-                shared.wal_first_sequence.fetch_add(purged as u64, Ordering::Relaxed);
-            }
-            Err(e) => eprintln!("corekv: cannot purge the WAL in {}: {e}", self.wal_dir.display()),
-        }
+        add(&shared.metrics.snapshots.checkpoints, 1);
+        purge_wal(shared, &self.wal_dir, self.policy.wal_retain_entries, |cover| {
+            cover.checkpoint = cover.checkpoint.max(index);
+        });
         let store = self.history.page_store();
         let db_bytes = store.page_count() * crate::pagestore::page_bytes as u64;
         shared.db_bytes.store(db_bytes, Ordering::Relaxed);
@@ -408,14 +435,27 @@ impl Job {
     }
 }
 
+/// Why the page store did not open: its content is damaged (`corrupt`: a
+/// page or record failed verification), or the file could not be read
+/// (nothing is known about its content).
+#[derive(Debug)]
+pub struct OpenError {
+    pub message: String,
+    pub corrupt: bool,
+}
+
 /// Opens the page store at `path` as its last checkpoint left it.
-pub fn open_history(path: &Path, cache_bytes: usize) -> Result<History, String> {
-    DirectPageFile::open(path)
-        .map(|file| warn_if_buffered(file, path))
-        .map_err(|e| e.to_string())
-        .and_then(|file| PageStore::open(file, cache_bytes).map_err(|e| e.to_string()))
-        .and_then(|store| PagedHistory::open(store).map_err(|e| e.to_string()))
-        .map_err(|e| format!("{}: {e}", path.display()))
+pub fn open_history(path: &Path, cache_bytes: usize) -> Result<History, OpenError> {
+    let error = |message: String, corrupt: bool| OpenError {
+        message: format!("{}: {message}", path.display()),
+        corrupt,
+    };
+    let file = DirectPageFile::open(path).map_err(|e| error(e.to_string(), false))?;
+    let store = PageStore::open(warn_if_buffered(file, path), cache_bytes).map_err(|e| {
+        let corrupt = matches!(e, crate::pagestore::StoreError::Corrupt { .. });
+        error(e.to_string(), corrupt)
+    })?;
+    PagedHistory::open(store).map_err(|e| error(e.to_string(), e.is_corruption()))
 }
 
 /// A file system without O_DIRECT (tmpfs) still works, through the OS page
@@ -458,7 +498,7 @@ pub fn replace_damaged(path: &Path, cache_bytes: usize, why: &str) -> Result<His
 
 /// The page store as its last checkpoint left it (after a failed one).
 fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
-    let reopened = open_history(path, cache_bytes);
+    let reopened = open_history(path, cache_bytes).map_err(|e| e.message);
     if let Err(e) = &reopened {
         eprintln!("corekv: cannot reopen {e}; checkpoints stop");
     }

@@ -103,9 +103,11 @@ struct Recovery {
 }
 
 /// Opens the page store at DATA_DIR/db, creating it if it does not exist. A
-/// store that does not open (a damaged page, named in the message) is moved
-/// aside, not deleted, and a new one made: the state then comes from a
-/// snapshot file and the WAL, or start-up fails saying what is missing.
+/// store that does not open because it is damaged (a page or record failed
+/// verification, named in the message) is moved aside, not deleted, and a
+/// new one made: the state then comes from a snapshot file and the WAL, or
+/// start-up fails saying what is missing. A store that cannot be read (an
+/// I/O error) fails start-up and is left as it is.
 /// Answers whether it was replaced.
 fn open_history(config: &Resolved) -> Result<(driver::History, bool), String> {
     let path = config.data_dir.join("db");
@@ -114,7 +116,11 @@ fn open_history(config: &Resolved) -> Result<(driver::History, bool), String> {
     }
     match driver::open_history(&path, config.cache_bytes) {
         Ok(history) => Ok((history, false)),
-        Err(e) => Ok((driver::replace_damaged(&path, config.cache_bytes, &e)?, true)),
+        Err(e) if e.corrupt => {
+            Ok((driver::replace_damaged(&path, config.cache_bytes, &e.message)?, true))
+        }
+        // A file that cannot be read is not known to be damaged: it stays.
+        Err(e) => Err(format!("cannot open the page store {}", e.message)),
     }
 }
 
@@ -358,6 +364,10 @@ pub fn run(config: Resolved) -> Result<(), String> {
         proposals: proposals_tx,
         metrics: Metrics::new(config.cores),
         wal_first_sequence: AtomicU64::new(wal_first_sequence),
+        wal_cover: Mutex::new(shared::WalCover {
+            checkpoint: history.applied_index(),
+            snapshot_file: newest_snapshot_index(&config.data_dir.join("snapshots"))?,
+        }),
         db_bytes: AtomicU64::new(
             history.page_store().page_count() * crate::pagestore::page_bytes as u64,
         ),

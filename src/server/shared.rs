@@ -27,6 +27,16 @@ pub struct Proposal {
     pub reply: async_channel::Sender<Reply>,
 }
 
+/// The newest applied index held by the page store's last checkpoint and
+/// by the newest snapshot file. A damaged page store is rebuilt from the
+/// newest snapshot file plus the WAL after it (`server::recover`), so the
+/// WAL is purged only below what both hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalCover {
+    pub checkpoint: u64,
+    pub snapshot_file: u64,
+}
+
 /// The state every read is served from. Published only after the entries it
 /// reflects are durable, and before any of them is acknowledged: so a read
 /// that starts after an acknowledgement sees that write (linearizable on a
@@ -46,6 +56,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The oldest WAL segment left (segments below it were purged).
     pub wal_first_sequence: AtomicU64,
+    /// What the WAL may be purged below (`driver::purge_wal`).
+    pub wal_cover: std::sync::Mutex<WalCover>,
     /// Bytes of the page store file (DATA_DIR/db), as of the last checkpoint.
     pub db_bytes: AtomicU64,
     /// Recent changes for the cores' watchers.
