@@ -40,8 +40,9 @@ struct Countdown {
 struct Countdowns {
     map: HashMap<i64, Countdown>,
     /// Leases renewed or granted since the last checkpoint (some may have
-    /// been revoked since).
-    dirty: Vec<i64>,
+    /// been revoked since), oldest first: a checkpoint that cannot carry
+    /// them all takes the longest waiting, so none waits forever.
+    dirty: std::collections::VecDeque<i64>,
     /// No lease expires, nor is due for another revocation proposal, before
     /// this (a lower bound: renewals only move deadlines later).
     quiet_until_ms: i64,
@@ -52,7 +53,7 @@ impl Countdowns {
         if let Some(lease) = self.map.get_mut(&id) {
             if !lease.dirty {
                 lease.dirty = true;
-                self.dirty.push(id);
+                self.dirty.push_back(id);
             }
         }
     }
@@ -180,7 +181,7 @@ impl Lessor {
         }
         let mut deadlines = Vec::new();
         while deadlines.len() < limits::lease_checkpoint_deadlines_max {
-            let Some(id) = leases.dirty.pop() else { break };
+            let Some(id) = leases.dirty.pop_front() else { break };
             if let Some(lease) = leases.map.get_mut(&id) {
                 lease.dirty = false;
                 deadlines.push((id, lease.expiry_ms));
@@ -381,6 +382,27 @@ mod tests {
         // Not applied: proposed again after the retry interval.
         std::thread::sleep(Duration::from_millis(limits::lease_revoke_retry_ms as u64 + 50));
         assert_eq!(lessor.expired(100), vec![5000]);
+    }
+
+    /// More renewals than one checkpoint carries: those waiting longest go
+    /// first, so under a steady stream of renewals none is left behind.
+    #[test]
+    fn a_checkpoint_that_cannot_carry_every_renewal_takes_the_oldest() {
+        let max = limits::lease_checkpoint_deadlines_max as i64;
+        let lessor = Lessor::new(&Leases::default());
+        for id in 1..=max + 10 {
+            lessor.granted(id, 60);
+        }
+        let first = lessor.checkpoint().unwrap();
+        assert_eq!(first.deadlines.len() as i64, max);
+        assert!(first.deadlines.iter().all(|(id, _)| *id <= max), "the oldest first");
+        // Renewed again before the next checkpoint: the 10 left over still go next.
+        for id in 1..=max {
+            lessor.renew(id);
+        }
+        let second = lessor.checkpoint().unwrap();
+        let carried: Vec<i64> = second.deadlines.iter().map(|d| d.0).collect();
+        assert!((max + 1..=max + 10).all(|id| carried.contains(&id)), "left behind");
     }
 
     #[test]
