@@ -242,6 +242,25 @@ fn restart_resumes_remaining_ttls(args: &[&str]) {
     }
 }
 
+/// A keep-alive is answered once its new deadline is in the log: killed
+/// right after the answer, the member still gives the lease its whole TTL
+/// (the lease clock does not run while the member is down).
+#[test]
+fn a_keep_alive_answered_right_before_a_crash_survives_it() {
+    let dir = temp_dir("lease-keep-alive-crash");
+    let mut member = Member::start(&dir);
+    let mut client = member.client();
+    let id = grant(&mut client, 20, 0).id;
+    // Long enough for periodic checkpoints of the older deadline.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(keep_alive(&mut client, id), 20);
+    member.kill9();
+    member.restart();
+    let mut client = member.client();
+    let ttl = time_to_live(&mut client, id).ttl;
+    assert!(ttl >= 19, "the keep-alive was lost: {ttl} s left of 20");
+}
+
 #[test]
 fn a_restart_resumes_remaining_ttls_from_the_wal() {
     restart_resumes_remaining_ttls(&[]);

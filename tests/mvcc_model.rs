@@ -454,8 +454,9 @@ fn run(ops: Vec<Op>, layered: bool) {
                 let checkpoint = LeaseCheckpointRequest { clock_ms, deadlines };
                 store.apply(&Request::LeaseCheckpoint(checkpoint)).unwrap();
                 model.lease_clock = model.lease_clock.max(clock_ms);
+                // A checkpointed deadline only moves later.
                 if let Some(lease) = model.leases.get_mut(&id) {
-                    lease.1 = expiry_ms;
+                    lease.1 = lease.1.max(expiry_ms);
                 }
             }
         }

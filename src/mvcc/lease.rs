@@ -152,7 +152,9 @@ impl Store {
     }
 
     /// The member's checkpoint of the lease clock and renewed deadlines
-    /// (deadlines of leases revoked since are ignored).
+    /// (deadlines of leases revoked since are ignored). A deadline only
+    /// moves later: a keep-alive's own checkpoint may be applied before a
+    /// periodic one taken just before that keep-alive.
     pub(super) fn lease_checkpoint(&mut self, c: &LeaseCheckpointRequest) -> ResponseBody {
         // Negative times are never written; one that were is ignored rather
         // than stored where a restart would refuse it.
@@ -162,7 +164,8 @@ impl Store {
         }
         for (id, expiry_ms) in c.deadlines.iter().filter(|(_, expiry_ms)| *expiry_ms >= 0) {
             if let Some(lease) = self.state.leases.map.get_mut(id) {
-                Arc::make_mut(lease).expiry_ms = *expiry_ms;
+                let lease = Arc::make_mut(lease);
+                lease.expiry_ms = lease.expiry_ms.max(*expiry_ms);
                 self.record_lease(*id);
             }
         }

@@ -207,11 +207,29 @@ impl Session {
             add(&self.counters().requests_read, 1);
             return self.handle_watch(request_id, request).await;
         }
+        let mut answer = None;
         let (request, body) = match request {
-            Request::LeaseKeepAlive(_)
-            | Request::LeaseTimeToLive(_)
-            | Request::LeaseLeases
-            | Request::LeaseCheckpoint(_) => {
+            Request::LeaseKeepAlive(id) => {
+                // A lease granted but not yet published is not renewed.
+                let known = self.shared.published.load().snapshot.leases().contains(id);
+                let renewed = known.then(|| self.shared.lessor.renew_durably(id)).flatten();
+                let Some((checkpoint, ttl)) = renewed else {
+                    add(&self.counters().requests_read, 1);
+                    let unknown = crate::types::LeaseKeepAliveResponse { id, ttl: 0 };
+                    let result = Ok(ResponseBody::LeaseKeepAlive(unknown));
+                    return self.respond(request_id, result, self.revision()).await;
+                };
+                // Answered once the new deadline is in the log.
+                answer = Some(ResponseBody::LeaseKeepAlive(crate::types::LeaseKeepAliveResponse {
+                    id,
+                    ttl,
+                }));
+                let checkpoint = Request::LeaseCheckpoint(checkpoint);
+                let payload =
+                    Bytes::copy_from_slice(codec::encode_request(&mut self.fbb, &checkpoint));
+                (checkpoint, payload)
+            }
+            Request::LeaseTimeToLive(_) | Request::LeaseLeases | Request::LeaseCheckpoint(_) => {
                 add(&self.counters().requests_read, 1);
                 let published = self.shared.published.load();
                 let revision = published.snapshot.revision();
@@ -261,7 +279,8 @@ impl Session {
         if self.slots.send(()).await.is_err() {
             return false;
         }
-        let proposal = Proposal { request, payload: body, request_id, reply: self.done.clone() };
+        let proposal =
+            Proposal { request, payload: body, request_id, reply: self.done.clone(), answer };
         if self.shared.proposals.send(proposal).await.is_err() {
             let error = Error::new(ErrorCode::Stopping);
             return self.respond(request_id, Err(error), self.revision()).await;

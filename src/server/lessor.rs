@@ -4,7 +4,9 @@
 //! proposes a revocation when a lease expires and, every
 //! `limits::lease_checkpoint_ms`, a checkpoint of the lease clock and of the
 //! deadlines renewed since the last one. Expiry thus goes through the log,
-//! ordered with the writes, as etcd's does.
+//! ordered with the writes, as etcd's does. A keep-alive is answered once a
+//! checkpoint of its new deadline is in the log (`renew_durably`): an
+//! answered keep-alive survives a crash right after it.
 //!
 //! The countdown is not replicated state: it is rebuilt from the lease table
 //! when the member starts, each lease then ending at its checkpointed
@@ -118,7 +120,15 @@ impl Lessor {
     /// A keep-alive: the lease's TTL, counting from now, or None if it does
     /// not exist or has expired (its revocation is on its way). The clock is
     /// read under the lock: an expiry seen by `expired` is seen here too.
+    #[cfg(test)]
     pub fn renew(&self, id: i64) -> Option<i64> {
+        self.renew_durably(id).map(|checkpoint| checkpoint.1)
+    }
+
+    /// A keep-alive as `renew`, with the lease checkpoint that records its
+    /// new deadline, to go through the log before the keep-alive is
+    /// answered: an answered keep-alive survives a crash right after it.
+    pub fn renew_durably(&self, id: i64) -> Option<(LeaseCheckpointRequest, i64)> {
         let mut leases = self.lock();
         let now = self.now_ms();
         let lease = leases.map.get_mut(&id)?;
@@ -126,9 +136,9 @@ impl Lessor {
             return None;
         }
         lease.expiry_ms = now + lease.ttl * 1000;
-        let ttl = lease.ttl;
+        let (ttl, expiry_ms) = (lease.ttl, lease.expiry_ms);
         leases.mark_dirty(id);
-        Some(ttl)
+        Some((LeaseCheckpointRequest { clock_ms: now, deadlines: vec![(id, expiry_ms)] }, ttl))
     }
 
     /// Milliseconds left before lease `id` expires (0 once it has).
@@ -192,9 +202,9 @@ impl Lessor {
     }
 }
 
-/// The answers the member gives itself: keep-alive, time-to-live, the list
-/// (from `snapshot`, the published state, and the countdown); a checkpoint
-/// from a client is refused.
+/// The answers the member gives itself: time-to-live, the list (from
+/// `snapshot`, the published state, and the countdown); a checkpoint from a
+/// client is refused. (A keep-alive goes through the log: `renew_durably`.)
 pub fn serve(
     shared: &Shared,
     snapshot: &Snapshot,
@@ -202,11 +212,6 @@ pub fn serve(
 ) -> Result<ResponseBody, Error> {
     let leases = snapshot.leases();
     match request {
-        Request::LeaseKeepAlive(id) => {
-            // A lease granted but not yet published is not renewed.
-            let ttl = if leases.contains(*id) { shared.lessor.renew(*id).unwrap_or(0) } else { 0 };
-            Ok(ResponseBody::LeaseKeepAlive(LeaseKeepAliveResponse { id: *id, ttl }))
-        }
         Request::LeaseTimeToLive(t) => {
             let remaining = shared.lessor.remaining_ms(t.id);
             let answer = match (leases.get(t.id), remaining) {
@@ -284,7 +289,7 @@ async fn propose(
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let payload =
         Bytes::copy_from_slice(crate::protocol::codec::encode_request(&mut fbb, &request));
-    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone() };
+    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone(), answer: None };
     shared.proposals.send(proposal).await.is_ok()
 }
 
