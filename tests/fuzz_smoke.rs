@@ -43,7 +43,7 @@ fn valid_segment() -> Vec<u8> {
     let mut segment =
         corekv::wal::format::SegmentHeader { sequence: 0, first_index: 1 }.encode().to_vec();
     for i in 1..20u64 {
-        corekv::wal::format::encode_record(&mut segment, 1, i, &vec![i as u8; i as usize * 3]);
+        corekv::wal::format::encode_record(&mut segment, 1, i, 0, &vec![i as u8; i as usize * 3]);
     }
     segment
 }

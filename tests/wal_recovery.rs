@@ -35,14 +35,16 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Writes entries 1..=count in batches of varying size; returns the byte
-/// offset where each entry's record starts, per segment file.
-fn write_log(dir: &Path, count: u64, rng: &mut Rng) {
+/// Writes entries 1..=count in batches of varying size; returns the first
+/// index of each batch (each one write, or two across a segment's end).
+fn write_log(dir: &Path, count: u64, rng: &mut Rng) -> Vec<u64> {
     let recovered = wal::recover(dir, SEGMENT, |_, _, _| panic!("fresh log")).unwrap();
     let mut writer =
         block_on_ready(WalWriter::open(StdDisk, dir, SEGMENT, 0, recovered.tail)).unwrap();
     let mut next = 1;
+    let mut starts = Vec::new();
     while next <= count {
+        starts.push(next);
         let batch = (rng.below(40) + 1).min(count - next + 1);
         let payloads: Vec<_> = (next..next + batch).map(payload).collect();
         let entries: Vec<_> = payloads
@@ -54,6 +56,7 @@ fn write_log(dir: &Path, count: u64, rng: &mut Rng) {
         next += batch;
     }
     block_on_ready(writer.close()).unwrap();
+    starts
 }
 
 fn read_log(dir: &Path) -> Result<(Vec<u64>, wal::Recovered), RecoveryError> {
@@ -112,7 +115,7 @@ fn torn_tails_open_with_exactly_the_records_before_the_damage() {
     let mut rng = Rng(7);
     for round in 0..40 {
         let dir = temp_dir(&format!("torn{round}"));
-        write_log(&dir, 1500 + rng.below(1500), &mut rng);
+        let batch_starts = write_log(&dir, 1500 + rng.below(1500), &mut rng);
         let last = segments(&dir).pop().unwrap();
         let offsets = record_offsets(&last);
         let total_before = read_log(&dir).unwrap().0.len();
@@ -123,6 +126,15 @@ fn torn_tails_open_with_exactly_the_records_before_the_damage() {
         });
         let damage_at = offsets[victim] + rng.below((record_end - offsets[victim]).max(1));
         let survivors = total_before - (offsets.len() - victim);
+        // A damaged record of the last write is taken for that write cut
+        // short (with the rest of it); one of an earlier write, followed by
+        // a later write's records, is damage in the middle.
+        // The last write starts at the last batch, or at the last segment's
+        // first record if that batch began in the segment before.
+        let victim_index = survivors as u64 + 1;
+        let last_segment_first = (total_before - offsets.len()) as u64 + 1;
+        let last_write = (*batch_starts.last().unwrap()).max(last_segment_first);
+        let in_last_write = victim_index >= last_write;
         let truncate = round % 2 == 0;
         if truncate {
             let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
@@ -134,10 +146,10 @@ fn torn_tails_open_with_exactly_the_records_before_the_damage() {
         }
         match read_log(&dir) {
             Ok((seen, recovered)) => {
-                let only_last_damaged = victim == offsets.len() - 1 || truncate;
+                let only_last_damaged = victim == offsets.len() - 1 || truncate || in_last_write;
                 assert!(
                     only_last_damaged,
-                    "round {round}: damage before the last record must refuse"
+                    "round {round}: damage before the last write must refuse"
                 );
                 assert_eq!(
                     seen.len(),
@@ -164,7 +176,7 @@ fn torn_tails_open_with_exactly_the_records_before_the_damage() {
             }
             Err(RecoveryError::Corrupt { file, offset, .. }) => {
                 assert!(
-                    !truncate && victim < offsets.len() - 1,
+                    !truncate && victim < offsets.len() - 1 && !in_last_write,
                     "round {round}: a torn tail must open"
                 );
                 assert_eq!((file, offset), (last.clone(), offsets[victim]));
@@ -173,6 +185,107 @@ fn torn_tails_open_with_exactly_the_records_before_the_damage() {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Appends entries `first..first + count` as one batch (one write).
+fn append_batch(dir: &Path, first: u64, count: u64) {
+    let recovered = wal::recover(dir, SEGMENT, |_, _, _| {}).unwrap();
+    let mut writer =
+        block_on_ready(WalWriter::open(StdDisk, dir, SEGMENT, first - 1, recovered.tail)).unwrap();
+    let payloads: Vec<_> = (first..first + count).map(payload).collect();
+    let entries: Vec<_> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| EntryRef { term: 1, index: first + i as u64, payload: p })
+        .collect();
+    block_on_ready(writer.append(&entries)).unwrap();
+    block_on_ready(writer.close()).unwrap();
+}
+
+/// A power cut during a write of many pages may persist any of them: the
+/// pages that did not land hold what they held before (the tail page's
+/// earlier records, zeros after). Whatever landed of the last write, the
+/// log opens with the records before its first missing one.
+#[test]
+fn a_multi_page_write_cut_short_opens_whatever_pages_of_it_landed() {
+    let mut rng = Rng(11);
+    for round in 0..30 {
+        let dir = temp_dir(&format!("torn-pages{round}"));
+        write_log(&dir, 200 + rng.below(300), &mut rng);
+        let before = read_log(&dir).unwrap().0.len();
+        let path = segments(&dir).pop().unwrap();
+        let old = std::fs::read(&path).unwrap();
+        let count = 40 + rng.below(40) as usize;
+        append_batch(&dir, before as u64 + 1, count as u64);
+        let offsets = record_offsets(&path);
+        let batch = &offsets[offsets.len() - count..];
+        let mut torn = std::fs::read(&path).unwrap();
+        // Lose a random set of the write's pages (at least one).
+        let pages = batch[0] as usize / 4096..=(*batch.last().unwrap() as usize + 4096) / 4096;
+        let mut lost = 0;
+        for page in pages.clone() {
+            if rng.below(3) == 0 || (page == *pages.end() && lost == 0) {
+                let range = page * 4096..((page + 1) * 4096).min(torn.len());
+                torn[range.clone()].copy_from_slice(&old[range]);
+                lost += 1;
+            }
+        }
+        std::fs::write(&path, &torn).unwrap();
+        let intact = |at: u64| {
+            matches!(
+                wal::format::decode_record(&torn[at as usize..]),
+                wal::format::Decoded::Record(_)
+            )
+        };
+        let first_missing = batch.iter().position(|at| !intact(*at));
+        let (seen, recovered) = read_log(&dir).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        match first_missing {
+            Some(i) => {
+                assert_eq!(seen.len(), before + i, "round {round}: the records before the loss");
+                // Reported when records or bytes of the write were cut
+                // (zeros from the first missing one on are a clean end).
+                let dropped = batch[i + 1..].iter().any(|at| intact(*at));
+                if dropped {
+                    assert_eq!(
+                        recovered.truncated,
+                        Some((path.clone(), batch[i])),
+                        "round {round}"
+                    );
+                }
+                if let Some(cut) = &recovered.truncated {
+                    assert_eq!(cut, &(path.clone(), batch[i]), "round {round}");
+                }
+            }
+            None => assert_eq!(seen.len(), before + count, "round {round}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The same loss in the write before the last one is damage in the middle:
+/// the last write was acknowledged, so the member refuses to start.
+#[test]
+fn a_lost_page_of_an_earlier_write_refuses_to_open() {
+    let dir = temp_dir("torn-earlier");
+    let mut rng = Rng(5);
+    write_log(&dir, 300, &mut rng);
+    let path = segments(&dir).pop().unwrap();
+    let old = std::fs::read(&path).unwrap();
+    append_batch(&dir, 301, 30);
+    append_batch(&dir, 331, 60);
+    let offsets = record_offsets(&path);
+    // A page holding only records of the first of the two writes.
+    let earlier = &offsets[offsets.len() - 90..offsets.len() - 60];
+    let page = earlier[1] as usize / 4096 + 1;
+    assert!(((page + 1) * 4096) as u64 <= earlier[earlier.len() - 1], "a page inside it");
+    let mut torn = std::fs::read(&path).unwrap();
+    torn[page * 4096..(page + 1) * 4096].copy_from_slice(&old[page * 4096..(page + 1) * 4096]);
+    std::fs::write(&path, &torn).unwrap();
+    match read_log(&dir) {
+        Err(RecoveryError::Corrupt { file, .. }) => assert_eq!(file, path),
+        other => panic!("expected a refusal, got {:?}", other.map(|(seen, _)| seen.len())),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

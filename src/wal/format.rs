@@ -4,7 +4,10 @@
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const segment_magic: [u8; 8] = *b"corekvWL";
-pub const format_version: u32 = 1;
+/// Version 2 gives each record its position in the write that carried it
+/// (the reserved bytes of version 1, zero there: position 0). Both are read.
+pub const format_version: u32 = 2;
+pub const format_version_oldest: u32 = 1;
 pub const segment_header_bytes: usize = 64;
 pub const record_header_bytes: usize = 32;
 pub const record_alignment_bytes: usize = 8;
@@ -43,7 +46,8 @@ impl SegmentHeader {
         if u64::from_le_bytes(bytes[56..64].try_into().unwrap()) != xxh3_64(&bytes[..56]) {
             return Err("segment header checksum mismatch");
         }
-        if u32::from_le_bytes(bytes[8..12].try_into().unwrap()) != format_version {
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        if !(format_version_oldest..=format_version).contains(&version) {
             return Err("unsupported WAL format version");
         }
         Ok(SegmentHeader {
@@ -58,13 +62,26 @@ pub fn record_bytes(payload_bytes: usize) -> usize {
     (record_header_bytes + payload_bytes).next_multiple_of(record_alignment_bytes)
 }
 
+/// Records one write may carry: its position is 3 bytes.
+pub const write_records_max: u32 = 1 << 24;
+
 /// Appends one entry record to `out` (which must be 8-byte aligned in length).
-pub fn encode_record(out: &mut Vec<u8>, term: u64, index: u64, payload: &[u8]) {
+/// `write_position`: how many records come before it in the same write (the
+/// records a batch adds; not those of the tail page written again).
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    term: u64,
+    index: u64,
+    write_position: u32,
+    payload: &[u8],
+) {
     debug_assert!(out.len().is_multiple_of(record_alignment_bytes));
+    assert!(write_position < write_records_max, "a write of over 2^24 records");
     let payload_bytes = u32::try_from(payload.len()).expect("payload under 4 GiB");
     let mut header = [0u8; record_header_bytes];
     header[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
     header[4] = kind_entry;
+    header[5..8].copy_from_slice(&write_position.to_le_bytes()[..3]);
     header[8..16].copy_from_slice(&term.to_le_bytes());
     header[16..24].copy_from_slice(&index.to_le_bytes());
     let mut hasher = Xxh3::new();
@@ -80,6 +97,8 @@ pub fn encode_record(out: &mut Vec<u8>, term: u64, index: u64, payload: &[u8]) {
 pub struct Record<'a> {
     pub term: u64,
     pub index: u64,
+    /// Records before it in the write that carried it (0 in version 1).
+    pub write_position: u32,
     pub payload: &'a [u8],
     /// Bytes the record occupies, padding included.
     pub total_bytes: usize,
@@ -107,7 +126,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         return Decoded::End;
     }
     let payload_bytes = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
-    if header[4] != kind_entry || header[5..8] != [0, 0, 0] {
+    if header[4] != kind_entry {
         return Decoded::Bad("bad record kind");
     }
     let total_bytes = record_bytes(payload_bytes);
@@ -124,6 +143,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
     Decoded::Record(Record {
         term: u64::from_le_bytes(header[8..16].try_into().unwrap()),
         index: u64::from_le_bytes(header[16..24].try_into().unwrap()),
+        write_position: u32::from_le_bytes([header[5], header[6], header[7], 0]),
         payload,
         total_bytes,
     })
@@ -136,12 +156,12 @@ mod tests {
     #[test]
     fn records_round_trip_and_any_flipped_bit_is_caught() {
         let mut out = Vec::new();
-        encode_record(&mut out, 3, 17, b"hello world");
+        encode_record(&mut out, 3, 17, 0x0a0b0c, b"hello world");
         assert_eq!(out.len(), record_bytes(11));
         let Decoded::Record(r) = decode_record(&out) else { panic!() };
         assert_eq!(
-            (r.term, r.index, r.payload, r.total_bytes),
-            (3, 17, &b"hello world"[..], out.len())
+            (r.term, r.index, r.write_position, r.payload, r.total_bytes),
+            (3, 17, 0x0a0b0c, &b"hello world"[..], out.len())
         );
         for bit in 0..(record_header_bytes + 11) * 8 {
             let mut damaged = out.clone();
@@ -158,5 +178,17 @@ mod tests {
         let mut bad = h.encode();
         bad[20] ^= 1;
         assert!(SegmentHeader::decode(&bad).is_err());
+        // Version 1 (records without write positions) is still read; an
+        // unknown version is refused by name.
+        for (version, readable) in [(1u32, true), (2, true), (3, false), (0, false)] {
+            let mut header = h.encode();
+            header[8..12].copy_from_slice(&version.to_le_bytes());
+            let checksum = xxh3_64(&header[..56]);
+            header[56..64].copy_from_slice(&checksum.to_le_bytes());
+            match SegmentHeader::decode(&header) {
+                Ok(decoded) => assert!(readable && decoded == h, "version {version}"),
+                Err(e) => assert!(!readable && e.contains("version"), "version {version}: {e}"),
+            }
+        }
     }
 }

@@ -111,6 +111,9 @@ struct Damage {
     segment: usize,
     offset: u64,
     reason: &'static str,
+    /// What a write cut short leaves: zeros, or a record failing its
+    /// checks (not a valid record out of place).
+    torn: bool,
 }
 
 /// Replays the WAL in `dir` (created if missing), calling `on_entry(term,
@@ -186,7 +189,8 @@ pub fn recover_after(
                 last_index = h.first_index - 1;
             }
             Ok(_) => {
-                damage = Some(Damage { segment: i, offset: 0, reason: "segment out of sequence" });
+                let reason = "segment out of sequence";
+                damage = Some(Damage { segment: i, offset: 0, reason, torn: false });
                 last_read = Some((i, file));
                 break;
             }
@@ -201,7 +205,7 @@ pub fn recover_after(
                 break;
             }
             Err(reason) => {
-                damage = Some(Damage { segment: i, offset: 0, reason });
+                damage = Some(Damage { segment: i, offset: 0, reason, torn: false });
                 last_read = Some((i, file));
                 break;
             }
@@ -222,11 +226,12 @@ pub fn recover_after(
                         segment: i,
                         offset: at as u64,
                         reason: "index out of sequence",
+                        torn: false,
                     });
                     break;
                 }
                 Found::Bad(reason) => {
-                    damage = Some(Damage { segment: i, offset: at as u64, reason });
+                    damage = Some(Damage { segment: i, offset: at as u64, reason, torn: true });
                     break;
                 }
                 Found::End
@@ -234,7 +239,7 @@ pub fn recover_after(
                         && file.valid_record_after(at + 8).map_err(io_err(path))? =>
                 {
                     let reason = "zeros before the end of the segment's records";
-                    damage = Some(Damage { segment: i, offset: at as u64, reason });
+                    damage = Some(Damage { segment: i, offset: at as u64, reason, torn: true });
                     break;
                 }
                 Found::End => {
@@ -249,13 +254,17 @@ pub fn recover_after(
         }
         // A segment ends where its data ends; the next segment continues.
     }
-    // Anything valid after the end of the data means damage in the middle.
-    let cut = match (&damage, end) {
-        (Some(d), _) => (d.segment, d.offset, d.reason),
-        (None, Some((segment, offset))) => (segment, offset, "zeros before the end of the log"),
-        (None, None) => (segments.len(), 0, ""),
+    // Anything valid after the end of the data means damage in the middle,
+    // unless it is what a write cut short leaves (`check_nothing_valid_after`).
+    let (cut, torn) = match (&damage, end) {
+        (Some(d), _) => ((d.segment, d.offset, d.reason), d.torn),
+        (None, Some((segment, offset))) => {
+            ((segment, offset, "zeros before the end of the log"), true)
+        }
+        (None, None) => ((segments.len(), 0, ""), false),
     };
-    check_nothing_valid_after(&segments, cut, &mut last_read, &open)?;
+    let first_lost = torn.then_some(last_index + 1);
+    let dropped = check_nothing_valid_after(&segments, cut, first_lost, &mut last_read, &open)?;
     if last_index < start_after {
         return Err(RecoveryError::Gap(format!(
             "the log ends at entry {last_index}, before the snapshot's entry {start_after}"
@@ -266,7 +275,12 @@ pub fn recover_after(
     }
     let (segment, offset, _) = cut;
     let (sequence, path) = segments[segment.min(segments.len() - 1)].clone();
-    let truncated = damage.as_ref().map(|d| (segments[d.segment].1.clone(), d.offset));
+    let truncated = match (&damage, dropped) {
+        (Some(d), _) => Some((segments[d.segment].1.clone(), d.offset)),
+        // Zeros, then records of the write cut short: those are cut too.
+        (None, true) => Some((segments[segment].1.clone(), offset)),
+        (None, false) => None,
+    };
     for (_, later) in &segments[segment + 1..] {
         fs::remove_file(later).map_err(|e| RecoveryError::Io(later.clone(), e))?;
     }
@@ -288,12 +302,23 @@ pub fn recover_after(
     Ok(Recovered { last_index, last_term, tail, truncated })
 }
 
+/// Refuses (`Corrupt`) if a valid record follows the cut, unless the cut
+/// looks like a write cut short (`first_lost`: the index of the first
+/// record not recovered) and every valid record after it belongs to that
+/// same write: it is in the cut's segment, and its index less its position
+/// in its write is at most `first_lost` (the write began at or before the
+/// cut). A torn write may persist any of its pages, but no later write
+/// starts before it completes; so a record of a later write (acknowledged)
+/// after the cut means damage in the middle of the log. Answers whether
+/// any valid record follows (to be cut with the rest).
 fn check_nothing_valid_after(
     segments: &[(u64, PathBuf)],
     (segment, offset, reason): (usize, u64, &'static str),
+    first_lost: Option<u64>,
     last_read: &mut Option<(usize, SegmentFile)>,
     open: &dyn Fn(&Path) -> Result<SegmentFile, RecoveryError>,
-) -> Result<(), RecoveryError> {
+) -> Result<bool, RecoveryError> {
+    let mut dropped = false;
     for i in segment..segments.len() {
         let mut opened;
         let file = match last_read {
@@ -304,15 +329,24 @@ fn check_nothing_valid_after(
             }
         };
         let from = if i == segment { offset as usize + format::record_alignment_bytes } else { 0 };
-        let from = from.max(format::segment_header_bytes);
-        let found =
-            file.valid_record_after(from).map_err(|e| RecoveryError::Io(file.path.clone(), e))?;
-        if found {
-            let (file, offset) = (segments[segment].1.clone(), offset);
-            return Err(RecoveryError::Corrupt { file, offset, reason });
+        let mut from = from.max(format::segment_header_bytes);
+        let io_err = |e| RecoveryError::Io(segments[i].1.clone(), e);
+        while let Some(valid) = file.next_valid_record(from).map_err(io_err)? {
+            let same_write = first_lost.is_some_and(|first_lost| {
+                let write_start = valid.index.checked_sub(u64::from(valid.write_position));
+                i == segment
+                    && valid.index >= first_lost
+                    && write_start.is_some_and(|start| start <= first_lost)
+            });
+            if !same_write {
+                let (file, offset) = (segments[segment].1.clone(), offset);
+                return Err(RecoveryError::Corrupt { file, offset, reason });
+            }
+            dropped = true;
+            from = valid.offset + valid.total;
         }
     }
-    Ok(())
+    Ok(dropped)
 }
 
 fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) -> Recovered {

@@ -38,6 +38,15 @@ pub(crate) struct SegmentFile {
 }
 
 /// What `decode_at` finds, owning its payload.
+/// A valid record found by scanning (`next_valid_record`).
+pub(crate) struct Valid {
+    pub offset: usize,
+    pub index: u64,
+    pub write_position: u32,
+    /// Bytes it occupies, padding included.
+    pub total: usize,
+}
+
 pub(crate) enum Found {
     Record { term: u64, index: u64, payload: Bytes, total_bytes: usize },
     End,
@@ -132,6 +141,11 @@ impl SegmentFile {
 
     /// Whether a valid record starts at any aligned offset at or after `from`.
     pub(crate) fn valid_record_after(&mut self, from: usize) -> io::Result<bool> {
+        Ok(self.next_valid_record(from)?.is_some())
+    }
+
+    /// The first valid record at an aligned offset at or after `from`.
+    pub(crate) fn next_valid_record(&mut self, from: usize) -> io::Result<Option<Valid>> {
         let mut at = from.next_multiple_of(format::record_alignment_bytes);
         while at.saturating_add(format::record_header_bytes) <= self.len {
             let chunk_end = (at + step_bytes).min(self.len);
@@ -153,13 +167,14 @@ impl SegmentFile {
                     continue; // runs past the end: not a valid record
                 }
                 let record = self.window(candidate, total)?;
-                if let Decoded::Record(_) = format::decode_record(record) {
-                    return Ok(true);
+                if let Decoded::Record(r) = format::decode_record(record) {
+                    let (index, write_position) = (r.index, r.write_position);
+                    return Ok(Some(Valid { offset: candidate, index, write_position, total }));
                 }
             }
             at = chunk_end.next_multiple_of(format::record_alignment_bytes);
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Whether every byte from `from` to the end of the file is zero.
@@ -229,7 +244,7 @@ mod tests {
         for payload_bytes in [300usize, step_bytes + step_bytes / 2] {
             let payload: Vec<u8> = (0..payload_bytes).map(|i| (i % 251) as u8).collect();
             let mut record = Vec::new();
-            format::encode_record(&mut record, 2, 9, &payload);
+            format::encode_record(&mut record, 2, 9, 0, &payload);
             let places = [0, 8, step_bytes - 8, step_bytes - 200, step_bytes, step_bytes + 16];
             for (n, place) in places.into_iter().enumerate() {
                 for damaged in [false, true] {
@@ -285,7 +300,7 @@ mod tests {
     #[test]
     fn a_record_claiming_more_than_the_file_is_bad_without_reading_on() {
         let mut record = Vec::new();
-        format::encode_record(&mut record, 1, 1, b"x");
+        format::encode_record(&mut record, 1, 1, 0, b"x");
         record[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut bytes = vec![0u8; 4096];
         bytes[64..64 + record.len()].copy_from_slice(&record);

@@ -116,7 +116,16 @@ impl<D: LogDisk> WalWriter<D> {
                 if end + bytes > self.capacity as usize {
                     break;
                 }
-                format::encode_record(&mut self.staging, entry.term, entry.index, entry.payload);
+                // Its place in this write: recovery tells a torn last write
+                // (records of it after the damage) from damage before.
+                let position = taken as u32;
+                format::encode_record(
+                    &mut self.staging,
+                    entry.term,
+                    entry.index,
+                    position,
+                    entry.payload,
+                );
                 end += bytes;
                 taken += 1;
             }
