@@ -271,7 +271,7 @@ pub fn recover_after(
         )));
     }
     if segments.is_empty() {
-        return Ok(fresh_log(dir, segment_bytes, last_index, last_term));
+        return fresh_log(dir, segment_bytes, last_index, last_term);
     }
     let (segment, offset, _) = cut;
     let (sequence, path) = segments[segment.min(segments.len() - 1)].clone();
@@ -349,13 +349,18 @@ fn check_nothing_valid_after(
     Ok(dropped)
 }
 
-fn fresh_log(dir: &Path, segment_bytes: u64, last_index: u64, last_term: u64) -> Recovered {
+fn fresh_log(
+    dir: &Path,
+    segment_bytes: u64,
+    last_index: u64,
+    last_term: u64,
+) -> Result<Recovered, RecoveryError> {
     let path = segment_path(dir, 0);
-    prepare_segment_file(&path, segment_bytes).expect("create the first WAL segment");
+    prepare_segment_file(&path, segment_bytes).map_err(|e| RecoveryError::Io(path.clone(), e))?;
     let page = SegmentHeader { sequence: 0, first_index: last_index + 1 }.encode().to_vec();
     let tail =
         Tail { path, sequence: 0, write_offset: page.len() as u64, capacity: segment_bytes, page };
-    Recovered { last_index, last_term, tail, truncated: None }
+    Ok(Recovered { last_index, last_term, tail, truncated: None })
 }
 
 /// Zeroes the segment from `offset` on (and extends it to `segment_bytes` if

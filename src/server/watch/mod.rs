@@ -573,14 +573,22 @@ impl Hub {
         let published = self.shared.published.load_full();
         let snapshot = &published.snapshot;
         let mut round = Round { snapshot, log: &log, templates: Templates::default() };
+        // Watches of a connection without room for all its synced watches'
+        // responses wait for the next round, all of them: they stay at one
+        // position, and share their responses then.
+        let mut left_out = std::collections::HashSet::new();
         if watchers.synced_count > 0 {
-            self.deliver_synced(watchers, &mut round);
+            left_out = self.deliver_synced(watchers, &mut round);
         }
         let unsynced = std::mem::take(&mut watchers.unsynced);
         let mut more = false;
         for id in unsynced {
             let Some(watcher) = watchers.slots[id].as_mut() else { continue };
             if watcher.synced {
+                continue;
+            }
+            if left_out.contains(&id) {
+                watchers.unsynced.push(id);
                 continue;
             }
             match self.deliver(watcher, &mut round) {
@@ -618,7 +626,13 @@ impl Hub {
     /// watchers of its key (and the range watchers holding it); a watcher
     /// whose queue is full leaves the group. None of them is visited unless
     /// it has events.
-    fn deliver_synced(&self, watchers: &mut Watchers, round: &mut Round<'_>) {
+    /// Answers the watchers left out for want of room in their connection.
+    fn deliver_synced(
+        &self,
+        watchers: &mut Watchers,
+        round: &mut Round<'_>,
+    ) -> std::collections::HashSet<usize> {
+        let mut left_out = std::collections::HashSet::new();
         let from = watchers.synced_upto + 1;
         let Some((batches, last)) = round.log.from(from) else {
             // The log no longer holds their position: each goes on by itself.
@@ -628,10 +642,10 @@ impl Hub {
             for id in synced {
                 watchers.unsync(id, from);
             }
-            return;
+            return left_out;
         };
         if last < from {
-            return;
+            return left_out;
         }
         type Matched<'e> = Vec<(i64, &'e Bytes, Option<&'e KeyValue>)>;
         // Each watcher's events, in the order watchers first matched; a
@@ -689,6 +703,7 @@ impl Hub {
             if !admit && built.is_ok() {
                 self.note_slow(watcher);
                 watchers.unsync(id, from);
+                left_out.insert(id);
                 continue;
             }
             match built {
@@ -707,6 +722,7 @@ impl Hub {
             }
         }
         watchers.synced_upto = last;
+        left_out
     }
 
     /// Ends a watch whose next revision is compacted, with etcd's answer.
