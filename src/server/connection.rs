@@ -18,6 +18,7 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use super::lessor::KeepAliveWaiter;
 use super::shared::{Proposal, Reply, Shared};
 use crate::error::{Error, ErrorCode};
 use crate::limits;
@@ -207,27 +208,31 @@ impl Session {
             add(&self.counters().requests_read, 1);
             return self.handle_watch(request_id, request).await;
         }
-        let mut answer = None;
         let (request, body) = match request {
             Request::LeaseKeepAlive(id) => {
+                add(&self.counters().requests_write, 1);
+                // Counted in flight like a write: the answer comes through
+                // `done` once the new deadline is in the log.
+                if self.slots.send(()).await.is_err() {
+                    return false;
+                }
+                let answer = crate::types::LeaseKeepAliveResponse { id, ttl: 0 };
+                let waiter = KeepAliveWaiter { reply: self.done.clone(), request_id, answer };
                 // A lease granted but not yet published is not renewed.
                 let known = self.shared.published.load().snapshot.leases().contains(id);
-                let renewed = known.then(|| self.shared.lessor.renew_durably(id)).flatten();
-                let Some((checkpoint, ttl)) = renewed else {
-                    add(&self.counters().requests_read, 1);
-                    let unknown = crate::types::LeaseKeepAliveResponse { id, ttl: 0 };
-                    let result = Ok(ResponseBody::LeaseKeepAlive(unknown));
-                    return self.respond(request_id, result, self.revision()).await;
+                let refused = match known {
+                    true => self.shared.lessor.renew_durably(id, waiter).err(),
+                    false => Some(waiter),
                 };
-                // Answered once the new deadline is in the log.
-                answer = Some(ResponseBody::LeaseKeepAlive(crate::types::LeaseKeepAliveResponse {
-                    id,
-                    ttl,
-                }));
-                let checkpoint = Request::LeaseCheckpoint(checkpoint);
-                let payload =
-                    Bytes::copy_from_slice(codec::encode_request(&mut self.fbb, &checkpoint));
-                (checkpoint, payload)
+                if let Some(waiter) = refused {
+                    let response = Response {
+                        header: self.shared.header(self.revision()),
+                        result: Ok(ResponseBody::LeaseKeepAlive(waiter.answer)),
+                    };
+                    // Through `done` too, which gives the slot back.
+                    let _ = self.done.try_send((request_id, Box::new(response)));
+                }
+                return true;
             }
             Request::LeaseTimeToLive(_) | Request::LeaseLeases | Request::LeaseCheckpoint(_) => {
                 add(&self.counters().requests_read, 1);
@@ -279,8 +284,7 @@ impl Session {
         if self.slots.send(()).await.is_err() {
             return false;
         }
-        let proposal =
-            Proposal { request, payload: body, request_id, reply: self.done.clone(), answer };
+        let proposal = Proposal { request, payload: body, request_id, reply: self.done.clone() };
         if self.shared.proposals.send(proposal).await.is_err() {
             let error = Error::new(ErrorCode::Stopping);
             return self.respond(request_id, Err(error), self.revision()).await;

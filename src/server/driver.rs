@@ -609,10 +609,6 @@ impl<D: LogDisk> Driver<D> {
                     std::process::exit(70);
                 }
             }
-            let result = match (result, proposal.answer) {
-                (Ok(_), Some(answer)) => Ok(answer),
-                (result, _) => result,
-            };
             let header = self.shared.header(self.store.revision());
             replies.push((proposal.reply, proposal.request_id, Response { header, result }));
         }

@@ -48,6 +48,18 @@ struct Countdowns {
     /// No lease expires, nor is due for another revocation proposal, before
     /// this (a lower bound: renewals only move deadlines later).
     quiet_until_ms: i64,
+    /// Keep-alives so far (each one's number is its place in this count).
+    renewals: u64,
+    /// Keep-alives waiting to be answered until a checkpoint holding their
+    /// deadline is applied, oldest first (numbers increasing).
+    waiting: std::collections::VecDeque<(u64, KeepAliveWaiter)>,
+}
+
+/// A keep-alive answered once its deadline is in the log.
+pub struct KeepAliveWaiter {
+    pub reply: async_channel::Sender<super::shared::Reply>,
+    pub request_id: u64,
+    pub answer: LeaseKeepAliveResponse,
 }
 
 impl Countdowns {
@@ -66,6 +78,8 @@ pub struct Lessor {
     /// The lease clock when `started` was taken.
     base_ms: i64,
     leases: Mutex<Countdowns>,
+    /// Wakes the lease task when a keep-alive waits (`run`).
+    renewed: (async_channel::Sender<()>, async_channel::Receiver<()>),
 }
 
 impl Lessor {
@@ -91,7 +105,12 @@ impl Lessor {
                 countdowns.mark_dirty(id);
             }
         }
-        Lessor { started: Instant::now(), base_ms, leases: Mutex::new(countdowns) }
+        Lessor {
+            started: Instant::now(),
+            base_ms,
+            leases: Mutex::new(countdowns),
+            renewed: async_channel::bounded(1),
+        }
     }
 
     /// The lease clock now.
@@ -122,23 +141,40 @@ impl Lessor {
     /// read under the lock: an expiry seen by `expired` is seen here too.
     #[cfg(test)]
     pub fn renew(&self, id: i64) -> Option<i64> {
-        self.renew_durably(id).map(|checkpoint| checkpoint.1)
+        let (reply, _) = async_channel::bounded(1);
+        let answer = LeaseKeepAliveResponse { id, ttl: 0 };
+        let waiter = KeepAliveWaiter { reply, request_id: 0, answer };
+        self.renew_durably(id, waiter).ok()?;
+        let mut leases = self.lock();
+        let (_, waiter) = leases.waiting.pop_back().expect("just queued");
+        Some(waiter.answer.ttl)
     }
 
-    /// A keep-alive as `renew`, with the lease checkpoint that records its
-    /// new deadline, to go through the log before the keep-alive is
-    /// answered: an answered keep-alive survives a crash right after it.
-    pub fn renew_durably(&self, id: i64) -> Option<(LeaseCheckpointRequest, i64)> {
+    /// A keep-alive that is answered (through `waiter.reply`) once a
+    /// checkpoint holding its new deadline is applied: an answered
+    /// keep-alive survives a crash right after it. The lease task (`run`)
+    /// carries the deadlines renewed meanwhile in one checkpoint entry. Gives
+    /// the waiter back if the lease does not exist or has expired.
+    pub fn renew_durably(
+        &self,
+        id: i64,
+        mut waiter: KeepAliveWaiter,
+    ) -> Result<(), KeepAliveWaiter> {
         let mut leases = self.lock();
         let now = self.now_ms();
-        let lease = leases.map.get_mut(&id)?;
+        let Some(lease) = leases.map.get_mut(&id) else { return Err(waiter) };
         if lease.expiry_ms <= now || lease.revoking_since.is_some() {
-            return None;
+            return Err(waiter);
         }
         lease.expiry_ms = now + lease.ttl * 1000;
-        let (ttl, expiry_ms) = (lease.ttl, lease.expiry_ms);
+        waiter.answer = LeaseKeepAliveResponse { id, ttl: lease.ttl };
         leases.mark_dirty(id);
-        Some((LeaseCheckpointRequest { clock_ms: now, deadlines: vec![(id, expiry_ms)] }, ttl))
+        leases.renewals += 1;
+        let number = leases.renewals;
+        leases.waiting.push_back((number, waiter));
+        drop(leases);
+        let _ = self.renewed.0.try_send(());
+        Ok(())
     }
 
     /// Milliseconds left before lease `id` expires (0 once it has).
@@ -182,12 +218,20 @@ impl Lessor {
     /// The clock now and the deadlines renewed since the last checkpoint
     /// (at most `limits::lease_checkpoint_deadlines_max`; the rest stay due).
     /// None when there are no leases: the clock then need not move.
+    #[cfg(test)]
     pub fn checkpoint(&self) -> Option<LeaseCheckpointRequest> {
+        self.checkpoint_covering().0
+    }
+
+    /// `checkpoint`, and the number of keep-alives whose deadlines it and
+    /// the checkpoints before it hold (None if some are still left over):
+    /// those may be answered once it is applied (`answer_upto`).
+    fn checkpoint_covering(&self) -> (Option<LeaseCheckpointRequest>, Option<u64>) {
         let mut leases = self.lock();
         let clock_ms = self.now_ms();
         if leases.map.is_empty() {
             leases.dirty.clear();
-            return None;
+            return (None, Some(leases.renewals));
         }
         let mut deadlines = Vec::new();
         while deadlines.len() < limits::lease_checkpoint_deadlines_max {
@@ -198,7 +242,22 @@ impl Lessor {
             }
         }
         deadlines.sort_unstable();
-        Some(LeaseCheckpointRequest { clock_ms, deadlines })
+        let covered = leases.dirty.is_empty().then_some(leases.renewals);
+        (Some(LeaseCheckpointRequest { clock_ms, deadlines }), covered)
+    }
+
+    /// Takes the keep-alives numbered up to `covered`, to be answered.
+    fn answer_upto(&self, covered: u64) -> Vec<KeepAliveWaiter> {
+        let mut leases = self.lock();
+        let mut answered = Vec::new();
+        while leases.waiting.front().is_some_and(|(number, _)| *number <= covered) {
+            answered.extend(leases.waiting.pop_front().map(|(_, waiter)| waiter));
+        }
+        answered
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.lock().waiting.is_empty()
     }
 }
 
@@ -280,7 +339,7 @@ fn next_lease_id(member_id: u64) -> i64 {
     }
 }
 
-/// Proposes `request` as the member's own entry (nobody waits for the answer).
+/// Proposes `request` as the member's own entry; its answer goes to `reply`.
 async fn propose(
     shared: &Shared,
     reply: &async_channel::Sender<super::shared::Reply>,
@@ -289,31 +348,59 @@ async fn propose(
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let payload =
         Bytes::copy_from_slice(crate::protocol::codec::encode_request(&mut fbb, &request));
-    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone(), answer: None };
+    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone() };
     shared.proposals.send(proposal).await.is_ok()
 }
 
-/// The expiry and checkpoint task, on the log driver's core.
+/// The expiry and checkpoint task, on the log driver's core. Every tick it
+/// proposes the revocation of expired leases; every
+/// `limits::lease_checkpoint_ms`, or at once when keep-alives wait, a
+/// checkpoint of the clock and the renewed deadlines, one at a time: the
+/// keep-alives it holds are answered when it is applied.
 pub async fn run(shared: Arc<Shared>) {
-    // Answers go to a closed channel: the driver's send fails and is ignored.
-    let (reply, _) = async_channel::bounded(1);
+    // Revocations' answers go to a closed channel: the driver's send fails
+    // and is ignored.
+    let (ignored, _) = async_channel::bounded(1);
+    let (applied_tx, applied) = async_channel::bounded(1);
     let tick = Duration::from_millis(limits::lease_tick_ms);
     let checkpoint_every = Duration::from_millis(limits::lease_checkpoint_ms);
     let mut last_checkpoint = Instant::now();
+    let mut last_tick = Instant::now();
+    let lessor = &shared.lessor;
     loop {
-        crate::runtime::sleep(tick).await;
-        for id in shared.lessor.expired(limits::lease_revokes_per_tick) {
-            if !propose(&shared, &reply, Request::LeaseRevoke(id)).await {
-                return;
-            }
+        if !lessor.has_waiting() {
+            let _ = crate::runtime::timeout(tick, lessor.renewed.1.recv()).await;
         }
-        if last_checkpoint.elapsed() >= checkpoint_every {
-            last_checkpoint = Instant::now();
-            if let Some(checkpoint) = shared.lessor.checkpoint() {
-                if !propose(&shared, &reply, Request::LeaseCheckpoint(checkpoint)).await {
+        if last_tick.elapsed() >= tick {
+            last_tick = Instant::now();
+            for id in lessor.expired(limits::lease_revokes_per_tick) {
+                if !propose(&shared, &ignored, Request::LeaseRevoke(id)).await {
                     return;
                 }
             }
+        }
+        if !lessor.has_waiting() && last_checkpoint.elapsed() < checkpoint_every {
+            continue;
+        }
+        last_checkpoint = Instant::now();
+        let (checkpoint, covered) = lessor.checkpoint_covering();
+        let header = match checkpoint {
+            Some(checkpoint) => {
+                if !propose(&shared, &applied_tx, Request::LeaseCheckpoint(checkpoint)).await {
+                    return;
+                }
+                match applied.recv().await {
+                    Ok((_, response)) => response.header,
+                    Err(_) => return,
+                }
+            }
+            None => shared.header(shared.published.load().snapshot.revision()),
+        };
+        for waiter in covered.map(|c| lessor.answer_upto(c)).unwrap_or_default() {
+            let answer = ResponseBody::LeaseKeepAlive(waiter.answer);
+            let response = Response { header, result: Ok(answer) };
+            // A full or closed channel means the connection is gone.
+            let _ = waiter.reply.try_send((waiter.request_id, Box::new(response)));
         }
     }
 }

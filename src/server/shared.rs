@@ -25,10 +25,6 @@ pub struct Proposal {
     pub payload: Bytes,
     pub request_id: u64,
     pub reply: async_channel::Sender<Reply>,
-    /// The answer once the entry is applied without an error, instead of
-    /// what applying it returns (a keep-alive's, for the lease checkpoint
-    /// that makes it durable).
-    pub answer: Option<crate::types::ResponseBody>,
 }
 
 /// The newest applied index held by the page store's last checkpoint and
