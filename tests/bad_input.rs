@@ -179,3 +179,58 @@ fn ten_thousand_pipelined_requests_on_one_connection_are_all_answered() {
     let _ =
         Client::connect(std::slice::from_ref(&member.endpoint), Duration::from_secs(1)).unwrap();
 }
+
+fn peak_rss_kib(member: &Member) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", member.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Answers larger than the response limit are refused before they are
+/// built: a small read-only txn naming one large value hundreds of times
+/// (its answer would be ~700 MiB), and a range over more than the limit,
+/// cost the server no memory of that size.
+#[test]
+fn answers_over_the_response_limit_are_refused_before_they_take_memory() {
+    let dir = temp_dir("bad-input-large-answers");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    let value = Bytes::from(vec![7u8; 1400 * 1024]);
+    for i in 0..50 {
+        let put = PutRequest {
+            key: b(&format!("big/{i:02}")),
+            value: value.clone(),
+            ..Default::default()
+        };
+        client.call(&Request::Put(put)).unwrap();
+    }
+    let before = peak_rss_kib(&member);
+    let range = || RequestOp::Range(RangeRequest { key: b("big/00"), ..Default::default() });
+    let inner = || {
+        RequestOp::Txn(TxnRequest {
+            success: (0..120).map(|_| range()).collect(),
+            ..Default::default()
+        })
+    };
+    let txn = Request::Txn(TxnRequest {
+        success: (0..4).map(|_| inner()).collect(),
+        ..Default::default()
+    });
+    assert_eq!(error_code(client.call(&txn)), ErrorCode::RequestTooLarge);
+    // 50 × 1.4 MiB is over the 64 MiB limit: refused; with a limit, answered.
+    let all = RangeRequest { key: b("big/"), range_end: b("big0"), ..Default::default() };
+    assert_eq!(error_code(client.call(&Request::Range(all.clone()))), ErrorCode::RequestTooLarge);
+    let some = RangeRequest { limit: 10, ..all.clone() };
+    match client.call(&Request::Range(some)).unwrap().1 {
+        ResponseBody::Range(r) => assert!(r.kvs.len() == 10 && r.more && r.count == 50),
+        other => panic!("{other:?}"),
+    }
+    let count = RangeRequest { count_only: true, ..all };
+    match client.call(&Request::Range(count)).unwrap().1 {
+        ResponseBody::Range(r) => assert_eq!(r.count, 50),
+        other => panic!("{other:?}"),
+    }
+    let grown_mib = (peak_rss_kib(&member) - before) / 1024;
+    assert!(grown_mib < 200, "the server's peak memory grew by {grown_mib} MiB");
+    still_serving(&member);
+}

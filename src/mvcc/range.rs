@@ -175,10 +175,24 @@ impl Snapshot {
         };
         let mut kvs: Vec<KeyValue> = Vec::new();
         let values = if r.count_only { 0 } else { fetch_max };
+        // Unsorted and unfiltered, what is collected is the answer: past the
+        // response limit it can only be refused, so stop collecting there
+        // (a range over the whole store holds no more than that in memory).
+        let bounded = r.sort_order == SortOrder::None && !filtered;
+        let mut collected_bytes = 0usize;
+        let mut too_large = false;
         let count = self.scan_counting(&span, revision, values, |kv| {
+            collected_bytes += kv.key.len() + if r.keys_only { 0 } else { kv.value.len() };
+            if bounded && collected_bytes > crate::limits::response_bytes_max {
+                too_large = true;
+                return false;
+            }
             kvs.push(kv.clone());
             true
         })?;
+        if too_large {
+            return Err(Error::new(ErrorCode::RequestTooLarge));
+        }
         if r.count_only {
             return Ok(RangeResponse {
                 kvs: Vec::new(),
@@ -215,14 +229,21 @@ fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
         (SortOrder::None, _) => SortOrder::Ascend,
         (order, _) => order,
     };
+    // Stable, and descending by comparing the other way round (not by
+    // reversing an ascending sort): keys that tie stay in key order, as
+    // etcd's sort.Reverse leaves them (for up to 12 results, where Go's sort
+    // is an insertion sort; beyond, etcd's order of ties is unspecified).
+    let descend = order == SortOrder::Descend;
+    let directed =
+        |ordering: std::cmp::Ordering| if descend { ordering.reverse() } else { ordering };
     match target {
+        SortTarget::Key if descend => kvs.reverse(),
         SortTarget::Key => {}
-        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-    }
-    if order == SortOrder::Descend {
-        kvs.reverse();
+        SortTarget::Version => kvs.sort_by(|a, b| directed(a.version.cmp(&b.version))),
+        SortTarget::Create => {
+            kvs.sort_by(|a, b| directed(a.create_revision.cmp(&b.create_revision)))
+        }
+        SortTarget::Mod => kvs.sort_by(|a, b| directed(a.mod_revision.cmp(&b.mod_revision))),
+        SortTarget::Value => kvs.sort_by(|a, b| directed(a.value.cmp(&b.value))),
     }
 }

@@ -138,8 +138,30 @@ fn range_limit_count_sort_and_filters_follow_etcd() {
     assert_eq!(r.count, 4, "count ignores filters, as etcd's does");
     let r = snap.range(&RangeRequest { count_only: true, ..base.clone() }).unwrap();
     assert_eq!((r.kvs.len(), r.count), (0, 4));
-    let r = snap.range(&RangeRequest { keys_only: true, ..base }).unwrap();
+    let r = snap.range(&RangeRequest { keys_only: true, ..base.clone() }).unwrap();
     assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+    // Ties (every version is 1) stay in key order in both directions, as
+    // etcd's sort.Reverse leaves them: descending with limit 1 gives "a".
+    let r = snap
+        .range(&RangeRequest {
+            sort_target: SortTarget::Version,
+            sort_order: SortOrder::Descend,
+            limit: 1,
+            ..base.clone()
+        })
+        .unwrap();
+    assert_eq!((r.kvs[0].key.clone(), r.more), (b("a"), true));
+    let r = snap.range(&RangeRequest { sort_order: SortOrder::Descend, ..base }).unwrap();
+    let keys: Vec<_> = r.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, vec![b("d"), b("c"), b("b"), b("a")], "by key, descending");
+}
+
+#[test]
+fn a_compare_without_a_key_is_refused_as_etcd_refuses_it() {
+    let compare = Compare { target: CompareTarget::Version, ..Default::default() };
+    let request = Request::Txn(TxnRequest { compare: vec![compare], ..Default::default() });
+    let error = crate::mvcc::validate_request(&request).unwrap_err();
+    assert_eq!(error.code, crate::error::ErrorCode::EmptyKey);
 }
 
 #[test]

@@ -75,6 +75,9 @@ fn validate_txn(t: &TxnRequest, ops_max: usize) -> Result<(), Error> {
     if ops > ops_max {
         return Err(Error::new(ErrorCode::TooManyOps));
     }
+    if t.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(Error::new(ErrorCode::EmptyKey));
+    }
     for op in t.success.iter().chain(t.failure.iter()) {
         match op {
             RequestOp::Range(r) => validate_range(r)?,

@@ -506,6 +506,45 @@ fn build_txn<'a>(fbb: &mut Builder<'a>, t: &TxnRequest) -> Off<wire::TxnRequest<
 
 // --------------------------------------------------------------- responses
 
+/// Bytes of keys, values and other variable data in `response`: no more
+/// than its encoding takes, known without encoding it (a txn of many ranges
+/// over one large value shares that value in memory, but would not in its
+/// encoding).
+pub fn response_bytes_lower_bound(response: &Response) -> usize {
+    fn kv(kv: &KeyValue) -> usize {
+        kv.key.len() + kv.value.len()
+    }
+    fn range(r: &RangeResponse) -> usize {
+        r.kvs.iter().map(kv).sum()
+    }
+    fn put(p: &PutResponse) -> usize {
+        p.prev_kv.as_ref().map_or(0, kv)
+    }
+    fn delete(d: &DeleteRangeResponse) -> usize {
+        d.prev_kvs.iter().map(kv).sum()
+    }
+    fn txn(t: &TxnResponse) -> usize {
+        let op = |op: &ResponseOp| match op {
+            ResponseOp::Range(r) => range(r),
+            ResponseOp::Put(p) => put(p),
+            ResponseOp::DeleteRange(d) => delete(d),
+            ResponseOp::Txn(t) => txn(t),
+        };
+        t.responses.iter().map(op).sum()
+    }
+    match &response.result {
+        Ok(ResponseBody::Range(r)) => range(r),
+        Ok(ResponseBody::Put(p)) => put(p),
+        Ok(ResponseBody::DeleteRange(d)) => delete(d),
+        Ok(ResponseBody::Txn(t)) => txn(t),
+        Ok(ResponseBody::Watch(w)) => {
+            w.events.iter().map(|e| kv(&e.kv) + e.prev_kv.as_ref().map_or(0, kv)).sum()
+        }
+        Ok(ResponseBody::Snapshot(chunk)) => chunk.blob.len(),
+        _ => 0,
+    }
+}
+
 /// Encodes a response body into `fbb` (reset first) and returns it.
 pub fn encode_response<'b>(fbb: &'b mut Builder<'static>, response: &Response) -> &'b [u8] {
     fbb.reset();

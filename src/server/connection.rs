@@ -41,8 +41,11 @@ pub fn encode_frame(
     request_id: u64,
     response: &Response,
 ) -> Vec<u8> {
-    let body = codec::encode_response(fbb, response);
-    if body.len() > limits::response_bytes_max {
+    // Refused before encoding when its data alone is over the limit: the
+    // encoding would take all of that memory first.
+    let over = codec::response_bytes_lower_bound(response) > limits::response_bytes_max;
+    let body: &[u8] = if over { &[] } else { codec::encode_response(fbb, response) };
+    if over || body.len() > limits::response_bytes_max {
         let error = Response {
             header: response.header,
             result: Err(Error::new(ErrorCode::RequestTooLarge)),
