@@ -238,6 +238,17 @@ fn txn_checks_duplicates_and_limits_like_etcd() {
         failure: vec![],
     };
     assert!(txn(&mut store, nested).is_ok(), "then and else of one txn may share keys");
+    // A put in one nested txn and a delete over it in a later one: etcd 3.4
+    // lets it through (#16380) and writes two versions at one revision.
+    let inner =
+        |op: RequestOp| RequestOp::Txn(TxnRequest { success: vec![op], ..Default::default() });
+    for (first, second) in [(p("k"), d("k", "")), (p("k"), d("a", "z")), (d("k", ""), p("k"))] {
+        let both = TxnRequest { success: vec![inner(first), inner(second)], ..Default::default() };
+        assert_eq!(txn(&mut store, both).unwrap_err().code, ErrorCode::DuplicateKey);
+    }
+    let apart =
+        TxnRequest { success: vec![inner(p("k")), inner(d("l", "m"))], ..Default::default() };
+    assert!(txn(&mut store, apart).is_ok());
     let many = TxnRequest {
         compare: vec![],
         success: (0..129).map(|i| p(&i.to_string())).collect(),
