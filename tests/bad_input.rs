@@ -115,6 +115,12 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(response.result.unwrap_err().code, ErrorCode::RequestTooLarge);
     still_serving(&member);
 
+    // A frame within the 2 MiB frame limit but over etcd's 1.5 MiB request
+    // limit: an error, and the connection goes on.
+    let id = client.send_raw(&vec![0x41u8; limits::request_bytes_max + 1]).unwrap();
+    assert_eq!(client.receive(id).unwrap().result.unwrap_err().code, ErrorCode::RequestTooLarge);
+    still_serving(&member);
+
     // A client that disconnects mid-frame, mid-preface, or says nothing.
     let mut stream = raw_connection(&member);
     stream.write_all(&FrameHeader { body_bytes: 1000, request_id: 1 }.encode()).unwrap();

@@ -197,6 +197,12 @@ impl Session {
 
     /// Handles one request; false when the connection should close.
     async fn handle(&mut self, request_id: u64, body: Bytes) -> bool {
+        // etcd's --max-request-bytes: a whole frame (up to frame_bytes_max)
+        // arrived, so the connection goes on.
+        if body.len() > limits::request_bytes_max {
+            let error = Error::new(ErrorCode::RequestTooLarge);
+            return self.respond(request_id, Err(error), self.revision()).await;
+        }
         let request =
             match codec::decode_request(&body).and_then(|r| validate_request(&r).map(|_| r)) {
                 Ok(request) => request,
