@@ -28,6 +28,13 @@ pub const connection_responses_queued_max: usize = 1024;
 pub const watch_queue_bytes_base: usize = 4 * 1024 * 1024;
 /// See `watch_queue_bytes_base`.
 pub const watch_queue_bytes_per_watcher: usize = 16 * 1024;
+/// The most a connection's watches may queue, however many it has.
+pub const watch_queue_bytes_max: usize = 64 * 1024 * 1024;
+/// Bytes of other responses (reads, writes' answers, snapshot chunks) a
+/// connection's queue may hold before the connection stops reading requests
+/// until its client reads; a larger response still goes when the queue is
+/// empty.
+pub const connection_queue_bytes_max: usize = 8 * 1024 * 1024;
 /// A core's watch hub starts its next round no sooner than this long per
 /// response of its last round after that round began (at most
 /// `watch_round_pause_max`; the round's own time counts): under a heavy

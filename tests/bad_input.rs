@@ -240,3 +240,47 @@ fn answers_over_the_response_limit_are_refused_before_they_take_memory() {
     assert!(grown_mib < 200, "the server's peak memory grew by {grown_mib} MiB");
     still_serving(&member);
 }
+
+/// A client that pipelines large reads and reads nothing back holds at most
+/// the connection's queue bound in the server (the server stops reading its
+/// requests), and gets every answer once it reads.
+#[test]
+fn a_client_that_does_not_read_holds_a_bounded_queue_in_the_server() {
+    let dir = temp_dir("bad-input-unread");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    let value = vec![9u8; 1024 * 1024];
+    client.put(b"large", &value).unwrap();
+    let before = peak_rss_kib(&member);
+    let mut stream = raw_connection(&member);
+    let mut reader = stream.try_clone().unwrap();
+    let requests = 800u64;
+    // Sent from another thread: once the server stops reading, sends block.
+    let sender = std::thread::spawn(move || {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let get = Request::Range(RangeRequest { key: b("large"), ..Default::default() });
+        for id in 1..=requests {
+            let body = protocol::codec::encode_request(&mut fbb, &get).to_vec();
+            let mut frame = Vec::new();
+            protocol::write_frame(&mut frame, id, &body);
+            stream.write_all(&frame).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let grown_mib = (peak_rss_kib(&member) - before) / 1024;
+    still_serving(&member);
+    reader.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    for _ in 0..requests {
+        let mut header = [0u8; protocol::frame_header_bytes];
+        reader.read_exact(&mut header).unwrap();
+        let header = FrameHeader::decode(&header, usize::MAX).unwrap();
+        let mut body = vec![0u8; header.body_bytes as usize];
+        reader.read_exact(&mut body).unwrap();
+        match protocol::codec::decode_response(&Bytes::from(body)).unwrap().result.unwrap() {
+            ResponseBody::Range(r) => assert_eq!(r.kvs[0].value.len(), value.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+    sender.join().unwrap();
+    assert!(grown_mib < 100, "the server held {grown_mib} MiB for a client that did not read");
+}

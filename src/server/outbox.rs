@@ -26,6 +26,8 @@ struct State {
     /// Its watches found the queue over their budget, and nothing was
     /// queued for them since.
     slow: AtomicBool,
+    /// Notified when the writer takes frames (senders waiting for bytes).
+    drained: event_listener::Event,
 }
 
 /// The sending side (the connection's reader, its completer, and every
@@ -86,8 +88,23 @@ impl Outbox {
     /// Counted once queued, not while waiting for room (every user of a
     /// connection's queue runs on its core: the writer cannot take the
     /// frame before it is counted).
+    /// Waits too while the queue holds over
+    /// `limits::connection_queue_bytes_max` with this frame (unless it is
+    /// empty): a client that does not read holds that much, not more.
     pub async fn send(&self, frame: Vec<u8>) -> bool {
         let bytes = frame.len();
+        let room =
+            |queued: usize| queued == 0 || queued + bytes <= limits::connection_queue_bytes_max;
+        while !room(self.bytes()) {
+            if self.tx.is_closed() {
+                return false;
+            }
+            let drained = self.state.drained.listen();
+            if room(self.bytes()) || self.tx.is_closed() {
+                continue;
+            }
+            drained.await;
+        }
         let sent = self.tx.send(frame).await.is_ok();
         if sent {
             self.state.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -141,7 +158,9 @@ impl Outbox {
     /// Bytes of queued frames past which the connection's watches wait
     /// (their client is slow): a base plus a share per watch.
     pub fn watch_budget(&self) -> usize {
-        limits::watch_queue_bytes_base + self.watchers() * limits::watch_queue_bytes_per_watcher
+        let budget = limits::watch_queue_bytes_base
+            + self.watchers().saturating_mul(limits::watch_queue_bytes_per_watcher);
+        budget.min(limits::watch_queue_bytes_max)
     }
 
     /// Marks the connection slow; true if it was not.
@@ -159,15 +178,28 @@ impl OutboxReader {
     /// The next frame; None once every sender is gone.
     pub async fn recv(&self) -> Option<Vec<u8>> {
         let frame = self.rx.recv().await.ok()?;
-        self.state.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        self.taken(frame.len());
         Some(frame)
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&self) -> Option<Vec<u8>> {
         let frame = self.rx.try_recv().ok()?;
-        self.state.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        self.taken(frame.len());
         Some(frame)
+    }
+
+    fn taken(&self, bytes: usize) {
+        self.state.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.state.drained.notify(usize::MAX);
+    }
+}
+
+impl Drop for OutboxReader {
+    /// Senders waiting for room find the queue closed.
+    fn drop(&mut self) {
+        self.rx.close();
+        self.state.drained.notify(usize::MAX);
     }
 }
 
