@@ -91,6 +91,9 @@ struct Watcher {
 struct Watchers {
     slots: Vec<Option<Watcher>>,
     free: Vec<usize>,
+    /// (connection, watch id) → slot: a create or cancel finds its watch
+    /// without visiting the core's others.
+    by_id: HashMap<(u64, i64), usize>,
     by_key: HashMap<Bytes, Vec<usize>>,
     ranges: Vec<usize>,
     /// Unsynced watchers (ids of removed or synced ones are skipped).
@@ -110,15 +113,14 @@ impl Watchers {
             }
         };
         watcher.out.count_watcher(true);
+        self.by_id.insert((watcher.connection, watcher.watch_id), id);
         self.slots[id] = Some(watcher);
         self.unsynced.push(id);
         id
     }
 
     fn find(&self, connection: u64, watch_id: i64) -> Option<usize> {
-        self.slots.iter().position(|slot| {
-            slot.as_ref().is_some_and(|w| w.connection == connection && w.watch_id == watch_id)
-        })
+        self.by_id.get(&(connection, watch_id)).copied()
     }
 
     fn remove(&mut self, id: usize) -> Option<Watcher> {
@@ -128,6 +130,7 @@ impl Watchers {
         self.unindex(id);
         self.free.push(id);
         let watcher = self.slots[id].take()?;
+        self.by_id.remove(&(watcher.connection, watcher.watch_id));
         watcher.out.count_watcher(false);
         Some(watcher)
     }
@@ -313,6 +316,7 @@ pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
                     watchers: RefCell::new(Watchers {
                         slots: Vec::new(),
                         free: Vec::new(),
+                        by_id: HashMap::new(),
                         by_key: HashMap::new(),
                         ranges: Vec::new(),
                         unsynced: Vec::new(),
