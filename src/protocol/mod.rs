@@ -121,7 +121,8 @@ impl FrameDecoder {
         let header = FrameHeader::decode(&self.buffer[..frame_header_bytes], self.body_bytes_max)?;
         let total = frame_header_bytes + header.body_bytes as usize;
         if self.buffer.len() < total {
-            self.buffer.reserve(total - self.buffer.len());
+            // Grown as the body arrives, not reserved from its header: a
+            // header alone (12 bytes) must not cost the server 2 MiB.
             return Ok(None);
         }
         let mut frame = self.buffer.split_to(total);
