@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::{corekv_command, free_port, temp_dir, Member};
+use common::{refused_start, temp_dir, Member};
 use corekv::types::*;
 use corekv::wal::format::{decode_record, segment_header_bytes, Decoded};
 
@@ -91,26 +90,12 @@ fn damage_in_the_middle_of_the_log_refuses_to_start() {
     }
     drop(client);
     member.kill9();
-    let (client_port, peer_port) = (member.client_port, member.peer_port);
     drop(member);
     let segment = last_segment(&dir);
     let offsets = record_offsets(&segment);
     flip_byte(&segment, offsets[100] + 40);
-    let log = dir.with_extension("refused.log");
-    let mut command = corekv_command(&dir, client_port, peer_port, &log);
-    let mut child = command.spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "corekv should refuse to start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = refused_start(&dir, &[], &dir.with_extension("refused.log"));
     assert!(text.contains(&segment.display().to_string()), "{text}");
     assert!(text.contains(&format!("offset {}", offsets[100])), "{text}");
     assert!(text.contains("corrupt in the middle"), "{text}");
-    let _ = free_port();
 }

@@ -272,24 +272,7 @@ fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() 
         bytes[middle] ^= 0x40;
         std::fs::write(name, &bytes).unwrap();
     }
-    let log = dir.with_extension("refused.log");
-    let mut child = common::corekv_command(&dir, common::free_port(), common::free_port(), &log)
-        .args(flags)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a member missing entries started anyway");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = common::refused_start(&dir, &flags, &dir.with_extension("refused.log"));
     for name in &names {
         assert!(text.contains(name.to_str().unwrap()), "names the damaged file:\n{text}");
     }
@@ -365,23 +348,7 @@ fn the_wal_is_kept_until_a_snapshot_file_holds_it() {
 fn a_page_store_that_cannot_be_read_is_left_in_place() {
     let dir = temp_dir("snapshot-db-unreadable");
     std::fs::create_dir_all(dir.join("db")).unwrap();
-    let log = dir.with_extension("unreadable.log");
-    let mut child = common::corekv_command(&dir, common::free_port(), common::free_port(), &log)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("started over an unreadable page store");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = common::refused_start(&dir, &[], &dir.with_extension("unreadable.log"));
     assert!(text.contains("cannot open the page store"), "{text}");
     assert!(dir.join("db").is_dir(), "left in place");
     let aside = std::fs::read_dir(&dir)

@@ -25,6 +25,29 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Starts corekv on `data_dir` with `args`, expecting it to refuse: waits up
+/// to 20 s for it to exit with a failure, and answers what it logged.
+pub fn refused_start(data_dir: &Path, args: &[&str], log: &Path) -> String {
+    let mut child =
+        corekv_command(data_dir, free_port(), free_port(), log).args(args).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "corekv started; it should have refused:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(log).unwrap()
+}
+
 pub struct Member {
     pub child: Child,
     pub endpoint: String,

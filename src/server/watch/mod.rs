@@ -33,9 +33,11 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 mod log;
+mod watchers;
 
 use log::LogView;
 pub use log::WatchLog;
+use watchers::{Filter, Watcher, Watchers};
 
 use super::connection::encode_frame;
 use super::outbox::{Gather, Outbox, Spread};
@@ -58,140 +60,6 @@ const response_bytes_soft_max: usize = 64 * 1024;
 /// How often a hub looks at its watchers without being woken (slow
 /// watchers retry, progress notifications).
 const hub_tick: Duration = Duration::from_millis(100);
-
-/// One watch of one connection.
-struct Watcher {
-    connection: u64,
-    watch_id: i64,
-    /// The create request's id: every response of the watch carries it.
-    request_id: u64,
-    filter: Filter,
-    /// `filter`'s hash, computed once (`Templates`).
-    filter_hash: u64,
-    /// The first revision not yet sent.
-    next: i64,
-    out: Outbox,
-    /// Reading history: the log no longer held `next` when it was last read.
-    behind: bool,
-    /// In the synced group: sent everything through `Watchers::synced_upto`
-    /// (`next` is then not kept up to date).
-    synced: bool,
-    progress_notify: bool,
-    /// Nothing was sent to it since the last progress tick.
-    quiet: bool,
-}
-
-/// A core's watchers, in slots (ids are slot numbers, reused).
-///
-/// As etcd does, watchers that have been sent everything up to the log's
-/// position are "synced": indexed by key (one-key watches) or listed (range
-/// watches), so a round of deliveries visits only those whose keys changed.
-/// The others ("unsynced": new, slow, or reading history) are visited one
-/// by one until they catch up and join.
-struct Watchers {
-    slots: Vec<Option<Watcher>>,
-    free: Vec<usize>,
-    /// (connection, watch id) → slot: a create or cancel finds its watch
-    /// without visiting the core's others.
-    by_id: HashMap<(u64, i64), usize>,
-    by_key: HashMap<Bytes, Vec<usize>>,
-    ranges: Vec<usize>,
-    /// Unsynced watchers (ids of removed or synced ones are skipped).
-    unsynced: Vec<usize>,
-    synced_count: usize,
-    /// Every synced watcher has been sent everything through this revision.
-    synced_upto: i64,
-}
-
-impl Watchers {
-    fn insert(&mut self, watcher: Watcher) -> usize {
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        watcher.out.count_watcher(true);
-        self.by_id.insert((watcher.connection, watcher.watch_id), id);
-        self.slots[id] = Some(watcher);
-        self.unsynced.push(id);
-        id
-    }
-
-    fn find(&self, connection: u64, watch_id: i64) -> Option<usize> {
-        self.by_id.get(&(connection, watch_id)).copied()
-    }
-
-    fn remove(&mut self, id: usize) -> Option<Watcher> {
-        if self.slots.get(id).is_none_or(|slot| slot.is_none()) {
-            return None;
-        }
-        self.unindex(id);
-        self.free.push(id);
-        let watcher = self.slots[id].take()?;
-        self.by_id.remove(&(watcher.connection, watcher.watch_id));
-        watcher.out.count_watcher(false);
-        Some(watcher)
-    }
-
-    /// Takes a synced watcher out of the index (it keeps its slot).
-    fn unindex(&mut self, id: usize) {
-        let Some(watcher) = self.slots[id].as_mut() else { return };
-        if !watcher.synced {
-            return;
-        }
-        watcher.synced = false;
-        self.synced_count -= 1;
-        match &watcher.filter.span {
-            Span::Single(key) => {
-                if let Some(ids) = self.by_key.get_mut(key) {
-                    ids.retain(|other| *other != id);
-                    if ids.is_empty() {
-                        self.by_key.remove(key);
-                    }
-                }
-            }
-            Span::Interval(..) => self.ranges.retain(|other| *other != id),
-        }
-    }
-
-    /// Moves a caught-up watcher into the synced group.
-    fn sync(&mut self, id: usize) {
-        let Some(watcher) = self.slots[id].as_mut() else { return };
-        if watcher.synced {
-            return;
-        }
-        if self.synced_count == 0 {
-            self.synced_upto = watcher.next - 1;
-        }
-        debug_assert_eq!(watcher.next, self.synced_upto + 1);
-        watcher.synced = true;
-        self.synced_count += 1;
-        match &watcher.filter.span {
-            Span::Single(key) => self.by_key.entry(key.clone()).or_default().push(id),
-            Span::Interval(..) => self.ranges.push(id),
-        }
-    }
-
-    /// Moves a synced watcher out, to go on from `next` by itself.
-    fn unsync(&mut self, id: usize, next: i64) {
-        self.unindex(id);
-        if let Some(watcher) = self.slots[id].as_mut() {
-            watcher.next = next;
-            self.unsynced.push(id);
-        }
-    }
-
-    /// The first revision a watcher has not been sent.
-    fn next_of(&self, watcher: &Watcher) -> i64 {
-        if watcher.synced {
-            self.synced_upto + 1
-        } else {
-            watcher.next
-        }
-    }
-}
 
 /// A response frame built once for every watcher with the same span,
 /// filters and position; each gets a copy with its own request id and
@@ -245,16 +113,6 @@ fn whole_revisions_within<'e>(
         picked.push(event);
     }
     (picked, last)
-}
-
-/// What a watch's responses depend on, besides its position.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Filter {
-    span: Span,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    fragment: bool,
 }
 
 type Built = Result<Vec<Template>, Error>;
