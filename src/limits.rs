@@ -28,6 +28,9 @@ pub const connection_responses_queued_max: usize = 1024;
 pub const watch_queue_bytes_base: usize = 4 * 1024 * 1024;
 /// See `watch_queue_bytes_base`.
 pub const watch_queue_bytes_per_watcher: usize = 16 * 1024;
+/// Snapshots streamed to clients at once (`corekvctl snapshot save`), each on
+/// a thread of its own; more are refused until one ends.
+pub const snapshot_streams_max: usize = 4;
 /// The most a connection's watches may queue, however many it has.
 pub const watch_queue_bytes_max: usize = 64 * 1024 * 1024;
 /// Bytes of other responses (reads, writes' answers, snapshot chunks) a

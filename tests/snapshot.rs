@@ -359,6 +359,58 @@ fn a_page_store_that_cannot_be_read_is_left_in_place() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Snapshot streams are served a few at a time (each has a thread): a client
+/// beyond them is told to try again, and gets one once another ends.
+#[test]
+fn snapshot_streams_beyond_the_limit_are_refused_until_one_ends() {
+    let dir = temp_dir("snapshot-streams");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    // ~40 MB that does not compress: a stream nobody reads cannot finish.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..40 {
+        let value: Vec<u8> = (0..1024 * 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        client.put(format!("s/{i}").as_bytes(), &value).unwrap();
+    }
+    let stalled: Vec<Client> = (0..corekv::limits::snapshot_streams_max)
+        .map(|_| {
+            let mut c = member.client();
+            c.send(&Request::Snapshot).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    match client.call(&Request::Snapshot) {
+        Err(corekv::client::ClientError::Server(e)) => {
+            assert!(e.message.contains("try again later"), "{e:?}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|(h, _)| h)),
+    }
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let id = client.send(&Request::Snapshot).unwrap();
+        match client.receive(id).unwrap().result {
+            Ok(ResponseBody::Snapshot(_)) => break,
+            Err(e) if e.message.contains("try again later") => {
+                assert!(std::time::Instant::now() < deadline, "never freed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(client);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn thp_enabled(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("kernel reports it");

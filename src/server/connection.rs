@@ -408,11 +408,41 @@ impl std::io::Write for ChunkSink {
 
 const snapshot_chunk_bytes: usize = 1 << 20;
 
+/// Snapshot streams being served, process-wide.
+static snapshot_streams: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of them, counted while it lives.
+struct SnapshotStream;
+
+impl SnapshotStream {
+    fn start() -> Option<SnapshotStream> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let counted = snapshot_streams
+            .fetch_update(SeqCst, SeqCst, |n| (n < limits::snapshot_streams_max).then_some(n + 1));
+        counted.ok().map(|_| SnapshotStream)
+    }
+}
+
+impl Drop for SnapshotStream {
+    fn drop(&mut self) {
+        snapshot_streams.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Session {
     /// Streams a snapshot of the published state: a thread writes it (the
     /// log driver and every other reader go on), this connection forwards the
     /// chunks as they come, with back-pressure from the client's socket.
     async fn stream_snapshot(&mut self, request_id: u64) -> bool {
+        // Each stream has a thread of its own: a few at once, process-wide.
+        let Some(_stream) = SnapshotStream::start() else {
+            let message = format!(
+                "{} snapshots are being saved already; try again later",
+                limits::snapshot_streams_max
+            );
+            let error = Error::with_message(ErrorCode::SnapshotFailed, message);
+            return self.respond(request_id, Err(error), self.revision()).await;
+        };
         let published = self.shared.published.load_full();
         let state = published.snapshot.clone();
         let meta = self.shared.snapshot_meta(&published);
@@ -451,11 +481,8 @@ impl Session {
                     (Err(Error::with_message(ErrorCode::SnapshotFailed, message)), true)
                 }
             };
-            // The out queue is sized for small responses: keep at most a few
-            // chunks in it, so a slow client holds a few MiB, not the file.
-            while self.out.len() > 4 && !self.out.is_closed() {
-                runtime::sleep(Duration::from_millis(1)).await;
-            }
+            // The out queue's byte bound (a few chunks) holds a slow client
+            // back: it holds a few MiB in the server, not the file.
             if !self.respond(request_id, result.map(ResponseBody::Snapshot), revision).await {
                 return false;
             }

@@ -124,6 +124,7 @@ impl Outbox {
     }
 
     /// Items queued.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tx.len()
     }
