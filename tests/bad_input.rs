@@ -226,6 +226,19 @@ fn answers_over_the_response_limit_are_refused_before_they_take_memory() {
     // 50 × 1.4 MiB is over the 64 MiB limit: refused; with a limit, answered.
     let all = RangeRequest { key: b("big/"), range_end: b("big0"), ..Default::default() };
     assert_eq!(error_code(client.call(&Request::Range(all.clone()))), ErrorCode::RequestTooLarge);
+    // The same range inside a txn, read-only and writing: refused too, and
+    // the server (which answers txns on the driver's core) keeps serving.
+    let in_txn = |write: bool| {
+        let mut success = vec![RequestOp::Range(all.clone())];
+        if write {
+            let put = PutRequest { key: b("w"), value: b("v"), ..Default::default() };
+            success.insert(0, RequestOp::Put(put));
+        }
+        Request::Txn(TxnRequest { success, ..Default::default() })
+    };
+    assert_eq!(error_code(client.call(&in_txn(false))), ErrorCode::RequestTooLarge);
+    assert_eq!(error_code(client.call(&in_txn(true))), ErrorCode::RequestTooLarge);
+    still_serving(&member);
     let some = RangeRequest { limit: 10, ..all.clone() };
     match client.call(&Request::Range(some)).unwrap().1 {
         ResponseBody::Range(r) => assert!(r.kvs.len() == 10 && r.more && r.count == 50),

@@ -158,8 +158,22 @@ impl Snapshot {
         }
     }
 
-    /// etcd's Range, answered from this snapshot.
+    /// etcd's Range, answered from this snapshot; one whose keys and values
+    /// pass the response limit is refused (`RequestTooLarge`) as soon as
+    /// that is known.
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, Error> {
+        self.range_within(r, Some(crate::limits::response_bytes_max))
+    }
+
+    /// etcd's Range; with `bytes_max`, refused once its keys and values
+    /// pass it (unsorted and unfiltered ranges). A range inside a txn is not
+    /// bounded here: it must not fail once the txn's writes have applied
+    /// (the whole answer is checked before it is encoded).
+    pub(super) fn range_within(
+        &self,
+        r: &RangeRequest,
+        bytes_max: Option<usize>,
+    ) -> Result<RangeResponse, Error> {
         let revision = self.read_revision(r.revision)?;
         let span = Span::new(&r.key, &r.range_end);
         let filtered = r.min_mod_revision != 0
@@ -178,12 +192,12 @@ impl Snapshot {
         // Unsorted and unfiltered, what is collected is the answer: past the
         // response limit it can only be refused, so stop collecting there
         // (a range over the whole store holds no more than that in memory).
-        let bounded = r.sort_order == SortOrder::None && !filtered;
+        let bound = bytes_max.filter(|_| r.sort_order == SortOrder::None && !filtered);
         let mut collected_bytes = 0usize;
         let mut too_large = false;
         let count = self.scan_counting(&span, revision, values, |kv| {
             collected_bytes += kv.key.len() + if r.keys_only { 0 } else { kv.value.len() };
-            if bounded && collected_bytes > crate::limits::response_bytes_max {
+            if bound.is_some_and(|max| collected_bytes > max) {
                 too_large = true;
                 return false;
             }

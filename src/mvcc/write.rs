@@ -184,7 +184,7 @@ impl<'a> Change<'a> {
         if self.changed {
             view.revision = self.revision;
         }
-        view.range(r).map_err(|e| match e.code {
+        view.range_within(r, None).map_err(|e| match e.code {
             ErrorCode::Corrupt => e,
             _ => panic!("txn ranges were checked before applying: {e:?}"),
         })
