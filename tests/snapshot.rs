@@ -170,6 +170,15 @@ fn snapshot_saved_under_writes_restores_to_a_member_with_the_same_state() {
     std::fs::remove_file(file).unwrap();
 }
 
+/// Flips a bit in every page of a page store but its two meta pages.
+fn damage_every_tree_page(db: &Path) {
+    let mut bytes = std::fs::read(db).unwrap();
+    for page in bytes.chunks_mut(4096).skip(2) {
+        page[100] ^= 0x01;
+    }
+    std::fs::write(db, &bytes).unwrap();
+}
+
 fn files(dir: &Path, extension: &str) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -236,12 +245,7 @@ fn checkpoints_and_snapshots_are_retained_purge_the_wal_and_damage_is_refused() 
     // snapshot file and the WAL, unchanged.
     drop(client);
     member.kill9();
-    let db = dir.join("db");
-    let mut bytes = std::fs::read(&db).unwrap();
-    for page in bytes.chunks_mut(4096).skip(2) {
-        page[100] ^= 0x01;
-    }
-    std::fs::write(&db, &bytes).unwrap();
+    damage_every_tree_page(&dir.join("db"));
     member.restart();
     let mut client = member.client();
     let log = member.log_text();
@@ -324,12 +328,7 @@ fn the_wal_is_kept_until_a_snapshot_file_holds_it() {
     drop(client);
     member.kill9();
     std::fs::remove_file(&snapshots).unwrap();
-    let db = dir.join("db");
-    let mut bytes = std::fs::read(&db).unwrap();
-    for page in bytes.chunks_mut(4096).skip(2) {
-        page[100] ^= 0x01;
-    }
-    std::fs::write(&db, &bytes).unwrap();
+    damage_every_tree_page(&dir.join("db"));
     member.restart();
     let mut client = member.client();
     let log = member.log_text();
