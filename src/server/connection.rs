@@ -18,7 +18,6 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use super::lessor::KeepAliveWaiter;
 use super::shared::{Proposal, Reply, Shared};
 use crate::error::{Error, ErrorCode};
 use crate::limits;
@@ -225,18 +224,14 @@ impl Session {
                 if self.slots.send(()).await.is_err() {
                     return false;
                 }
-                let answer = crate::types::LeaseKeepAliveResponse { id, ttl: 0 };
-                let waiter = KeepAliveWaiter { reply: self.done.clone(), request_id, answer };
                 // A lease granted but not yet published is not renewed.
                 let known = self.shared.published.load().snapshot.leases().contains(id);
-                let refused = match known {
-                    true => self.shared.lessor.renew_durably(id, waiter).err(),
-                    false => Some(waiter),
-                };
-                if let Some(waiter) = refused {
+                let lessor = &self.shared.lessor;
+                if !known || lessor.renew_durably(id, self.done.clone(), request_id).is_none() {
+                    let unknown = crate::types::LeaseKeepAliveResponse { id, ttl: 0 };
                     let response = Response {
                         header: self.shared.header(self.revision()),
-                        result: Ok(ResponseBody::LeaseKeepAlive(waiter.answer)),
+                        result: Ok(ResponseBody::LeaseKeepAlive(unknown)),
                     };
                     // Through `done` too, which gives the slot back.
                     let _ = self.done.try_send((request_id, Box::new(response)));

@@ -56,10 +56,10 @@ struct Countdowns {
 }
 
 /// A keep-alive answered once its deadline is in the log.
-pub struct KeepAliveWaiter {
-    pub reply: async_channel::Sender<super::shared::Reply>,
-    pub request_id: u64,
-    pub answer: LeaseKeepAliveResponse,
+struct KeepAliveWaiter {
+    reply: async_channel::Sender<super::shared::Reply>,
+    request_id: u64,
+    answer: LeaseKeepAliveResponse,
 }
 
 impl Countdowns {
@@ -142,39 +142,39 @@ impl Lessor {
     #[cfg(test)]
     pub fn renew(&self, id: i64) -> Option<i64> {
         let (reply, _) = async_channel::bounded(1);
-        let answer = LeaseKeepAliveResponse { id, ttl: 0 };
-        let waiter = KeepAliveWaiter { reply, request_id: 0, answer };
-        self.renew_durably(id, waiter).ok()?;
-        let mut leases = self.lock();
-        let (_, waiter) = leases.waiting.pop_back().expect("just queued");
-        Some(waiter.answer.ttl)
+        let ttl = self.renew_durably(id, reply, 0)?;
+        self.lock().waiting.pop_back().expect("just queued");
+        Some(ttl)
     }
 
-    /// A keep-alive that is answered (through `waiter.reply`) once a
+    /// A keep-alive of request `request_id`, answered through `reply` once a
     /// checkpoint holding its new deadline is applied: an answered
     /// keep-alive survives a crash right after it. The lease task (`run`)
-    /// carries the deadlines renewed meanwhile in one checkpoint entry. Gives
-    /// the waiter back if the lease does not exist or has expired.
+    /// carries the deadlines renewed meanwhile in one checkpoint entry.
+    /// Answers the TTL, or None (nothing queued) if the lease does not exist
+    /// or has expired.
     pub fn renew_durably(
         &self,
         id: i64,
-        mut waiter: KeepAliveWaiter,
-    ) -> Result<(), KeepAliveWaiter> {
+        reply: async_channel::Sender<super::shared::Reply>,
+        request_id: u64,
+    ) -> Option<i64> {
         let mut leases = self.lock();
         let now = self.now_ms();
-        let Some(lease) = leases.map.get_mut(&id) else { return Err(waiter) };
+        let lease = leases.map.get_mut(&id)?;
         if lease.expiry_ms <= now || lease.revoking_since.is_some() {
-            return Err(waiter);
+            return None;
         }
         lease.expiry_ms = now + lease.ttl * 1000;
-        waiter.answer = LeaseKeepAliveResponse { id, ttl: lease.ttl };
+        let ttl = lease.ttl;
+        let answer = LeaseKeepAliveResponse { id, ttl };
         leases.mark_dirty(id);
         leases.renewals += 1;
         let number = leases.renewals;
-        leases.waiting.push_back((number, waiter));
+        leases.waiting.push_back((number, KeepAliveWaiter { reply, request_id, answer }));
         drop(leases);
         let _ = self.renewed.0.try_send(());
-        Ok(())
+        Some(ttl)
     }
 
     /// Milliseconds left before lease `id` expires (0 once it has).
