@@ -171,16 +171,7 @@ pub fn hub(shared: &Arc<Shared>, core: usize) -> Rc<Hub> {
                 let hub = Rc::new(Hub {
                     shared: shared.clone(),
                     core,
-                    watchers: RefCell::new(Watchers {
-                        slots: Vec::new(),
-                        free: Vec::new(),
-                        by_id: HashMap::new(),
-                        by_key: HashMap::new(),
-                        ranges: Vec::new(),
-                        unsynced: Vec::new(),
-                        synced_count: 0,
-                        synced_upto: 0,
-                    }),
+                    watchers: RefCell::new(Watchers::default()),
                     fbb: RefCell::new(FlatBufferBuilder::new()),
                     gather: RefCell::new(Gather::default()),
                     round_responses: Cell::new(0),

@@ -37,6 +37,7 @@ pub(super) struct Watcher {
 /// watches), so a round of deliveries visits only those whose keys changed.
 /// The others ("unsynced": new, slow, or reading history) are visited one
 /// by one until they catch up and join.
+#[derive(Default)]
 pub(super) struct Watchers {
     pub(super) slots: Vec<Option<Watcher>>,
     pub(super) free: Vec<usize>,
