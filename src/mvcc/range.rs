@@ -162,17 +162,19 @@ impl Snapshot {
     /// pass the response limit is refused (`RequestTooLarge`) as soon as
     /// that is known.
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, Error> {
-        self.range_within(r, Some(crate::limits::response_bytes_max))
+        self.range_within(r, Bound::Refuse(crate::limits::response_bytes_max))
     }
 
-    /// etcd's Range; with `bytes_max`, refused once its keys and values
-    /// pass it (unsorted and unfiltered ranges). A range inside a txn is not
-    /// bounded here: it must not fail once the txn's writes have applied
-    /// (the whole answer is checked before it is encoded).
+    /// etcd's Range; past `bound`'s bytes of keys and values (unsorted and
+    /// unfiltered ranges, whose collected entries are the answer) collecting
+    /// stops: `Refuse` then fails with `RequestTooLarge`, `Truncate` answers
+    /// what it collected, already over the limit, for a txn (which must not
+    /// fail once its writes have applied) to be refused whole before it is
+    /// encoded.
     pub(super) fn range_within(
         &self,
         r: &RangeRequest,
-        bytes_max: Option<usize>,
+        bound: Bound,
     ) -> Result<RangeResponse, Error> {
         let revision = self.read_revision(r.revision)?;
         let span = Span::new(&r.key, &r.range_end);
@@ -192,20 +194,34 @@ impl Snapshot {
         // Unsorted and unfiltered, what is collected is the answer: past the
         // response limit it can only be refused, so stop collecting there
         // (a range over the whole store holds no more than that in memory).
-        let bound = bytes_max.filter(|_| r.sort_order == SortOrder::None && !filtered);
+        let bytes_max = match bound {
+            Bound::Refuse(max) | Bound::Truncate(max)
+                if r.sort_order == SortOrder::None && !filtered =>
+            {
+                Some(max)
+            }
+            _ => None,
+        };
         let mut collected_bytes = 0usize;
         let mut too_large = false;
         let count = self.scan_counting(&span, revision, values, |kv| {
             collected_bytes += kv.key.len() + if r.keys_only { 0 } else { kv.value.len() };
-            if bound.is_some_and(|max| collected_bytes > max) {
+            if bytes_max.is_some_and(|max| collected_bytes > max) {
                 too_large = true;
+                if let Bound::Truncate(_) = bound {
+                    // Kept: the answer must stay over the limit.
+                    kvs.push(kv.clone());
+                }
                 return false;
             }
             kvs.push(kv.clone());
             true
         })?;
         if too_large {
-            return Err(Error::new(ErrorCode::RequestTooLarge));
+            if let Bound::Refuse(_) = bound {
+                return Err(Error::new(ErrorCode::RequestTooLarge));
+            }
+            return Ok(RangeResponse { kvs, more: true, count, header_revision: self.revision });
         }
         if r.count_only {
             return Ok(RangeResponse {
@@ -234,6 +250,13 @@ impl Snapshot {
         }
         Ok(RangeResponse { kvs, more, count, header_revision: self.revision })
     }
+}
+
+/// How much of a range's keys and values is collected (`range_within`).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Bound {
+    Refuse(usize),
+    Truncate(usize),
 }
 
 fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {

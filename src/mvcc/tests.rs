@@ -209,6 +209,43 @@ fn txn_reads_see_its_own_writes_and_share_one_revision() {
 }
 
 #[test]
+fn txn_ranges_stop_collecting_past_the_response_limit_and_the_txn_still_applies() {
+    let mut store = Store::new();
+    let value = Bytes::from(vec![7u8; 1400 * 1024]);
+    for i in 0..60 {
+        let key = Bytes::from(format!("k{i:02}"));
+        let request = Request::Put(PutRequest { key, value: value.clone(), ..Default::default() });
+        store.apply(&request).unwrap();
+    }
+    let all = RangeRequest { key: b("k"), range_end: b("l"), ..Default::default() };
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Range(all.clone()),
+            RequestOp::Put(PutRequest { key: b("w"), value: b("1"), ..Default::default() }),
+            RequestOp::Range(all.clone()),
+        ],
+        failure: vec![],
+    };
+    let r = txn(&mut store, t).unwrap();
+    let ResponseOp::Range(first) = &r.responses[0] else { panic!() };
+    let ResponseOp::Range(second) = &r.responses[2] else { panic!() };
+    // 64 MiB / 1.4 MiB: the 47th value passes the limit; nothing after it
+    // is collected, and the next range, with no budget left, takes one.
+    assert_eq!(first.kvs.len(), 47);
+    assert_eq!(second.kvs.len(), 1);
+    let response = Response { header: Default::default(), result: Ok(ResponseBody::Txn(r)) };
+    let bytes = crate::protocol::codec::response_bytes_lower_bound(&response);
+    assert!(bytes > crate::limits::response_bytes_max, "{bytes}");
+    // The txn's write applied all the same (the answer is refused whole).
+    assert_eq!(get(&store, "w", "", 0).unwrap().kvs.len(), 1);
+    // Outside a txn the same range is refused; sorted, it is collected whole.
+    assert_eq!(store.snapshot().range(&all).unwrap_err().code, ErrorCode::RequestTooLarge);
+    let sorted = RangeRequest { sort_order: SortOrder::Descend, ..all };
+    assert_eq!(store.snapshot().range(&sorted).unwrap().kvs.len(), 60);
+}
+
+#[test]
 fn txn_checks_duplicates_and_limits_like_etcd() {
     let mut store = Store::new();
     let p = |k: &str| RequestOp::Put(PutRequest { key: b(k), value: b("v"), ..Default::default() });

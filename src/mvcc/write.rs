@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::range::Bound;
 use super::span::Span;
 use super::{HistoryChange, Snapshot, Store, Version};
 use crate::error::{Error, ErrorCode};
@@ -153,6 +154,10 @@ pub(super) struct Change<'a> {
     revision: i64,
     changed: bool,
     log: Option<&'a mut Vec<HistoryChange>>,
+    /// Bytes of keys and values the ranges of this request may still
+    /// collect: past it the answer is refused as too large anyway, so the
+    /// ranges stop collecting (memory and time stay bounded).
+    range_budget: usize,
 }
 
 impl<'a> Change<'a> {
@@ -161,7 +166,8 @@ impl<'a> Change<'a> {
         log: Option<&'a mut Vec<HistoryChange>>,
     ) -> Change<'a> {
         let revision = state.revision + 1;
-        Change { state, revision, changed: false, log }
+        let range_budget = crate::limits::response_bytes_max;
+        Change { state, revision, changed: false, log, range_budget }
     }
 
     fn record(&mut self, key: &Bytes, kv: Option<&KeyValue>) {
@@ -179,15 +185,25 @@ impl<'a> Change<'a> {
 
     /// Reads inside a write see the changes made so far (as etcd's txns do).
     /// Fails only when the page store cannot be read.
-    pub(super) fn range(&self, r: &RangeRequest) -> Result<RangeResponse, Error> {
+    /// Past the request's range budget it answers what it collected,
+    /// already over the response limit (`Bound::Truncate`).
+    pub(super) fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse, Error> {
         let mut view = self.state.clone();
         if self.changed {
             view.revision = self.revision;
         }
-        view.range_within(r, None).map_err(|e| match e.code {
-            ErrorCode::Corrupt => e,
-            _ => panic!("txn ranges were checked before applying: {e:?}"),
-        })
+        let response =
+            view.range_within(r, Bound::Truncate(self.range_budget)).map_err(|e| match e.code {
+                ErrorCode::Corrupt => e,
+                _ => panic!("txn ranges were checked before applying: {e:?}"),
+            })?;
+        let collected: usize = response
+            .kvs
+            .iter()
+            .map(|kv| kv.key.len() + if r.keys_only { 0 } else { kv.value.len() })
+            .sum();
+        self.range_budget = self.range_budget.saturating_sub(collected);
+        Ok(response)
     }
 
     /// A put that passed `Store::check_put`.
