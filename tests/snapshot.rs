@@ -358,6 +358,46 @@ fn a_page_store_that_cannot_be_read_is_left_in_place() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A restored data dir has no WAL: its snapshot file is all there is. If
+/// that file is damaged before the first start, the member refuses to
+/// start (naming the missing entries) instead of serving an empty store.
+#[test]
+fn a_restored_snapshot_that_does_not_load_refuses_start_instead_of_serving_empty() {
+    let dir = temp_dir("snapshot-restore-damaged-source");
+    let source = Member::start(&dir);
+    let mut client = source.client();
+    for i in 0..300 {
+        put(&mut client, &format!("k/{i:04}"), &"v".repeat(100));
+    }
+    let file = dir.with_extension("damaged.snap");
+    let file = file.to_str().unwrap();
+    let (code, _, err) = ctl(&["--endpoints", &source.endpoint, "snapshot", "save", file]);
+    assert_eq!(code, 0, "{err}");
+    drop(source);
+    let restored = temp_dir("snapshot-restore-damaged");
+    std::fs::remove_dir(&restored).unwrap();
+    let (code, _, err) =
+        ctl(&["snapshot", "restore", file, "--data-dir", restored.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let snaps: Vec<_> = std::fs::read_dir(restored.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let mut bytes = std::fs::read(&snaps[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&snaps[0], &bytes).unwrap();
+    let log = restored.with_extension("log");
+    let text = common::refused_start(&restored, &[], &log);
+    assert!(text.contains("are missing") && text.contains("restore the snapshot"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&restored).unwrap();
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(log);
+}
+
 /// Snapshot streams are served a few at a time (each has a thread): a client
 /// beyond them is told to try again, and gets one once another ends.
 #[test]

@@ -144,29 +144,29 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     let db_index = history.applied_index();
     // The state the WAL is replayed over: a snapshot file's, or (None) the
     // page store's, read once the WAL tail's length is known.
-    let (from_file, base_index, rewrite) =
-        if damaged || newest_snapshot_index(&snapshot_dir)? > db_index {
-            let loaded = snapshot::load_newest(&snapshot_dir, |e| {
-                eprintln!("corekv: warning: {e}; trying an older snapshot")
-            })
-            .map_err(|e| format!("cannot read {}: {e}", snapshot_dir.display()))?;
-            match loaded {
-                Some((path, meta, store)) if damaged || meta.applied_index > db_index => {
-                    eprintln!(
-                        "corekv: loaded snapshot {} (index {}, revision {}) in {} ms",
-                        path.display(),
-                        meta.applied_index,
-                        meta.revision,
-                        started.elapsed().as_millis()
-                    );
-                    (Some(store), meta.applied_index, true)
-                }
-                _ if damaged => (Some(Store::new()), 0, true),
-                _ => (None, db_index, false),
+    let newest_file_index = newest_snapshot_index(&snapshot_dir)?;
+    let (from_file, base_index, rewrite) = if damaged || newest_file_index > db_index {
+        let loaded = snapshot::load_newest(&snapshot_dir, |e| {
+            eprintln!("corekv: warning: {e}; trying an older snapshot")
+        })
+        .map_err(|e| format!("cannot read {}: {e}", snapshot_dir.display()))?;
+        match loaded {
+            Some((path, meta, store)) if damaged || meta.applied_index > db_index => {
+                eprintln!(
+                    "corekv: loaded snapshot {} (index {}, revision {}) in {} ms",
+                    path.display(),
+                    meta.applied_index,
+                    meta.revision,
+                    started.elapsed().as_millis()
+                );
+                (Some(store), meta.applied_index, true)
             }
-        } else {
-            (None, db_index, false)
-        };
+            _ if damaged => (Some(Store::new()), 0, true),
+            _ => (None, db_index, false),
+        }
+    } else {
+        (None, db_index, false)
+    };
     // Entries are applied in batches, each read ahead from the page store
     // first (a store over a checkpoint reads each written key's current
     // version there: one by one, a restart would wait for each read). Over
@@ -205,6 +205,20 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
         .map_err(|e| e.to_string())?;
     if let Some(failure) = failure {
         return Err(failure);
+    }
+    // A snapshot file names an applied index: every entry up to it was
+    // acknowledged. If that file did not load (damaged after a restore,
+    // which leaves no WAL), and neither the page store nor the WAL reaches
+    // it, those entries are missing: refuse, never start without them.
+    if recovered.last_index < newest_file_index {
+        return Err(format!(
+            "entries {}..={newest_file_index} are missing: a snapshot file in {} holds \
+             applied index {newest_file_index} but does not load, and the page store and \
+             the WAL end at index {} (restore the snapshot again)",
+            recovered.last_index + 1,
+            snapshot_dir.display(),
+            recovered.last_index
+        ));
     }
     if let Some((file, offset)) = &recovered.truncated {
         eprintln!("corekv: WAL: cut a torn tail at {} offset {offset}", file.display());
