@@ -587,3 +587,48 @@ fn events_come_within_milliseconds_of_their_put_under_paced_rounds() {
     let median = waits[waits.len() / 2];
     assert!(median < Duration::from_millis(25), "median put → event {median:?}: {waits:?}");
 }
+
+/// As etcd: a watch whose range holds no key (range end ≤ key) is created
+/// and canceled in one response, id -1, "mvcc: watcher range is empty"; the
+/// connection's other watches go on.
+#[test]
+fn a_watch_on_an_empty_range_is_created_and_canceled_at_once() {
+    let dir = temp_dir("watch-empty-range");
+    let member = Member::start(&dir);
+    let mut client = member.client();
+    for (key, end) in [("w/t3", "w/t1"), ("w/a", "w/a")] {
+        let create = WatchCreateRequest { key: b(key), range_end: b(end), ..Default::default() };
+        let id = client.send(&Request::WatchCreate(create)).unwrap();
+        let (_, w) = next(&mut client, id);
+        assert!(w.created && w.canceled, "{w:?}");
+        assert_eq!((w.watch_id, w.cancel_reason.as_str()), (-1, "mvcc: watcher range is empty"));
+    }
+    // corekvctl says so and exits 5, as etcdctl does (instead of waiting).
+    let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_corekvctl"))
+        .args(["--endpoints", &member.endpoint, "watch", "w/t3", "w/t1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ctl.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            ctl.kill().unwrap();
+            panic!("corekvctl watch on an empty range did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = ctl.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(5));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "watch was canceled (mvcc: watcher range is empty)\n\
+         Error: watch is canceled by the server\n"
+    );
+    let (stream, _) = watch(&mut client, prefix("w/"));
+    let revision = client.put(b"w/x", b"1").unwrap().revision;
+    let got = events_until(&mut client, stream, revision);
+    assert_eq!(summary(&got), vec![(revision, EventType::Put, b("w/x"), b("1"))]);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

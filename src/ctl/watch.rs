@@ -43,7 +43,7 @@ pub fn run(cli: &Cli, args: &WatchArgs, out: &mut dyn Write) -> Result<(), Failu
                 return Err(ClientError::Protocol(message).into());
             }
         };
-        if watch.created && watch.events.is_empty() {
+        if watch.created && !watch.canceled && watch.events.is_empty() {
             continue;
         }
         if watch.canceled {

@@ -326,6 +326,18 @@ impl Session {
                     );
                     return self.respond(request_id, Err(error), revision).await;
                 }
+                // As etcd: a range that holds no key (end ≤ key) is created
+                // and canceled at once, with watch id -1.
+                if crate::mvcc::span::Span::new(&create.key, &create.range_end).is_empty() {
+                    let canceled = WatchResponse {
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: "mvcc: watcher range is empty".into(),
+                        ..Default::default()
+                    };
+                    return self.respond(request_id, reply(canceled), revision).await;
+                }
                 // The watch starts right after the revision `created` names.
                 let current = hub.begin_create();
                 let created = WatchResponse { watch_id, created: true, ..Default::default() };
