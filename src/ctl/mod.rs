@@ -67,6 +67,9 @@ pub fn main_with(argv: Vec<String>, stdin: &mut dyn Read, out: &mut dyn Write) -
     }
 }
 
+/// The longest duration Go (and so etcd) can express, in seconds.
+const duration_seconds_max: f64 = i64::MAX as f64 / 1e9;
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) =
         text.trim().split_at(text.trim().find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
@@ -80,7 +83,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("invalid duration {text:?}")),
     };
-    if seconds.is_nan() || seconds < 0.0 {
+    // Go's durations end at ~292 years; past that, as etcd, an error
+    // (and no Instant arithmetic overflowing later).
+    if seconds.is_nan() || !(0.0..=duration_seconds_max).contains(&seconds) {
         return Err(format!("invalid duration {text:?}"));
     }
     Ok(Duration::from_secs_f64(seconds))

@@ -186,6 +186,28 @@ fn id_of(parts: &[&str]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(joined.as_bytes()).max(1)
 }
 
+/// Every listening address on a port of its own: each core binds the
+/// client addresses with SO_REUSEPORT, so an address listed twice (or a
+/// peer address on a client port) would not fail to bind as in etcd but
+/// quietly share the port's connections with the wrong listener. Port 0
+/// (any free port) would give each core a different one.
+fn check_distinct(client: &[SocketAddr], peer: &[SocketAddr]) -> Result<(), String> {
+    let all: Vec<&SocketAddr> = client.iter().chain(peer).collect();
+    for (i, a) in all.iter().enumerate() {
+        if a.port() == 0 {
+            return Err(format!("{a}: port 0 is not supported: name the port"));
+        }
+        let overlaps = |b: &&&SocketAddr| {
+            a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        if let Some(b) = all[i + 1..].iter().find(overlaps) {
+            return Err(format!("listen address {b}: address already in use (also {a})"));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn resolve(&self) -> Result<Resolved, String> {
         if self.name.is_empty() {
@@ -193,6 +215,7 @@ impl Config {
         }
         let client_addresses = parse_urls("listen-client-urls", &self.listen_client_urls)?;
         let peer_addresses = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        check_distinct(&client_addresses, &peer_addresses)?;
         if let Some(urls) = &self.advertise_client_urls {
             parse_urls("advertise-client-urls", urls)?;
         }
@@ -259,7 +282,8 @@ impl Config {
                 retain: self.snapshot_retain,
                 wal_retain_entries: self.wal_retain_entries,
                 backlog_max: self.experimental_checkpoint_backlog.unwrap_or(
-                    limits::checkpoint_pending_changes_max.max(2 * self.snapshot_count as usize),
+                    limits::checkpoint_pending_changes_max
+                        .max((self.snapshot_count as usize).saturating_mul(2)),
                 ),
             },
             cache_bytes: self.cache_size as usize,
@@ -305,6 +329,23 @@ mod tests {
         assert!(config(&["--snapshot-retain", "0"]).unwrap_err().contains("--snapshot-retain"));
         assert!(config(&["--snapshot-count", "x"]).unwrap_err().contains("snapshot-count"));
         assert!(config(&["--cache-size", "12Q"]).unwrap_err().contains("byte count"));
+        let same = ["--listen-peer-urls", "http://127.0.0.1:2379"];
+        assert!(config(&same).unwrap_err().contains("already in use"));
+        let any = ["--listen-client-urls", "http://0.0.0.0:2380"];
+        assert!(config(&any).unwrap_err().contains("already in use"));
+        let twice = ["--listen-client-urls", "http://127.0.0.1:5000,http://127.0.0.1:5000"];
+        assert!(config(&twice).unwrap_err().contains("already in use"));
+        let zero = ["--listen-client-urls", "http://127.0.0.1:0"];
+        assert!(config(&zero).unwrap_err().contains("port 0"));
+        let other_ip = ["--listen-client-urls", "http://127.0.0.1:2379,http://127.0.0.2:2379"];
+        assert_eq!(config(&other_ip).unwrap().client_addresses.len(), 2);
+        for huge in
+            ["99999999999999999999s", "10000000000000000000s", &format!("1{}", "0".repeat(400))]
+        {
+            let flag = ["--experimental-watch-progress-notify-interval", huge];
+            assert!(config(&flag).unwrap_err().contains("invalid duration"), "{huge}");
+        }
+        assert!(config(&["--snapshot-count", &u64::MAX.to_string()]).is_ok());
     }
 
     #[test]

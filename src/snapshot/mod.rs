@@ -470,12 +470,21 @@ pub fn save_in_dir(
     fs::create_dir_all(dir)?;
     let path = dir.join(file_name(meta));
     let tmp = path.with_extension("snap.tmp");
-    let file = File::create(&tmp)?;
-    let mut out = BufWriter::with_capacity(1 << 20, &file);
-    let summary = write_paced(snapshot, meta, &mut out, duty)?;
-    drop(out);
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
+    let written = (|| -> io::Result<Summary> {
+        let file = File::create(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let summary = write_paced(snapshot, meta, &mut out, duty)?;
+        out.flush()?;
+        drop(out);
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        Ok(summary)
+    })();
+    // A failed attempt leaves nothing behind (each has its own name: on a
+    // disk filling up, they would pile up until the next start).
+    let summary = written.inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
     sync_dir(dir)?;
     Ok((path, summary))
 }
@@ -485,9 +494,12 @@ pub fn install_in_dir(dir: &Path, source: &Path, meta: &Meta) -> io::Result<Path
     fs::create_dir_all(dir)?;
     let path = dir.join(file_name(meta));
     let tmp = path.with_extension("snap.tmp");
-    fs::copy(source, &tmp)?;
-    File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, &path)?;
+    let copied = fs::copy(source, &tmp)
+        .and_then(|_| File::open(&tmp)?.sync_all())
+        .and_then(|_| fs::rename(&tmp, &path));
+    copied.inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
     sync_dir(dir)?;
     Ok(path)
 }

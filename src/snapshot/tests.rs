@@ -215,3 +215,19 @@ fn files_in_a_dir_are_saved_listed_retained_and_loaded_newest_first() {
     assert!(warnings[0].contains(newest.to_str().unwrap()), "names the file");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failed_save_in_a_dir_leaves_no_temporary_file() {
+    let dir = std::env::temp_dir().join(format!("corekv-snapdir-fail-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let mut store = Store::new();
+    apply(&mut store, &Op::Put(1, 10));
+    let meta = meta_of(&store, 10);
+    // The rename cannot replace a non-empty directory of the file's name.
+    let target = dir.join(file_name(&meta));
+    fs::create_dir_all(target.join("x")).unwrap();
+    assert!(save_in_dir(&dir, &store.snapshot(), &meta, 1.0).is_err());
+    let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![target.file_name().unwrap().to_owned()], "only the blocking dir");
+    fs::remove_dir_all(&dir).unwrap();
+}
