@@ -556,3 +556,103 @@ fn a_restart_serves_from_the_pages_while_it_loads_them() {
     assert_eq!(got.iter().find(|kv| kv.key == "k/00000").unwrap().value, "after");
     assert_eq!(got.len(), now.len());
 }
+
+/// A page of the page store at `db` that opening it does not read but
+/// loading it does: damaged, the store opens and then fails to load.
+fn page_only_loading_reads(db: &Path) -> usize {
+    use corekv::mvcc::paged::PagedHistory;
+    use corekv::pagestore::{DirectPageFile, PageStore};
+    let bytes = std::fs::read(db).unwrap();
+    let copy = db.with_extension("probe");
+    for page in (2..bytes.len() / 4096).rev() {
+        let mut damaged = bytes.clone();
+        damaged[page * 4096 + 100] ^= 0x01;
+        std::fs::write(&copy, &damaged).unwrap();
+        let store = PageStore::open(DirectPageFile::open(&copy).unwrap(), 1 << 20);
+        let Ok(mut history) =
+            store.map_err(|_| ()).and_then(|s| PagedHistory::open(s).map_err(|_| ()))
+        else {
+            continue;
+        };
+        if history.load().is_err_and(|e| e.is_corruption()) {
+            std::fs::remove_file(&copy).unwrap();
+            return page;
+        }
+    }
+    panic!("no page of {} is read by loading only", db.display());
+}
+
+/// A member with a checkpoint and a snapshot file at index 3000 and no WAL
+/// tail after it; answers its state.
+fn checkpointed_member(dir: &Path, args: &[&str]) -> (Member, Vec<KeyValue>) {
+    let flags = ["--snapshot-count", "1000", "--snapshot-interval", "1"];
+    let mut member = Member::start_with(dir, &[&flags[..], args].concat());
+    let mut client = member.client();
+    for i in 0..3000 {
+        put(&mut client, &format!("k/{:04}", i % 800), &format!("{i}-{}", "v".repeat(300)));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = |m: &Member| m.log_text();
+    while !(log(&member).contains("db (index 3000,") && log(&member).contains("snap (index 3000,"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint at 3000:\n{}", log(&member));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = everything(&mut client, 0);
+    member.kill9();
+    (member, state)
+}
+
+/// A page store damaged where opening it does not look (a page only
+/// loading reads) is moved aside and rebuilt from the snapshot file and the
+/// WAL, whether the member loads before serving (at start-up) or serves
+/// from the pages while loading (the first start stops, the next rebuilds),
+/// instead of failing the same way on every start.
+#[test]
+fn a_page_store_damaged_past_what_opening_reads_is_rebuilt() {
+    // Loading before serving: one start.
+    let dir = temp_dir("snapshot-deep-damage-load");
+    let (mut member, state) = checkpointed_member(&dir, &["--experimental-load-before-serving"]);
+    let db = dir.join("db");
+    let page = page_only_loading_reads(&db);
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[page * 4096 + 100] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+    member.restart();
+    let log = member.log_text();
+    assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
+    assert_eq!(everything(&mut member.client(), 0), state);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Serving from the pages while loading them: that start stops (exit 70)
+    // with the store moved aside; the next one rebuilds it.
+    let dir = temp_dir("snapshot-deep-damage-warm");
+    let (member, state) = checkpointed_member(&dir, &[]);
+    let db = dir.join("db");
+    let page = page_only_loading_reads(&db);
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[page * 4096 + 100] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+    let flags = ["--snapshot-count", "1000", "--snapshot-interval", "1"];
+    let mut child = common::corekv_command(&dir, member.client_port, member.peer_port, &member.log)
+        .args(flags)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "kept serving:\n{}", member.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(70), "{}", member.log_text());
+    assert!(member.log_text().contains("db.damaged-"), "{}", member.log_text());
+    let member = Member::start_with(&dir, &flags);
+    let log = member.log_text();
+    assert!(log.contains("loaded snapshot"), "{log}");
+    assert_eq!(everything(&mut member.client(), 0), state);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

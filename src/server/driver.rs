@@ -65,7 +65,8 @@ struct Done {
 /// checkpoint starts, so the loaded copy stays the store's base.
 pub struct WarmUp {
     started: Instant,
-    loading: JoinHandle<Result<Store, String>>,
+    /// The error says whether the pages turned out damaged.
+    loading: JoinHandle<Result<Store, (String, bool)>>,
 }
 
 impl WarmUp {
@@ -73,7 +74,7 @@ impl WarmUp {
     pub fn start(view: PagedView) -> std::io::Result<WarmUp> {
         let started = Instant::now();
         let loading = crate::runtime::spawn_low_priority("warm-up", move || {
-            view.load().map_err(|e| e.to_string())
+            view.load().map_err(|e| (e.to_string(), e.is_corruption()))
         })?;
         Ok(WarmUp { started, loading })
     }
@@ -139,17 +140,18 @@ impl Checkpoints {
 
     /// Takes up the checkpoint loaded into memory once its thread is done;
     /// whether the store changed. If loading or taking it up failed, the
-    /// checkpoint is damaged (a start-up that loads first refuses it): the
-    /// member stops.
+    /// checkpoint is damaged: the member stops, the page store moved aside
+    /// if a page failed verification, so that the next start rebuilds it
+    /// from a snapshot file and the WAL (not fail the same way again).
     pub fn take_up_warm_up(&mut self, store: &mut Store) -> bool {
         if self.warm_up.as_ref().is_none_or(|w| !w.loading.is_finished()) {
             return false;
         }
         let WarmUp { started, loading } = self.warm_up.take().expect("checked");
         let adopted = match loading.join() {
-            Ok(Ok(loaded)) => store.adopt_loaded(loaded),
+            Ok(Ok(loaded)) => store.adopt_loaded(loaded).map_err(|e| (e, false)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err("the loading thread panicked".into()),
+            Err(_) => Err(("the loading thread panicked".into(), false)),
         };
         crate::runtime::disable_transparent_huge_pages();
         match adopted {
@@ -164,11 +166,14 @@ impl Checkpoints {
                 );
                 true
             }
-            Err(e) => {
+            Err((e, damaged)) => {
                 eprintln!(
                     "corekv: fatal: cannot load checkpoint {} into memory: {e}; stopping",
                     self.db_path.display()
                 );
+                if damaged {
+                    let _ = move_damaged_aside(&self.db_path, "the page store is damaged");
+                }
                 std::process::exit(70);
             }
         }
@@ -482,18 +487,22 @@ pub fn create_history(path: &Path, cache_bytes: usize) -> Result<History, String
 /// Moves a damaged page store aside (kept for inspection, never deleted) and
 /// puts an empty one in its place, to be rewritten whole.
 pub fn replace_damaged(path: &Path, cache_bytes: usize, why: &str) -> Result<History, String> {
+    let replaced = move_damaged_aside(path, why).and_then(|()| create_history(path, cache_bytes));
+    if let Err(e) = &replaced {
+        eprintln!("corekv: {e}; checkpoints stop");
+    }
+    replaced
+}
+
+/// Moves a damaged page store aside (kept, never deleted): the next start
+/// rebuilds it from a snapshot file and the WAL.
+pub fn move_damaged_aside(path: &Path, why: &str) -> Result<(), String> {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let aside = path.with_extension(format!("damaged-{seconds}"));
     eprintln!("corekv: warning: {why}; moving {} to {}", path.display(), aside.display());
-    let replaced = std::fs::rename(path, &aside)
-        .map_err(|e| format!("cannot move {} aside: {e}", path.display()))
-        .and_then(|()| create_history(path, cache_bytes));
-    if let Err(e) = &replaced {
-        eprintln!("corekv: {e}; checkpoints stop");
-    }
-    replaced
+    std::fs::rename(path, &aside).map_err(|e| format!("cannot move {} aside: {e}", path.display()))
 }
 
 /// The page store as its last checkpoint left it (after a failed one).

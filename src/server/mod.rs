@@ -135,9 +135,39 @@ fn newest_snapshot_index(dir: &Path) -> Result<u64, String> {
         .map_or(0, |m| m.applied_index))
 }
 
+/// Why recovery failed: the page store turned out damaged while it was read
+/// (past what opening it checks), or anything else.
+enum Failed {
+    DamagedDb(String),
+    Other(String),
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed::Other(message)
+    }
+}
+
 /// Loads the state from the page store, or from the newest valid snapshot
-/// file if that is newer, then replays the WAL after it.
+/// file if that is newer, then replays the WAL after it. A page store found
+/// damaged while loading it (a page that opening does not read) is moved
+/// aside like one that does not open, and the state rebuilt from a snapshot
+/// file and the WAL (or start-up refused, saying what is missing).
 fn recover(config: &Resolved) -> Result<Recovery, String> {
+    match recover_once(config) {
+        Ok(recovery) => Ok(recovery),
+        Err(Failed::Other(message)) => Err(message),
+        Err(Failed::DamagedDb(message)) => {
+            let path = config.data_dir.join("db");
+            driver::move_damaged_aside(&path, &message)?;
+            recover_once(config).map_err(|failed| match failed {
+                Failed::DamagedDb(message) | Failed::Other(message) => message,
+            })
+        }
+    }
+}
+
+fn recover_once(config: &Resolved) -> Result<Recovery, Failed> {
     let started = std::time::Instant::now();
     let (mut history, damaged) = open_history(config)?;
     let snapshot_dir = config.data_dir.join("snapshots");
@@ -176,7 +206,7 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     let limit = if from_file.is_some() { 0 } else { warm_up_limit(&mut history, config) };
     let mut store: Option<Store> = from_file.map(recording);
     let mut held: Vec<(u64, Request)> = Vec::new();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Failed> = None;
     let wal_dir = config.data_dir.join("wal");
     let recovered =
         wal::recover_after(&wal_dir, config.wal_segment_bytes, base_index, |_, index, payload| {
@@ -186,7 +216,7 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
             match codec::decode_request(&payload) {
                 Ok(request) => held.push((index, request)),
                 Err(e) => {
-                    failure = Some(format!("WAL entry {index} does not decode: {e}"));
+                    failure = Some(format!("WAL entry {index} does not decode: {e}").into());
                     return;
                 }
             }
@@ -198,7 +228,7 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
             }
             if let Some(store) = &mut store {
                 if held.len() >= limits::replay_batch_entries {
-                    failure = replay(store, &mut held).err();
+                    failure = replay(store, &mut held).err().map(Failed::Other);
                 }
             }
         })
@@ -211,14 +241,14 @@ fn recover(config: &Resolved) -> Result<Recovery, String> {
     // which leaves no WAL), and neither the page store nor the WAL reaches
     // it, those entries are missing: refuse, never start without them.
     if recovered.last_index < newest_file_index {
-        return Err(format!(
+        return Err(Failed::Other(format!(
             "entries {}..={newest_file_index} are missing: a snapshot file in {} holds \
              applied index {newest_file_index} but does not load, and the page store and \
              the WAL end at index {} (restore the snapshot again)",
             recovered.last_index + 1,
             snapshot_dir.display(),
             recovered.last_index
-        ));
+        )));
     }
     if let Some((file, offset)) = &recovered.truncated {
         eprintln!("corekv: WAL: cut a torn tail at {} offset {offset}", file.display());
@@ -298,12 +328,20 @@ fn load_history(
     config: &Resolved,
     started: std::time::Instant,
     serve_first: bool,
-) -> Result<Store, String> {
+) -> Result<Store, Failed> {
     let path = config.data_dir.join("db");
+    let failed = |e: crate::mvcc::paged::HistoryError| {
+        let message = format!("{}: {e}", path.display());
+        if e.is_corruption() {
+            Failed::DamagedDb(message)
+        } else {
+            Failed::Other(message)
+        }
+    };
     let store = if config.reads_from_disk || serve_first {
-        Store::with_base(history.view()).map_err(|e| format!("{}: {e}", path.display()))?
+        Store::with_base(history.view()).map_err(failed)?
     } else {
-        history.load().map_err(|e| format!("{}: {e}", path.display()))?
+        history.load().map_err(failed)?
     };
     if history.applied_index() > 0 {
         let (how, meanwhile) = match (config.reads_from_disk, serve_first) {
