@@ -632,3 +632,61 @@ fn a_watch_on_an_empty_range_is_created_and_canceled_at_once() {
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Events of one revision (a txn's) come in the order of its operations,
+/// as in etcd (its sub-revisions): live, replayed from history in memory,
+/// and replayed after a restart (from the page store's checkpoint).
+#[test]
+fn a_txns_events_replay_in_the_order_of_its_operations() {
+    let dir = temp_dir("watch-txn-order");
+    let mut member = Member::start_with(&dir, &["--snapshot-count", "3"]);
+    let mut client = member.client();
+    client.put(b"w/m", b"0").unwrap();
+    let put =
+        |key: &str| RequestOp::Put(PutRequest { key: b(key), value: b("1"), ..Default::default() });
+    let txn = |keys: [&str; 3]| {
+        let delete = DeleteRangeRequest { key: b("w/m"), ..Default::default() };
+        let success =
+            vec![put(keys[0]), put(keys[1]), RequestOp::DeleteRange(delete), put(keys[2])];
+        Request::Txn(TxnRequest { compare: vec![], success, failure: vec![] })
+    };
+    let order = |events: &[WatchEvent]| -> Vec<(i64, String)> {
+        let key = |e: &WatchEvent| String::from_utf8_lossy(&e.kv.key).into_owned();
+        events.iter().map(|e| (e.kv.mod_revision, key(e))).collect()
+    };
+    let want = |revision: i64, keys: [&str; 4]| -> Vec<(i64, String)> {
+        keys.iter().map(|k| (revision, k.to_string())).collect()
+    };
+    // No watcher yet: a watch from its revision reads the history.
+    let revision = client.call(&txn(["w/z", "w/a", "w/q"])).unwrap().0.revision;
+    let first = want(revision, ["w/z", "w/a", "w/m", "w/q"]);
+    let from = WatchCreateRequest { start_revision: revision, ..prefix("w/") };
+    let (stream, _) = watch(&mut client, from.clone());
+    let mut got = order(&events_until(&mut client, stream, revision));
+    got.retain(|(r, _)| *r == revision);
+    assert_eq!(got, first, "from history");
+    // Live (the key w/m put back first, so the txn deletes it again).
+    client.put(b"w/m", b"0").unwrap();
+    let (live, _) = watch(&mut client, prefix("w/"));
+    let second = client.call(&txn(["w/y", "w/b", "w/c"])).unwrap().0.revision;
+    let got = events_until(&mut client, live, second);
+    assert_eq!(order(&got), want(second, ["w/y", "w/b", "w/m", "w/c"]), "live");
+    // Checkpointed (every 3 entries), then loaded back after a restart.
+    for i in 0..6 {
+        client.put(format!("x/{i}").as_bytes(), b"v").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !member.log_text().contains("db (index ") {
+        assert!(Instant::now() < deadline, "no checkpoint:\n{}", member.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+    member.restart();
+    let mut client = member.client();
+    let (stream, _) = watch(&mut client, from);
+    let mut got = order(&events_until(&mut client, stream, revision));
+    got.retain(|(r, _)| *r == revision);
+    assert_eq!(got, first, "after a restart");
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -25,7 +25,9 @@ pub struct Event {
 impl Snapshot {
     /// The changes to keys in `span` at revisions `from` through `to`
     /// (`to` is capped at this snapshot's revision), ordered by revision and,
-    /// within one, by key; each with its previous version if `prev_kv`.
+    /// within one, as the request wrote them (etcd's sub-revision order;
+    /// by key for history restored from a snapshot file); each with its
+    /// previous version if `prev_kv`.
     ///
     /// `from` below the compaction point is `Compacted`, as etcd answers a
     /// watch from there. From the compaction point itself, as in etcd, a
@@ -41,9 +43,10 @@ impl Snapshot {
             return Err(Error::new(ErrorCode::Compacted));
         }
         let (from, to) = (from.max(1), to.min(self.revision));
-        let mut events: Vec<Event> = Vec::new();
+        // Each with its sub-revision, to order by.
+        let mut events: Vec<(u64, Event)> = Vec::new();
         if span.is_empty() || to < from {
-            return Ok(events);
+            return Ok(Vec::new());
         }
         for layer in std::iter::once(&self.keys).chain(self.frozen.iter()) {
             let heads: Vec<_> = match span {
@@ -54,12 +57,13 @@ impl Snapshot {
                 let chain = std::iter::successors(Some(head), |v| v.previous.as_ref());
                 for version in chain.take_while(|v| v.revision >= from) {
                     if version.revision <= to {
-                        events.push(Event {
+                        let event = Event {
                             revision: version.revision,
                             key: key.clone(),
                             kv: version.kv.clone(),
                             prev_kv: None,
-                        });
+                        };
+                        events.push((u64::from(version.sub), event));
                     }
                 }
             }
@@ -67,14 +71,16 @@ impl Snapshot {
         if let Some(base) = &self.base {
             let changes =
                 base.changes_between(from, to, |key| span.contains(key)).map_err(storage_error)?;
-            events.extend(changes.into_iter().map(|(revision, key, kv)| Event {
-                revision,
-                key,
-                kv,
-                prev_kv: None,
-            }));
+            events.extend(
+                changes.into_iter().map(|(revision, sub, key, kv)| {
+                    (sub, Event { revision, key, kv, prev_kv: None })
+                }),
+            );
         }
-        events.sort_by(|a, b| (a.revision, &a.key).cmp(&(b.revision, &b.key)));
+        events.sort_by(|(a_sub, a), (b_sub, b)| {
+            (a.revision, a_sub, &a.key).cmp(&(b.revision, b_sub, &b.key))
+        });
+        let mut events: Vec<Event> = events.into_iter().map(|(_, event)| event).collect();
         if prev_kv {
             for event in &mut events {
                 event.prev_kv = self.visible(&event.key, event.revision - 1)?;

@@ -158,7 +158,7 @@ impl Preparer {
     ) -> Result<PreparedKey, String> {
         let versions = versions
             .into_iter()
-            .map(|v| Arc::new(Version { kv: v.kv, revision: v.revision, previous: None }))
+            .map(|v| Arc::new(Version { kv: v.kv, revision: v.revision, sub: 0, previous: None }))
             .collect();
         self.prepare_chain(key, versions)
     }

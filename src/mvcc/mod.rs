@@ -51,6 +51,10 @@ pub const initial_revision: i64 = 1;
 pub(crate) struct Version {
     pub(crate) kv: Option<KeyValue>,
     pub(crate) revision: i64,
+    /// Its place among the revision's versions (etcd's sub-revision): the
+    /// order of the request's operations, in which watches replay them.
+    /// (Versions from a snapshot file have 0: they replay in key order.)
+    pub(crate) sub: u32,
     pub(crate) previous: Option<Arc<Version>>,
 }
 
@@ -439,6 +443,7 @@ impl Store {
                 below = Some(Arc::new(Version {
                     kv: version.kv.clone(),
                     revision: version.revision,
+                    sub: version.sub,
                     previous: below,
                 }));
             }

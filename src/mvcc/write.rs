@@ -140,6 +140,7 @@ fn truncate_chain(
         chain = Some(Arc::new(Version {
             kv: version.kv.clone(),
             revision: version.revision,
+            sub: version.sub,
             previous: chain,
         }));
     }
@@ -158,6 +159,8 @@ pub(super) struct Change<'a> {
     /// collect: past it the answer is refused as too large anyway, so the
     /// ranges stop collecting (memory and time stay bounded).
     range_budget: usize,
+    /// The sub-revision of the next version written.
+    sub: u32,
 }
 
 impl<'a> Change<'a> {
@@ -167,7 +170,7 @@ impl<'a> Change<'a> {
     ) -> Change<'a> {
         let revision = state.revision + 1;
         let range_budget = crate::limits::response_bytes_max;
-        Change { state, revision, changed: false, log, range_budget }
+        Change { state, revision, changed: false, log, range_budget, sub: 0 }
     }
 
     fn record(&mut self, key: &Bytes, kv: Option<&KeyValue>) {
@@ -175,6 +178,11 @@ impl<'a> Change<'a> {
             let (key, revision, kv) = (key.clone(), self.revision, kv.cloned());
             log.push(HistoryChange::Version { key, revision, kv });
         }
+    }
+
+    fn next_sub(&mut self) -> u32 {
+        self.sub += 1;
+        self.sub - 1
     }
 
     pub(super) fn finish(self) {
@@ -245,7 +253,9 @@ impl<'a> Change<'a> {
             self.state.leases.attach(lease, &key);
         }
         self.record(&key, Some(&kv));
-        let version = Arc::new(Version { kv: Some(kv), revision: self.revision, previous: head });
+        let sub = self.next_sub();
+        let version =
+            Arc::new(Version { kv: Some(kv), revision: self.revision, sub, previous: head });
         self.state.size_bytes += version.bytes(&key);
         self.state.keys.insert(key, version);
         self.changed = true;
@@ -269,7 +279,9 @@ impl<'a> Change<'a> {
             if kv.lease != 0 {
                 self.state.leases.detach(kv.lease, &kv.key);
             }
-            let tombstone = Arc::new(Version { kv: None, revision: self.revision, previous: head });
+            let sub = self.next_sub();
+            let tombstone =
+                Arc::new(Version { kv: None, revision: self.revision, sub, previous: head });
             self.state.size_bytes += tombstone.bytes(&kv.key);
             self.state.keys.insert(kv.key.clone(), tombstone);
             self.state.live_keys -= 1;

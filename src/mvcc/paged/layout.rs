@@ -105,7 +105,8 @@ pub(super) fn split_key_entry(tree_key: &[u8]) -> Result<&[u8]> {
 }
 
 /// Where a version is in the log: its revision, and its place among that
-/// revision's versions (etcd's sub-revision; they are numbered in key order).
+/// revision's versions (etcd's sub-revision: numbered in the order the
+/// request wrote them; in key order in stores written before 2026-12-01).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct At {
     pub(super) revision: i64,

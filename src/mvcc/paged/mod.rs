@@ -335,7 +335,7 @@ impl<F: PageFile> PagedHistory<F> {
     ///
     /// Each revision's changes must all be in one batch, after every
     /// revision folded before (a revision's versions are numbered when it
-    /// is folded). Versions go in first, in (revision, key) order (appends at
+    /// is folded). Versions go in first, in (revision, sub) order (appends at
     /// the tree's right end), then the key entries of the keys written, in
     /// key order, then the compactions in the order applied: a compaction at
     /// C only touches versions at or below C, all of which came before it,
@@ -357,10 +357,18 @@ impl<F: PageFile> PagedHistory<F> {
             }
             folded = revision;
             // The revision's versions, one per key (the later stands), in
-            // key order: that order numbers them.
-            let mut group: BTreeMap<&Bytes, &Option<KeyValue>> = BTreeMap::new();
+            // the order written (the request's operations): that order
+            // numbers them, as etcd's sub-revisions, and watches replay it.
+            let mut group: Vec<(&Bytes, &Option<KeyValue>)> = Vec::new();
+            let mut place: HashMap<&Bytes, usize> = HashMap::new();
             while let Some((key, _, kv)) = pending.next_if(|(_, r, _)| *r == revision) {
-                group.insert(key, kv);
+                match place.get(key) {
+                    Some(at) => group[*at].1 = kv,
+                    None => {
+                        place.insert(key, group.len());
+                        group.push((key, kv));
+                    }
+                }
             }
             for (sub, (key, kv)) in group.into_iter().enumerate() {
                 let at = At::new(revision, sub as u64);

@@ -144,8 +144,8 @@ impl PagedView {
     }
 
     /// The versions written at revisions from `from` to `to` (inclusive)
-    /// to keys that `wanted` accepts, in revision order then key order:
-    /// (revision, key, version; None for a delete). Reads the version log
+    /// to keys that `wanted` accepts, in (revision, sub) order:
+    /// (revision, sub, key, version; None for a delete). Reads the version log
     /// from `from` on, whatever the keys (and, for a delete, the put before
     /// it, which holds its key).
     pub fn changes_between(
@@ -153,7 +153,7 @@ impl PagedView {
         from: i64,
         to: i64,
         mut wanted: impl FnMut(&[u8]) -> bool,
-    ) -> Result<Vec<(i64, Bytes, Option<KeyValue>)>> {
+    ) -> Result<Vec<(i64, u64, Bytes, Option<KeyValue>)>> {
         let mut out = Vec::new();
         if to < from.max(1) {
             return Ok(out);
@@ -180,7 +180,7 @@ impl PagedView {
                 None => key_of_delete(&mut |k| self.snapshot.get(k), &record)?,
             };
             if wanted(&key) {
-                out.push((record.version.revision, key, record.version.kv));
+                out.push((record.version.revision, record.at.sub, key, record.version.kv));
             }
         }
     }
