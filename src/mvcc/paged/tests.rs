@@ -157,7 +157,7 @@ fn check_view(view: PagedView, model: &Snapshot) {
                 .map(|e| (e.revision, e.key, e.kv))
                 .collect();
             // In the same order: (revision, sub), the order written.
-            let without_sub = |changes: Vec<(i64, u64, Bytes, Option<KeyValue>)>| {
+            let without_sub = |changes: Vec<super::view::Change>| {
                 changes.into_iter().map(|(r, _, k, kv)| (r, k, kv)).collect::<Vec<_>>()
             };
             let got = without_sub(view.changes_between(from, to, |_| true).unwrap());

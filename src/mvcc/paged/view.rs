@@ -46,6 +46,9 @@ fn prefix_successor(mut prefix: Vec<u8>) -> Vec<u8> {
     prefix_end(prefix_key)
 }
 
+/// A version in the log: (revision, sub, key, version; None for a delete).
+pub type Change = (i64, u64, Bytes, Option<KeyValue>);
+
 impl PagedView {
     pub fn revision(&self) -> i64 {
         self.totals.revision
@@ -153,7 +156,7 @@ impl PagedView {
         from: i64,
         to: i64,
         mut wanted: impl FnMut(&[u8]) -> bool,
-    ) -> Result<Vec<(i64, u64, Bytes, Option<KeyValue>)>> {
+    ) -> Result<Vec<Change>> {
         let mut out = Vec::new();
         if to < from.max(1) {
             return Ok(out);
