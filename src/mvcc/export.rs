@@ -229,7 +229,10 @@ impl Preparer {
 
 impl Importer {
     pub fn new(revision: i64, compact_revision: i64) -> Result<Importer, String> {
-        if revision < super::initial_revision || compact_revision > revision {
+        if revision < super::initial_revision
+            || revision > super::revision_max
+            || compact_revision > revision
+        {
             return Err(format!("revision {revision} / compact revision {compact_revision}"));
         }
         Ok(Importer {

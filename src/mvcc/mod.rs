@@ -47,6 +47,10 @@ use crate::types::KeyValue;
 /// Revision of a fresh store, as in etcd.
 pub const initial_revision: i64 = 1;
 
+/// The highest revision a store holds: the page store keeps revision × 4
+/// plus flags in an i64 (docs/formats/pagestore.md).
+pub const revision_max: i64 = i64::MAX >> 2;
+
 /// One version of a key: a put (`kv`) or a delete (`kv` None) at `revision`.
 pub(crate) struct Version {
     pub(crate) kv: Option<KeyValue>,

@@ -70,10 +70,16 @@ impl Meta {
         if bytes[12..16] != [0; 4] || bytes[72..header_bytes - 8].iter().any(|b| *b != 0) {
             return Err("reserved header bytes are not zero");
         }
+        let (revision, applied_index) = (le_u64(bytes, 16), le_u64(bytes, 32));
+        // What a member can hold: revisions the page store can address,
+        // log indexes with room after them.
+        if revision > crate::mvcc::revision_max as u64 || applied_index > i64::MAX as u64 {
+            return Err("revision or applied index out of range");
+        }
         Ok(Meta {
-            revision: le_u64(bytes, 16) as i64,
+            revision: revision as i64,
             compact_revision: le_u64(bytes, 24) as i64,
-            applied_index: le_u64(bytes, 32),
+            applied_index,
             applied_term: le_u64(bytes, 40),
             cluster_id: le_u64(bytes, 48),
             member_id: le_u64(bytes, 56),
@@ -159,6 +165,15 @@ mod tests {
         };
         let bytes = meta.encode();
         assert_eq!(Meta::decode(&bytes), Ok(meta));
+        // Sound checksums, numbers no member can hold: refused, not a panic
+        // or a store that can never checkpoint.
+        let too_new = Meta { revision: crate::mvcc::revision_max + 1, ..meta };
+        assert!(Meta::decode(&too_new.encode()).unwrap_err().contains("out of range"));
+        let last_index = Meta { applied_index: u64::MAX, ..meta };
+        assert!(Meta::decode(&last_index.encode()).unwrap_err().contains("out of range"));
+        let highest = Meta { revision: crate::mvcc::revision_max, ..meta };
+        assert_eq!(Meta::decode(&highest.encode()), Ok(highest));
+        assert!(crate::mvcc::Importer::new(crate::mvcc::revision_max + 1, 0).is_err());
         for i in 0..header_bytes {
             let mut bad = bytes;
             bad[i] ^= 0x10;

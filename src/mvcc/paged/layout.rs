@@ -29,7 +29,7 @@ pub(super) const layout_version: i64 = 6;
 pub const stem_key_bytes_max: usize = 960;
 const _: () = assert!(1 + stem_key_bytes_max + 2 + 16 <= crate::pagestore::key_bytes_max);
 /// Revisions the key entry's packing (revision × 4 + flags) can hold.
-pub(super) const revision_max: i64 = i64::MAX >> 2;
+pub(super) use crate::mvcc::revision_max;
 
 /// The stem of `key`; long keys end in a hash, not the whole key.
 pub(super) fn stem(key: &[u8]) -> (Vec<u8>, bool) {
