@@ -229,8 +229,7 @@ impl Preparer {
 
 impl Importer {
     pub fn new(revision: i64, compact_revision: i64) -> Result<Importer, String> {
-        if revision < super::initial_revision
-            || revision > super::revision_max
+        if !(super::initial_revision..=super::revision_max).contains(&revision)
             || compact_revision > revision
         {
             return Err(format!("revision {revision} / compact revision {compact_revision}"));
