@@ -94,6 +94,15 @@ const CASES: &[(&[&str], Option<&str>)] = &[
     (&["put", "k1", "v1"], None),
     (&["put", "k2", "v2"], None),
     (&["put", "k3"], Some("value from stdin")),
+    // No value and nothing on stdin: refused, nothing written.
+    (&["put", "e"], None),
+    (&["put", "e", "--ignore-lease"], None),
+    (&["get", "e"], None),
+    // --ignore-value takes no value, from the arguments or stdin.
+    (&["put", "k3", "--ignore-value"], None),
+    (&["put", "k3", "x", "--ignore-value"], None),
+    (&["put", "nokey", "--ignore-value"], Some("ignored")),
+    (&["get", "k3"], None),
     (&["get", "k", "--prefix", "--limit", "1", "-w", "json"], None),
     (&["get", "k", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"], None),
     (&["get", "k", "--from-key", "--keys-only", "-w", "json"], None),

@@ -215,20 +215,26 @@ pub(crate) fn put_request(
     args: &PutArgs,
     stdin: Option<&mut dyn Read>,
 ) -> Result<Request, Failure> {
+    // etcdctl's getPutOp: with --ignore-value no value is taken; otherwise
+    // the second argument, or stdin when it holds something.
+    let needs = "put command needs 1 argument and input from stdin or 2 arguments";
     let value = match (&args.value, stdin) {
-        (Some(value), _) => value.clone().into_bytes(),
-        (None, Some(stdin)) if !args.ignore_value => {
-            let mut value = Vec::new();
-            stdin.read_to_end(&mut value).map_err(|e| Failure::bad_args(e.to_string()))?;
-            value
-        }
-        (None, _) if args.ignore_value => Vec::new(),
-        (None, None) => {
+        (Some(_), _) if args.ignore_value => {
             return Err(Failure::bad_args(
-                "put command needs 1 argument and input from stdin or 2 arguments",
+                "put command needs only 1 argument when 'ignore-value' is set",
             ))
         }
-        (None, Some(_)) => unreachable!(),
+        (Some(value), _) => value.clone().into_bytes(),
+        (None, _) if args.ignore_value => Vec::new(),
+        (None, Some(stdin)) => {
+            let mut value = Vec::new();
+            stdin.read_to_end(&mut value).map_err(|_| Failure::bad_args(needs))?;
+            if value.is_empty() {
+                return Err(Failure::bad_args(needs));
+            }
+            value
+        }
+        (None, None) => return Err(Failure::bad_args(needs)),
     };
     let lease = match &args.lease {
         Some(hex) => lease::go_parse_int(hex, 16)
