@@ -7,6 +7,7 @@
 mod args;
 mod lease;
 mod print;
+mod quoting;
 mod snapshot;
 mod txn;
 mod watch;
