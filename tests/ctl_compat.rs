@@ -168,15 +168,58 @@ fn corekvctl_prints_what_etcdctl_prints() {
     let _ = std::fs::remove_dir_all(&etcd_dir);
 }
 
-fn output(mut command: Command, stdin: Option<&str>) -> Output {
+fn output(command: Command, stdin: Option<&str>) -> Output {
+    output_bytes(command, stdin.map(str::as_bytes))
+}
+
+fn output_bytes(mut command: Command, stdin: Option<&[u8]>) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or_default()).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Keys and values that are not UTF-8, as arguments and in txn input.
+#[test]
+fn corekvctl_takes_bytes_as_etcdctl_does() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let etcd_dir = temp_dir("etcd-bytes-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-bytes"));
+    type Case<'a> = (&'a [&'a [u8]], Option<&'a [u8]>);
+    let cases: &[Case] = &[
+        (&[b"put", b"k\xff", b"v\xfe\x80"], None),
+        (&[b"put", b"k\xc3"], Some(b"from stdin \xff")),
+        (&[b"get", b"k\xc3"], None),
+        (&[b"get", b"k\xff", b"-w", b"json"], None),
+        (&[b"get", b"k\xc3", b"k\xff\xff", b"-w", b"json"], None),
+        (&[b"txn", b"-w", b"json"], Some(b"\nput t\xff\xfe x\xff\nput \"q\xff\" \"\\xff\"\n\n\n")),
+        (
+            &[b"txn", b"-w", b"json"],
+            Some(b"value(\"k\xff\") = \"v\\xfe\\x80\"\n\nget t\xff\xfe\n\n\n"),
+        ),
+        (&[b"get", b"", b"--prefix", b"-w", b"json"], None),
+        (&[b"del", b"t\xff", b"t\xff\xff", b"--prev-kv", b"-w", b"json"], None),
+        (&[b"del", b"k\xff", b"--prefix"], None),
+    ];
+    for (args, stdin) in cases {
+        let args: Vec<&OsStr> = args.iter().map(|arg| OsStr::from_bytes(arg)).collect();
+        let mut reference = etcdctl(&etcd_endpoint);
+        reference.args(&args);
+        let mut ours = corekvctl(&member.endpoint);
+        ours.args(&args);
+        let (want, got) = (output_bytes(reference, *stdin), output_bytes(ours, *stdin));
+        assert_eq!(normalize(&got.stdout), normalize(&want.stdout), "stdout of {args:?}");
+        assert_eq!(normalize(&got.stderr), normalize(&want.stderr), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
 }
 
 #[test]
