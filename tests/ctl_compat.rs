@@ -443,3 +443,50 @@ fn corekvctl_lease_prints_what_etcdctl_lease_prints() {
     drop(member);
     let _ = std::fs::remove_dir_all(&etcd_dir);
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// snapshot save leaves no FILE.part behind when it fails; the saved file is
+/// private (0600) and a restored data dir too (0700), as etcdctl makes them.
+#[test]
+fn snapshot_files_are_cleaned_up_and_private_as_etcdctls() {
+    let etcd_dir = temp_dir("etcd-snapshot-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-snapshot"));
+    let dir = temp_dir("ctl-snapshot-files");
+    let path = |name: &str| dir.join(name);
+    let save = |mut tool: Command, name: &str| {
+        tool.args(["snapshot", "save"]).arg(path(name));
+        output(tool, None)
+    };
+    // Nobody listens: the connection fails after FILE.part was created.
+    let mut refused = corekvctl(&format!("127.0.0.1:{}", free_port()));
+    refused.args(["--dial-timeout", "1s"]);
+    assert!(!save(refused, "gone.db").status.success());
+    assert!(!path("gone.db.part").exists() && !path("gone.db").exists());
+    // FILE is a directory: the snapshot is received and checked, the rename fails.
+    std::fs::create_dir_all(path("taken.db").join("inside")).unwrap();
+    assert!(!save(corekvctl(&member.endpoint), "taken.db").status.success());
+    assert!(!path("taken.db.part").exists());
+    // Saved and restored by each tool: the same modes.
+    let restore = |mut tool: Command, name: &str| {
+        tool.args(["snapshot", "restore"]).arg(path(&format!("{name}.db")));
+        tool.arg("--data-dir").arg(path(&format!("{name}.restored")));
+        let restored = output(tool, None);
+        assert!(restored.status.success(), "{name}: {restored:?}");
+        mode(&path(&format!("{name}.restored")))
+    };
+    for (tool, name) in [(etcdctl(&etcd_endpoint), "etcd"), (corekvctl(&member.endpoint), "ours")] {
+        let saved = save(tool, &format!("{name}.db"));
+        assert!(saved.status.success(), "{name}: {saved:?}");
+        assert_eq!(mode(&path(&format!("{name}.db"))), 0o600, "{name}'s saved snapshot");
+    }
+    assert_eq!(restore(etcdctl(&etcd_endpoint), "etcd"), 0o700);
+    assert_eq!(restore(corekvctl(&member.endpoint), "ours"), 0o700);
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
