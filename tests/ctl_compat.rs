@@ -94,6 +94,15 @@ const CASES: &[(&[&str], Option<&str>)] = &[
     (&["put", "k1", "v1"], None),
     (&["put", "k2", "v2"], None),
     (&["put", "k3"], Some("value from stdin")),
+    // No value and nothing on stdin: refused, nothing written.
+    (&["put", "e"], None),
+    (&["put", "e", "--ignore-lease"], None),
+    (&["get", "e"], None),
+    // --ignore-value takes no value, from the arguments or stdin.
+    (&["put", "k3", "--ignore-value"], None),
+    (&["put", "k3", "x", "--ignore-value"], None),
+    (&["put", "nokey", "--ignore-value"], Some("ignored")),
+    (&["get", "k3"], None),
     (&["get", "k", "--prefix", "--limit", "1", "-w", "json"], None),
     (&["get", "k", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only"], None),
     (&["get", "k", "--from-key", "--keys-only", "-w", "json"], None),
@@ -115,6 +124,26 @@ const CASES: &[(&[&str], Option<&str>)] = &[
     (&["txn"], Some("val(\"k1\") = \"v1\"\nc(\"k3\") > \"1\"\n\ndel k --prefix --prev-kv\n\n\n")),
     (&["txn", "-w", "json"], Some("\n\nget --from-key a\nput zz top\n\n\n")),
     (&["txn"], Some("garbage\n\n\n\n")),
+    // Each section ends at a blank line; input that ends first is refused.
+    (&["txn"], Some("")),
+    (&["txn"], Some("\n\n")),
+    (&["txn"], Some("\nput t x\n")),
+    (&["txn"], Some("\nput t x\n\n")),
+    (&["txn"], Some("\nput t x\n\n\n")),
+    (&["txn", "-i"], None),
+    (&["txn"], Some(" \t\nput ws x\n \t \n\t\n")),
+    (&["get", "", "--prefix", "--keys-only"], None),
+    // Double-quoted words are Go strings.
+    (&["txn", "-w", "json"], Some("\nput \"esc\\x41\\101\\u00e9\\a\\b\\f\\v\\\\\\\"\" v\n\n\n")),
+    (&["get", "esc", "--prefix", "-w", "json"], None),
+    (&["txn"], Some("\nput \"k\\q\" v\n\n\n")),
+    (&["txn"], Some("\nput \"k\\'\" v\n\n\n")),
+    (&["txn"], Some("mod(\"k\\q\") > \"0\"\n\n\n\n")),
+    (&["txn"], Some("mod(\"k1\")> \"0\"\n\n\n\n")),
+    (&["txn"], Some("mod(\"k1\") > 0\n\n\n\n")),
+    (&["txn"], Some("value(\"k1\") = \"v1\" extra\n\nget k1\n\n\n")),
+    (&["txn"], Some("\nfoo x\n\n\n")),
+    (&["txn"], Some("\nbad\n\n\n")),
     (&["del", "k", "--prefix", "--prev-kv", "-w", "json"], None),
     (&["get", "", "--prefix", "-w", "json"], None),
     (&["get", "", "--from-key"], None),
@@ -139,15 +168,58 @@ fn corekvctl_prints_what_etcdctl_prints() {
     let _ = std::fs::remove_dir_all(&etcd_dir);
 }
 
-fn output(mut command: Command, stdin: Option<&str>) -> Output {
+fn output(command: Command, stdin: Option<&str>) -> Output {
+    output_bytes(command, stdin.map(str::as_bytes))
+}
+
+fn output_bytes(mut command: Command, stdin: Option<&[u8]>) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or_default()).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Keys and values that are not UTF-8, as arguments and in txn input.
+#[test]
+fn corekvctl_takes_bytes_as_etcdctl_does() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let etcd_dir = temp_dir("etcd-bytes-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-bytes"));
+    type Case<'a> = (&'a [&'a [u8]], Option<&'a [u8]>);
+    let cases: &[Case] = &[
+        (&[b"put", b"k\xff", b"v\xfe\x80"], None),
+        (&[b"put", b"k\xc3"], Some(b"from stdin \xff")),
+        (&[b"get", b"k\xc3"], None),
+        (&[b"get", b"k\xff", b"-w", b"json"], None),
+        (&[b"get", b"k\xc3", b"k\xff\xff", b"-w", b"json"], None),
+        (&[b"txn", b"-w", b"json"], Some(b"\nput t\xff\xfe x\xff\nput \"q\xff\" \"\\xff\"\n\n\n")),
+        (
+            &[b"txn", b"-w", b"json"],
+            Some(b"value(\"k\xff\") = \"v\\xfe\\x80\"\n\nget t\xff\xfe\n\n\n"),
+        ),
+        (&[b"get", b"", b"--prefix", b"-w", b"json"], None),
+        (&[b"del", b"t\xff", b"t\xff\xff", b"--prev-kv", b"-w", b"json"], None),
+        (&[b"del", b"k\xff", b"--prefix"], None),
+    ];
+    for (args, stdin) in cases {
+        let args: Vec<&OsStr> = args.iter().map(|arg| OsStr::from_bytes(arg)).collect();
+        let mut reference = etcdctl(&etcd_endpoint);
+        reference.args(&args);
+        let mut ours = corekvctl(&member.endpoint);
+        ours.args(&args);
+        let (want, got) = (output_bytes(reference, *stdin), output_bytes(ours, *stdin));
+        assert_eq!(normalize(&got.stdout), normalize(&want.stdout), "stdout of {args:?}");
+        assert_eq!(normalize(&got.stderr), normalize(&want.stderr), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
 }
 
 #[test]
@@ -370,4 +442,51 @@ fn corekvctl_lease_prints_what_etcdctl_lease_prints() {
     }
     drop(member);
     let _ = std::fs::remove_dir_all(&etcd_dir);
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// snapshot save leaves no FILE.part behind when it fails; the saved file is
+/// private (0600) and a restored data dir too (0700), as etcdctl makes them.
+#[test]
+fn snapshot_files_are_cleaned_up_and_private_as_etcdctls() {
+    let etcd_dir = temp_dir("etcd-snapshot-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-snapshot"));
+    let dir = temp_dir("ctl-snapshot-files");
+    let path = |name: &str| dir.join(name);
+    let save = |mut tool: Command, name: &str| {
+        tool.args(["snapshot", "save"]).arg(path(name));
+        output(tool, None)
+    };
+    // Nobody listens: the connection fails after FILE.part was created.
+    let mut refused = corekvctl(&format!("127.0.0.1:{}", free_port()));
+    refused.args(["--dial-timeout", "1s"]);
+    assert!(!save(refused, "gone.db").status.success());
+    assert!(!path("gone.db.part").exists() && !path("gone.db").exists());
+    // FILE is a directory: the snapshot is received and checked, the rename fails.
+    std::fs::create_dir_all(path("taken.db").join("inside")).unwrap();
+    assert!(!save(corekvctl(&member.endpoint), "taken.db").status.success());
+    assert!(!path("taken.db.part").exists());
+    // Saved and restored by each tool: the same modes.
+    let restore = |mut tool: Command, name: &str| {
+        tool.args(["snapshot", "restore"]).arg(path(&format!("{name}.db")));
+        tool.arg("--data-dir").arg(path(&format!("{name}.restored")));
+        let restored = output(tool, None);
+        assert!(restored.status.success(), "{name}: {restored:?}");
+        mode(&path(&format!("{name}.restored")))
+    };
+    for (tool, name) in [(etcdctl(&etcd_endpoint), "etcd"), (corekvctl(&member.endpoint), "ours")] {
+        let saved = save(tool, &format!("{name}.db"));
+        assert!(saved.status.success(), "{name}: {saved:?}");
+        assert_eq!(mode(&path(&format!("{name}.db"))), 0o600, "{name}'s saved snapshot");
+    }
+    assert_eq!(restore(etcdctl(&etcd_endpoint), "etcd"), 0o700);
+    assert_eq!(restore(corekvctl(&member.endpoint), "ours"), 0o700);
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let code = corekv::ctl::main_with(
-        std::env::args().collect(),
+        std::env::args_os().collect(),
         &mut std::io::stdin(),
         &mut std::io::stdout(),
     );

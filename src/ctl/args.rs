@@ -1,5 +1,7 @@
 //! corekvctl's command line, etcdctl's names.
 
+use std::ffi::OsString;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::print;
@@ -96,7 +98,7 @@ pub enum LeaseCommand {
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
     /// The key (or prefix), then an optional range end.
-    pub keys: Vec<String>,
+    pub keys: Vec<OsString>,
     /// Watch on a prefix if prefix is set.
     #[arg(long)]
     pub prefix: bool,
@@ -158,8 +160,8 @@ pub enum TxnOp {
 
 #[derive(Args, Debug, Clone)]
 pub struct PutArgs {
-    pub key: String,
-    pub value: Option<String>,
+    pub key: OsString,
+    pub value: Option<OsString>,
     /// Lease ID (in hexadecimal) to attach to the key.
     #[arg(long)]
     pub lease: Option<String>,
@@ -182,8 +184,8 @@ impl PutArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct GetArgs {
-    pub key: String,
-    pub range_end: Option<String>,
+    pub key: OsString,
+    pub range_end: Option<OsString>,
     /// Linearizable(l) or Serializable(s).
     #[arg(long, default_value = "l")]
     pub consistency: String,
@@ -228,8 +230,8 @@ impl GetArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DelArgs {
-    pub key: String,
-    pub range_end: Option<String>,
+    pub key: OsString,
+    pub range_end: Option<OsString>,
     /// Delete keys with matching prefix.
     #[arg(long)]
     pub prefix: bool,

@@ -7,11 +7,14 @@
 mod args;
 mod lease;
 mod print;
+mod quoting;
 mod snapshot;
 mod txn;
 mod watch;
 
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +52,8 @@ impl From<ClientError> for Failure {
 }
 
 /// Runs corekvctl with `argv`; returns the exit code. Output goes to `out`.
-pub fn main_with(argv: Vec<String>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
+/// Arguments are bytes (keys and values need not be UTF-8), as etcdctl's.
+pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
@@ -186,8 +190,8 @@ pub fn prefix_end(key: &[u8]) -> Vec<u8> {
 
 /// The key and range end for `key [range_end]` with --prefix / --from-key.
 fn key_range(
-    key: &str,
-    range_end: Option<&str>,
+    key: &OsStr,
+    range_end: Option<&OsStr>,
     prefix: bool,
     from_key: bool,
 ) -> Result<(Bytes, Bytes), Failure> {
@@ -211,7 +215,7 @@ fn key_range(
     } else if from_key {
         (if key.is_empty() { vec![0] } else { key.to_vec() }, vec![0])
     } else {
-        (key.to_vec(), range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default())
+        (key.to_vec(), range_end.map(|end| end.as_bytes().to_vec()).unwrap_or_default())
     };
     Ok((Bytes::from(key), Bytes::from(end)))
 }
@@ -220,20 +224,26 @@ pub(crate) fn put_request(
     args: &PutArgs,
     stdin: Option<&mut dyn Read>,
 ) -> Result<Request, Failure> {
+    // etcdctl's getPutOp: with --ignore-value no value is taken; otherwise
+    // the second argument, or stdin when it holds something.
+    let needs = "put command needs 1 argument and input from stdin or 2 arguments";
     let value = match (&args.value, stdin) {
-        (Some(value), _) => value.clone().into_bytes(),
-        (None, Some(stdin)) if !args.ignore_value => {
-            let mut value = Vec::new();
-            stdin.read_to_end(&mut value).map_err(|e| Failure::bad_args(e.to_string()))?;
-            value
-        }
-        (None, _) if args.ignore_value => Vec::new(),
-        (None, None) => {
+        (Some(_), _) if args.ignore_value => {
             return Err(Failure::bad_args(
-                "put command needs 1 argument and input from stdin or 2 arguments",
+                "put command needs only 1 argument when 'ignore-value' is set",
             ))
         }
-        (None, Some(_)) => unreachable!(),
+        (Some(value), _) => value.as_bytes().to_vec(),
+        (None, _) if args.ignore_value => Vec::new(),
+        (None, Some(stdin)) => {
+            let mut value = Vec::new();
+            stdin.read_to_end(&mut value).map_err(|_| Failure::bad_args(needs))?;
+            if value.is_empty() {
+                return Err(Failure::bad_args(needs));
+            }
+            value
+        }
+        (None, None) => return Err(Failure::bad_args(needs)),
     };
     let lease = match &args.lease {
         Some(hex) => lease::go_parse_int(hex, 16)
@@ -241,7 +251,7 @@ pub(crate) fn put_request(
         None => 0,
     };
     Ok(Request::Put(PutRequest {
-        key: Bytes::from(args.key.clone().into_bytes()),
+        key: Bytes::copy_from_slice(args.key.as_bytes()),
         value: Bytes::from(value),
         lease,
         prev_kv: args.prev_kv,

@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::args::{OutputFormat, SnapshotCommand};
@@ -38,9 +39,25 @@ fn save(cli: &Cli, file: &Path) -> Result<String, Failure> {
             cli.endpoint_list()
         )));
     }
+    // As etcdctl: FILE.part, private to its owner, is removed on any failure.
     let part = PathBuf::from(format!("{}.part", file.display()));
+    let saved = save_to(cli, &part, file);
+    if saved.is_err() {
+        let _ = fs::remove_file(&part);
+    }
+    saved
+}
+
+/// Streams the snapshot into `part`, checks it, renames it to `file`.
+fn save_to(cli: &Cli, part: &Path, file: &Path) -> Result<String, Failure> {
     let io = |e: std::io::Error| failure(format!("{}: {e}", part.display()));
-    let mut output = fs::File::create(&part).map_err(io)?;
+    let mut output = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(part)
+        .map_err(io)?;
     let mut client = connect(cli)?;
     let id = client.send(&Request::Snapshot)?;
     loop {
@@ -52,21 +69,17 @@ fn save(cli: &Cli, file: &Path) -> Result<String, Failure> {
                 }
             }
             Response { result: Ok(other), .. } => {
-                let _ = fs::remove_file(&part);
                 return Err(failure(format!("unexpected response to a snapshot: {other:?}")));
             }
-            Response { result: Err(e), .. } => {
-                let _ = fs::remove_file(&part);
-                return Err(failure(e.to_string()));
-            }
+            Response { result: Err(e), .. } => return Err(failure(e.to_string())),
         }
     }
     output.sync_all().map_err(io)?;
     drop(output);
-    if let Err(e) = snapshot::status(&part) {
+    if let Err(e) = snapshot::status(part) {
         return Err(failure(format!("the received snapshot does not check out: {e}")));
     }
-    fs::rename(&part, file).map_err(io)?;
+    fs::rename(part, file).map_err(io)?;
     Ok(format!("Snapshot saved at {}\n", file.display()))
 }
 
@@ -127,8 +140,13 @@ fn restore(args: &super::args::RestoreArgs) -> Result<String, Failure> {
     }
     let snapshots = config.data_dir.join("snapshots");
     let io = |e: std::io::Error| failure(format!("{}: {e}", config.data_dir.display()));
+    // Private to its owner, as etcdctl makes a restored data dir.
+    let mut private = fs::DirBuilder::new();
+    private.recursive(true).mode(0o700);
+    for dir in [&config.data_dir, &snapshots, &config.data_dir.join("wal")] {
+        private.create(dir).map_err(io)?;
+    }
     snapshot::install_in_dir(&snapshots, file, &meta).map_err(io)?;
-    fs::create_dir_all(config.data_dir.join("wal")).map_err(io)?;
     snapshot::sync_dir(&config.data_dir).map_err(io)?;
     eprintln!(
         "restored snapshot {} (revision {}, index {}) into {}",

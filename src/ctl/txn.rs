@@ -1,6 +1,9 @@
 //! etcdctl's txn input: compares, a blank line, success ops, a blank line,
-//! failure ops, a blank line (or the end of input). With `-i` each section is
-//! prompted for, as etcdctl does.
+//! failure ops, a blank line. With `-i` each section is prompted for, as
+//! etcdctl does. Lines are trimmed of white space, so a line of spaces is
+//! blank; each line is parsed as it is read, and input that ends before a
+//! section's blank line (or mid-line) is refused as etcdctl refuses it
+//! ("EOF", exit 3): nothing is sent. Keys and values are bytes.
 //!
 //! ```text
 //! mod("key1") > "0"
@@ -10,14 +13,18 @@
 //! get key2 --prefix
 //!
 //! del key1
+//!
 //! ```
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStringExt;
 
 use bytes::Bytes;
 use clap::Parser;
 
 use super::args::TxnOp;
+use super::quoting::{argify, double_quoted_len, go_runes, quote, trim_space, unquote};
 use super::{del_request, exit_invalid_input, get_request, put_request, Failure};
 use crate::types::*;
 
@@ -38,79 +45,53 @@ pub fn read_txn(
         }
     };
     prompt("compares:");
-    let compare =
-        read_section(&mut reader)?.iter().map(|l| parse_compare(l)).collect::<Result<_, _>>()?;
+    let compare = read_section(&mut reader, parse_compare)?;
     prompt("success requests (get, put, del):");
-    let success =
-        read_section(&mut reader)?.iter().map(|l| parse_op(l)).collect::<Result<_, _>>()?;
+    let success = read_section(&mut reader, parse_op)?;
     prompt("failure requests (get, put, del):");
-    let failure =
-        read_section(&mut reader)?.iter().map(|l| parse_op(l)).collect::<Result<_, _>>()?;
+    let failure = read_section(&mut reader, parse_op)?;
     Ok(TxnRequest { compare, success, failure })
 }
 
-/// Lines up to the next blank line or the end of input.
-fn read_section(reader: &mut dyn BufRead) -> Result<Vec<String>, Failure> {
-    let mut lines = Vec::new();
+/// The lines up to the next blank one, each parsed as it is read (so a bad
+/// line is reported before a missing blank line, as etcdctl does).
+fn read_section<T>(
+    reader: &mut dyn BufRead,
+    parse: fn(&[u8]) -> Result<T, Failure>,
+) -> Result<Vec<T>, Failure> {
+    let mut parsed = Vec::new();
     loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|e| invalid(e.to_string()))?;
-        let trimmed = line.trim_end_matches(['\n', '\r']);
-        if n == 0 || trimmed.is_empty() {
-            return Ok(lines);
+        let mut line = Vec::new();
+        reader.read_until(b'\n', &mut line).map_err(|e| invalid(e.to_string()))?;
+        if line.last() != Some(&b'\n') {
+            return Err(invalid("EOF".into()));
         }
-        lines.push(trimmed.to_string());
+        let line = trim_space(&line);
+        if line.is_empty() {
+            return Ok(parsed);
+        }
+        parsed.push(parse(line)?);
     }
 }
 
-/// Splits a line into words; double-quoted words may hold spaces and Go
-/// escapes (\" \\ \n \t).
-pub fn split_words(line: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-            continue;
-        }
-        let mut word = String::new();
-        if c == '"' {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err(format!("unterminated quote in {line:?}")),
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some('n') => word.push('\n'),
-                        Some('t') => word.push('\t'),
-                        Some(other) => word.push(other),
-                        None => return Err(format!("unterminated quote in {line:?}")),
-                    },
-                    Some(other) => word.push(other),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                word.push(c);
-                chars.next();
-            }
-        }
-        words.push(word);
+/// `target("key") op "value"`, as etcdctl's parseCompare: the text after the
+/// first "(" is read as fmt.Sscanf reads it with `%q) %s %q`.
+pub fn parse_compare(line: &[u8]) -> Result<Compare, Failure> {
+    let shown = String::from_utf8_lossy(line);
+    let Some(paren) = line.iter().position(|&b| b == b'(') else {
+        return Err(invalid(format!("malformed comparison: {shown}")));
+    };
+    let target = &line[..paren];
+    let (scanned, key, op, value) = scan_compare(&go_runes(&line[paren + 1..]));
+    if scanned != 3 {
+        return Err(invalid(format!(
+            "malformed comparison: {shown}; got {}({}) {op} {}",
+            String::from_utf8_lossy(target),
+            quote(&key),
+            quote(&value)
+        )));
     }
-    Ok(words)
-}
-
-/// `target("key") op "value"`, as etcdctl's parseCompare.
-pub fn parse_compare(line: &str) -> Result<Compare, Failure> {
-    let malformed = || invalid(format!("malformed comparison: {line}"));
-    let (target, rest) = line.split_once('(').ok_or_else(malformed)?;
-    let (key_part, rest) = rest.split_once(')').ok_or_else(malformed)?;
-    let key = split_words(key_part).map_err(|_| malformed())?;
-    let rest = split_words(rest).map_err(|_| malformed())?;
-    let (Some(key), [op, value]) = (key.first(), rest.as_slice()) else { return Err(malformed()) };
+    let malformed = || invalid(format!("malformed comparison: {shown}"));
     let result = match op.as_str() {
         "=" | "==" => CompareResult::Equal,
         "!=" => CompareResult::NotEqual,
@@ -119,34 +100,78 @@ pub fn parse_compare(line: &str) -> Result<Compare, Failure> {
         _ => return Err(malformed()),
     };
     let number = |radix: u32| {
-        i64::from_str_radix(value, radix)
-            .map_err(|_| invalid(format!("invalid txn compare request: {line}")))
+        std::str::from_utf8(&value)
+            .ok()
+            .and_then(|value| i64::from_str_radix(value, radix).ok())
+            .ok_or_else(|| invalid(format!("invalid txn compare request: {shown}")))
     };
-    let (target, number, value) = match target.trim() {
-        "ver" | "version" => (CompareTarget::Version, number(10)?, Bytes::new()),
-        "c" | "create" => (CompareTarget::Create, number(10)?, Bytes::new()),
-        "m" | "mod" => (CompareTarget::Mod, number(10)?, Bytes::new()),
-        "val" | "value" => (CompareTarget::Value, 0, Bytes::from(value.clone().into_bytes())),
-        "lease" => (CompareTarget::Lease, number(16)?, Bytes::new()),
+    let (target, number, value) = match target {
+        b"ver" | b"version" => (CompareTarget::Version, number(10)?, Bytes::new()),
+        b"c" | b"create" => (CompareTarget::Create, number(10)?, Bytes::new()),
+        b"m" | b"mod" => (CompareTarget::Mod, number(10)?, Bytes::new()),
+        b"val" | b"value" => (CompareTarget::Value, 0, Bytes::from(value)),
+        b"lease" => (CompareTarget::Lease, number(16)?, Bytes::new()),
         other => {
-            return Err(invalid(format!("malformed comparison: {line} (unknown target {other})")))
+            let other = String::from_utf8_lossy(other);
+            return Err(invalid(format!("malformed comparison: {shown} (unknown target {other})")));
         }
     };
-    Ok(Compare {
-        result,
-        target,
-        key: Bytes::from(key.clone().into_bytes()),
-        range_end: Bytes::new(),
-        number,
-        value,
-    })
+    Ok(Compare { result, target, key: Bytes::from(key), range_end: Bytes::new(), number, value })
 }
 
-/// `put|get|del args...` with the same flags as the commands.
-pub fn parse_op(line: &str) -> Result<RequestOp, Failure> {
-    let words = split_words(line).map_err(invalid)?;
-    let op = TxnOp::try_parse_from(&words)
-        .map_err(|e| Failure::bad_args(format!("invalid txn request: {line}: {}", e.kind())))?;
+/// fmt.Sscanf(text, "%q) %s %q", &key, &op, &value): how many of the three
+/// were scanned, and them (those not scanned are empty).
+fn scan_compare(text: &str) -> (usize, Vec<u8>, String, Vec<u8>) {
+    let mut scanned = (0, Vec::new(), String::new(), Vec::new());
+    let mut rest = text;
+    let Some(key) = scan_quoted(&mut rest) else { return scanned };
+    (scanned.0, scanned.1) = (1, key);
+    // ")", then the format's space: one or more spaces, or the end of input.
+    let Some(after) = rest.strip_prefix(')') else { return scanned };
+    if after.starts_with(|c: char| !c.is_whitespace()) {
+        return scanned;
+    }
+    rest = after.trim_start();
+    let op_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    if op_len == 0 {
+        return scanned;
+    }
+    (scanned.0, scanned.2) = (2, rest[..op_len].to_string());
+    rest = &rest[op_len..];
+    if let Some(value) = scan_quoted(&mut rest) {
+        (scanned.0, scanned.3) = (3, value);
+    }
+    scanned
+}
+
+/// fmt's %q: spaces skipped, then a double-quoted string (unquoted as Go
+/// does) or a back-quoted one (taken as it is).
+fn scan_quoted(rest: &mut &str) -> Option<Vec<u8>> {
+    let text = rest.trim_start();
+    if let Some(raw) = text.strip_prefix('`') {
+        let end = raw.find('`')?;
+        *rest = &raw[end + 1..];
+        return Some(raw.as_bytes()[..end].to_vec());
+    }
+    if !text.starts_with('"') {
+        return None;
+    }
+    let len = double_quoted_len(text.as_bytes())?;
+    let value = unquote(&text[..len]).ok()?;
+    *rest = &text[len..];
+    Some(value)
+}
+
+/// `put|get|del args...` with the same flags as the commands, split into
+/// words as etcdctl's argify splits them.
+pub fn parse_op(line: &[u8]) -> Result<RequestOp, Failure> {
+    let shown = String::from_utf8_lossy(line);
+    let words = argify(line).map_err(|()| invalid("invalid syntax".into()))?;
+    if words.len() < 2 {
+        return Err(invalid(format!("invalid txn compare request: {shown}")));
+    }
+    let op = TxnOp::try_parse_from(words.into_iter().map(OsString::from_vec))
+        .map_err(|_| invalid(format!("invalid txn request: {shown}")))?;
     let request = match op {
         TxnOp::Put(args) => put_request(&args, None)?,
         TxnOp::Get(args) => get_request(&args)?,
@@ -164,38 +189,78 @@ pub fn parse_op(line: &str) -> Result<RequestOp, Failure> {
 mod tests {
     use super::*;
 
+    fn message(result: Result<impl std::fmt::Debug, Failure>) -> (i32, String) {
+        let failure = result.unwrap_err();
+        (failure.code, failure.message)
+    }
+
     #[test]
     fn compares_parse_as_etcdctl() {
-        let c = parse_compare(r#"mod("key1") > "0""#).unwrap();
+        let c = parse_compare(br#"mod("key1") > "0""#).unwrap();
         assert_eq!(
             (c.target, c.result, c.number, &c.key[..]),
             (CompareTarget::Mod, CompareResult::Greater, 0, &b"key1"[..])
         );
-        let c = parse_compare(r#"val("k") != "a b""#).unwrap();
+        let c = parse_compare(br#"val("k") != "a b""#).unwrap();
         assert_eq!(
             (c.target, c.result, &c.value[..]),
             (CompareTarget::Value, CompareResult::NotEqual, &b"a b"[..])
         );
-        assert_eq!(parse_compare("garbage").unwrap_err().message, "malformed comparison: garbage");
-        assert!(parse_compare(r#"ver("k") = "x""#)
-            .unwrap_err()
-            .message
-            .contains("invalid txn compare"));
+        let c = parse_compare(br#"value("a)b\xff") = `v\n` and more"#).unwrap();
+        assert_eq!((&c.key[..], &c.value[..]), (&b"a)b\xff"[..], &b"v\\n"[..]));
+        let c = parse_compare(b"value(\"k\xff\") = \"v\"").unwrap();
+        assert_eq!(&c.key[..], "k\u{fffd}".as_bytes(), "fmt reads runes");
+        assert_eq!(message(parse_compare(b"garbage")).1, "malformed comparison: garbage");
+        assert!(message(parse_compare(br#"ver("k") = "x""#)).1.contains("invalid txn compare"));
+    }
+
+    #[test]
+    fn malformed_compares_say_what_was_scanned() {
+        for (line, got) in [
+            (r#"mod("k\q") > "0""#, r#"mod("")  """#),
+            (r#"mod("k1")> "0""#, r#"mod("k1")  """#),
+            (r#"mod("k1") >"0""#, r#"mod("k1") >"0" """#),
+            (r#"mod("k1") > 0"#, r#"mod("k1") > """#),
+        ] {
+            let want = format!("malformed comparison: {line}; got {got}");
+            assert_eq!(message(parse_compare(line.as_bytes())), (exit_invalid_input, want));
+        }
+        let want = r#"malformed comparison: mod ("k") > "0" (unknown target mod )"#;
+        assert_eq!(message(parse_compare(br#"mod ("k") > "0""#)).1, want);
     }
 
     #[test]
     fn ops_take_the_commands_flags() {
-        let RequestOp::Range(r) = parse_op("get k --prefix").unwrap() else { panic!() };
+        let RequestOp::Range(r) = parse_op(b"get k --prefix").unwrap() else { panic!() };
         assert_eq!((&r.key[..], &r.range_end[..]), (&b"k"[..], &b"l"[..]));
-        let RequestOp::Put(p) = parse_op(r#"put "a b" "c d""#).unwrap() else { panic!() };
+        let RequestOp::Put(p) = parse_op(br#"put "a b" "c d""#).unwrap() else { panic!() };
         assert_eq!((&p.key[..], &p.value[..]), (&b"a b"[..], &b"c d"[..]));
-        assert_eq!(parse_op("put a").unwrap_err().code, super::super::exit_bad_args);
+        let RequestOp::Put(p) = parse_op(br#"put "k\x41\t\u00e9" "\\\"""#).unwrap() else {
+            panic!()
+        };
+        assert_eq!((&p.key[..], &p.value[..]), (&b"kA\t\xc3\xa9"[..], &b"\\\""[..]));
+        assert_eq!(parse_op(b"put a").unwrap_err().code, super::super::exit_bad_args);
+        let invalid = |text: &str| (exit_invalid_input, text.to_string());
+        assert_eq!(message(parse_op(br#"put "k\q" v"#)), invalid("invalid syntax"));
+        assert_eq!(message(parse_op(b"bad")), invalid("invalid txn compare request: bad"));
+        assert_eq!(message(parse_op(b"foo x")), invalid("invalid txn request: foo x"));
+    }
+
+    fn read(input: &[u8]) -> Result<(usize, usize, usize), Failure> {
+        let t = read_txn(&mut &input[..], &mut Vec::new(), false)?;
+        Ok((t.compare.len(), t.success.len(), t.failure.len()))
     }
 
     #[test]
-    fn sections_end_at_blank_lines_or_the_end() {
-        let input = "mod(\"a\") = \"0\"\n\nput a 1\n\nput a 2\n";
-        let t = read_txn(&mut input.as_bytes(), &mut Vec::new(), false).unwrap();
-        assert_eq!((t.compare.len(), t.success.len(), t.failure.len()), (1, 1, 1));
+    fn sections_end_at_blank_lines_and_need_them() {
+        assert_eq!(read(b"mod(\"a\") = \"0\"\n\nput a 1\n\nput a 2\n\n").unwrap(), (1, 1, 1));
+        assert_eq!(read(b"\nput t x\n\n\n").unwrap(), (0, 1, 0));
+        assert_eq!(read(b"\n\n\nignored").unwrap(), (0, 0, 0));
+        assert_eq!(read(b" \t\nput ws x\n \x0b \r\n\t\n").unwrap(), (0, 1, 0), "spaces are blank");
+        for truncated in [&b""[..], b"\n\n", b"\nput t x\n", b"\nput t x\n\n", b"\n\nput a 2"] {
+            let failure = read(truncated).unwrap_err();
+            assert_eq!((failure.code, failure.message.as_str()), (exit_invalid_input, "EOF"));
+        }
+        assert_eq!(message(read(b"garbage\n")).1, "malformed comparison: garbage");
     }
 }
