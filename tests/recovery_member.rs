@@ -99,3 +99,23 @@ fn damage_in_the_middle_of_the_log_refuses_to_start() {
     assert!(text.contains(&format!("offset {}", offsets[100])), "{text}");
     assert!(text.contains("corrupt in the middle"), "{text}");
 }
+
+/// The data dir holds every key and value: made private (0700) as etcd
+/// makes it; an existing one readable by others is used, with a warning.
+#[test]
+fn the_data_dir_is_created_private_and_a_wider_one_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("data-dir-mode");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let member = Member::start(&dir);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    assert!(!member.log_text().contains("recommended"), "{}", member.log_text());
+    drop(member);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let member = Member::start(&dir);
+    let log = member.log_text();
+    assert!(log.contains("has permission 755; 700 is recommended"), "{log}");
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

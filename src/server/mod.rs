@@ -41,9 +41,31 @@ use shared::{Published, Shared};
 /// The Raft term of a single voter (there is no election to move it).
 const single_voter_term: u64 = 1;
 
+/// The data dir is private, as etcd makes it (0700): it holds every key
+/// and value. An existing one with wider permissions is used, with a
+/// warning (as etcd does).
+fn create_data_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        let mode = fs::metadata(dir).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o700);
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "corekv: warning: data dir {} has permission {mode:o}; 700 is recommended \
+                 to keep other users from reading the data",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))
+}
+
 fn lock_data_dir(dir: &Path) -> Result<fs::File, String> {
-    fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    create_data_dir(dir)?;
     let path = dir.join("LOCK");
     let file = fs::OpenOptions::new()
         .create(true)
