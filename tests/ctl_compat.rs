@@ -490,3 +490,99 @@ fn snapshot_files_are_cleaned_up_and_private_as_etcdctls() {
     let _ = std::fs::remove_dir_all(&etcd_dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// etcdctl's log prefix ("2026-01-02 03:04:05.123456 C | pkg/flags: ") and
+/// corekvctl's ("Error: ", "Warning: ") on the environment's messages.
+fn normalize_env(text: &[u8]) -> String {
+    let text = normalize(text);
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = match line.find(" | pkg/flags: ") {
+            Some(at) => &line[at + " | pkg/flags: ".len()..],
+            None => line,
+        };
+        let line = line.strip_prefix("Warning: ").unwrap_or(line);
+        let line = match line.strip_prefix("Error: conflicting") {
+            Some(rest) => format!("conflicting{rest}"),
+            None => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A command with the environment `env` ("EP" is the endpoint) and no
+/// ETCDCTL_ variable from the test's own environment.
+fn with_env(mut command: Command, endpoint: &str, env: &[(&str, &str)]) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ETCDCTL_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value.replace("EP", endpoint));
+    }
+    command
+}
+
+/// The global flags are read from ETCDCTL_<FLAG> as etcdctl reads them.
+#[test]
+fn corekvctl_reads_global_flags_from_the_environment_as_etcdctl() {
+    let etcd_dir = temp_dir("etcd-env-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-env"));
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[("ETCDCTL_ENDPOINTS", "EP")], &["put", "k", "v"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "json")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "json")], &["put", "k", "v2"]),
+        // Unknown: warned about; empty: unset; a timeout that does not parse: ignored.
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_BOGUS", "1")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "abc")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "3s")], &["get", "k"]),
+        // etcdctl's own variables that corekvctl has no use for: silent.
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_INSECURE_TRANSPORT", "true")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "bogus")], &["get", "k"]),
+        // The same flag in both places is refused.
+        (&[("ETCDCTL_ENDPOINTS", "127.0.0.1:1")], &["--endpoints", "EP", "get", "k"]),
+        (
+            &[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "json")],
+            &["get", "k", "-w", "simple"],
+        ),
+        (
+            &[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "1s")],
+            &["--dial-timeout=2s", "get", "k"],
+        ),
+    ];
+    for (env, args) in cases {
+        let args: Vec<String> = args.iter().map(|a| a.replace("EP", &etcd_endpoint)).collect();
+        let mut reference = with_env(Command::new(require_program("etcdctl")), &etcd_endpoint, env);
+        reference.env("ETCDCTL_API", "3").args(&args);
+        let args: Vec<String> =
+            args.iter().map(|a| a.replace(&etcd_endpoint, &member.endpoint)).collect();
+        let mut ours =
+            with_env(Command::new(env!("CARGO_BIN_EXE_corekvctl")), &member.endpoint, env);
+        ours.args(&args);
+        let (want, got) = (output(reference, None), output(ours, None));
+        let label = format!("{env:?} {args:?}");
+        assert_eq!(normalize(&got.stdout), normalize(&want.stdout), "stdout of {label}");
+        assert_eq!(normalize_env(&got.stderr), normalize_env(&want.stderr), "stderr of {label}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {label}");
+    }
+    // The timeouts apply: a server that never answers is given up on at the
+    // dial timeout from the environment (the default is 2 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_endpoint = silent.local_addr().unwrap().to_string();
+    let env = [("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "300ms")];
+    let mut ours = with_env(Command::new(env!("CARGO_BIN_EXE_corekvctl")), &silent_endpoint, &env);
+    ours.args(["get", "k"]);
+    let start = Instant::now();
+    let got = output(ours, None);
+    assert_eq!(got.status.code(), Some(1), "{got:?}");
+    assert!(start.elapsed() < Duration::from_millis(1500), "took {:?}", start.elapsed());
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}

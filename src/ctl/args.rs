@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::print;
+use super::{exit_bad_feature, print, Failure};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -30,6 +30,35 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether etcdctl reads the global flags from `ETCDCTL_*` for this
+    /// command: those that talk to a server do; `snapshot status|restore` not.
+    pub fn reads_env(&self) -> bool {
+        !matches!(
+            &self.command,
+            Command::Snapshot(SnapshotArgs {
+                command: SnapshotCommand::Status { .. } | SnapshotCommand::Restore(_)
+            })
+        )
+    }
+
+    /// Sets the global flag `id` (clap's id, the field name) from its
+    /// `ETCDCTL_*` variable.
+    pub fn set_global(&mut self, id: &str, value: String) -> Result<(), Failure> {
+        match id {
+            "endpoints" => self.endpoints = value,
+            "write_out" => {
+                self.write_out = OutputFormat::from_str(&value, false).map_err(|_| Failure {
+                    code: exit_bad_feature,
+                    message: "unsupported output format".into(),
+                })?
+            }
+            "command_timeout" => self.command_timeout = value,
+            "dial_timeout" => self.dial_timeout = value,
+            _ => unreachable!("not a global flag: {id}"),
+        }
+        Ok(())
+    }
+
     pub fn endpoint_list(&self) -> Vec<String> {
         self.endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
     }

@@ -5,6 +5,7 @@
 //! 3 for unreadable txn input, 128 for bad arguments.
 
 mod args;
+mod goflag;
 mod lease;
 mod print;
 mod quoting;
@@ -18,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use args::{Cli, Command};
 use args::{DelArgs, GetArgs, OutputFormat, PutArgs};
@@ -28,6 +29,8 @@ use crate::types::*;
 
 pub const exit_error: i32 = 1;
 pub const exit_invalid_input: i32 = 3;
+/// etcdctl's ExitBadFeature: an output format a command does not have.
+pub const exit_bad_feature: i32 = 4;
 pub const exit_bad_args: i32 = 128;
 /// etcdctl's ExitInterrupted: a watch the server canceled.
 pub const exit_interrupted: i32 = 5;
@@ -53,16 +56,32 @@ impl From<ClientError> for Failure {
 
 /// Runs corekvctl with `argv`; returns the exit code. Output goes to `out`.
 /// Arguments are bytes (keys and values need not be UTF-8), as etcdctl's.
+/// Global flags not on the command line are read from the process's
+/// `ETCDCTL_*` environment variables, as etcdctl reads them.
 pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(argv)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { exit_bad_args } else { 0 };
             let _ = e.print();
             return code;
         }
     };
-    match run(&cli, stdin, out) {
+    let from_env = match cli.reads_env() {
+        true => goflag::from_env(&matches, std::env::vars_os()),
+        false => Ok(Default::default()),
+    };
+    let result = from_env.and_then(|(values, warnings)| {
+        for warning in warnings {
+            eprintln!("Warning: {warning}");
+        }
+        values.into_iter().try_for_each(|(id, value)| cli.set_global(id, value))?;
+        run(&cli, stdin, out)
+    });
+    match result {
         Ok(()) => 0,
         Err(failure) => {
             eprintln!("Error: {}", failure.message);
