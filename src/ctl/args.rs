@@ -297,4 +297,6 @@ pub struct EndpointArgs {
 pub enum EndpointCommand {
     /// Prints out the status of endpoints specified in `--endpoints` flag.
     Status,
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
+    Health,
 }

@@ -5,6 +5,7 @@
 //! 3 for unreadable txn input, 128 for bad arguments.
 
 mod args;
+mod endpoint;
 mod goflag;
 mod lease;
 mod print;
@@ -174,6 +175,7 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
                 }
                 write(out, print::endpoint_status(format, &rows))
             }
+            args::EndpointCommand::Health => endpoint::health(cli, out),
         },
         Command::Snapshot(args) => snapshot::run(cli, &args.command, out),
         Command::Watch(args) => {
