@@ -662,3 +662,25 @@ fn endpoint_health_prints_what_etcdctl_prints() {
     drop(member);
     let _ = std::fs::remove_dir_all(&etcd_dir);
 }
+
+/// `version`: etcdctl's two lines, with corekvctl's own version.
+#[test]
+fn version_has_etcdctls_shape() {
+    let mut reference = Command::new(require_program("etcdctl"));
+    reference.env("ETCDCTL_API", "3").arg("version");
+    let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+    ours.arg("version");
+    let (want, got) = (output(reference, None), output(ours, None));
+    let shape = |out: &Output, tool: &str| {
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        let version = lines[0].strip_prefix(&format!("{tool} version: ")).expect(&text);
+        assert_eq!(version.split('.').count(), 3, "{text:?}");
+        assert!(version.split('.').all(|n| n.parse::<u32>().is_ok()), "{text:?}");
+        assert!(text.ends_with('\n') && out.stderr.is_empty(), "{out:?}");
+        (lines[1].to_string(), out.status.code())
+    };
+    assert_eq!(shape(&got, "corekvctl"), shape(&want, "etcdctl"));
+    assert!(String::from_utf8_lossy(&got.stdout).contains(env!("CARGO_PKG_VERSION")));
+}

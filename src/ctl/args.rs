@@ -31,13 +31,14 @@ pub struct Cli {
 
 impl Cli {
     /// Whether etcdctl reads the global flags from `ETCDCTL_*` for this
-    /// command: those that talk to a server do; `snapshot status|restore` not.
+    /// command: those that talk to a server do; `snapshot status|restore`
+    /// and `version` not.
     pub fn reads_env(&self) -> bool {
         !matches!(
             &self.command,
             Command::Snapshot(SnapshotArgs {
                 command: SnapshotCommand::Status { .. } | SnapshotCommand::Restore(_)
-            })
+            }) | Command::Version
         )
     }
 
@@ -91,6 +92,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Lease related commands.
     Lease(LeaseArgs),
+    /// Prints the version of corekvctl.
+    Version,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -183,6 +183,12 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             watch::run(cli, args, out)
         }
         Command::Lease(args) => lease::run(cli, &args.command, out),
+        // etcdctl's shape: its own version, then the API it speaks.
+        Command::Version => write(
+            out,
+            format!("corekvctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION"))
+                .into_bytes(),
+        ),
     }
 }
 
