@@ -684,3 +684,52 @@ fn version_has_etcdctls_shape() {
     assert_eq!(shape(&got, "corekvctl"), shape(&want, "etcdctl"));
     assert!(String::from_utf8_lossy(&got.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `endpoint status` with an endpoint down: the others' rows on stdout, a
+/// line for it on stderr (no "Error:"), exit 1. The rows themselves differ
+/// (versions, sizes, indexes): their number and endpoints are compared.
+#[test]
+fn endpoint_status_with_an_endpoint_down_as_etcdctl() {
+    let etcd_dir = temp_dir("etcd-status-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-status-down"));
+    let down = format!("127.0.0.1:{}", free_port());
+    let cases: &[&[&str]] = &[
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "status"],
+        &["--endpoints", "DOWN,EP", "--command-timeout=1s", "endpoint", "status", "-w", "json"],
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "status", "-w", "table"],
+        &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "status"],
+        &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "status", "-w", "json"],
+    ];
+    for args in cases {
+        let with = |endpoint: &str| -> Vec<String> {
+            args.iter().map(|a| a.replace("EP", endpoint).replace("DOWN", &down)).collect()
+        };
+        let mut reference = Command::new(require_program("etcdctl"));
+        reference.env("ETCDCTL_API", "3").args(with(&etcd_endpoint));
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+        ours.args(with(&member.endpoint));
+        let (want, got) = (output(reference, None), output(ours, None));
+        let endpoints =
+            |text: String| text.replace(&etcd_endpoint, "EP").replace(&member.endpoint, "EP");
+        let (got_err, want_err) = (normalize_health(&got.stderr), normalize_health(&want.stderr));
+        assert_eq!(endpoints(got_err), endpoints(want_err), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+        let rows = |out: &Output| -> Vec<String> {
+            let text = endpoints(String::from_utf8_lossy(&out.stdout).into_owned());
+            let cells = text.lines().map(|l| {
+                l.split([',', '|'])
+                    .find(|c| !c.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            });
+            let mut rows: Vec<String> = cells.filter(|c| !c.starts_with('+')).collect();
+            rows.extend(text.match_indices("\"Endpoint\":\"EP\"").map(|_| "json EP".to_string()));
+            rows
+        };
+        assert_eq!(rows(&got), rows(&want), "rows of {args:?}: {got:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}

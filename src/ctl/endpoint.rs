@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::args::{Cli, OutputFormat};
-use super::print::table;
+use super::print::{self, table};
 use super::{connect, exit_error, Failure};
 use crate::types::{RangeRequest, Request};
 
@@ -28,6 +28,32 @@ fn reason(endpoint: &str, failure: Failure) -> String {
     };
     let mut chars = text.chars();
     chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// etcdctl's endpoint status: a row for each endpoint that answers; for
+/// one that does not, "Failed to get the status of endpoint EP (WHY)" on
+/// stderr, the other rows still printed, and exit 1 (no "Error:" line).
+pub fn status(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    let (mut rows, mut failed) = (Vec::new(), false);
+    for endpoint in cli.endpoint_list() {
+        let answer = connect(&single(cli, &endpoint))
+            .and_then(|mut client| client.status().map_err(Failure::from));
+        match answer {
+            Ok((header, status)) => rows.push((endpoint, header, status)),
+            Err(failure) => {
+                let why = reason(&endpoint, failure);
+                eprintln!("Failed to get the status of endpoint {endpoint} ({why})");
+                failed = true;
+            }
+        }
+    }
+    out.write_all(&print::endpoint_status(cli.write_out, &rows))
+        .and_then(|_| out.flush())
+        .map_err(|e| Failure { code: exit_error, message: e.to_string() })?;
+    match failed {
+        true => Err(Failure { code: exit_error, message: String::new() }),
+        false => Ok(()),
+    }
 }
 
 struct Health {

@@ -85,7 +85,10 @@ pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write)
     match result {
         Ok(()) => 0,
         Err(failure) => {
-            eprintln!("Error: {}", failure.message);
+            // An empty message: what went wrong was said already.
+            if !failure.message.is_empty() {
+                eprintln!("Error: {}", failure.message);
+            }
             failure.code
         }
     }
@@ -165,16 +168,7 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             write(out, format!("compacted revision {revision}\n").into_bytes())
         }
         Command::Endpoint(endpoint) => match endpoint.command {
-            args::EndpointCommand::Status => {
-                let mut rows = Vec::new();
-                for endpoint in cli.endpoint_list() {
-                    let mut single = cli.clone();
-                    single.endpoints = endpoint.clone();
-                    let (header, status) = connect(&single)?.status()?;
-                    rows.push((endpoint, header, status));
-                }
-                write(out, print::endpoint_status(format, &rows))
-            }
+            args::EndpointCommand::Status => endpoint::status(cli, out),
             args::EndpointCommand::Health => endpoint::health(cli, out),
         },
         Command::Snapshot(args) => snapshot::run(cli, &args.command, out),
