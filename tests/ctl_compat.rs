@@ -147,6 +147,19 @@ const CASES: &[(&[&str], Option<&str>)] = &[
     (&["del", "k", "--prefix", "--prev-kv", "-w", "json"], None),
     (&["get", "", "--prefix", "-w", "json"], None),
     (&["get", "", "--from-key"], None),
+    // Refused before anything is sent: etcdctl's words and exit codes.
+    (&["get", "k1", "-w", "table"], None),
+    (&["put", "k1", "v", "-w", "table"], None),
+    (&["del", "k1", "-w", "table"], None),
+    (&["lease", "grant", "10", "-w", "table"], None),
+    (&["get", "k1", "-w", "bogus"], None),
+    (&["-w", "bogus", "get", "k1"], None),
+    (&["get", "k1", "--sort-by", "bogus"], None),
+    (&["get", "k1", "--order", "Bogus"], None),
+    (&["get", "k1", "--consistency", "x"], None),
+    (&["compaction", "abc"], None),
+    (&["compaction", "99999999999999999999"], None),
+    (&["get", "k1", "--print-value-only", "-w", "json"], None),
 ];
 
 #[test]
@@ -732,4 +745,33 @@ fn endpoint_status_with_an_endpoint_down_as_etcdctl() {
     }
     drop(member);
     let _ = std::fs::remove_dir_all(&etcd_dir);
+}
+
+/// Arguments that do not parse: etcdctl (cobra) prints its usage on stdout
+/// and the error twice on stderr; corekvctl the error once. The exit code
+/// and the error's words are compared.
+#[test]
+fn corekvctl_refuses_what_etcdctl_refuses() {
+    let cases: &[&[&str]] = &[
+        &["get", "k", "--bogus"],
+        &["get", "k", "--bogus=1"],
+        &["bogus"],
+        &["get", "k", "--limit", "abc"],
+        &["get", "k", "--rev=x"],
+        &["compaction", "-1"],
+    ];
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    for args in cases {
+        let mut reference = etcdctl(&endpoint);
+        reference.args(*args);
+        let mut ours = corekvctl(&endpoint);
+        ours.args(*args);
+        let (want, got) = (output(reference, None), output(ours, None));
+        let last = |out: &Output| {
+            let text = String::from_utf8_lossy(&out.stderr).replace("\"etcdctl\"", "\"corekvctl\"");
+            text.lines().rev().find(|l| !l.is_empty()).unwrap_or_default().to_string()
+        };
+        assert_eq!(last(&got), last(&want), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    }
 }

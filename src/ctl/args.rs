@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::{exit_bad_feature, print, Failure};
+use super::{exit_bad_feature, goflag, print, Failure};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -16,8 +16,17 @@ pub struct Cli {
     /// Comma-separated endpoints (host:port).
     #[arg(long, global = true, default_value = "127.0.0.1:2379")]
     pub endpoints: String,
-    /// Output format.
-    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value = "simple")]
+    /// Output format (simple, json or table).
+    #[arg(
+        id = "write_out",
+        short = 'w',
+        long = "write-out",
+        global = true,
+        default_value = "simple"
+    )]
+    pub output: String,
+    /// `output`, checked (`output_format`).
+    #[arg(skip)]
     pub write_out: OutputFormat,
     /// Timeout for a command, after connecting (e.g. 5s, 500ms).
     #[arg(long, global = true, default_value = "5s")]
@@ -47,12 +56,7 @@ impl Cli {
     pub fn set_global(&mut self, id: &str, value: String) -> Result<(), Failure> {
         match id {
             "endpoints" => self.endpoints = value,
-            "write_out" => {
-                self.write_out = OutputFormat::from_str(&value, false).map_err(|_| Failure {
-                    code: exit_bad_feature,
-                    message: "unsupported output format".into(),
-                })?
-            }
+            "write_out" => self.output = value,
             "command_timeout" => self.command_timeout = value,
             "dial_timeout" => self.dial_timeout = value,
             _ => unreachable!("not a global flag: {id}"),
@@ -65,11 +69,20 @@ impl Cli {
     }
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OutputFormat {
+    #[default]
     Simple,
     Json,
     Table,
+}
+
+/// `-w`'s value: etcdctl's words and exit code (4) for one it does not know.
+pub fn output_format(text: &str) -> Result<OutputFormat, Failure> {
+    OutputFormat::from_str(text, false).map_err(|_| Failure {
+        code: exit_bad_feature,
+        message: "unsupported output format".into(),
+    })
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -228,7 +241,7 @@ pub struct GetArgs {
     #[arg(long, default_value = "")]
     pub sort_by: String,
     /// Maximum number of results.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = goflag::go_int64)]
     pub limit: i64,
     /// Get keys with matching prefix.
     #[arg(long)]
@@ -237,7 +250,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub from_key: bool,
     /// Specify the kv revision.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = goflag::go_int64)]
     pub rev: i64,
     /// Get only the keys.
     #[arg(long)]

@@ -1,11 +1,67 @@
-//! etcdctl's flag syntax (Go's pflag and cobra) on top of clap: the global
-//! flags read from `ETCDCTL_<FLAG>` environment variables.
+//! etcdctl's flag syntax (Go's pflag and cobra) on top of clap: values
+//! parsed as Go parses them, with Go's error words; cobra's words and exit
+//! codes for arguments it refuses; and the global flags read from
+//! `ETCDCTL_<FLAG>` environment variables.
 
 use std::ffi::OsString;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::ArgMatches;
 
 use super::{exit_error, Failure};
+
+/// Go's strconv.ParseInt(text, 10, 64), with its error words.
+pub fn go_int64(text: &str) -> Result<i64, String> {
+    super::lease::go_parse_int(text, 10)
+}
+
+fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
+    match e.get(kind)? {
+        ContextValue::String(text) => Some(text.clone()),
+        ContextValue::Strings(texts) => texts.first().cloned(),
+        _ => None,
+    }
+}
+
+/// What cobra says and exits with where clap refuses the arguments: exit 1
+/// for an unknown flag or command or a value that does not parse; 128 (as
+/// etcdctl's own argument checks) for the rest; 0 for --help and --version.
+pub fn clap_failure(e: clap::Error) -> Result<i32, Failure> {
+    let flag = || context(&e, ContextKind::InvalidArg).unwrap_or_default();
+    let message = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return Ok(0);
+        }
+        ErrorKind::UnknownArgument if flag().starts_with("--") => {
+            let flag = flag();
+            format!("unknown flag: {}", flag.split('=').next().unwrap_or_default())
+        }
+        ErrorKind::UnknownArgument if flag().starts_with('-') => {
+            let flag = flag();
+            let short = flag.chars().nth(1).unwrap_or('-');
+            format!("unknown shorthand flag: '{short}' in {flag}")
+        }
+        ErrorKind::InvalidSubcommand => {
+            let command = context(&e, ContextKind::InvalidSubcommand).unwrap_or_default();
+            format!("unknown command {command:?} for \"corekvctl\"")
+        }
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let flag = flag();
+            let flag = flag.split([' ', '=']).next().unwrap_or_default();
+            let value = context(&e, ContextKind::InvalidValue).unwrap_or_default();
+            let why = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+            let value = serde_json::to_string(&value).unwrap_or_default();
+            format!("invalid argument {value} for \"{flag}\" flag: {why}")
+        }
+        _ => {
+            let text = e.render().to_string();
+            let text = text.trim_end().trim_start_matches("error: ");
+            return Err(Failure::bad_args(text.lines().next().unwrap_or_default()));
+        }
+    };
+    Err(Failure { code: exit_error, message })
+}
 
 /// etcdctl's global flags that corekvctl has, as `ETCDCTL_<FLAG>` names them
 /// (clap's ids are the field names).

@@ -1,8 +1,10 @@
 //! corekvctl: etcdctl 3.4's commands, flags and output, on the native protocol.
 //! Output in the simple format is byte for byte what etcdctl prints; `-w json`
 //! is etcdctl's JSON shape (base64 keys and values, zero fields left out).
-//! Exit codes follow etcdctl: 1 for errors from the server or the network,
-//! 3 for unreadable txn input, 128 for bad arguments.
+//! Exit codes follow etcdctl: 1 for errors from the server or the network
+//! and for flags or commands that do not parse, 3 for unreadable txn input,
+//! 4 for an output format, sort or consistency a command does not have, 128
+//! for bad arguments.
 
 mod args;
 mod endpoint;
@@ -63,12 +65,12 @@ pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write)
     let parsed = Cli::command()
         .try_get_matches_from(argv)
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
-    let (mut cli, matches) = match parsed {
+    let (mut cli, matches) = match parsed.map_err(goflag::clap_failure) {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let code = if e.use_stderr() { exit_bad_args } else { 0 };
-            let _ = e.print();
-            return code;
+        Err(Ok(code)) => return code,
+        Err(Err(failure)) => {
+            eprintln!("Error: {}", failure.message);
+            return failure.code;
         }
     };
     let from_env = match cli.reads_env() {
@@ -80,6 +82,7 @@ pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write)
             eprintln!("Warning: {warning}");
         }
         values.into_iter().try_for_each(|(id, value)| cli.set_global(id, value))?;
+        cli.write_out = args::output_format(&cli.output)?;
         run(&cli, stdin, out)
     });
     match result {
@@ -142,6 +145,9 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
         }
         Command::Get(args) => {
             reject_table(format)?;
+            if args.print_value_only && format != OutputFormat::Simple {
+                return Err(Failure::bad_args("print-value-only is only for `--write-out=simple`"));
+            }
             let request = get_request(args)?;
             let (header, body) = connect(cli)?.call(&request)?;
             write(out, print::response(format, &header, &body, args.print_options()))
@@ -159,10 +165,8 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             write(out, print::response(format, &header, &body, print::Options::default()))
         }
         Command::Compaction(args) => {
-            let revision: i64 = args
-                .revision
-                .parse()
-                .map_err(|_| Failure::bad_args(format!("invalid revision {:?}", args.revision)))?;
+            let revision = goflag::go_int64(&args.revision)
+                .map_err(|message| Failure { code: exit_error, message })?;
             let request = Request::Compact(CompactRequest { revision, physical: args.physical });
             connect(cli)?.call(&request)?;
             write(out, format!("compacted revision {revision}\n").into_bytes())
@@ -186,10 +190,15 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
     }
 }
 
+/// etcdctl's ExitBadFeature (4): a sort or consistency it does not know.
+fn bad_feature(message: String) -> Failure {
+    Failure { code: exit_bad_feature, message }
+}
+
 fn reject_table(format: OutputFormat) -> Result<(), Failure> {
     if format == OutputFormat::Table {
         return Err(Failure {
-            code: exit_error,
+            code: exit_bad_feature,
             message: "table not supported as output format".into(),
         });
     }
@@ -290,13 +299,13 @@ pub(crate) fn get_request(args: &GetArgs) -> Result<Request, Failure> {
         "MODIFY" => SortTarget::Mod,
         "VALUE" => SortTarget::Value,
         "VERSION" => SortTarget::Version,
-        other => return Err(Failure::bad_args(format!("bad sort target {other:?}"))),
+        _ => return Err(bad_feature(format!("bad sort target {}", args.sort_by))),
     };
     let mut sort_order = match args.order.to_ascii_uppercase().as_str() {
         "" => SortOrder::None,
         "ASCEND" => SortOrder::Ascend,
         "DESCEND" => SortOrder::Descend,
-        other => return Err(Failure::bad_args(format!("bad sort order {other:?}"))),
+        _ => return Err(bad_feature(format!("bad sort order {}", args.order))),
     };
     // etcdctl: sorting by a target with no order given means ascending.
     if sort_order == SortOrder::None && !args.sort_by.is_empty() {
@@ -305,7 +314,7 @@ pub(crate) fn get_request(args: &GetArgs) -> Result<Request, Failure> {
     let serializable = match args.consistency.as_str() {
         "l" => false,
         "s" => true,
-        other => return Err(Failure::bad_args(format!("unknown consistency flag {other:?}"))),
+        other => return Err(bad_feature(format!("unknown consistency flag {other:?}"))),
     };
     Ok(Request::Range(RangeRequest {
         key,
