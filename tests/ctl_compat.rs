@@ -160,6 +160,20 @@ const CASES: &[(&[&str], Option<&str>)] = &[
     (&["compaction", "abc"], None),
     (&["compaction", "99999999999999999999"], None),
     (&["get", "k1", "--print-value-only", "-w", "json"], None),
+    // pflag's syntax: bool=value, the last of a repeated flag, negative
+    // numbers, Go durations, --endpoints adding up.
+    (&["get", "k", "--prefix=true"], None),
+    (&["get", "k", "--prefix=false"], None),
+    (&["get", "k", "--prefix=1", "--keys-only=true", "--keys-only=false"], None),
+    (&["get", "k", "--prefix", "--keys-only=T"], None),
+    (&["get", "k", "--prefix", "true"], None),
+    (&["get", "k", "--prefix", "--limit", "1", "--limit", "2"], None),
+    (&["get", "k", "--prefix", "--limit", "-1"], None),
+    (&["get", "k", "--prefix", "--limit=-1", "--rev=-1"], None),
+    (&["-w", "json", "-w", "simple", "get", "k1"], None),
+    (&["--command-timeout", "1h2m", "get", "k1"], None),
+    (&["--command-timeout=1m30s", "--dial-timeout", "1.5s", "get", "k1"], None),
+    (&["--endpoints", "127.0.0.1:1", "get", "k1"], None),
 ];
 
 #[test]
@@ -759,6 +773,10 @@ fn corekvctl_refuses_what_etcdctl_refuses() {
         &["get", "k", "--limit", "abc"],
         &["get", "k", "--rev=x"],
         &["compaction", "-1"],
+        &["get", "k", "--prefix=yes"],
+        &["--command-timeout", "5", "get", "k"],
+        &["--dial-timeout=1x", "get", "k"],
+        &["--command-timeout", "1s1", "get", "k"],
     ];
     let endpoint = format!("127.0.0.1:{}", free_port());
     for args in cases {

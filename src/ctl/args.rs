@@ -1,8 +1,9 @@
 //! corekvctl's command line, etcdctl's names.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use super::{exit_bad_feature, goflag, print, Failure};
 
@@ -13,9 +14,9 @@ use super::{exit_bad_feature, goflag, print, Failure};
     about = "A command line client for corekv (etcdctl's commands)"
 )]
 pub struct Cli {
-    /// Comma-separated endpoints (host:port).
-    #[arg(long, global = true, default_value = "127.0.0.1:2379")]
-    pub endpoints: String,
+    /// Comma-separated endpoints (host:port); given again, they add up.
+    #[arg(long, global = true, default_value = "127.0.0.1:2379", action = ArgAction::Append)]
+    pub endpoints: Vec<String>,
     /// Output format (simple, json or table).
     #[arg(
         id = "write_out",
@@ -28,12 +29,12 @@ pub struct Cli {
     /// `output`, checked (`output_format`).
     #[arg(skip)]
     pub write_out: OutputFormat,
-    /// Timeout for a command, after connecting (e.g. 5s, 500ms).
-    #[arg(long, global = true, default_value = "5s")]
-    pub command_timeout: String,
-    /// Timeout for connecting to an endpoint.
-    #[arg(long, global = true, default_value = "2s")]
-    pub dial_timeout: String,
+    /// Timeout for a command, after connecting (a Go duration: 5s, 1m30s).
+    #[arg(long, global = true, default_value = "5s", value_parser = goflag::go_duration)]
+    pub command_timeout: Duration,
+    /// Timeout for connecting to an endpoint (a Go duration).
+    #[arg(long, global = true, default_value = "2s", value_parser = goflag::go_duration)]
+    pub dial_timeout: Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,17 +56,23 @@ impl Cli {
     /// `ETCDCTL_*` variable.
     pub fn set_global(&mut self, id: &str, value: String) -> Result<(), Failure> {
         match id {
-            "endpoints" => self.endpoints = value,
+            "endpoints" => self.endpoints = vec![value],
             "write_out" => self.output = value,
-            "command_timeout" => self.command_timeout = value,
-            "dial_timeout" => self.dial_timeout = value,
+            "command_timeout" | "dial_timeout" => {
+                let duration = goflag::go_duration(&value).map_err(Failure::bad_args)?;
+                match id {
+                    "command_timeout" => self.command_timeout = duration,
+                    _ => self.dial_timeout = duration,
+                }
+            }
             _ => unreachable!("not a global flag: {id}"),
         }
         Ok(())
     }
 
     pub fn endpoint_list(&self) -> Vec<String> {
-        self.endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
+        let endpoints = self.endpoints.iter().flat_map(|e| e.split(','));
+        endpoints.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
     }
 }
 
@@ -241,7 +248,7 @@ pub struct GetArgs {
     #[arg(long, default_value = "")]
     pub sort_by: String,
     /// Maximum number of results.
-    #[arg(long, default_value_t = 0, value_parser = goflag::go_int64)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = goflag::go_int64)]
     pub limit: i64,
     /// Get keys with matching prefix.
     #[arg(long)]

@@ -12,7 +12,7 @@ use crate::types::{RangeRequest, Request};
 /// `cli` with only `endpoint` in its endpoints.
 fn single(cli: &Cli, endpoint: &str) -> Cli {
     let mut single = cli.clone();
-    single.endpoints = endpoint.to_string();
+    single.endpoints = vec![endpoint.to_string()];
     single
 }
 

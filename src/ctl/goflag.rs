@@ -1,18 +1,101 @@
 //! etcdctl's flag syntax (Go's pflag and cobra) on top of clap: values
-//! parsed as Go parses them, with Go's error words; cobra's words and exit
+//! parsed as Go parses them, with Go's error words; boolean flags that take
+//! `=true`/`=false`; a repeated flag's last value wins; cobra's words and exit
 //! codes for arguments it refuses; and the global flags read from
 //! `ETCDCTL_<FLAG>` environment variables.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
+use clap::builder::ArgAction;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::ArgMatches;
 
 use super::{exit_error, Failure};
 
+/// Go's time.ParseDuration, with its error words. A negative duration is
+/// zero here: a deadline already passed.
+pub fn go_duration(text: &str) -> Result<Duration, String> {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    let invalid = || format!("time: invalid duration {quoted}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let number = &rest[..digits];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Err(invalid());
+        }
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let nanos = match &rest[..unit_len] {
+            "" => return Err(format!("time: missing unit in duration {quoted}")),
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            unit => {
+                let unit = serde_json::to_string(unit).unwrap_or_default();
+                return Err(format!("time: unknown unit {unit} in duration {quoted}"));
+            }
+        };
+        rest = &rest[unit_len..];
+        total += value * nanos;
+        if total > i64::MAX as f64 {
+            return Err(invalid());
+        }
+    }
+    Ok(if negative { Duration::ZERO } else { Duration::from_nanos(total as u64) })
+}
+
+/// Go's strconv.ParseBool, with its error words.
+pub fn go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "strconv.ParseBool: parsing {}: invalid syntax",
+            serde_json::to_string(text).unwrap_or_default()
+        )),
+    }
+}
+
 /// Go's strconv.ParseInt(text, 10, 64), with its error words.
 pub fn go_int64(text: &str) -> Result<i64, String> {
     super::lease::go_parse_int(text, 10)
+}
+
+/// pflag's rules on a clap command and all its subcommands: a flag given
+/// twice takes its last value, and a boolean flag is `--flag`,
+/// `--flag=true` or `--flag=false` (never `--flag false`: that is an argument).
+pub fn go_style(command: clap::Command) -> clap::Command {
+    command
+        .args_override_self(true)
+        .mut_args(|arg| {
+            if !matches!(arg.get_action(), ArgAction::SetTrue) {
+                return arg;
+            }
+            arg.action(ArgAction::Set)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_value("false")
+                .default_missing_value("true")
+                .value_parser(go_bool)
+        })
+        .mut_subcommands(go_style)
 }
 
 fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
@@ -48,7 +131,7 @@ pub fn clap_failure(e: clap::Error) -> Result<i32, Failure> {
         }
         ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
             let flag = flag();
-            let flag = flag.split([' ', '=']).next().unwrap_or_default();
+            let flag = flag.split([' ', '=', '[']).next().unwrap_or_default();
             let value = context(&e, ContextKind::InvalidValue).unwrap_or_default();
             let why = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
             let value = serde_json::to_string(&value).unwrap_or_default();
@@ -133,9 +216,46 @@ pub fn from_env(
             warnings.push(format!("unrecognized environment variable {name}="));
             continue;
         }
-        if !id.ends_with("_timeout") || super::parse_duration(&value).is_ok() {
+        if !id.ends_with("_timeout") || go_duration(&value).is_ok() {
             values.push((id, value.into_owned()));
         }
     }
     Ok((values, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_go_parses_them() {
+        let ok = |text: &str| go_duration(text).unwrap();
+        assert_eq!(ok("1h2m"), Duration::from_secs(3720));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("1h1h"), Duration::from_secs(7200));
+        assert_eq!(ok("+1s"), Duration::from_secs(1));
+        assert_eq!(ok("300ms"), Duration::from_millis(300));
+        assert_eq!(ok("2us"), Duration::from_micros(2));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("-1s"), Duration::ZERO);
+        assert_eq!(go_duration("5").unwrap_err(), "time: missing unit in duration \"5\"");
+        assert_eq!(go_duration("1s1").unwrap_err(), "time: missing unit in duration \"1s1\"");
+        assert_eq!(go_duration("1x").unwrap_err(), "time: unknown unit \"x\" in duration \"1x\"");
+        assert_eq!(go_duration("abc").unwrap_err(), "time: invalid duration \"abc\"");
+        assert_eq!(go_duration("").unwrap_err(), "time: invalid duration \"\"");
+        assert_eq!(go_duration(".s").unwrap_err(), "time: invalid duration \".s\"");
+        assert!(go_duration("3000000h").is_err(), "past Go's ~292 years");
+    }
+
+    #[test]
+    fn bools_parse_as_go_parses_them() {
+        assert!(go_bool("true").unwrap() && go_bool("1").unwrap() && go_bool("T").unwrap());
+        assert!(!go_bool("false").unwrap() && !go_bool("0").unwrap() && !go_bool("F").unwrap());
+        assert_eq!(
+            go_bool("yes").unwrap_err(),
+            "strconv.ParseBool: parsing \"yes\": invalid syntax"
+        );
+    }
 }

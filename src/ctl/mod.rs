@@ -62,7 +62,7 @@ impl From<ClientError> for Failure {
 /// Global flags not on the command line are read from the process's
 /// `ETCDCTL_*` environment variables, as etcdctl reads them.
 pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
-    let parsed = Cli::command()
+    let parsed = goflag::go_style(Cli::command())
         .try_get_matches_from(argv)
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
     let (mut cli, matches) = match parsed.map_err(goflag::clap_failure) {
@@ -122,10 +122,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn connect(cli: &Cli) -> Result<Client, Failure> {
-    let dial = parse_duration(&cli.dial_timeout).map_err(Failure::bad_args)?;
-    let command = parse_duration(&cli.command_timeout).map_err(Failure::bad_args)?;
+    // Zero (or negative) is no limit here; etcdctl's deadline would
+    // already have passed.
+    let dial = match cli.dial_timeout.is_zero() {
+        true => cli.command_timeout,
+        false => cli.dial_timeout,
+    };
     let mut client = Client::connect(&cli.endpoint_list(), dial)?;
-    client.set_timeout(command).map_err(ClientError::Io)?;
+    client.set_timeout(cli.command_timeout).map_err(ClientError::Io)?;
     Ok(client)
 }
 
