@@ -147,6 +147,33 @@ const CASES: &[(&[&str], Option<&str>)] = &[
     (&["del", "k", "--prefix", "--prev-kv", "-w", "json"], None),
     (&["get", "", "--prefix", "-w", "json"], None),
     (&["get", "", "--from-key"], None),
+    // Refused before anything is sent: etcdctl's words and exit codes.
+    (&["get", "k1", "-w", "table"], None),
+    (&["put", "k1", "v", "-w", "table"], None),
+    (&["del", "k1", "-w", "table"], None),
+    (&["lease", "grant", "10", "-w", "table"], None),
+    (&["get", "k1", "-w", "bogus"], None),
+    (&["-w", "bogus", "get", "k1"], None),
+    (&["get", "k1", "--sort-by", "bogus"], None),
+    (&["get", "k1", "--order", "Bogus"], None),
+    (&["get", "k1", "--consistency", "x"], None),
+    (&["compaction", "abc"], None),
+    (&["compaction", "99999999999999999999"], None),
+    (&["get", "k1", "--print-value-only", "-w", "json"], None),
+    // pflag's syntax: bool=value, the last of a repeated flag, negative
+    // numbers, Go durations, --endpoints adding up.
+    (&["get", "k", "--prefix=true"], None),
+    (&["get", "k", "--prefix=false"], None),
+    (&["get", "k", "--prefix=1", "--keys-only=true", "--keys-only=false"], None),
+    (&["get", "k", "--prefix", "--keys-only=T"], None),
+    (&["get", "k", "--prefix", "true"], None),
+    (&["get", "k", "--prefix", "--limit", "1", "--limit", "2"], None),
+    (&["get", "k", "--prefix", "--limit", "-1"], None),
+    (&["get", "k", "--prefix", "--limit=-1", "--rev=-1"], None),
+    (&["-w", "json", "-w", "simple", "get", "k1"], None),
+    (&["--command-timeout", "1h2m", "get", "k1"], None),
+    (&["--command-timeout=1m30s", "--dial-timeout", "1.5s", "get", "k1"], None),
+    (&["--endpoints", "127.0.0.1:1", "get", "k1"], None),
 ];
 
 #[test]
@@ -489,4 +516,280 @@ fn snapshot_files_are_cleaned_up_and_private_as_etcdctls() {
     drop(member);
     let _ = std::fs::remove_dir_all(&etcd_dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// etcdctl's log prefix ("2026-01-02 03:04:05.123456 C | pkg/flags: ") and
+/// corekvctl's ("Error: ", "Warning: ") on the environment's messages.
+fn normalize_env(text: &[u8]) -> String {
+    let text = normalize(text);
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = match line.find(" | pkg/flags: ") {
+            Some(at) => &line[at + " | pkg/flags: ".len()..],
+            None => line,
+        };
+        let line = line.strip_prefix("Warning: ").unwrap_or(line);
+        let line = match line.strip_prefix("Error: conflicting") {
+            Some(rest) => format!("conflicting{rest}"),
+            None => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A command with the environment `env` ("EP" is the endpoint) and no
+/// ETCDCTL_ variable from the test's own environment.
+fn with_env(mut command: Command, endpoint: &str, env: &[(&str, &str)]) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ETCDCTL_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value.replace("EP", endpoint));
+    }
+    command
+}
+
+/// The global flags are read from ETCDCTL_<FLAG> as etcdctl reads them.
+#[test]
+fn corekvctl_reads_global_flags_from_the_environment_as_etcdctl() {
+    let etcd_dir = temp_dir("etcd-env-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-env"));
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&[("ETCDCTL_ENDPOINTS", "EP")], &["put", "k", "v"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "json")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "json")], &["put", "k", "v2"]),
+        // Unknown: warned about; empty: unset; a timeout that does not parse: ignored.
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_BOGUS", "1")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "abc")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "3s")], &["get", "k"]),
+        // etcdctl's own variables that corekvctl has no use for: silent.
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_INSECURE_TRANSPORT", "true")], &["get", "k"]),
+        (&[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "bogus")], &["get", "k"]),
+        // The same flag in both places is refused.
+        (&[("ETCDCTL_ENDPOINTS", "127.0.0.1:1")], &["--endpoints", "EP", "get", "k"]),
+        (
+            &[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_WRITE_OUT", "json")],
+            &["get", "k", "-w", "simple"],
+        ),
+        (
+            &[("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "1s")],
+            &["--dial-timeout=2s", "get", "k"],
+        ),
+    ];
+    for (env, args) in cases {
+        let args: Vec<String> = args.iter().map(|a| a.replace("EP", &etcd_endpoint)).collect();
+        let mut reference = with_env(Command::new(require_program("etcdctl")), &etcd_endpoint, env);
+        reference.env("ETCDCTL_API", "3").args(&args);
+        let args: Vec<String> =
+            args.iter().map(|a| a.replace(&etcd_endpoint, &member.endpoint)).collect();
+        let mut ours =
+            with_env(Command::new(env!("CARGO_BIN_EXE_corekvctl")), &member.endpoint, env);
+        ours.args(&args);
+        let (want, got) = (output(reference, None), output(ours, None));
+        let label = format!("{env:?} {args:?}");
+        assert_eq!(normalize(&got.stdout), normalize(&want.stdout), "stdout of {label}");
+        assert_eq!(normalize_env(&got.stderr), normalize_env(&want.stderr), "stderr of {label}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {label}");
+    }
+    // The timeouts apply: a server that never answers is given up on at the
+    // dial timeout from the environment (the default is 2 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_endpoint = silent.local_addr().unwrap().to_string();
+    let env = [("ETCDCTL_ENDPOINTS", "EP"), ("ETCDCTL_DIAL_TIMEOUT", "300ms")];
+    let mut ours = with_env(Command::new(env!("CARGO_BIN_EXE_corekvctl")), &silent_endpoint, &env);
+    ours.args(["get", "k"]);
+    let start = Instant::now();
+    let got = output(ours, None);
+    assert_eq!(got.status.code(), Some(1), "{got:?}");
+    assert!(start.elapsed() < Duration::from_millis(1500), "took {:?}", start.elapsed());
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}
+
+/// What differs between two health checks: how long they took, and why an
+/// endpoint nobody listens on failed (etcdctl waits out the command timeout
+/// and says "context deadline exceeded"; corekvctl is refused at once and
+/// says "connection refused"). Tables lose their padding, which follows the
+/// lengths of those.
+fn normalize_health(text: &[u8]) -> String {
+    let text = normalize(text).replace("connection refused", "context deadline exceeded");
+    let is_duration = |token: &str| {
+        let mut rest = token;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(0);
+            let unit =
+                ["ns", "µs", "ms", "s", "m", "h"].iter().find(|u| rest[digits..].starts_with(**u));
+            match unit {
+                Some(unit) if digits > 0 => rest = &rest[digits + unit.len()..],
+                _ => return false,
+            }
+        }
+        !token.is_empty()
+    };
+    let mut out = String::new();
+    let mut token = String::new();
+    for c in text.chars().chain(std::iter::once('\n')) {
+        if c.is_ascii_alphanumeric() || c == '.' || c == 'µ' {
+            token.push(c);
+            continue;
+        }
+        out.push_str(if is_duration(&token) { "<T>" } else { &token });
+        token.clear();
+        let repeated = (c == ' ' || c == '-') && out.ends_with(c);
+        if !repeated {
+            out.push(c);
+        }
+    }
+    out.pop();
+    out
+}
+
+/// `endpoint health`: its lines (on stderr in the simple format), JSON and
+/// table, and an unreachable endpoint ("unhealthy cluster", exit 1).
+#[test]
+fn endpoint_health_prints_what_etcdctl_prints() {
+    let etcd_dir = temp_dir("etcd-health-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-health"));
+    let down = format!("127.0.0.1:{}", free_port());
+    let cases: &[&[&str]] = &[
+        &["--endpoints", "EP", "endpoint", "health"],
+        &["--endpoints", "EP", "endpoint", "health", "-w", "json"],
+        &["--endpoints", "EP", "endpoint", "health", "-w", "table"],
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "health"],
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "health", "-w", "json"],
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "health", "-w", "table"],
+        &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "health"],
+    ];
+    for args in cases {
+        let with = |endpoint: &str| -> Vec<String> {
+            args.iter().map(|a| a.replace("EP", endpoint).replace("DOWN", &down)).collect()
+        };
+        let mut reference = Command::new(require_program("etcdctl"));
+        reference.env("ETCDCTL_API", "3").args(with(&etcd_endpoint));
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+        ours.args(with(&member.endpoint));
+        let (want, got) = (output(reference, None), output(ours, None));
+        let endpoints =
+            |text: String| text.replace(&etcd_endpoint, "EP").replace(&member.endpoint, "EP");
+        let (got_out, want_out) = (normalize_health(&got.stdout), normalize_health(&want.stdout));
+        assert_eq!(endpoints(got_out), endpoints(want_out), "stdout of {args:?}");
+        let (got_err, want_err) = (normalize_health(&got.stderr), normalize_health(&want.stderr));
+        assert_eq!(endpoints(got_err), endpoints(want_err), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}
+
+/// `version`: etcdctl's two lines, with corekvctl's own version.
+#[test]
+fn version_has_etcdctls_shape() {
+    let mut reference = Command::new(require_program("etcdctl"));
+    reference.env("ETCDCTL_API", "3").arg("version");
+    let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+    ours.arg("version");
+    let (want, got) = (output(reference, None), output(ours, None));
+    let shape = |out: &Output, tool: &str| {
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text:?}");
+        let version = lines[0].strip_prefix(&format!("{tool} version: ")).expect(&text);
+        assert_eq!(version.split('.').count(), 3, "{text:?}");
+        assert!(version.split('.').all(|n| n.parse::<u32>().is_ok()), "{text:?}");
+        assert!(text.ends_with('\n') && out.stderr.is_empty(), "{out:?}");
+        (lines[1].to_string(), out.status.code())
+    };
+    assert_eq!(shape(&got, "corekvctl"), shape(&want, "etcdctl"));
+    assert!(String::from_utf8_lossy(&got.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// `endpoint status` with an endpoint down: the others' rows on stdout, a
+/// line for it on stderr (no "Error:"), exit 1. The rows themselves differ
+/// (versions, sizes, indexes): their number and endpoints are compared.
+#[test]
+fn endpoint_status_with_an_endpoint_down_as_etcdctl() {
+    let etcd_dir = temp_dir("etcd-status-reference");
+    let (_etcd, etcd_endpoint) = start_etcd(&etcd_dir);
+    let member = Member::start(&temp_dir("ctl-status-down"));
+    let down = format!("127.0.0.1:{}", free_port());
+    let cases: &[&[&str]] = &[
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "status"],
+        &["--endpoints", "DOWN,EP", "--command-timeout=1s", "endpoint", "status", "-w", "json"],
+        &["--endpoints", "EP,DOWN", "--command-timeout=1s", "endpoint", "status", "-w", "table"],
+        &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "status"],
+        &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "status", "-w", "json"],
+    ];
+    for args in cases {
+        let with = |endpoint: &str| -> Vec<String> {
+            args.iter().map(|a| a.replace("EP", endpoint).replace("DOWN", &down)).collect()
+        };
+        let mut reference = Command::new(require_program("etcdctl"));
+        reference.env("ETCDCTL_API", "3").args(with(&etcd_endpoint));
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+        ours.args(with(&member.endpoint));
+        let (want, got) = (output(reference, None), output(ours, None));
+        let endpoints =
+            |text: String| text.replace(&etcd_endpoint, "EP").replace(&member.endpoint, "EP");
+        let (got_err, want_err) = (normalize_health(&got.stderr), normalize_health(&want.stderr));
+        assert_eq!(endpoints(got_err), endpoints(want_err), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+        let rows = |out: &Output| -> Vec<String> {
+            let text = endpoints(String::from_utf8_lossy(&out.stdout).into_owned());
+            let cells = text.lines().map(|l| {
+                l.split([',', '|'])
+                    .find(|c| !c.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            });
+            let mut rows: Vec<String> = cells.filter(|c| !c.starts_with('+')).collect();
+            rows.extend(text.match_indices("\"Endpoint\":\"EP\"").map(|_| "json EP".to_string()));
+            rows
+        };
+        assert_eq!(rows(&got), rows(&want), "rows of {args:?}: {got:?}");
+    }
+    drop(member);
+    let _ = std::fs::remove_dir_all(&etcd_dir);
+}
+
+/// Arguments that do not parse: etcdctl (cobra) prints its usage on stdout
+/// and the error twice on stderr; corekvctl the error once. The exit code
+/// and the error's words are compared.
+#[test]
+fn corekvctl_refuses_what_etcdctl_refuses() {
+    let cases: &[&[&str]] = &[
+        &["get", "k", "--bogus"],
+        &["get", "k", "--bogus=1"],
+        &["bogus"],
+        &["get", "k", "--limit", "abc"],
+        &["get", "k", "--rev=x"],
+        &["compaction", "-1"],
+        &["get", "k", "--prefix=yes"],
+        &["--command-timeout", "5", "get", "k"],
+        &["--dial-timeout=1x", "get", "k"],
+        &["--command-timeout", "1s1", "get", "k"],
+    ];
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    for args in cases {
+        let mut reference = etcdctl(&endpoint);
+        reference.args(*args);
+        let mut ours = corekvctl(&endpoint);
+        ours.args(*args);
+        let (want, got) = (output(reference, None), output(ours, None));
+        let last = |out: &Output| {
+            let text = String::from_utf8_lossy(&out.stderr).replace("\"etcdctl\"", "\"corekvctl\"");
+            text.lines().rev().find(|l| !l.is_empty()).unwrap_or_default().to_string()
+        };
+        assert_eq!(last(&got), last(&want), "stderr of {args:?}");
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+    }
 }

@@ -1,10 +1,11 @@
 //! corekvctl's command line, etcdctl's names.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use super::print;
+use super::{exit_bad_feature, goflag, print, Failure};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -13,33 +14,82 @@ use super::print;
     about = "A command line client for corekv (etcdctl's commands)"
 )]
 pub struct Cli {
-    /// Comma-separated endpoints (host:port).
-    #[arg(long, global = true, default_value = "127.0.0.1:2379")]
-    pub endpoints: String,
-    /// Output format.
-    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value = "simple")]
+    /// Comma-separated endpoints (host:port); given again, they add up.
+    #[arg(long, global = true, default_value = "127.0.0.1:2379", action = ArgAction::Append)]
+    pub endpoints: Vec<String>,
+    /// Output format (simple, json or table).
+    #[arg(
+        id = "write_out",
+        short = 'w',
+        long = "write-out",
+        global = true,
+        default_value = "simple"
+    )]
+    pub output: String,
+    /// `output`, checked (`output_format`).
+    #[arg(skip)]
     pub write_out: OutputFormat,
-    /// Timeout for a command, after connecting (e.g. 5s, 500ms).
-    #[arg(long, global = true, default_value = "5s")]
-    pub command_timeout: String,
-    /// Timeout for connecting to an endpoint.
-    #[arg(long, global = true, default_value = "2s")]
-    pub dial_timeout: String,
+    /// Timeout for a command, after connecting (a Go duration: 5s, 1m30s).
+    #[arg(long, global = true, default_value = "5s", value_parser = goflag::go_duration)]
+    pub command_timeout: Duration,
+    /// Timeout for connecting to an endpoint (a Go duration).
+    #[arg(long, global = true, default_value = "2s", value_parser = goflag::go_duration)]
+    pub dial_timeout: Duration,
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    /// Whether etcdctl reads the global flags from `ETCDCTL_*` for this
+    /// command: those that talk to a server do; `snapshot status|restore`
+    /// and `version` not.
+    pub fn reads_env(&self) -> bool {
+        !matches!(
+            &self.command,
+            Command::Snapshot(SnapshotArgs {
+                command: SnapshotCommand::Status { .. } | SnapshotCommand::Restore(_)
+            }) | Command::Version
+        )
+    }
+
+    /// Sets the global flag `id` (clap's id, the field name) from its
+    /// `ETCDCTL_*` variable.
+    pub fn set_global(&mut self, id: &str, value: String) -> Result<(), Failure> {
+        match id {
+            "endpoints" => self.endpoints = vec![value],
+            "write_out" => self.output = value,
+            "command_timeout" | "dial_timeout" => {
+                let duration = goflag::go_duration(&value).map_err(Failure::bad_args)?;
+                match id {
+                    "command_timeout" => self.command_timeout = duration,
+                    _ => self.dial_timeout = duration,
+                }
+            }
+            _ => unreachable!("not a global flag: {id}"),
+        }
+        Ok(())
+    }
+
     pub fn endpoint_list(&self) -> Vec<String> {
-        self.endpoints.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
+        let endpoints = self.endpoints.iter().flat_map(|e| e.split(','));
+        endpoints.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
     }
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OutputFormat {
+    #[default]
     Simple,
     Json,
     Table,
+}
+
+/// `-w`'s value: etcdctl's words and exit code (4) for one it does not know.
+pub fn output_format(text: &str) -> Result<OutputFormat, Failure> {
+    OutputFormat::from_str(text, false).map_err(|_| Failure {
+        code: exit_bad_feature,
+        message: "unsupported output format".into(),
+    })
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -62,6 +112,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Lease related commands.
     Lease(LeaseArgs),
+    /// Prints the version of corekvctl.
+    Version,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -196,7 +248,7 @@ pub struct GetArgs {
     #[arg(long, default_value = "")]
     pub sort_by: String,
     /// Maximum number of results.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = goflag::go_int64)]
     pub limit: i64,
     /// Get keys with matching prefix.
     #[arg(long)]
@@ -205,7 +257,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub from_key: bool,
     /// Specify the kv revision.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = goflag::go_int64)]
     pub rev: i64,
     /// Get only the keys.
     #[arg(long)]
@@ -268,4 +320,6 @@ pub struct EndpointArgs {
 pub enum EndpointCommand {
     /// Prints out the status of endpoints specified in `--endpoints` flag.
     Status,
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
+    Health,
 }

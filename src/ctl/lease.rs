@@ -37,7 +37,7 @@ pub fn run(cli: &Cli, command: &LeaseCommand, out: &mut dyn Write) -> Result<(),
     let format = cli.write_out;
     if format == OutputFormat::Table {
         return Err(Failure {
-            code: exit_error,
+            code: super::exit_bad_feature,
             message: "table not supported as output format".into(),
         });
     }

@@ -1,10 +1,14 @@
 //! corekvctl: etcdctl 3.4's commands, flags and output, on the native protocol.
 //! Output in the simple format is byte for byte what etcdctl prints; `-w json`
 //! is etcdctl's JSON shape (base64 keys and values, zero fields left out).
-//! Exit codes follow etcdctl: 1 for errors from the server or the network,
-//! 3 for unreadable txn input, 128 for bad arguments.
+//! Exit codes follow etcdctl: 1 for errors from the server or the network
+//! and for flags or commands that do not parse, 3 for unreadable txn input,
+//! 4 for an output format, sort or consistency a command does not have, 128
+//! for bad arguments.
 
 mod args;
+mod endpoint;
+mod goflag;
 mod lease;
 mod print;
 mod quoting;
@@ -18,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use args::{Cli, Command};
 use args::{DelArgs, GetArgs, OutputFormat, PutArgs};
@@ -28,6 +32,8 @@ use crate::types::*;
 
 pub const exit_error: i32 = 1;
 pub const exit_invalid_input: i32 = 3;
+/// etcdctl's ExitBadFeature: an output format a command does not have.
+pub const exit_bad_feature: i32 = 4;
 pub const exit_bad_args: i32 = 128;
 /// etcdctl's ExitInterrupted: a watch the server canceled.
 pub const exit_interrupted: i32 = 5;
@@ -53,19 +59,39 @@ impl From<ClientError> for Failure {
 
 /// Runs corekvctl with `argv`; returns the exit code. Output goes to `out`.
 /// Arguments are bytes (keys and values need not be UTF-8), as etcdctl's.
+/// Global flags not on the command line are read from the process's
+/// `ETCDCTL_*` environment variables, as etcdctl reads them.
 pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { exit_bad_args } else { 0 };
-            let _ = e.print();
-            return code;
+    let parsed = goflag::go_style(Cli::command())
+        .try_get_matches_from(argv)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (mut cli, matches) = match parsed.map_err(goflag::clap_failure) {
+        Ok(parsed) => parsed,
+        Err(Ok(code)) => return code,
+        Err(Err(failure)) => {
+            eprintln!("Error: {}", failure.message);
+            return failure.code;
         }
     };
-    match run(&cli, stdin, out) {
+    let from_env = match cli.reads_env() {
+        true => goflag::from_env(&matches, std::env::vars_os()),
+        false => Ok(Default::default()),
+    };
+    let result = from_env.and_then(|(values, warnings)| {
+        for warning in warnings {
+            eprintln!("Warning: {warning}");
+        }
+        values.into_iter().try_for_each(|(id, value)| cli.set_global(id, value))?;
+        cli.write_out = args::output_format(&cli.output)?;
+        run(&cli, stdin, out)
+    });
+    match result {
         Ok(()) => 0,
         Err(failure) => {
-            eprintln!("Error: {}", failure.message);
+            // An empty message: what went wrong was said already.
+            if !failure.message.is_empty() {
+                eprintln!("Error: {}", failure.message);
+            }
             failure.code
         }
     }
@@ -96,10 +122,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn connect(cli: &Cli) -> Result<Client, Failure> {
-    let dial = parse_duration(&cli.dial_timeout).map_err(Failure::bad_args)?;
-    let command = parse_duration(&cli.command_timeout).map_err(Failure::bad_args)?;
+    // Zero (or negative) is no limit here; etcdctl's deadline would
+    // already have passed.
+    let dial = match cli.dial_timeout.is_zero() {
+        true => cli.command_timeout,
+        false => cli.dial_timeout,
+    };
     let mut client = Client::connect(&cli.endpoint_list(), dial)?;
-    client.set_timeout(command).map_err(ClientError::Io)?;
+    client.set_timeout(cli.command_timeout).map_err(ClientError::Io)?;
     Ok(client)
 }
 
@@ -119,6 +149,9 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
         }
         Command::Get(args) => {
             reject_table(format)?;
+            if args.print_value_only && format != OutputFormat::Simple {
+                return Err(Failure::bad_args("print-value-only is only for `--write-out=simple`"));
+            }
             let request = get_request(args)?;
             let (header, body) = connect(cli)?.call(&request)?;
             write(out, print::response(format, &header, &body, args.print_options()))
@@ -136,25 +169,15 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             write(out, print::response(format, &header, &body, print::Options::default()))
         }
         Command::Compaction(args) => {
-            let revision: i64 = args
-                .revision
-                .parse()
-                .map_err(|_| Failure::bad_args(format!("invalid revision {:?}", args.revision)))?;
+            let revision = goflag::go_int64(&args.revision)
+                .map_err(|message| Failure { code: exit_error, message })?;
             let request = Request::Compact(CompactRequest { revision, physical: args.physical });
             connect(cli)?.call(&request)?;
             write(out, format!("compacted revision {revision}\n").into_bytes())
         }
         Command::Endpoint(endpoint) => match endpoint.command {
-            args::EndpointCommand::Status => {
-                let mut rows = Vec::new();
-                for endpoint in cli.endpoint_list() {
-                    let mut single = cli.clone();
-                    single.endpoints = endpoint.clone();
-                    let (header, status) = connect(&single)?.status()?;
-                    rows.push((endpoint, header, status));
-                }
-                write(out, print::endpoint_status(format, &rows))
-            }
+            args::EndpointCommand::Status => endpoint::status(cli, out),
+            args::EndpointCommand::Health => endpoint::health(cli, out),
         },
         Command::Snapshot(args) => snapshot::run(cli, &args.command, out),
         Command::Watch(args) => {
@@ -162,13 +185,24 @@ fn run(cli: &Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), Failu
             watch::run(cli, args, out)
         }
         Command::Lease(args) => lease::run(cli, &args.command, out),
+        // etcdctl's shape: its own version, then the API it speaks.
+        Command::Version => write(
+            out,
+            format!("corekvctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION"))
+                .into_bytes(),
+        ),
     }
+}
+
+/// etcdctl's ExitBadFeature (4): a sort or consistency it does not know.
+fn bad_feature(message: String) -> Failure {
+    Failure { code: exit_bad_feature, message }
 }
 
 fn reject_table(format: OutputFormat) -> Result<(), Failure> {
     if format == OutputFormat::Table {
         return Err(Failure {
-            code: exit_error,
+            code: exit_bad_feature,
             message: "table not supported as output format".into(),
         });
     }
@@ -269,13 +303,13 @@ pub(crate) fn get_request(args: &GetArgs) -> Result<Request, Failure> {
         "MODIFY" => SortTarget::Mod,
         "VALUE" => SortTarget::Value,
         "VERSION" => SortTarget::Version,
-        other => return Err(Failure::bad_args(format!("bad sort target {other:?}"))),
+        _ => return Err(bad_feature(format!("bad sort target {}", args.sort_by))),
     };
     let mut sort_order = match args.order.to_ascii_uppercase().as_str() {
         "" => SortOrder::None,
         "ASCEND" => SortOrder::Ascend,
         "DESCEND" => SortOrder::Descend,
-        other => return Err(Failure::bad_args(format!("bad sort order {other:?}"))),
+        _ => return Err(bad_feature(format!("bad sort order {}", args.order))),
     };
     // etcdctl: sorting by a target with no order given means ascending.
     if sort_order == SortOrder::None && !args.sort_by.is_empty() {
@@ -284,7 +318,7 @@ pub(crate) fn get_request(args: &GetArgs) -> Result<Request, Failure> {
     let serializable = match args.consistency.as_str() {
         "l" => false,
         "s" => true,
-        other => return Err(Failure::bad_args(format!("unknown consistency flag {other:?}"))),
+        other => return Err(bad_feature(format!("unknown consistency flag {other:?}"))),
     };
     Ok(Request::Range(RangeRequest {
         key,
