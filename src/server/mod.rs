@@ -453,6 +453,17 @@ pub fn run(config: Resolved) -> Result<(), String> {
     let driver_parts = Arc::new(driver_parts);
     let config = Arc::new(config);
     let spin = std::time::Duration::from_micros(config.spin_before_park_us);
+    // The log driver (and the lessor) run on the core whose CPU takes the
+    // WAL disk's completion interrupts, if one does (`disk_interrupt_cpu`).
+    let interrupt_cpu = runtime::disk_interrupt_cpu(&config.data_dir.join("wal"));
+    let driver_core = interrupt_cpu.and_then(|cpu| runtime::core_on_cpu(config.cores, cpu));
+    let driver_core = driver_core.unwrap_or(0);
+    match interrupt_cpu {
+        Some(cpu) if driver_core != 0 => eprintln!(
+            "corekv: log driver on core {driver_core} (CPU {cpu} takes the WAL disk's interrupts)"
+        ),
+        _ => {}
+    }
     runtime::run_cores(config.cores, "corekv", spin, move |core| {
         let (shared, config, driver_parts) = (shared.clone(), config.clone(), driver_parts.clone());
         async move {
@@ -460,8 +471,8 @@ pub fn run(config: Resolved) -> Result<(), String> {
                 eprintln!("corekv: fatal: {e}");
                 std::process::exit(1);
             }
-            if core == 0 {
-                let parts = driver_parts.lock().unwrap().take().expect("core 0 starts once");
+            if core == driver_core {
+                let parts = driver_parts.lock().unwrap().take().expect("the driver starts once");
                 start_driver(&config, shared.clone(), parts).await;
                 runtime::spawn(lessor::run(shared.clone()));
                 for address in &config.peer_addresses {
@@ -474,7 +485,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
     .map_err(|e| format!("cannot start the cores: {e}"))
 }
 
-/// What core 0 needs to start the log driver.
+/// What the driver's core needs to start the log driver.
 type DriverParts = (
     Store,
     async_channel::Receiver<shared::Proposal>,
