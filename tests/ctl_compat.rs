@@ -619,6 +619,20 @@ fn corekvctl_reads_global_flags_from_the_environment_as_etcdctl() {
 /// and says "context deadline exceeded"; corekvctl is refused at once and
 /// says "connection refused"). Tables lose their padding, which follows the
 /// lengths of those.
+/// etcdctl (on `etcd`) and corekvctl (on `ours`) run with `args`, in
+/// which EP names the tool's endpoint and DOWN `down`: (etcdctl's output,
+/// corekvctl's).
+fn side_by_side(args: &[&str], etcd: &str, ours: &str, down: &str) -> (Output, Output) {
+    let with = |endpoint: &str| -> Vec<String> {
+        args.iter().map(|a| a.replace("EP", endpoint).replace("DOWN", down)).collect()
+    };
+    let mut reference = Command::new(require_program("etcdctl"));
+    reference.env("ETCDCTL_API", "3").args(with(etcd));
+    let mut corekvctl = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
+    corekvctl.args(with(ours));
+    (output(reference, None), output(corekvctl, None))
+}
+
 fn normalize_health(text: &[u8]) -> String {
     let text = normalize(text).replace("connection refused", "context deadline exceeded");
     let is_duration = |token: &str| {
@@ -670,14 +684,7 @@ fn endpoint_health_prints_what_etcdctl_prints() {
         &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "health"],
     ];
     for args in cases {
-        let with = |endpoint: &str| -> Vec<String> {
-            args.iter().map(|a| a.replace("EP", endpoint).replace("DOWN", &down)).collect()
-        };
-        let mut reference = Command::new(require_program("etcdctl"));
-        reference.env("ETCDCTL_API", "3").args(with(&etcd_endpoint));
-        let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
-        ours.args(with(&member.endpoint));
-        let (want, got) = (output(reference, None), output(ours, None));
+        let (want, got) = side_by_side(args, &etcd_endpoint, &member.endpoint, &down);
         let endpoints =
             |text: String| text.replace(&etcd_endpoint, "EP").replace(&member.endpoint, "EP");
         let (got_out, want_out) = (normalize_health(&got.stdout), normalize_health(&want.stdout));
@@ -729,14 +736,7 @@ fn endpoint_status_with_an_endpoint_down_as_etcdctl() {
         &["--endpoints", "DOWN", "--command-timeout=1s", "endpoint", "status", "-w", "json"],
     ];
     for args in cases {
-        let with = |endpoint: &str| -> Vec<String> {
-            args.iter().map(|a| a.replace("EP", endpoint).replace("DOWN", &down)).collect()
-        };
-        let mut reference = Command::new(require_program("etcdctl"));
-        reference.env("ETCDCTL_API", "3").args(with(&etcd_endpoint));
-        let mut ours = Command::new(env!("CARGO_BIN_EXE_corekvctl"));
-        ours.args(with(&member.endpoint));
-        let (want, got) = (output(reference, None), output(ours, None));
+        let (want, got) = side_by_side(args, &etcd_endpoint, &member.endpoint, &down);
         let endpoints =
             |text: String| text.replace(&etcd_endpoint, "EP").replace(&member.endpoint, "EP");
         let (got_err, want_err) = (normalize_health(&got.stderr), normalize_health(&want.stderr));
