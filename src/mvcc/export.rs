@@ -15,12 +15,19 @@ use imbl::OrdMap;
 use super::{Leases, Snapshot, Store, Version};
 use crate::types::KeyValue;
 
-/// One version of a key as exported: a put (`kv`) or a delete at `revision`.
+/// One version of a key as exported: a put (`kv`) or a delete at `revision`,
+/// the `sub`-th of that revision (`sub_unknown` when read from a snapshot
+/// file, whose format has no sub-revisions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportedVersion {
     pub revision: i64,
+    pub sub: u32,
     pub kv: Option<KeyValue>,
 }
+
+/// The sub-revision of a version whose place in its revision is not known
+/// (from a snapshot file): such versions order by key after any other.
+pub const sub_unknown: u32 = u32::MAX;
 
 impl Snapshot {
     /// Every key in order with its versions newest first, from every layer
@@ -63,7 +70,7 @@ impl Snapshot {
                 .iter()
                 .filter_map(|layer| layer.get(key))
                 .flat_map(|head| std::iter::successors(Some(head), |v| v.previous.as_ref()))
-                .map(|v| ExportedVersion { revision: v.revision, kv: v.kv.clone() })
+                .map(|v| ExportedVersion { revision: v.revision, sub: v.sub, kv: v.kv.clone() })
                 .collect()
         };
         let mut emit = |key: Bytes, versions: Vec<ExportedVersion>| -> Result<(), String> {
@@ -112,7 +119,7 @@ impl Snapshot {
     pub fn export(&self) -> impl Iterator<Item = (&Bytes, Vec<ExportedVersion>)> + '_ {
         self.keys.iter().map(|(key, head)| {
             let versions = std::iter::successors(Some(head), |v| v.previous.as_ref())
-                .map(|v| ExportedVersion { revision: v.revision, kv: v.kv.clone() })
+                .map(|v| ExportedVersion { revision: v.revision, sub: v.sub, kv: v.kv.clone() })
                 .collect();
             (key, versions)
         })
@@ -158,7 +165,9 @@ impl Preparer {
     ) -> Result<PreparedKey, String> {
         let versions = versions
             .into_iter()
-            .map(|v| Arc::new(Version { kv: v.kv, revision: v.revision, sub: 0, previous: None }))
+            .map(|v| {
+                Arc::new(Version { kv: v.kv, revision: v.revision, sub: v.sub, previous: None })
+            })
             .collect();
         self.prepare_chain(key, versions)
     }
@@ -368,7 +377,11 @@ mod tests {
             value: Bytes::new(),
             lease: 0,
         };
-        let v = |rev: i64, key: &str| ExportedVersion { revision: rev, kv: Some(kv(key, rev)) };
+        let v = |rev: i64, key: &str| ExportedVersion {
+            revision: rev,
+            sub: sub_unknown,
+            kv: Some(kv(key, rev)),
+        };
         let mut importer = Importer::new(10, 0).unwrap();
         importer.add(Bytes::from_static(b"b"), vec![v(5, "b")]).unwrap();
         assert!(importer.add(Bytes::from_static(b"a"), vec![v(6, "a")]).is_err(), "order");
@@ -377,10 +390,10 @@ mod tests {
         assert!(importer.add(Bytes::from_static(b"e"), vec![v(3, "x")]).is_err(), "key");
         assert!(importer.add(Bytes::from_static(b"f"), vec![]).is_err(), "empty");
         let mut compacted = Importer::new(10, 5).unwrap();
-        let deleted = ExportedVersion { revision: 4, kv: None };
+        let deleted = ExportedVersion { revision: 4, sub: sub_unknown, kv: None };
         assert!(compacted.add(Bytes::from_static(b"g"), vec![v(6, "g"), deleted]).is_err());
         // A delete removes a live key: never first, never after a delete.
-        let delete = |revision: i64| ExportedVersion { revision, kv: None };
+        let delete = |revision: i64| ExportedVersion { revision, sub: sub_unknown, kv: None };
         let mut importer = Importer::new(10, 0).unwrap();
         assert!(importer.add(Bytes::from_static(b"h"), vec![delete(7)]).is_err(), "first");
         let twice = vec![delete(8), delete(7), v(6, "i")];

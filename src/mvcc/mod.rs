@@ -36,7 +36,7 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 pub use events::Event;
-pub use export::{ExportedVersion, Importer};
+pub use export::{sub_unknown, ExportedVersion, Importer};
 pub(crate) use export::{PreparedKey, Preparer};
 pub use lease::{Lease, Leases};
 pub use txn::validate_request;
@@ -57,7 +57,8 @@ pub(crate) struct Version {
     pub(crate) revision: i64,
     /// Its place among the revision's versions (etcd's sub-revision): the
     /// order of the request's operations, in which watches replay them.
-    /// (Versions from a snapshot file have 0: they replay in key order.)
+    /// (Versions from a snapshot file have `sub_unknown`: they replay in
+    /// key order.)
     pub(crate) sub: u32,
     pub(crate) previous: Option<Arc<Version>>,
 }
@@ -236,7 +237,18 @@ pub(crate) fn layered_keys(layers: &[&Layer]) -> Vec<Bytes> {
 /// A page store read failure, as a request error (on the apply path the
 /// member stops: see `server::driver`).
 pub(crate) fn storage_error(error: paged::HistoryError) -> Error {
-    Error::with_message(ErrorCode::Corrupt, format!("etcdserver: corrupt cluster: {error}"))
+    let what = if error.is_corruption() { damaged_prefix } else { "etcdserver: storage error" };
+    Error::with_message(ErrorCode::Corrupt, format!("{what}: {error}"))
+}
+
+/// How the message of an error from a page that failed verification
+/// begins (an I/O error reading the page store is also `Corrupt` to a
+/// client, but does not say the store is damaged).
+const damaged_prefix: &str = "etcdserver: corrupt cluster";
+
+/// Whether `error` says a page of the store failed verification.
+pub fn is_damage(error: &Error) -> bool {
+    error.code == ErrorCode::Corrupt && error.message.starts_with(damaged_prefix)
 }
 
 impl Snapshot {

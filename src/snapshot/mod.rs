@@ -298,7 +298,7 @@ impl<R: BufRead> BodyReader<R> {
                 }
                 kind => return Err(format!("unknown version kind {kind}")),
             };
-            versions.push(ExportedVersion { revision, kv });
+            versions.push(ExportedVersion { revision, sub: crate::mvcc::sub_unknown, kv });
         }
         Ok((key, versions))
     }

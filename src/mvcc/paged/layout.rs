@@ -119,6 +119,14 @@ impl At {
     }
 }
 
+impl At {
+    /// The sub as the store in memory keeps it (one past u32 reads as
+    /// unknown: it orders last, by key).
+    pub(crate) fn sub_u32(&self) -> u32 {
+        u32::try_from(self.sub).unwrap_or(crate::mvcc::sub_unknown)
+    }
+}
+
 impl std::fmt::Display for At {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.revision, self.sub)
@@ -389,7 +397,7 @@ pub(super) fn decode_record(record: &[u8], at: At, known: Option<&Bytes>) -> Res
         if previous.is_none() {
             return Err(bad(format!("the delete at {at} names no previous version")));
         }
-        let version = ExportedVersion { revision, kv: None };
+        let version = ExportedVersion { revision, sub: at.sub_u32(), kv: None };
         return Ok(Record { at, key: known.cloned(), previous, version });
     }
     let create_revision = below(reader.varint()?, "creation")?;
@@ -413,7 +421,8 @@ pub(super) fn decode_record(record: &[u8], at: At, known: Option<&Bytes>) -> Res
         value: Bytes::copy_from_slice(&record[reader.at..]),
         lease,
     };
-    Ok(Record { at, key: Some(key), previous, version: ExportedVersion { revision, kv: Some(kv) } })
+    let version = ExportedVersion { revision, sub: at.sub_u32(), kv: Some(kv) };
+    Ok(Record { at, key: Some(key), previous, version })
 }
 
 pub(super) fn lease_key(id: i64) -> [u8; 9] {

@@ -138,8 +138,7 @@ fn read_log(view: &PagedView, from: i64, to: i64) -> Result<LogPart> {
             };
             // Allocated here, on a reader thread; linked by the merger.
             let kv = record.version.kv;
-            let sub = u32::try_from(at.sub).unwrap_or(u32::MAX);
-            let version = Version { kv, revision: at.revision, sub, previous: None };
+            let version = Version { kv, revision: at.revision, sub: at.sub_u32(), previous: None };
             part.versions.push((key, Arc::new(version)));
             part.ats.push(at);
             Ok(())

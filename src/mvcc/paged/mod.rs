@@ -455,7 +455,9 @@ impl<F: PageFile> PagedHistory<F> {
         // stay pinned while it does, whatever this writer changes.
         let store = &mut self.store;
         let mut failure: Option<HistoryError> = None;
-        // Keys come in key order: each revision's versions are numbered so.
+        // Versions keep the sub they were written with; those from a
+        // snapshot file (sub unknown) are numbered in key order, in which
+        // keys come (a revision's versions all have one or the other).
         let mut subs: HashMap<i64, u64> = HashMap::new();
         let read = state.for_each_history(|key, versions| {
             let (stem, _) = stem(&key);
@@ -463,6 +465,9 @@ impl<F: PageFile> PagedHistory<F> {
                 let ats: Vec<At> = versions
                     .iter()
                     .map(|version| {
+                        if version.sub != crate::mvcc::sub_unknown {
+                            return At::new(version.revision, u64::from(version.sub));
+                        }
                         let next = subs.entry(version.revision).or_insert(0);
                         *next += 1;
                         At::new(version.revision, *next - 1)

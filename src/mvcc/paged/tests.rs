@@ -375,6 +375,12 @@ fn replace_all_then_load_is_the_state() {
         model.apply(&Request::Put(put_op(key, 7 * i as u16))).unwrap();
     }
     model.compact(10).unwrap();
+    // A txn writing a key, then a smaller one: a rewrite keeps that order
+    // (the sub-revisions), which `check` compares with the model's events.
+    let (high, low) = (keys()[3].clone(), keys()[1].clone());
+    assert!(high > low);
+    let success = vec![RequestOp::Put(put_op(&high, 1)), RequestOp::Put(put_op(&low, 2))];
+    model.apply(&Request::Txn(TxnRequest { compare: vec![], success, failure: vec![] })).unwrap();
     let mut paged = PagedHistory::open(PageStore::create(MemPageFile::new()).unwrap()).unwrap();
     paged
         .apply(&[HistoryChange::Version {
