@@ -615,6 +615,12 @@ impl<D: LogDisk> Driver<D> {
                     // The entry is committed but cannot be applied: going on
                     // would serve a state that differs from the log.
                     eprintln!("corekv: fatal: cannot apply log entry: {}; stopping", e.message);
+                    // A page of the store failed verification: the next
+                    // start rebuilds it from a snapshot file and the WAL.
+                    if crate::mvcc::is_damage(e) {
+                        let why = "the page store is damaged";
+                        let _ = move_damaged_aside(&self.checkpoints.db_path, why);
+                    }
                     std::process::exit(70);
                 }
             }

@@ -250,7 +250,7 @@ fn recover_once(config: &Resolved) -> Result<Recovery, Failed> {
             }
             if let Some(store) = &mut store {
                 if held.len() >= limits::replay_batch_entries {
-                    failure = replay(store, &mut held).err().map(Failed::Other);
+                    failure = replay(store, &mut held).err();
                 }
             }
         })
@@ -307,13 +307,19 @@ fn recording(mut store: Store) -> Store {
 /// Applies `entries` (the WAL's, in order), the page store reads of each
 /// batch of `limits::replay_batch_entries` issued together first (what one
 /// batch reads stays within the default page cache).
-fn replay(store: &mut Store, entries: &mut Vec<(u64, Request)>) -> Result<(), String> {
+/// A page of the store read while replaying that fails verification is
+/// `Failed::DamagedDb` (the store is then moved aside and rebuilt).
+fn replay(store: &mut Store, entries: &mut Vec<(u64, Request)>) -> Result<(), Failed> {
     for batch in entries.chunks(limits::replay_batch_entries) {
         store.prefetch(batch.iter().map(|(_, request)| request));
         for (index, request) in batch {
             if let Err(e) = store.apply(request) {
                 if e.code == crate::error::ErrorCode::Corrupt {
-                    return Err(format!("WAL entry {index} cannot be applied: {}", e.message));
+                    let message = format!("WAL entry {index} cannot be applied: {}", e.message);
+                    if crate::mvcc::is_damage(&e) {
+                        return Err(Failed::DamagedDb(message));
+                    }
+                    return Err(Failed::Other(message));
                 }
             }
         }
