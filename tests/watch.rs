@@ -625,7 +625,10 @@ fn a_watch_on_an_empty_range_is_created_and_canceled_at_once() {
         "watch was canceled (mvcc: watcher range is empty)\n\
          Error: watch is canceled by the server\n"
     );
-    let (stream, _) = watch(&mut client, prefix("w/"));
+    // No id was taken: the next watch gets the id a connection's first does.
+    let (stream, id) = watch(&mut client, prefix("w/"));
+    let (_, first) = watch(&mut member.client(), prefix("w/"));
+    assert_eq!(id, first);
     let revision = client.put(b"w/x", b"1").unwrap().revision;
     let got = events_until(&mut client, stream, revision);
     assert_eq!(summary(&got), vec![(revision, EventType::Put, b("w/x"), b("1"))]);

@@ -249,8 +249,10 @@ impl LogDisk for DmaDisk {
 /// then wakes the driver on its own CPU instead of by an interrupt to
 /// another one; on a 2-vCPU VM, put64 ran 7–29% faster and a 1-client put's
 /// p50 fell ~100 µs, docs/performance.md). None when the disk's busiest
-/// interrupt is spread over several CPUs (e.g. NVMe, one queue per CPU) or
-/// the device cannot be found (tmpfs, containers without /sys).
+/// interrupt is spread over several CPUs or the device cannot be found
+/// (tmpfs, containers without /sys). (On NVMe, a queue per CPU, it names
+/// the CPU whose queue was busiest: harmless, each CPU's writes complete on
+/// its own queue.)
 pub fn disk_interrupt_cpu(path: &Path) -> Option<usize> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(path).ok()?.dev();

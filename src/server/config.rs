@@ -197,9 +197,12 @@ fn check_distinct(client: &[SocketAddr], peer: &[SocketAddr]) -> Result<(), Stri
         if a.port() == 0 {
             return Err(format!("{a}: port 0 is not supported: name the port"));
         }
+        // An unspecified address covers its own family (and [::] both).
+        let covers = |wide: &SocketAddr, other: &SocketAddr| {
+            wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+        };
         let overlaps = |b: &&&SocketAddr| {
-            a.port() == b.port()
-                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
         };
         if let Some(b) = all[i + 1..].iter().find(overlaps) {
             return Err(format!("listen address {b}: address already in use (also {a})"));

@@ -309,6 +309,19 @@ impl Session {
         let reply = |watch: WatchResponse| Ok(ResponseBody::Watch(watch));
         match request {
             Request::WatchCreate(create) => {
+                // As etcd: a range that holds no key (end ≤ key) is created
+                // and canceled at once, with watch id -1 (before any id is
+                // taken or checked).
+                if crate::mvcc::span::Span::new(&create.key, &create.range_end).is_empty() {
+                    let canceled = WatchResponse {
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: "mvcc: watcher range is empty".into(),
+                        ..Default::default()
+                    };
+                    return self.respond(request_id, reply(canceled), revision).await;
+                }
                 let watch_id = if create.watch_id != 0 {
                     create.watch_id
                 } else {
@@ -325,18 +338,6 @@ impl Session {
                         format!("etcdserver: watch id {watch_id} is in use or invalid"),
                     );
                     return self.respond(request_id, Err(error), revision).await;
-                }
-                // As etcd: a range that holds no key (end ≤ key) is created
-                // and canceled at once, with watch id -1.
-                if crate::mvcc::span::Span::new(&create.key, &create.range_end).is_empty() {
-                    let canceled = WatchResponse {
-                        watch_id: -1,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: "mvcc: watcher range is empty".into(),
-                        ..Default::default()
-                    };
-                    return self.respond(request_id, reply(canceled), revision).await;
                 }
                 // The watch starts right after the revision `created` names.
                 let current = hub.begin_create();
