@@ -557,6 +557,13 @@ fn a_restart_serves_from_the_pages_while_it_loads_them() {
     assert_eq!(got.len(), now.len());
 }
 
+/// Flips a bit in page `page` of the page store at `db`.
+fn flip_page(db: &Path, page: usize) {
+    let mut bytes = std::fs::read(db).unwrap();
+    bytes[page * 4096 + 100] ^= 0x01;
+    std::fs::write(db, &bytes).unwrap();
+}
+
 /// A page of the page store at `db` that opening it does not read but
 /// loading it does: damaged, the store opens and then fails to load.
 fn page_only_loading_reads(db: &Path) -> usize {
@@ -615,9 +622,7 @@ fn a_page_store_damaged_past_what_opening_reads_is_rebuilt() {
     let (mut member, state) = checkpointed_member(&dir, &["--experimental-load-before-serving"]);
     let db = dir.join("db");
     let page = page_only_loading_reads(&db);
-    let mut bytes = std::fs::read(&db).unwrap();
-    bytes[page * 4096 + 100] ^= 0x01;
-    std::fs::write(&db, &bytes).unwrap();
+    flip_page(&db, page);
     member.restart();
     let log = member.log_text();
     assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
@@ -631,9 +636,7 @@ fn a_page_store_damaged_past_what_opening_reads_is_rebuilt() {
     let (member, state) = checkpointed_member(&dir, &[]);
     let db = dir.join("db");
     let page = page_only_loading_reads(&db);
-    let mut bytes = std::fs::read(&db).unwrap();
-    bytes[page * 4096 + 100] ^= 0x01;
-    std::fs::write(&db, &bytes).unwrap();
+    flip_page(&db, page);
     let flags = ["--snapshot-count", "1000", "--snapshot-interval", "1"];
     let mut child = common::corekv_command(&dir, member.client_port, member.peer_port, &member.log)
         .args(flags)
@@ -707,9 +710,7 @@ fn a_page_store_damaged_where_the_replay_reads_is_rebuilt() {
     member.kill9();
     let db = dir.join("db");
     let page = page_a_put_reads(&db, b"k/0007");
-    let mut bytes = std::fs::read(&db).unwrap();
-    bytes[page * 4096 + 100] ^= 0x01;
-    std::fs::write(&db, &bytes).unwrap();
+    flip_page(&db, page);
     member.restart();
     let log = member.log_text();
     assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
