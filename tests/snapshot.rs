@@ -557,6 +557,18 @@ fn a_restart_serves_from_the_pages_while_it_loads_them() {
     assert_eq!(got.len(), now.len());
 }
 
+/// Restarts `member`, whose page store was damaged: it is moved aside and
+/// rebuilt from the snapshot file and the WAL, with the state `state`.
+/// Then stops it and removes `dir`.
+fn restart_rebuilt(mut member: Member, dir: &Path, state: &[KeyValue]) {
+    member.restart();
+    let log = member.log_text();
+    assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
+    assert_eq!(everything(&mut member.client(), 0), state);
+    drop(member);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Flips a bit in page `page` of the page store at `db`.
 fn flip_page(db: &Path, page: usize) {
     let mut bytes = std::fs::read(db).unwrap();
@@ -567,6 +579,17 @@ fn flip_page(db: &Path, page: usize) {
 /// A page of the page store at `db` that opening it does not read but
 /// loading it does: damaged, the store opens and then fails to load.
 fn page_only_loading_reads(db: &Path) -> usize {
+    damaged_page_where(db, "loading", |history| history.load().is_err_and(|e| e.is_corruption()))
+}
+
+/// The first page, from the end of the page store at `db`, that leaves the
+/// store openable when damaged but makes `fails` (given the opened store)
+/// true; `what` names what reads it, for the failure message.
+fn damaged_page_where(
+    db: &Path,
+    what: &str,
+    fails: impl Fn(&mut corekv::mvcc::paged::PagedHistory<corekv::pagestore::DirectPageFile>) -> bool,
+) -> usize {
     use corekv::mvcc::paged::PagedHistory;
     use corekv::pagestore::{DirectPageFile, PageStore};
     let bytes = std::fs::read(db).unwrap();
@@ -575,18 +598,16 @@ fn page_only_loading_reads(db: &Path) -> usize {
         let mut damaged = bytes.clone();
         damaged[page * 4096 + 100] ^= 0x01;
         std::fs::write(&copy, &damaged).unwrap();
-        let store = PageStore::open(DirectPageFile::open(&copy).unwrap(), 1 << 20);
-        let Ok(mut history) =
-            store.map_err(|_| ()).and_then(|s| PagedHistory::open(s).map_err(|_| ()))
-        else {
+        let Ok(store) = PageStore::open(DirectPageFile::open(&copy).unwrap(), 1 << 20) else {
             continue;
         };
-        if history.load().is_err_and(|e| e.is_corruption()) {
+        let Ok(mut history) = PagedHistory::open(store) else { continue };
+        if fails(&mut history) {
             std::fs::remove_file(&copy).unwrap();
             return page;
         }
     }
-    panic!("no page of {} is read by loading only", db.display());
+    panic!("no page of {} is read by {what} only", db.display());
 }
 
 /// A member with a checkpoint and a snapshot file at index 3000 and no WAL
@@ -619,16 +640,11 @@ fn checkpointed_member(dir: &Path, args: &[&str]) -> (Member, Vec<KeyValue>) {
 fn a_page_store_damaged_past_what_opening_reads_is_rebuilt() {
     // Loading before serving: one start.
     let dir = temp_dir("snapshot-deep-damage-load");
-    let (mut member, state) = checkpointed_member(&dir, &["--experimental-load-before-serving"]);
+    let (member, state) = checkpointed_member(&dir, &["--experimental-load-before-serving"]);
     let db = dir.join("db");
     let page = page_only_loading_reads(&db);
     flip_page(&db, page);
-    member.restart();
-    let log = member.log_text();
-    assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
-    assert_eq!(everything(&mut member.client(), 0), state);
-    drop(member);
-    std::fs::remove_dir_all(&dir).unwrap();
+    restart_rebuilt(member, &dir, &state);
 
     // Serving from the pages while loading them: that start stops (exit 70)
     // with the store moved aside; the next one rebuilds it.
@@ -663,31 +679,15 @@ fn a_page_store_damaged_past_what_opening_reads_is_rebuilt() {
 /// A page of the store at `db` that opening it and reading it in place do
 /// not read, but a put of `key` over it does (its key entry's leaf).
 fn page_a_put_reads(db: &Path, key: &[u8]) -> usize {
-    use corekv::mvcc::paged::PagedHistory;
-    use corekv::mvcc::Store;
-    use corekv::pagestore::{DirectPageFile, PageStore};
-    let bytes = std::fs::read(db).unwrap();
-    let copy = db.with_extension("probe");
     let put = Request::Put(PutRequest {
         key: Bytes::copy_from_slice(key),
         value: Bytes::from_static(b"x"),
         ..Default::default()
     });
-    for page in 2..bytes.len() / 4096 {
-        let mut damaged = bytes.clone();
-        damaged[page * 4096 + 100] ^= 0x01;
-        std::fs::write(&copy, &damaged).unwrap();
-        let Ok(store) = PageStore::open(DirectPageFile::open(&copy).unwrap(), 1 << 20) else {
-            continue;
-        };
-        let Ok(mut history) = PagedHistory::open(store) else { continue };
-        let Ok(mut over) = Store::with_base(history.view()) else { continue };
-        if over.apply(&put).is_err_and(|e| corekv::mvcc::is_damage(&e)) {
-            std::fs::remove_file(&copy).unwrap();
-            return page;
-        }
-    }
-    panic!("no page of {} is read by a put of {key:?} only", db.display());
+    damaged_page_where(db, "a put", |history| {
+        let Ok(mut over) = corekv::mvcc::Store::with_base(history.view()) else { return false };
+        over.apply(&put).is_err_and(|e| corekv::mvcc::is_damage(&e))
+    })
 }
 
 /// Damage found while replaying the WAL over the page store's checkpoint
@@ -711,10 +711,5 @@ fn a_page_store_damaged_where_the_replay_reads_is_rebuilt() {
     let db = dir.join("db");
     let page = page_a_put_reads(&db, b"k/0007");
     flip_page(&db, page);
-    member.restart();
-    let log = member.log_text();
-    assert!(log.contains("db.damaged-") && log.contains("loaded snapshot"), "{log}");
-    assert_eq!(everything(&mut member.client(), 0), state);
-    drop(member);
-    std::fs::remove_dir_all(&dir).unwrap();
+    restart_rebuilt(member, &dir, &state);
 }
