@@ -122,6 +122,8 @@ struct Recovery {
     /// (`driver::WarmUp`); None when the store is already whole in memory,
     /// or reads from disk by choice.
     warm_up: Option<PagedView>,
+    /// The applied index the newest snapshot file's header names (0: none).
+    newest_file_index: u64,
 }
 
 /// Opens the page store at DATA_DIR/db, creating it if it does not exist. A
@@ -296,7 +298,7 @@ fn recover_once(config: &Resolved) -> Result<Recovery, Failed> {
     history.page_store_mut().set_cache_bytes(replay_cache);
     replay(&mut store, &mut held)?;
     history.page_store_mut().set_cache_bytes(config.cache_bytes);
-    Ok(Recovery { store, wal: recovered, history, rewrite, base_index, warm_up })
+    Ok(Recovery { store, wal: recovered, history, rewrite, base_index, warm_up, newest_file_index })
 }
 
 fn recording(mut store: Store) -> Store {
@@ -404,8 +406,15 @@ pub fn run(config: Resolved) -> Result<(), String> {
         check_port_free(*address, "peers")?;
     }
     let started = std::time::Instant::now();
-    let Recovery { store, wal: recovered, history, rewrite, base_index, warm_up } =
-        recover(&config)?;
+    let Recovery {
+        store,
+        wal: recovered,
+        history,
+        rewrite,
+        base_index,
+        warm_up,
+        newest_file_index,
+    } = recover(&config)?;
     eprintln!(
         "corekv: member {:x} ({}) recovered up to log entry {} (checkpoint at {}), revision {}, \
          data dir {}, in {} ms",
@@ -446,7 +455,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
         wal_first_sequence: AtomicU64::new(wal_first_sequence),
         wal_cover: Mutex::new(shared::WalCover {
             checkpoint: history.applied_index(),
-            snapshot_file: newest_snapshot_index(&config.data_dir.join("snapshots"))?,
+            snapshot_file: newest_file_index,
         }),
         db_bytes: AtomicU64::new(
             history.page_store().page_count() * crate::pagestore::page_bytes as u64,
