@@ -144,6 +144,7 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
         .map(|t| {
             let (args, totals, endpoints) = (args.clone(), totals.clone(), endpoints.clone());
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+                super::pin_thread(&args, t);
                 run_local(async move {
                     let histogram = Rc::new(RefCell::new(
                         Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),

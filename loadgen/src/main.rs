@@ -59,6 +59,12 @@ struct Args {
     /// Load-generating threads (default: every available CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Pin load-generating thread N to the Nth available CPU (round-robin):
+    /// thread-per-core clients, each connection's packets sent from one CPU
+    /// as a NIC's receive queue delivers a remote client's. `--pin false`:
+    /// threads move between CPUs as the scheduler likes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pin: bool,
     /// How long to run (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s")]
     duration: String,
@@ -355,6 +361,7 @@ fn run_thread(
     thread: usize,
     threads: usize,
 ) -> Result<Histogram<u64>, String> {
+    pin_thread(&shared.args, thread);
     run_local(async move {
         let args = &shared.args;
         let endpoints = endpoint_list(&args.endpoints);
@@ -402,6 +409,15 @@ fn run_thread(
         let histogram = histogram.borrow().clone();
         Ok(histogram)
     })
+}
+
+/// With `--pin` (the default), pins load-generating thread `thread` to
+/// the available CPUs' `thread`th (round-robin).
+fn pin_thread(args: &Args, thread: usize) {
+    if args.pin {
+        let cpus = corekv::runtime::available_cpus();
+        corekv::runtime::pin_current_thread(cpus[thread % cpus.len()]);
+    }
 }
 
 /// The `--endpoints` list (comma-separated, blanks dropped).

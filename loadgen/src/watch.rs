@@ -442,6 +442,7 @@ pub fn run(args: Args, threads: usize) -> Result<serde_json::Value, String> {
         .map(|t| {
             let (args, totals, endpoints) = (args.clone(), totals.clone(), endpoints.clone());
             std::thread::spawn(move || -> Result<(Histogram<u64>, Vec<Seen>), String> {
+                super::pin_thread(&args, t);
                 super::run_local(async move {
                     let checker = Rc::new(RefCell::new(Checker {
                         seen: vec![Seen::default(); args.watchers],

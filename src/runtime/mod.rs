@@ -32,6 +32,17 @@ pub fn available_cpus() -> Vec<usize> {
     }
 }
 
+/// Pins the calling thread to `cpu` (for threads that are not executors,
+/// such as loadgen's clients); a failure leaves it where it was.
+pub fn pin_current_thread(cpu: usize) {
+    // SAFETY: sched_setaffinity reads the set built here, for this thread (0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Runs `body(core_index)` on `cores` executors, each pinned to one available
 /// CPU (round-robin if more cores than CPUs are asked for), and waits for all.
 pub fn run_cores<F, Fut>(cores: usize, name: &str, spin: Duration, body: F) -> io::Result<()>
@@ -39,11 +50,9 @@ where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let cpus = available_cpus();
     let mut handles = Vec::with_capacity(cores);
-    for core in 0..cores {
+    for (core, cpu) in core_cpus(cores).into_iter().enumerate() {
         let body = body.clone();
-        let cpu = cpus[core % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("{name}-{core}"))
             .spin_before_park(spin)
@@ -170,6 +179,56 @@ impl Listener {
         let stream = self.0.accept().await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         Ok(stream)
+    }
+}
+
+/// The CPU that processed the latest packet `stream` received
+/// (SO_INCOMING_CPU), if the kernel recorded one. Over loopback it is the
+/// sending client's CPU; over a NIC, the CPU taking the connection's
+/// receive queue.
+pub fn incoming_cpu(stream: &Stream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut cpu: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cpu`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            &mut cpu as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (rc == 0 && cpu >= 0).then_some(cpu as usize)
+}
+
+/// A connection accepted on one core on its way to the core that serves it
+/// (a plain file descriptor: glommio streams belong to their executor).
+#[derive(Debug)]
+pub struct HandedStream(std::os::fd::OwnedFd);
+
+impl HandedStream {
+    /// Takes `stream` off this core (or gives it back if its descriptor
+    /// cannot be duplicated: out of descriptors).
+    pub fn new(stream: Stream) -> Result<HandedStream, Stream> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: duplicates a descriptor `stream` holds open; the copy is
+        // owned below, and closing the original leaves the socket open.
+        let copy = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if copy < 0 {
+            return Err(stream);
+        }
+        drop(stream);
+        // SAFETY: `copy` is a new descriptor nothing else owns.
+        Ok(HandedStream(unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) }))
+    }
+
+    /// The stream, on the calling core.
+    pub fn into_stream(self) -> Stream {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: a connected TCP socket we own, handed over exactly once.
+        unsafe { Stream::from_raw_fd(self.0.into_raw_fd()) }
     }
 }
 
@@ -305,13 +364,81 @@ fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
 /// The executor (of `cores`, placed as `run_cores` places them) pinned to
 /// `cpu`, if any.
 pub fn core_on_cpu(cores: usize, cpu: usize) -> Option<usize> {
+    core_cpus(cores).iter().position(|c| *c == cpu)
+}
+
+/// The CPU each of `cores` executors is pinned to by `run_cores`.
+pub fn core_cpus(cores: usize) -> Vec<usize> {
     let cpus = available_cpus();
-    (0..cores).find(|core| cpus[core % cpus.len()] == cpu)
+    (0..cores).map(|core| cpus[core % cpus.len()]).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_loopback_connection_reports_the_cpu_its_client_sends_from() {
+        let client_cpu = *available_cpus().last().unwrap();
+        run_cores(1, "test-incoming", Duration::ZERO, move |_| async move {
+            let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let address = listener.0.local_addr().unwrap();
+            let client = std::thread::spawn(move || {
+                pin_current_thread(client_cpu);
+                let mut stream = std::net::TcpStream::connect(address).unwrap();
+                stream.write_all(b"x").unwrap();
+                let mut answer = [0u8; 1];
+                stream.read_exact(&mut answer).unwrap();
+            });
+            let mut stream = listener.accept().await.unwrap();
+            let mut request = [0u8; 1];
+            futures_lite::AsyncReadExt::read_exact(&mut stream, &mut request).await.unwrap();
+            assert_eq!(incoming_cpu(&stream), Some(client_cpu));
+            futures_lite::AsyncWriteExt::write_all(&mut stream, b"y").await.unwrap();
+            client.join().unwrap();
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_stream_handed_to_another_core_is_served_there() {
+        let (handed_tx, handed_rx) = async_channel::bounded::<HandedStream>(1);
+        let (address_tx, address_rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let address_tx = Arc::new(Mutex::new(address_tx));
+        let client = std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(address_rx.recv().unwrap()).unwrap();
+            stream.write_all(b"ping").unwrap();
+            let mut answer = [0u8; 4];
+            stream.read_exact(&mut answer).unwrap();
+            answer
+        });
+        run_cores(2, "test-handed", Duration::ZERO, move |core| {
+            let (handed_tx, handed_rx) = (handed_tx.clone(), handed_rx.clone());
+            let address_tx = address_tx.clone();
+            async move {
+                use futures_lite::{AsyncReadExt, AsyncWriteExt};
+                if core == 0 {
+                    let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                    address_tx.lock().unwrap().send(listener.0.local_addr().unwrap()).unwrap();
+                    let stream = listener.accept().await.unwrap();
+                    let Ok(handed) = HandedStream::new(stream) else {
+                        panic!("out of descriptors")
+                    };
+                    handed_tx.send(handed).await.unwrap();
+                } else {
+                    let mut stream = handed_rx.recv().await.unwrap().into_stream();
+                    let mut request = [0u8; 4];
+                    stream.read_exact(&mut request).await.unwrap();
+                    assert_eq!(&request, b"ping");
+                    stream.write_all(b"pong").await.unwrap();
+                }
+            }
+        })
+        .unwrap();
+        assert_eq!(&client.join().unwrap(), b"pong");
+    }
 
     #[test]
     fn the_busiest_interrupt_of_a_device_and_its_cpus_are_read() {

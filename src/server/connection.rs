@@ -59,7 +59,7 @@ pub fn encode_frame(
 pub async fn serve(stream: Stream, shared: Arc<Shared>, core: usize) {
     let counters = &shared.metrics.cores[core];
     add(&counters.connections_accepted, 1);
-    add(&counters.connections_open, 1);
+    // `connections_open` was counted by `placement::Placement::place`.
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let mut preface = [0u8; protocol::preface_bytes];
     let native = match runtime::timeout(preface_timeout, reader.read_exact(&mut preface)).await {

@@ -10,6 +10,7 @@ mod connection;
 mod driver;
 mod lessor;
 mod outbox;
+mod placement;
 mod shared;
 mod watch;
 
@@ -36,6 +37,7 @@ use crate::snapshot;
 use crate::types::Request;
 use crate::wal::{self, WalWriter};
 use driver::Driver;
+use placement::Placed;
 use shared::{Published, Shared};
 
 /// The Raft term of a single voter (there is no election to move it).
@@ -462,6 +464,10 @@ pub fn run(config: Resolved) -> Result<(), String> {
         ),
         watch: watch::WatchLog::new(config.cores, config.watch_progress_interval),
         lessor: lessor::Lessor::new(store.snapshot().leases()),
+        placement: placement::Placement::new(
+            config.cores,
+            config.connection_placement == config::ConnectionPlacement::Cpu,
+        ),
     });
     let driver_parts =
         Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index, warm_up)));
@@ -571,7 +577,13 @@ async fn serve_clients(config: &Resolved, shared: Arc<Shared>, core: usize) {
         async move {
             loop {
                 match listener.accept().await {
-                    Ok(stream) => runtime::spawn(connection::serve(stream, shared.clone(), core)),
+                    Ok(stream) => {
+                        if let Placed::Here(stream) =
+                            shared.placement.place(stream, core, &shared.metrics)
+                        {
+                            runtime::spawn(connection::serve(stream, shared.clone(), core));
+                        }
+                    }
                     Err(e) => {
                         eprintln!("corekv: accept failed on core {core}: {e}");
                         runtime::sleep(std::time::Duration::from_millis(10)).await;
@@ -583,6 +595,13 @@ async fn serve_clients(config: &Resolved, shared: Arc<Shared>, core: usize) {
     for task in accepting.collect::<Vec<_>>() {
         runtime::spawn(task);
     }
+    // Connections other cores accepted for this one (`placement`).
+    let inbox = shared.placement.inbox(core);
+    runtime::spawn(async move {
+        while let Ok(handed) = inbox.recv().await {
+            runtime::spawn(connection::serve(handed.into_stream(), shared.clone(), core));
+        }
+    });
     // The executor lives as long as the process.
     std::future::pending::<()>().await;
 }

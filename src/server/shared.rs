@@ -64,6 +64,8 @@ pub struct Shared {
     pub watch: super::watch::WatchLog,
     /// The leases' countdown (this member leads).
     pub lessor: super::lessor::Lessor,
+    /// Which core serves each new connection.
+    pub placement: super::placement::Placement,
 }
 
 impl Shared {
