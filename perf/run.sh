@@ -6,7 +6,8 @@
 #
 # Usage: perf/run.sh [SECONDS_PER_RUN]   (default 10)
 # Environment: COREKV_CORES (default: all), WORKLOADS (default: all below),
-# COREKV_FLAGS (more corekv flags, e.g. --experimental-reads-from-disk).
+# COREKV_FLAGS (more corekv flags, e.g. --experimental-reads-from-disk),
+# LOADGEN_FLAGS (more loadgen flags for every run, e.g. --pin false).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -14,7 +15,7 @@ scripts/install-deps
 cargo build --release --bins --examples -p corekv -p loadgen >&2
 
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src loadgen || echo "-dirty")
-stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}
+stamp=$(date -u +%Y%m%dT%H%M%SZ)-$commit${COREKV_FLAGS:+-flags}${LOADGEN_FLAGS:+-loadgen-flags}
 out=perf/results/$stamp.jsonl
 mkdir -p perf/results perf/tmp
 rm -rf perf/tmp/corekv perf/tmp/etcd
@@ -60,9 +61,9 @@ target/release/loadgen put --prefill true --total 1 --target etcd --endpoints 12
 for name in $workloads; do
   for target in corekv etcd; do
     if [ $target = corekv ]; then port=$ck_port; pid=$ck_pid; else port=$etcd_port; pid=$etcd_pid; fi
-    # shellcheck disable=SC2046
     before=$(cpu_ticks $pid)
-    line=$(target/release/loadgen $(args_of $name) --target $target --endpoints 127.0.0.1:$port \
+    # shellcheck disable=SC2046,SC2086
+    line=$(target/release/loadgen $(args_of $name) ${LOADGEN_FLAGS:-} --target $target --endpoints 127.0.0.1:$port \
       --duration ${seconds}s --prefill false 2>/dev/null)
     after=$(cpu_ticks $pid)
     python3 - "$line" "$name" "$before" "$after" "$ticks_per_second" "$commit" "$machine" "$fsync" >>"$out" <<'PY'
@@ -78,4 +79,8 @@ PY
   done
 done
 python3 perf/report.py "$out" > "perf/results/$stamp.md"
+if [ -n "${COREKV_FLAGS:-}${COREKV_CORES:-}${LOADGEN_FLAGS:-}" ]; then
+  printf '\ncorekv flags: %s; loadgen flags: %s\n' \
+    "${COREKV_CORES:+--cores $COREKV_CORES }${COREKV_FLAGS:-}" "${LOADGEN_FLAGS:-}" >>"perf/results/$stamp.md"
+fi
 cat "perf/results/$stamp.md"
