@@ -392,7 +392,9 @@ mod tests {
                 let mut answer = [0u8; 1];
                 stream.read_exact(&mut answer).unwrap();
             });
+            // As placement asks: straight after accept, before any data.
             let mut stream = listener.accept().await.unwrap();
+            assert_eq!(incoming_cpu(&stream), Some(client_cpu));
             let mut request = [0u8; 1];
             futures_lite::AsyncReadExt::read_exact(&mut stream, &mut request).await.unwrap();
             assert_eq!(incoming_cpu(&stream), Some(client_cpu));

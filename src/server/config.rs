@@ -90,17 +90,18 @@ pub struct Config {
     #[arg(long, default_value_t = false)]
     pub experimental_load_before_serving: bool,
     /// Which core serves a new connection: `cpu`, the core pinned to the
-    /// CPU that receives its packets (unless that core holds well over its
-    /// share); `hash`, the core the kernel's SO_REUSEPORT hash gave it.
+    /// CPU that receives its packets (unless that core holds more than its
+    /// share); `hash`, the core that accepted it (the kernel's SO_REUSEPORT
+    /// hash of its addresses).
     #[arg(long, value_enum, default_value = "cpu")]
-    pub experimental_connection_placement: ConnectionPlacement,
+    pub connection_placement: ConnectionPlacement,
     /// Entries kept in the WAL below the newest snapshot (for followers that
     /// lag a little, once there are followers).
     #[arg(long, default_value_t = 5_000)]
     pub wal_retain_entries: u64,
 }
 
-/// `--experimental-connection-placement` (`server::placement`).
+/// `--connection-placement` (`server::placement`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConnectionPlacement {
     Cpu,
@@ -305,7 +306,7 @@ impl Config {
             cache_bytes: self.cache_size as usize,
             reads_from_disk: self.experimental_reads_from_disk,
             load_before_serving: self.experimental_load_before_serving,
-            connection_placement: self.experimental_connection_placement,
+            connection_placement: self.connection_placement,
             watch_progress_interval: self.experimental_watch_progress_notify_interval,
             cluster_id,
             member_id,

@@ -570,7 +570,15 @@ async fn serve_clients(config: &Resolved, shared: Arc<Shared>, core: usize) {
     if core == 0 {
         let addresses: Vec<String> =
             config.client_addresses.iter().map(|a| a.to_string()).collect();
-        eprintln!("corekv: serving clients on {} with {} cores", addresses.join(","), config.cores);
+        let placement = match config.connection_placement {
+            config::ConnectionPlacement::Cpu => "the core on the CPU that receives its packets",
+            config::ConnectionPlacement::Hash => "the core that accepted it",
+        };
+        eprintln!(
+            "corekv: serving clients on {} with {} cores (each connection on {placement})",
+            addresses.join(","),
+            config.cores
+        );
     }
     let accepting = listeners.into_iter().map(|listener| {
         let shared = shared.clone();
