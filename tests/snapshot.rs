@@ -405,7 +405,36 @@ fn snapshot_streams_beyond_the_limit_are_refused_until_one_ends() {
     let dir = temp_dir("snapshot-streams");
     let member = Member::start(&dir);
     let mut client = member.client();
-    // ~40 MB that does not compress: a stream nobody reads cannot finish.
+    let stalled = stall_every_snapshot_stream(&member, &mut client);
+    drop(stalled);
+    a_snapshot_stream_is_served_within(&mut client, Duration::from_secs(20));
+    drop(client);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A snapshot stream whose client takes nothing for the stall timeout is
+/// ended, so that clients that stopped reading (a hung backup job) cannot
+/// hold every place for ever.
+#[test]
+fn a_stalled_snapshot_stream_is_ended_after_the_stall_timeout() {
+    let dir = temp_dir("snapshot-stall");
+    let member = Member::start_with(&dir, &["--experimental-snapshot-stall-timeout", "2s"]);
+    let mut client = member.client();
+    let stalled = stall_every_snapshot_stream(&member, &mut client);
+    // The stalled clients stay connected, and still never read.
+    a_snapshot_stream_is_served_within(&mut client, Duration::from_secs(20));
+    assert!(member.log_text().contains("took no data for 2s; ending it"), "{}", member.log_text());
+    drop(stalled);
+    drop(client);
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Fills the member with ~40 MB that does not compress (a stream nobody
+/// reads cannot finish), opens as many snapshot streams as are served at
+/// once without reading them, and checks that `client` is refused another.
+fn stall_every_snapshot_stream(member: &Member, client: &mut Client) -> Vec<Client> {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for i in 0..40 {
         let value: Vec<u8> = (0..1024 * 1024)
@@ -432,8 +461,13 @@ fn snapshot_streams_beyond_the_limit_are_refused_until_one_ends() {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|(h, _)| h)),
     }
-    drop(stalled);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    stalled
+}
+
+/// Asks for a snapshot until one is served (its first chunk), failing
+/// after `wait`.
+fn a_snapshot_stream_is_served_within(client: &mut Client, wait: Duration) {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         let id = client.send(&Request::Snapshot).unwrap();
         match client.receive(id).unwrap().result {
@@ -445,9 +479,6 @@ fn snapshot_streams_beyond_the_limit_are_refused_until_one_ends() {
             other => panic!("{other:?}"),
         }
     }
-    drop(client);
-    drop(member);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn thp_enabled(pid: u32) -> String {

@@ -71,6 +71,11 @@ pub struct Config {
     /// since the last time is sent a progress notification (e.g. 10m, 5s).
     #[arg(long, default_value = "10m", value_parser = parse_interval)]
     pub experimental_watch_progress_notify_interval: std::time::Duration,
+    /// A snapshot stream (`corekvctl snapshot save`) whose client takes no
+    /// data for this long is ended, freeing its place among the few served
+    /// at once (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = parse_interval)]
+    pub experimental_snapshot_stall_timeout: std::time::Duration,
     /// Changes that may wait in memory for a running checkpoint before the
     /// member stops taking writes until it catches up (a write stall);
     /// default: 200000 or twice --snapshot-count, whichever is more.
@@ -135,6 +140,7 @@ pub struct Resolved {
     pub load_before_serving: bool,
     pub connection_placement: ConnectionPlacement,
     pub watch_progress_interval: std::time::Duration,
+    pub snapshot_stall_timeout: std::time::Duration,
     pub cluster_id: u64,
     pub member_id: u64,
 }
@@ -308,6 +314,7 @@ impl Config {
             load_before_serving: self.experimental_load_before_serving,
             connection_placement: self.connection_placement,
             watch_progress_interval: self.experimental_watch_progress_notify_interval,
+            snapshot_stall_timeout: self.experimental_snapshot_stall_timeout,
             cluster_id,
             member_id,
         })

@@ -490,9 +490,21 @@ impl Session {
                 }
             };
             // The out queue's byte bound (a few chunks) holds a slow client
-            // back: it holds a few MiB in the server, not the file.
-            if !self.respond(request_id, result.map(ResponseBody::Snapshot), revision).await {
-                return false;
+            // back: it holds a few MiB in the server, not the file. A client
+            // that takes nothing for the stall timeout loses the stream (and
+            // the connection), so that it cannot hold its place for ever.
+            let stall = self.shared.snapshot_stall_timeout;
+            let response = result.map(ResponseBody::Snapshot);
+            match runtime::timeout(stall, self.respond(request_id, response, revision)).await {
+                Some(true) => {}
+                Some(false) => return false,
+                None => {
+                    eprintln!(
+                        "corekv: a snapshot stream's client took no data for {}s; ending it",
+                        stall.as_secs_f64()
+                    );
+                    return false;
+                }
             }
             if last {
                 return true;

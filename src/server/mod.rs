@@ -468,6 +468,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
             config.cores,
             config.connection_placement == config::ConnectionPlacement::Cpu,
         ),
+        snapshot_stall_timeout: config.snapshot_stall_timeout,
     });
     let driver_parts =
         Mutex::new(Some((store, proposals_rx, recovered, history, rewrite, base_index, warm_up)));

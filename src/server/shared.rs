@@ -66,6 +66,8 @@ pub struct Shared {
     pub lessor: super::lessor::Lessor,
     /// Which core serves each new connection.
     pub placement: super::placement::Placement,
+    /// `--experimental-snapshot-stall-timeout`.
+    pub snapshot_stall_timeout: std::time::Duration,
 }
 
 impl Shared {
