@@ -219,19 +219,60 @@ pub fn write_paced(
     Ok(summary)
 }
 
-/// Reads records from the decompressed body.
+/// Reads records from the decompressed body, never past the bytes the
+/// trailer counts (`declared`): zstd makes a body of repeated records
+/// nearly free to send, so the trailer's count, checked against memory
+/// before loading (`read`), is what bounds the work and the memory.
 struct BodyReader<R> {
     input: R,
+    declared: u64,
+    consumed: u64,
+    /// Keep each key's versions (loading), or only count them (`status`).
+    keep_versions: bool,
 }
 
+/// A key record's versions in figures (what the trailer counts).
+struct KeyCounts {
+    versions: u64,
+    newest_live: bool,
+    newest_revision: i64,
+}
+
+/// Bytes a version takes in the body at the least (a delete: revision, kind).
+const version_bytes_min: u64 = 9;
+
 impl<R: BufRead> BodyReader<R> {
+    fn take(&mut self, n: usize) -> Result<(), String> {
+        if self.consumed + n as u64 > self.declared {
+            return Err(format!(
+                "the body runs past the {} bytes its trailer counts",
+                self.declared
+            ));
+        }
+        self.consumed += n as u64;
+        Ok(())
+    }
+
     fn bytes(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        self.take(n)?;
         let mut out = vec![0u8; n];
         self.input.read_exact(&mut out).map_err(|e| format!("body ends early: {e}"))?;
         Ok(out)
     }
 
+    /// Reads past `n` bytes without keeping them.
+    fn skip(&mut self, n: usize) -> Result<(), String> {
+        self.take(n)?;
+        let copied = io::copy(&mut (&mut self.input).take(n as u64), &mut io::sink())
+            .map_err(|e| format!("body ends early: {e}"))?;
+        if copied != n as u64 {
+            return Err("body ends early".into());
+        }
+        Ok(())
+    }
+
     fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?;
         let mut out = [0u8; N];
         self.input.read_exact(&mut out).map_err(|e| format!("body ends early: {e}"))?;
         Ok(out)
@@ -249,42 +290,57 @@ impl<R: BufRead> BodyReader<R> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    /// The next record, or None at the end record.
-    fn next_record(&mut self) -> Result<Option<Record>, String> {
+    /// The next record (a key's with its versions in figures too), or None
+    /// at the end record.
+    fn next_record(&mut self) -> Result<Option<(Record, Option<KeyCounts>)>, String> {
         match self.u8()? {
             format::tag_end => Ok(None),
-            format::tag_key => {
-                self.key_record().map(|(key, versions)| Some(Record::Key(key, versions)))
-            }
+            format::tag_key => self
+                .key_record()
+                .map(|(key, versions, counts)| Some((Record::Key(key, versions), Some(counts)))),
             format::tag_lease => {
                 let (id, ttl, expiry_ms) = (self.i64()?, self.i64()?, self.i64()?);
-                Ok(Some(Record::Lease { id, ttl, expiry_ms }))
+                Ok(Some((Record::Lease { id, ttl, expiry_ms }, None)))
             }
-            format::tag_lease_clock => Ok(Some(Record::LeaseClock(self.i64()?))),
+            format::tag_lease_clock => Ok(Some((Record::LeaseClock(self.i64()?), None))),
             tag => Err(format!("unknown record tag {tag}")),
         }
     }
 
-    /// A key and its versions (after its tag).
-    fn key_record(&mut self) -> Result<(Bytes, Vec<ExportedVersion>), String> {
+    /// A key and its versions (after its tag): kept, unless only counted.
+    fn key_record(&mut self) -> Result<(Bytes, Vec<ExportedVersion>, KeyCounts), String> {
         let key_len = self.u32()? as usize;
         if key_len == 0 || key_len > limits::key_bytes_max {
             return Err(format!("key length {key_len} out of bounds"));
         }
         let key = Bytes::from(self.bytes(key_len)?);
         let count = self.u32()? as usize;
-        let mut versions = Vec::with_capacity(count.min(1024));
-        for _ in 0..count {
+        if count as u64 * version_bytes_min > self.declared - self.consumed {
+            return Err(format!(
+                "a key with {count} versions, more than the {} bytes its trailer counts hold",
+                self.declared
+            ));
+        }
+        let mut counts =
+            KeyCounts { versions: count as u64, newest_live: false, newest_revision: i64::MIN };
+        let mut versions = Vec::with_capacity(if self.keep_versions { count.min(1024) } else { 0 });
+        for i in 0..count {
             let revision = self.i64()?;
+            counts.newest_revision = counts.newest_revision.max(revision);
             let kv = match self.u8()? {
                 format::kind_delete => None,
                 format::kind_put => {
+                    counts.newest_live |= i == 0;
                     let create_revision = self.i64()?;
                     let version = self.i64()?;
                     let lease = self.i64()?;
                     let value_len = self.u32()? as usize;
                     if value_len > limits::value_bytes_max {
                         return Err(format!("value length {value_len} out of bounds"));
+                    }
+                    if !self.keep_versions {
+                        self.skip(value_len)?;
+                        continue;
                     }
                     let value = Bytes::from(self.bytes(value_len)?);
                     Some(KeyValue {
@@ -298,18 +354,42 @@ impl<R: BufRead> BodyReader<R> {
                 }
                 kind => return Err(format!("unknown version kind {kind}")),
             };
-            versions.push(ExportedVersion { revision, sub: crate::mvcc::sub_unknown, kv });
+            if self.keep_versions {
+                versions.push(ExportedVersion { revision, sub: crate::mvcc::sub_unknown, kv });
+            }
         }
-        Ok((key, versions))
+        Ok((key, versions, counts))
     }
+}
+
+/// This machine's memory in bytes (MemTotal), if /proc says.
+fn memory_bytes() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Reads and checks a whole snapshot from `input` (`len` bytes), calling
 /// `on_record` for every record in order. Any damage is an error; records
-/// handed out before it was found must be discarded by the caller.
+/// handed out before it was found must be discarded by the caller. A body
+/// larger (uncompressed, as its trailer counts) than this machine's memory
+/// is refused before it is read: it could not be loaded.
 pub fn read(
+    input: impl Read + Seek,
+    len: u64,
+    on_record: impl FnMut(Record) -> Result<(), String>,
+) -> Result<(Meta, Summary), String> {
+    read_with(input, len, true, on_record)
+}
+
+/// `read`, with each key's versions kept (`keep_versions`) or only counted
+/// and checked (its key records then hold no versions): checking a file
+/// then takes memory for one value at most, however large the file.
+fn read_with(
     mut input: impl Read + Seek,
     len: u64,
+    keep_versions: bool,
     mut on_record: impl FnMut(Record) -> Result<(), String>,
 ) -> Result<(Meta, Summary), String> {
     let min = (format::header_bytes + format::trailer_bytes) as u64;
@@ -330,20 +410,30 @@ pub fn read(
             len - min
         ));
     }
+    if let Some(memory) = memory_bytes().filter(|m| keep_versions && summary.body_bytes > *m) {
+        return Err(format!(
+            "its body is {} bytes uncompressed, more than this machine's memory ({memory} bytes)",
+            summary.body_bytes
+        ));
+    }
     input.seek(SeekFrom::Start(format::header_bytes as u64)).map_err(|e| e.to_string())?;
     let frame = BufReader::new(Tally::new(input.take(summary.compressed_bytes)));
     let mut decoder =
         zstd::stream::read::Decoder::with_buffer(frame).map_err(|e| e.to_string())?.single_frame();
-    let mut body =
-        BodyReader { input: BufReader::with_capacity(256 * 1024, Tally::new(&mut decoder)) };
+    let mut body = BodyReader {
+        input: BufReader::with_capacity(256 * 1024, Tally::new(&mut decoder)),
+        declared: summary.body_bytes,
+        consumed: 0,
+        keep_versions,
+    };
     let mut seen = Summary::default();
     let mut last_revision_ok = true;
-    while let Some(record) = body.next_record().map_err(|e| format!("zstd body: {e}"))? {
-        if let Record::Key(_, versions) = &record {
+    while let Some((record, counts)) = body.next_record().map_err(|e| format!("zstd body: {e}"))? {
+        if let Some(counts) = counts {
             seen.keys += 1;
-            seen.versions += versions.len() as u64;
-            seen.live_keys += u64::from(versions.first().is_some_and(|v| v.kv.is_some()));
-            last_revision_ok &= versions.iter().all(|v| v.revision <= meta.revision);
+            seen.versions += counts.versions;
+            seen.live_keys += u64::from(counts.newest_live);
+            last_revision_ok &= counts.newest_revision <= meta.revision;
         }
         on_record(record)?;
     }
@@ -395,7 +485,7 @@ pub fn read_meta(path: &Path) -> Result<Meta, SnapshotError> {
 /// Checks a snapshot file end to end without building a store.
 pub fn status(path: &Path) -> Result<(Meta, Summary), SnapshotError> {
     let (file, len) = open(path)?;
-    read(file, len, |_| Ok(()))
+    read_with(file, len, false, |_| Ok(()))
         .map_err(|reason| SnapshotError::Corrupt { file: path.to_path_buf(), reason })
 }
 

@@ -239,3 +239,76 @@ fn a_failed_save_in_a_dir_leaves_no_temporary_file() {
     assert_eq!(left, vec![target.file_name().unwrap().to_owned()], "only the blocking dir");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `status` checks a file counting versions where loading keeps them: both
+/// agree on its figures, and both notice a flipped bit anywhere.
+#[test]
+fn checking_a_file_without_keeping_versions_agrees_with_loading_it() {
+    let (bytes, summary) = encode(&sample_store());
+    let check = |b: &[u8]| read_with(Cursor::new(b), b.len() as u64, false, |_| Ok(()));
+    assert_eq!(check(&bytes).unwrap().1, summary);
+    assert_eq!(decode(&bytes).unwrap().1, summary);
+    for at in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x01;
+        assert!(check(&bad).is_err(), "flipped byte {at} went unnoticed");
+    }
+}
+
+/// A body of `keys` keys, each with `deletes` deletes at revision 1: what a
+/// hostile file repeats to decompress to far more than it weighs.
+fn body_of_deletes(keys: u32, deletes: u32) -> Vec<u8> {
+    let mut body = Vec::new();
+    for k in 0..keys {
+        let key = format!("k{k}");
+        body.push(format::tag_key);
+        body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(&deletes.to_le_bytes());
+        for _ in 0..deletes {
+            body.extend_from_slice(&1i64.to_le_bytes());
+            body.push(format::kind_delete);
+        }
+    }
+    body.push(format::tag_end);
+    body
+}
+
+/// `body` as a file whose trailer is sound but counts `body_bytes`.
+fn file_declaring(body: &[u8], body_bytes: u64) -> Vec<u8> {
+    let mut file = fuzz_wrap_body(&meta_of(&Store::new(), 1), body);
+    let at = file.len() - format::trailer_bytes;
+    let mut summary = Summary::decode(&file[at..]).unwrap();
+    summary.body_bytes = body_bytes;
+    file[at..].copy_from_slice(&summary.encode());
+    file
+}
+
+#[test]
+fn a_body_past_the_bytes_its_trailer_counts_is_refused_as_it_is_read() {
+    let read_it = |file: &[u8], keep| {
+        read_with(Cursor::new(file), file.len() as u64, keep, |_| Ok(())).unwrap_err()
+    };
+    // One key whose version count alone needs more than the trailer counts.
+    let file = file_declaring(&body_of_deletes(1, 100_000), 1000);
+    for keep in [true, false] {
+        let error = read_it(&file, keep);
+        assert!(error.contains("a key with 100000 versions, more than the 1000 bytes"), "{error}");
+    }
+    // Many small keys, each within it, together past it.
+    let file = file_declaring(&body_of_deletes(1000, 1), 1000);
+    for keep in [true, false] {
+        let error = read_it(&file, keep);
+        assert!(error.contains("runs past the 1000 bytes its trailer counts"), "{error}");
+    }
+}
+
+#[test]
+fn a_body_larger_than_memory_is_refused_before_loading_it() {
+    let file = file_declaring(&body_of_deletes(1, 1), 1 << 60);
+    let error = read(Cursor::new(&file), file.len() as u64, |_| Ok(())).unwrap_err();
+    assert!(error.contains("more than this machine's memory"), "{error}");
+    // Only checking it reads on, and finds the count wrong.
+    let error = read_with(Cursor::new(&file), file.len() as u64, false, |_| Ok(())).unwrap_err();
+    assert!(error.contains("do not match the trailer"), "{error}");
+}
