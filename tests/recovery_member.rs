@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{refused_start, temp_dir, Member};
+use common::{refused_start, require_program, temp_dir, Member};
 use corekv::types::*;
 use corekv::wal::format::{decode_record, segment_header_bytes, Decoded};
 
@@ -116,6 +117,60 @@ fn the_data_dir_is_created_private_and_a_wider_one_is_warned_about() {
     let member = Member::start(&dir);
     let log = member.log_text();
     assert!(log.contains("has permission 755; 700 is recommended"), "{log}");
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A page store that can no longer be written (here made immutable, as a
+/// failing or read-only-remounted disk would make it) stops the member at the
+/// first checkpoint that fails, instead of leaving every later change in
+/// memory and in an unpurgeable WAL; once the disk is writable again, a
+/// restart has every acknowledged write.
+#[test]
+fn a_page_store_that_cannot_be_written_stops_the_member_and_loses_nothing() {
+    let dir = temp_dir("db-immutable");
+    let mut member = Member::start_with(&dir, &["--snapshot-count", "50"]);
+    let db = dir.join("db");
+    let chattr = |flag: &str| {
+        let status = std::process::Command::new(require_program("chattr"))
+            .arg(flag)
+            .arg(&db)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr {flag} {} (needs root and ext4)", db.display());
+    };
+    chattr("+i");
+    let mut client = member.client();
+    let mut acknowledged = Vec::new();
+    for i in 0..400 {
+        let key = format!("k{i:03}");
+        match client.put(key.as_bytes(), b"v") {
+            Ok(header) => acknowledged.push((key, header.revision)),
+            Err(_) => break,
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = member.child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            chattr("-i");
+            panic!("still serving; log:\n{}", member.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    chattr("-i");
+    assert_eq!(status.code(), Some(70), "log:\n{}", member.log_text());
+    assert!(member.log_text().contains("cannot be reopened"), "{}", member.log_text());
+    assert!(acknowledged.len() >= 50, "a checkpoint was due: {}", acknowledged.len());
+    member.restart();
+    let mut client = member.client();
+    for (key, revision) in &acknowledged {
+        let kv = client.get(key.as_bytes()).unwrap().unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(kv.mod_revision, *revision, "{key}");
+    }
+    drop(client);
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();
 }

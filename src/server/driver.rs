@@ -203,6 +203,19 @@ impl Checkpoints {
         }
         if let Some(done) = self.writing.take() {
             match done.join() {
+                Ok(Done { history: None, .. }) => {
+                    // The page store cannot be written any more: going on
+                    // would keep every change in memory and the whole WAL
+                    // (no checkpoint purges it) until either runs out. The
+                    // WAL holds every entry since the last checkpoint; a
+                    // restart recovers from it, or says why it cannot.
+                    eprintln!(
+                        "corekv: fatal: the page store {} cannot be reopened (or replaced) \
+                         after a failed checkpoint; stopping",
+                        self.db_path.display()
+                    );
+                    std::process::exit(70);
+                }
                 Ok(Done { history, complete, view, state }) => {
                     self.history = history;
                     self.rewrite |= !complete;
@@ -489,7 +502,7 @@ pub fn create_history(path: &Path, cache_bytes: usize) -> Result<History, String
 pub fn replace_damaged(path: &Path, cache_bytes: usize, why: &str) -> Result<History, String> {
     let replaced = move_damaged_aside(path, why).and_then(|()| create_history(path, cache_bytes));
     if let Err(e) = &replaced {
-        eprintln!("corekv: {e}; checkpoints stop");
+        eprintln!("corekv: {e}");
     }
     replaced
 }
@@ -509,7 +522,7 @@ pub fn move_damaged_aside(path: &Path, why: &str) -> Result<(), String> {
 fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
     let reopened = open_history(path, cache_bytes).map_err(|e| e.message);
     if let Err(e) = &reopened {
-        eprintln!("corekv: cannot reopen {e}; checkpoints stop");
+        eprintln!("corekv: cannot reopen {e}");
     }
     reopened
 }
