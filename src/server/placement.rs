@@ -5,8 +5,8 @@
 //! pinned to the CPU that processes its packets (SO_INCOMING_CPU: over
 //! loopback the client's CPU, over a NIC the CPU taking its receive queue),
 //! so a request and its reply never wake a second CPU on their way between
-//! the socket and the core. That saved 10–25% of the server's CPU per put
-//! at 64 clients (docs/performance.md). A core already holding more than
+//! the socket and the core. That saved about a tenth of the server's CPU
+//! per put at 64 clients (docs/performance.md). A core already holding more than
 //! its share (`slack`) is passed over for the least-loaded one, so that a
 //! NIC with a single receive queue (every packet on one CPU) still spreads
 //! connections over all cores. `--connection-placement hash` keeps each
@@ -30,25 +30,27 @@ fn slack(least: u64) -> u64 {
 
 /// The core to serve a new connection accepted on `here`: of the cores on
 /// the CPU that processed its packets (`local`; `here` when none is known),
-/// the one with the fewest open connections (`here` among equals), unless
-/// it holds `slack` or more above the least-loaded core; then the
-/// least-loaded core (`here` among equals).
+/// the one with the fewest open connections, unless it holds `slack` or
+/// more above the least-loaded core; then the least-loaded core. Among
+/// equals, `here` (no handover).
 pub fn choose(local: &[usize], here: usize, open: &[u64]) -> usize {
     let candidates = if local.is_empty() { std::slice::from_ref(&here) } else { local };
-    let fewest = candidates.iter().map(|core| open[*core]).min().expect("not empty");
-    let best = if local.contains(&here) && open[here] == fewest {
-        here
-    } else {
-        *candidates.iter().find(|core| open[**core] == fewest).expect("the minimum is some core's")
-    };
-    let least = *open.iter().min().expect("at least one core");
+    let best = fewest(candidates.iter().copied(), here, open);
+    let least_loaded = fewest(0..open.len(), here, open);
+    let least = open[least_loaded];
     if open[best] < least + slack(least) {
-        return best;
+        best
+    } else {
+        least_loaded
     }
-    if open[here] == least {
-        return here;
-    }
-    (0..open.len()).find(|core| open[*core] == least).expect("the minimum is some core's")
+}
+
+/// Of `cores`, the one with the fewest open connections: `here` if it is
+/// one of those, else the first.
+fn fewest(cores: impl Iterator<Item = usize> + Clone, here: usize, open: &[u64]) -> usize {
+    let least = cores.clone().map(|core| open[core]).min().expect("at least one core");
+    let mut with_least = cores.filter(|core| open[*core] == least);
+    with_least.clone().find(|core| *core == here).or_else(|| with_least.next()).expect("some core")
 }
 
 pub struct Placement {
