@@ -75,6 +75,11 @@ pub const proposals_queued_max: usize = 8192;
 pub const batch_entries_max: usize = 4096;
 /// Bytes of entries in one WAL append.
 pub const batch_bytes_max: usize = 8 * 1024 * 1024;
+/// Consecutive batches whose writes all came from one other core (or, for
+/// its home core, from several) before the log driver moves there.
+pub const driver_follow_batches: u32 = 64;
+/// The log driver moves at most this often, however the writes shift.
+pub const driver_move_interval_ms: u64 = 1000;
 /// Default size of a WAL segment file.
 pub const wal_segment_bytes_default: u64 = 64 * 1024 * 1024;
 /// Smallest WAL segment a member accepts (tests use small ones).

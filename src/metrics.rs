@@ -25,7 +25,7 @@ pub struct CoreCounters {
     pub reads_from_disk: AtomicU64,
 }
 
-/// What the log driver counts (one writer: the driver's core).
+/// What the log driver counts (one writer: the core the driver is on).
 #[derive(Default, Debug)]
 #[repr(align(128))]
 pub struct LogCounters {

@@ -192,3 +192,45 @@ fn writes_stall_while_checkpoints_catch_up_and_nothing_is_lost() {
     drop(member);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The log driver follows a lone writer's core (`driver::Follow`): one
+/// writer pinned to one CPU, then to the other, in turns, moves the driver
+/// between the two cores. Every write acknowledged around the moves, and in
+/// the last turn, cut short by kill -9, is there after the restart.
+#[test]
+fn the_log_driver_follows_a_lone_writer_between_cores_and_loses_nothing() {
+    let cpus = corekv::runtime::core_cpus(2);
+    assert_ne!(cpus[0], cpus[1], "this test needs two CPUs");
+    let dir = temp_dir("follow");
+    let flags = ["--snapshot-count", "300", "--wal-retain-entries", "100"];
+    let mut member = Member::start_with(&dir, &flags);
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
+    let turns = 5;
+    for turn in 0..turns {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (endpoint, acked, stop_writer) = (member.endpoint.clone(), acked.clone(), stop.clone());
+        let cpu = cpus[turn % 2];
+        let thread = std::thread::spawn(move || {
+            corekv::runtime::pin_current_thread(cpu);
+            writer(endpoint, turn, 0, acked, stop_writer)
+        });
+        // Each turn outlasts the driver's least time between moves (1 s).
+        if turn + 1 < turns {
+            std::thread::sleep(Duration::from_millis(1300));
+        } else {
+            std::thread::sleep(Duration::from_millis(400));
+            member.kill9();
+        }
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+    }
+    let log = member.log_text();
+    let moves = log.matches("corekv: log driver moves from core").count();
+    assert!(moves >= turns - 2, "{moves} moves in {turns} turns:\n{log}");
+    member.restart();
+    let acked = acked.lock().unwrap().clone();
+    check_all_present(&member, &acked);
+    eprintln!("follow: {moves} moves of the log driver, {} acknowledged puts present", acked.len());
+    drop(member);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -38,6 +38,12 @@ fn temp_dir(name: &str) -> PathBuf {
 /// Writes entries 1..=count in batches of varying size; returns the first
 /// index of each batch (each one write, or two across a segment's end).
 fn write_log(dir: &Path, count: u64, rng: &mut Rng) -> Vec<u64> {
+    write_log_moving(dir, count, rng, false)
+}
+
+/// `write_log`; with `moving`, the writer is suspended after every batch and
+/// resumed on another thread (as the log driver moves between cores).
+fn write_log_moving(dir: &Path, count: u64, rng: &mut Rng, moving: bool) -> Vec<u64> {
     let recovered = wal::recover(dir, SEGMENT, |_, _, _| panic!("fresh log")).unwrap();
     let mut writer =
         block_on_ready(WalWriter::open(StdDisk, dir, SEGMENT, 0, recovered.tail)).unwrap();
@@ -54,6 +60,15 @@ fn write_log(dir: &Path, count: u64, rng: &mut Rng) -> Vec<u64> {
             .collect();
         block_on_ready(writer.append(&entries)).unwrap();
         next += batch;
+        if moving {
+            let suspended = block_on_ready(writer.suspend()).unwrap();
+            assert_eq!(suspended.last_index(), next - 1);
+            writer = std::thread::spawn(move || {
+                block_on_ready(WalWriter::resume(StdDisk, suspended)).unwrap()
+            })
+            .join()
+            .unwrap();
+        }
     }
     block_on_ready(writer.close()).unwrap();
     starts
@@ -107,6 +122,18 @@ fn every_entry_survives_across_segments_and_reopen() {
     block_on_ready(writer.append(&[EntryRef { term: 1, index: 6001, payload: &p }])).unwrap();
     block_on_ready(writer.close()).unwrap();
     assert_eq!(read_log(&dir).unwrap().0.len(), 6001);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_writer_suspended_and_resumed_on_another_thread_after_every_batch_loses_nothing() {
+    let dir = temp_dir("moving");
+    let mut rng = Rng(7);
+    write_log_moving(&dir, 8000, &mut rng, true);
+    assert!(segments(&dir).len() >= 3, "the moves span segment roll-overs");
+    let (seen, recovered) = read_log(&dir).unwrap();
+    assert_eq!(seen, (1..=8000).collect::<Vec<_>>());
+    assert!(recovered.truncated.is_none());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -288,7 +288,13 @@ impl Session {
         if self.slots.send(()).await.is_err() {
             return false;
         }
-        let proposal = Proposal { request, payload: body, request_id, reply: self.done.clone() };
+        let proposal = Proposal {
+            request,
+            payload: body,
+            request_id,
+            reply: self.done.clone(),
+            origin: Some(self.core),
+        };
         if self.shared.proposals.send(proposal).await.is_err() {
             let error = Error::new(ErrorCode::Stopping);
             return self.respond(request_id, Err(error), self.revision()).await;

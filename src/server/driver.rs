@@ -36,7 +36,7 @@ use crate::mvcc::paged::{PagedHistory, PagedView};
 use crate::mvcc::{HistoryChange, Store};
 use crate::pagestore::{DirectPageFile, PageStore};
 use crate::types::{Request, Response};
-use crate::wal::{EntryRef, WalWriter};
+use crate::wal::{EntryRef, Suspended, WalWriter};
 
 use super::config::{Resolved, SnapshotPolicy};
 use super::shared::{Proposal, Published, Shared, WalCover};
@@ -527,16 +527,107 @@ fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
     reopened
 }
 
+/// Where the log driver should run. A write whose connection is served on
+/// another core than the driver's wakes both cores' executors, on the way in
+/// and on the way back; on the 2-vCPU VMs of docs/performance.md each such
+/// wake costs ~50 µs of a 1-client put's latency. So when every write of
+/// `limits::driver_follow_batches` batches in a row came from one core, the
+/// driver moves there (a lone client's writes then never leave its core);
+/// when they come from several, it moves back home, the core whose CPU
+/// takes the WAL disk's interrupts (`runtime::disk_interrupt_cpu`), where
+/// group commit under many clients runs fastest. At most one move every
+/// `limits::driver_move_interval_ms`.
+#[derive(Debug)]
+pub struct Follow {
+    home: usize,
+    wanted: usize,
+    streak: u32,
+    last_move: Option<Instant>,
+}
+
+impl Follow {
+    pub fn new(home: usize) -> Follow {
+        Follow { home, wanted: home, streak: 0, last_move: None }
+    }
+
+    /// Takes note of one batch's origins (the cores of its writes' clients;
+    /// None for the member's own); the core to move to, if the driver,
+    /// running on `here`, should move now.
+    pub fn observe(
+        &mut self,
+        origins: impl IntoIterator<Item = Option<usize>>,
+        here: usize,
+        now: Instant,
+    ) -> Option<usize> {
+        let mut one = None;
+        let mut several = false;
+        for origin in origins.into_iter().flatten() {
+            match one {
+                None => one = Some(origin),
+                Some(core) if core != origin => {
+                    several = true;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        let wanted = match (one, several) {
+            (_, true) => self.home,
+            (Some(core), false) => core,
+            // Only the member's own writes: no client to follow.
+            (None, _) => return None,
+        };
+        if wanted == self.wanted {
+            self.streak = self.streak.saturating_add(1);
+        } else {
+            self.wanted = wanted;
+            self.streak = 1;
+        }
+        let interval = std::time::Duration::from_millis(limits::driver_move_interval_ms);
+        let rested = self.last_move.is_none_or(|at| now.duration_since(at) >= interval);
+        if wanted == here || self.streak < limits::driver_follow_batches || !rested {
+            return None;
+        }
+        self.last_move = Some(now);
+        self.streak = 0;
+        Some(wanted)
+    }
+}
+
+/// The log driver between two cores: everything it owns but the WAL's open
+/// file, which belongs to one core's ring (`WalWriter::suspend`).
+pub struct Parked {
+    pub shared: Arc<Shared>,
+    pub store: Store,
+    pub wal: Suspended,
+    pub proposals: async_channel::Receiver<Proposal>,
+    pub checkpoints: Checkpoints,
+    pub follow: Follow,
+}
+
 pub struct Driver<D: LogDisk> {
     pub shared: Arc<Shared>,
     pub store: Store,
     pub wal: WalWriter<D>,
     pub proposals: async_channel::Receiver<Proposal>,
     pub checkpoints: Checkpoints,
+    pub follow: Follow,
+    /// The core it runs on.
+    pub here: usize,
 }
 
 impl<D: LogDisk> Driver<D> {
-    pub async fn run(mut self) {
+    /// Takes up a parked driver on core `here`: reopens the WAL on it.
+    pub async fn resume(disk: D, parked: Parked, here: usize) -> std::io::Result<Driver<D>> {
+        let Parked { shared, store, wal, proposals, checkpoints, follow } = parked;
+        let wal = WalWriter::resume(disk, wal).await?;
+        Ok(Driver { shared, store, wal, proposals, checkpoints, follow, here })
+    }
+
+    /// Runs until the proposal queue closes (None), or until the writes come
+    /// from another core: then the driver is parked, for that core to take
+    /// it up (`Follow`).
+    pub async fn run(mut self) -> Option<(Parked, usize)> {
         let mut batch: Vec<Proposal> = Vec::with_capacity(limits::batch_entries_max);
         loop {
             // With a checkpoint interval, a quiet member still checkpoints its tail.
@@ -558,7 +649,7 @@ impl<D: LogDisk> Driver<D> {
                     }
                 },
             };
-            let Some(first) = first else { break };
+            let first = first?;
             let mut bytes = first.payload.len();
             batch.push(first);
             while batch.len() < limits::batch_entries_max && bytes < limits::batch_bytes_max {
@@ -570,8 +661,26 @@ impl<D: LogDisk> Driver<D> {
                     Err(_) => break,
                 }
             }
+            let origins = batch.iter().map(|p| p.origin);
+            let to = self.follow.observe(origins, self.here, Instant::now());
             self.step(&mut batch).await;
+            if let Some(to) = to {
+                return Some((self.park().await, to));
+            }
         }
+    }
+
+    /// Closes the WAL's file (nothing is in flight between batches).
+    async fn park(self) -> Parked {
+        let Driver { shared, store, wal, proposals, checkpoints, follow, here: _ } = self;
+        let wal = match wal.suspend().await {
+            Ok(wal) => wal,
+            Err(e) => {
+                eprintln!("corekv: fatal: cannot close the WAL to move the log driver: {e}");
+                std::process::exit(70);
+            }
+        };
+        Parked { shared, store, wal, proposals, checkpoints, follow }
     }
 
     /// Takes up a finished warm-up (`WarmUp`) and publishes the store in
@@ -678,5 +787,78 @@ impl<D: LogDisk> Driver<D> {
                 started.elapsed().as_millis()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Feeds `batches` batches of `origins` at `step` apart from `start`;
+    /// the moves asked for, as (batch number, core).
+    fn feed(
+        follow: &mut Follow,
+        here: &mut usize,
+        origins: &[Option<usize>],
+        batches: u32,
+        start: Instant,
+        step: Duration,
+    ) -> Vec<(u32, usize)> {
+        let mut moves = Vec::new();
+        for n in 0..batches {
+            if let Some(to) = follow.observe(origins.iter().copied(), *here, start + step * n) {
+                assert_ne!(to, *here);
+                moves.push((n, to));
+                *here = to;
+            }
+        }
+        moves
+    }
+
+    #[test]
+    fn the_driver_follows_one_core_and_goes_home_when_writes_come_from_several() {
+        let (mut follow, mut here, start) = (Follow::new(1), 1, Instant::now());
+        let ms = Duration::from_millis(1);
+        let need = limits::driver_follow_batches;
+        // A lone writer on core 0: the driver moves there after `need` batches.
+        let moves = feed(&mut follow, &mut here, &[Some(0)], need + 10, start, ms);
+        assert_eq!(moves, vec![(need - 1, 0)]);
+        // Writes from both cores: back home, once a second has passed.
+        let later = start + Duration::from_secs(2);
+        let mixed = [Some(0), Some(1), Some(0)];
+        let moves = feed(&mut follow, &mut here, &mixed, need + 10, later, ms);
+        assert_eq!(moves, vec![(need - 1, 1)]);
+        // Writes from home alone: the driver stays.
+        let later = start + Duration::from_secs(4);
+        assert!(feed(&mut follow, &mut here, &[Some(1), None], 500, later, ms).is_empty());
+    }
+
+    #[test]
+    fn a_streak_broken_by_other_cores_or_too_soon_after_a_move_does_not_move() {
+        let (mut follow, mut here, start) = (Follow::new(0), 0, Instant::now());
+        let ms = Duration::from_millis(1);
+        let need = limits::driver_follow_batches;
+        // Alternating lone writers: never `need` in a row from one core.
+        for n in 0..2000 {
+            let origin = [Some(1 + (n / (need / 2)) as usize % 2)];
+            assert_eq!(follow.observe(origin, here, start + ms * n), None, "batch {n}");
+        }
+        // The member's own writes (a lease's expiry) neither start nor
+        // break a streak.
+        let later = start + Duration::from_secs(10);
+        let moves = feed(&mut follow, &mut here, &[None], 1000, later, ms);
+        assert!(moves.is_empty());
+        // The alternation ended with `carried` batches from core 1.
+        let carried = 1999 % (need / 2) + 1;
+        let moves = feed(&mut follow, &mut here, &[Some(1)], need, later, ms);
+        assert_eq!(moves, vec![(need - 1 - carried, 1)], "the streak of core 1 went on");
+        // Straight after a move, a new lone writer elsewhere waits a second.
+        let soon = later + ms * need;
+        let moves = feed(&mut follow, &mut here, &[Some(0)], 3000, soon, ms);
+        assert_eq!(moves.len(), 1);
+        let (n, to) = moves[0];
+        assert_eq!(to, 0);
+        assert!(ms * n + ms * need >= Duration::from_millis(limits::driver_move_interval_ms));
     }
 }

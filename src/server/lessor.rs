@@ -1,6 +1,6 @@
 //! The running lease countdown of the member that leads (with one member,
 //! itself): deadlines on the lease clock (`mvcc::lease`), renewed by
-//! keep-alives from any core, and a task on the log driver's core that
+//! keep-alives from any core, and a task on the log driver's home core that
 //! proposes a revocation when a lease expires and, every
 //! `limits::lease_checkpoint_ms`, a checkpoint of the lease clock and of the
 //! deadlines renewed since the last one. Expiry thus goes through the log,
@@ -348,11 +348,11 @@ async fn propose(
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let payload =
         Bytes::copy_from_slice(crate::protocol::codec::encode_request(&mut fbb, &request));
-    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone() };
+    let proposal = Proposal { request, payload, request_id: 0, reply: reply.clone(), origin: None };
     shared.proposals.send(proposal).await.is_ok()
 }
 
-/// The expiry and checkpoint task, on the log driver's core. Every tick it
+/// The expiry and checkpoint task, on the log driver's home core. Every tick it
 /// proposes the revocation of expired leases; every
 /// `limits::lease_checkpoint_ms`, or at once when keep-alives wait, a
 /// checkpoint of the clock and the renewed deadlines, one at a time: the

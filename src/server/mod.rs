@@ -35,8 +35,8 @@ use crate::protocol::codec;
 use crate::runtime::{self, DmaDisk, Listener};
 use crate::snapshot;
 use crate::types::Request;
-use crate::wal::{self, WalWriter};
-use driver::Driver;
+use crate::wal;
+use driver::{Driver, Parked};
 use placement::Placed;
 use shared::{Published, Shared};
 
@@ -475,8 +475,9 @@ pub fn run(config: Resolved) -> Result<(), String> {
     let driver_parts = Arc::new(driver_parts);
     let config = Arc::new(config);
     let spin = std::time::Duration::from_micros(config.spin_before_park_us);
-    // The log driver (and the lessor) run on the core whose CPU takes the
-    // WAL disk's completion interrupts, if one does (`disk_interrupt_cpu`).
+    // The log driver's home (and the lessor's core) is the core whose CPU
+    // takes the WAL disk's completion interrupts, if one does
+    // (`disk_interrupt_cpu`); the driver follows a lone writer elsewhere.
     let interrupt_cpu = runtime::disk_interrupt_cpu(&config.data_dir.join("wal"));
     let driver_core = interrupt_cpu.and_then(|cpu| runtime::core_on_cpu(config.cores, cpu));
     let driver_core = driver_core.unwrap_or(0);
@@ -486,16 +487,25 @@ pub fn run(config: Resolved) -> Result<(), String> {
         ),
         _ => {}
     }
+    // Every core has a seat the log driver can move to (`driver::Follow`).
+    let (seats, arrivals): (Vec<_>, Vec<_>) =
+        (0..config.cores).map(|_| async_channel::bounded::<Parked>(1)).unzip();
+    let seats = Arc::new(seats);
+    let arrivals = Arc::new(Mutex::new(arrivals.into_iter().map(Some).collect::<Vec<_>>()));
     runtime::run_cores(config.cores, "corekv", spin, move |core| {
         let (shared, config, driver_parts) = (shared.clone(), config.clone(), driver_parts.clone());
+        let (seats, arrivals) = (seats.clone(), arrivals.clone());
         async move {
             if let Err(e) = runtime::probe_dma_reads(&config.data_dir, core).await {
                 eprintln!("corekv: fatal: {e}");
                 std::process::exit(1);
             }
+            let arrivals = arrivals.lock().unwrap()[core].take().expect("one seat per core");
+            runtime::spawn(driver_seat(core, arrivals, seats.clone()));
             if core == driver_core {
                 let parts = driver_parts.lock().unwrap().take().expect("the driver starts once");
-                start_driver(&config, shared.clone(), parts).await;
+                let parked = parked_driver(&config, shared.clone(), parts, driver_core);
+                assert!(seats[core].try_send(parked).is_ok(), "the seat is empty");
                 runtime::spawn(lessor::run(shared.clone()));
                 for address in &config.peer_addresses {
                     runtime::spawn(refuse_peers(*address));
@@ -507,7 +517,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
     .map_err(|e| format!("cannot start the cores: {e}"))
 }
 
-/// What the driver's core needs to start the log driver.
+/// What the log driver starts with.
 type DriverParts = (
     Store,
     async_channel::Receiver<shared::Proposal>,
@@ -518,31 +528,47 @@ type DriverParts = (
     Option<driver::WarmUp>,
 );
 
-async fn start_driver(
+/// The log driver as recovery leaves it, before any core took it up.
+fn parked_driver(
     config: &Resolved,
     shared: Arc<Shared>,
     (store, proposals, recovered, history, rewrite, base_index, warm_up): DriverParts,
-) {
+    home: usize,
+) -> Parked {
     let wal_dir = config.data_dir.join("wal");
-    let segment_bytes = config.wal_segment_bytes;
-    let wal = match WalWriter::open(
-        DmaDisk,
+    let wal = wal::Suspended::at_tail(
         &wal_dir,
-        segment_bytes,
+        config.wal_segment_bytes,
         recovered.last_index,
         recovered.tail,
-    )
-    .await
-    {
-        Ok(wal) => wal,
-        Err(e) => {
-            eprintln!("corekv: fatal: cannot open the WAL for writing: {e}");
-            std::process::exit(1);
-        }
-    };
+    );
     let checkpoints =
         driver::Checkpoints::new(config, shared.clone(), history, rewrite, base_index, warm_up);
-    runtime::spawn(Driver { shared, store, wal, proposals, checkpoints }.run());
+    Parked { shared, store, wal, proposals, checkpoints, follow: driver::Follow::new(home) }
+}
+
+/// Core `core`'s seat for the log driver: runs it whenever it moves here,
+/// and hands it on to the core it moves to next.
+async fn driver_seat(
+    core: usize,
+    arrivals: async_channel::Receiver<Parked>,
+    seats: Arc<Vec<async_channel::Sender<Parked>>>,
+) {
+    while let Ok(parked) = arrivals.recv().await {
+        let driver = match Driver::resume(DmaDisk, parked, core).await {
+            Ok(driver) => driver,
+            Err(e) => {
+                eprintln!("corekv: fatal: cannot open the WAL for writing on core {core}: {e}");
+                std::process::exit(70);
+            }
+        };
+        let Some((parked, to)) = driver.run().await else { return };
+        eprintln!("corekv: log driver moves from core {core} to core {to}, following its writes");
+        if seats[to].try_send(parked).is_err() {
+            eprintln!("corekv: fatal: core {to} cannot take the log driver; stopping");
+            std::process::exit(70);
+        }
+    }
 }
 
 /// The peer port is held (as etcd holds it) but no peer protocol exists yet:

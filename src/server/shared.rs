@@ -25,6 +25,10 @@ pub struct Proposal {
     pub payload: Bytes,
     pub request_id: u64,
     pub reply: async_channel::Sender<Reply>,
+    /// The core of the client connection that proposed it (None: the
+    /// member's own, as a lease's expiry): the log driver follows a lone
+    /// writer's core (`driver::Follow`).
+    pub origin: Option<usize>,
 }
 
 /// The newest applied index held by the page store's last checkpoint and

@@ -11,4 +11,4 @@ mod segment_file;
 pub mod writer;
 
 pub use recovery::{list_segments, purge, recover, recover_after, Recovered, RecoveryError, Tail};
-pub use writer::{EntryRef, WalWriter};
+pub use writer::{EntryRef, Suspended, WalWriter};

@@ -30,6 +30,8 @@ pub struct WalWriter<D: LogDisk> {
     dir: PathBuf,
     segment_bytes: u64,
     file: Option<D::File>,
+    /// The open segment's file.
+    path: PathBuf,
     sequence: u64,
     capacity: u64,
     write_offset: u64,
@@ -41,6 +43,45 @@ pub struct WalWriter<D: LogDisk> {
     /// Bytes written in total (for metrics and benches).
     pub bytes_written: u64,
     pub syncs: u64,
+}
+
+/// Where a suspended writer's log ends: everything but the open file (which
+/// belongs to the core that opened it). Moves between threads.
+pub struct Suspended {
+    dir: PathBuf,
+    segment_bytes: u64,
+    path: PathBuf,
+    sequence: u64,
+    capacity: u64,
+    write_offset: u64,
+    staging: Vec<u8>,
+    last_index: u64,
+    next_segment: Option<JoinHandle<io::Result<PathBuf>>>,
+    bytes_written: u64,
+    syncs: u64,
+}
+
+impl Suspended {
+    /// A writer not yet opened, at the tail recovery found.
+    pub fn at_tail(dir: &Path, segment_bytes: u64, last_index: u64, tail: Tail) -> Suspended {
+        Suspended {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            path: tail.path,
+            sequence: tail.sequence,
+            capacity: tail.capacity,
+            write_offset: tail.write_offset,
+            staging: tail.page,
+            last_index,
+            next_segment: None,
+            bytes_written: 0,
+            syncs: 0,
+        }
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
 }
 
 fn page_start(offset: u64) -> u64 {
@@ -56,24 +97,68 @@ impl<D: LogDisk> WalWriter<D> {
         last_index: u64,
         tail: Tail,
     ) -> io::Result<Self> {
-        let file = disk.open_for_append(&tail.path).await?;
-        assert_eq!(tail.page.len() as u64, tail.write_offset - page_start(tail.write_offset));
+        Self::resume(disk, Suspended::at_tail(dir, segment_bytes, last_index, tail)).await
+    }
+
+    /// Opens the writer where `suspended` left it, on this thread's disk.
+    pub async fn resume(disk: D, suspended: Suspended) -> io::Result<Self> {
+        let Suspended {
+            dir,
+            segment_bytes,
+            path,
+            sequence,
+            capacity,
+            write_offset,
+            staging,
+            last_index,
+            next_segment,
+            bytes_written,
+            syncs,
+        } = suspended;
+        assert_eq!(staging.len() as u64, write_offset - page_start(write_offset));
+        let file = disk.open_for_append(&path).await?;
         let mut writer = WalWriter {
             disk,
-            dir: dir.to_path_buf(),
+            dir,
             segment_bytes,
             file: Some(file),
-            sequence: tail.sequence,
-            capacity: tail.capacity,
-            write_offset: tail.write_offset,
-            staging: tail.page,
+            path,
+            sequence,
+            capacity,
+            write_offset,
+            staging,
             last_index,
-            next_segment: None,
-            bytes_written: 0,
-            syncs: 0,
+            next_segment,
+            bytes_written,
+            syncs,
         };
-        writer.start_preparing_next();
+        if writer.next_segment.is_none() {
+            writer.start_preparing_next();
+        }
         Ok(writer)
+    }
+
+    /// Closes the segment file and hands back where the log ends, for
+    /// another thread to `resume` (the log driver moves between cores; a
+    /// DMA file belongs to one core's ring). Nothing is in flight: every
+    /// append has completed.
+    pub async fn suspend(mut self) -> io::Result<Suspended> {
+        if let Some(file) = self.file.take() {
+            file.close().await?;
+        }
+        Ok(Suspended {
+            dir: self.dir,
+            segment_bytes: self.segment_bytes,
+            path: self.path,
+            sequence: self.sequence,
+            capacity: self.capacity,
+            write_offset: self.write_offset,
+            staging: self.staging,
+            last_index: self.last_index,
+            next_segment: self.next_segment,
+            bytes_written: self.bytes_written,
+            syncs: self.syncs,
+        })
     }
 
     /// Bytes the log occupies on disk (segments are preallocated), given the
@@ -181,6 +266,7 @@ impl<D: LogDisk> WalWriter<D> {
         if let Some(old) = self.file.replace(file) {
             old.close().await?;
         }
+        self.path = path;
         self.sequence = sequence;
         self.capacity = self.segment_bytes;
         let header = SegmentHeader { sequence, first_index: self.last_index + 1 };
