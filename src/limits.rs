@@ -78,6 +78,9 @@ pub const batch_bytes_max: usize = 8 * 1024 * 1024;
 /// Consecutive batches whose writes all came from one other core (or, for
 /// its home core, from several) before the log driver moves there.
 pub const driver_follow_batches: u32 = 64;
+/// The most writes a batch may hold and still count as a lone writer's:
+/// larger ones count as from several cores (`driver::Follow`).
+pub const driver_follow_entries_max: usize = 4;
 /// The log driver moves at most this often, however the writes shift.
 pub const driver_move_interval_ms: u64 = 1000;
 /// Default size of a WAL segment file.

@@ -762,8 +762,9 @@ fn endpoint_status_with_an_endpoint_down_as_etcdctl() {
 }
 
 /// Arguments that do not parse: etcdctl (cobra) prints its usage on stdout
-/// and the error twice on stderr; corekvctl the error once. The exit code
-/// and the error's words are compared.
+/// and the error twice on stderr; corekvctl its help on stdout and the
+/// error once. The exit code, the error's words and the command whose
+/// usage is printed (if any) are compared.
 #[test]
 fn corekvctl_refuses_what_etcdctl_refuses() {
     let cases: &[&[&str]] = &[
@@ -791,5 +792,17 @@ fn corekvctl_refuses_what_etcdctl_refuses() {
         };
         assert_eq!(last(&got), last(&want), "stderr of {args:?}");
         assert_eq!(got.status.code(), want.status.code(), "exit code of {args:?}");
+        // "USAGE:\n\tetcdctl get [options] <key>…" / "Usage: corekvctl get [OPTIONS] <KEY>…"
+        let usage = |out: &Output, heading: &str| {
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let line = text.split(heading).nth(1).map(|rest| rest.trim_start().to_string());
+            line.map(|line| {
+                let words = line.split_whitespace().skip(1);
+                words.take_while(|w| !w.starts_with(['[', '<'])).collect::<Vec<_>>().join(" ")
+            })
+        };
+        let (want_usage, got_usage) = (usage(&want, "USAGE:"), usage(&got, "Usage:"));
+        assert!(want_usage.is_none() || want_usage.as_deref() != Some(""), "{args:?}");
+        assert_eq!(got_usage, want_usage, "the usage printed on stdout for {args:?}");
     }
 }

@@ -64,7 +64,7 @@ fn write_log_moving(dir: &Path, count: u64, rng: &mut Rng, moving: bool) -> Vec<
             let suspended = block_on_ready(writer.suspend()).unwrap();
             assert_eq!(suspended.last_index(), next - 1);
             writer = std::thread::spawn(move || {
-                block_on_ready(WalWriter::resume(StdDisk, suspended)).unwrap()
+                block_on_ready(WalWriter::resume(StdDisk, suspended)).map_err(|(e, _)| e).unwrap()
             })
             .join()
             .unwrap();

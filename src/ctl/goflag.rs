@@ -106,6 +106,50 @@ fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
     }
 }
 
+/// The help of the command whose flags did not parse, as cobra prints its
+/// usage on stdout before such an error (an unknown flag, a flag's value
+/// that does not parse); None for other errors. `root` is the whole CLI,
+/// `argv` the arguments it refused (the command is the deepest subcommand
+/// named in them before the first word that is not a flag or a flag's
+/// value).
+pub fn usage_after(e: &clap::Error, root: clap::Command, argv: &[OsString]) -> Option<String> {
+    let flag_error = match e.kind() {
+        ErrorKind::UnknownArgument => context(e, ContextKind::InvalidArg)?.starts_with('-'),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => true,
+        _ => false,
+    };
+    if !flag_error {
+        return None;
+    }
+    let mut command = go_style(root);
+    command.build();
+    let mut words = argv.iter().skip(1).map(|w| w.to_string_lossy());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(flag) = word.strip_prefix('-').filter(|f| !f.is_empty()) {
+            // A flag, and its value when it takes one and has no `=value`.
+            let name = flag.trim_start_matches('-');
+            let arg = command.get_arguments().find(|a| {
+                a.get_long() == Some(name)
+                    || (flag.len() == 1 && a.get_short() == flag.chars().next())
+            });
+            if arg.is_some_and(|a| {
+                a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.min_values() > 0)
+            }) {
+                words.next();
+            }
+            continue;
+        }
+        match command.find_subcommand(word.as_ref()) {
+            Some(sub) => command = sub.clone(),
+            None => break,
+        }
+    }
+    Some(command.render_help().to_string())
+}
+
 /// What cobra says and exits with where clap refuses the arguments: exit 1
 /// for an unknown flag or command or a value that does not parse; 128 (as
 /// etcdctl's own argument checks) for the rest; 0 for --help and --version.

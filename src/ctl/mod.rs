@@ -63,8 +63,14 @@ impl From<ClientError> for Failure {
 /// `ETCDCTL_*` environment variables, as etcdctl reads them.
 pub fn main_with(argv: Vec<OsString>, stdin: &mut dyn Read, out: &mut dyn Write) -> i32 {
     let parsed = goflag::go_style(Cli::command())
-        .try_get_matches_from(argv)
+        .try_get_matches_from(&argv)
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    if let Err(e) = &parsed {
+        if let Some(usage) = goflag::usage_after(e, Cli::command(), &argv) {
+            let _ = writeln!(out, "{}", usage.trim_end());
+            let _ = out.flush();
+        }
+    }
     let (mut cli, matches) = match parsed.map_err(goflag::clap_failure) {
         Ok(parsed) => parsed,
         Err(Ok(code)) => return code,

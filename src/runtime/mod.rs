@@ -32,6 +32,22 @@ pub fn available_cpus() -> Vec<usize> {
     }
 }
 
+/// Lets the calling thread run on every CPU the process may use (the main
+/// thread's mask): threads started from an executor inherit its single CPU,
+/// and background work (checkpoints, snapshots) must not crowd the core it
+/// was started from (the log driver's, which moves) while others idle.
+pub fn unpin_current_thread() {
+    // SAFETY: sched_getaffinity writes into the zeroed set passed, for the
+    // main thread (tid = pid); sched_setaffinity reads it, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut set) == 0 {
+            libc::sched_setaffinity(0, size, &set);
+        }
+    }
+}
+
 /// Pins the calling thread to `cpu` (for threads that are not executors,
 /// such as loadgen's clients); a failure leaves it where it was.
 pub fn pin_current_thread(cpu: usize) {
@@ -99,6 +115,7 @@ pub fn spawn_background<T: Send + 'static>(
         // SAFETY: sets the calling thread's policy (pid 0); no memory is shared.
         // Failure only leaves the default policy.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        unpin_current_thread();
         body()
     })
 }
@@ -114,6 +131,7 @@ pub fn spawn_low_priority<T: Send + 'static>(
         // SAFETY: sets the calling thread's nice value (who 0 = this thread on
         // Linux); failure only leaves the default priority.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        unpin_current_thread();
         body()
     })
 }
@@ -378,6 +396,23 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn background_threads_started_from_a_pinned_thread_may_run_on_every_cpu() {
+        let everywhere = std::thread::spawn(available_cpus).join().unwrap();
+        assert!(everywhere.len() >= 2, "this test needs two CPUs: {everywhere:?}");
+        let seen = std::thread::spawn(move || {
+            pin_current_thread(everywhere[1]);
+            assert_eq!(available_cpus(), vec![everywhere[1]]);
+            let low = spawn_low_priority("t-low", available_cpus).unwrap().join().unwrap();
+            let idle = spawn_background("t-idle", available_cpus).unwrap().join().unwrap();
+            (low, idle)
+        })
+        .join()
+        .unwrap();
+        let everywhere = std::thread::spawn(available_cpus).join().unwrap();
+        assert_eq!(seen, (everywhere.clone(), everywhere));
+    }
 
     #[test]
     fn a_loopback_connection_reports_the_cpu_its_client_sends_from() {

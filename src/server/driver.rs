@@ -1,5 +1,5 @@
 //! The log driver: propose → append to the log → commit → apply → publish →
-//! reply, on one core. With a single voter an entry is committed once it is
+//! reply, on one core at a time (it follows a lone writer's core: `Follow`). With a single voter an entry is committed once it is
 //! durable in the local log; the Raft core (its own module, later) takes the
 //! commit decision without changing the shape of this loop.
 //!
@@ -531,9 +531,10 @@ fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
 /// another core than the driver's wakes both cores' executors, on the way in
 /// and on the way back; on the 2-vCPU VMs of docs/performance.md each such
 /// wake costs ~50 µs of a 1-client put's latency. So when every write of
-/// `limits::driver_follow_batches` batches in a row came from one core, the
-/// driver moves there (a lone client's writes then never leave its core);
-/// when they come from several, it moves back home, the core whose CPU
+/// `limits::driver_follow_batches` batches in a row came from one core, in
+/// small batches (`limits::driver_follow_entries_max`), the driver moves
+/// there (a lone client's writes then never leave its core); when they
+/// come from several, or in larger batches, it moves back home, the core whose CPU
 /// takes the WAL disk's interrupts (`runtime::disk_interrupt_cpu`), where
 /// group commit under many clients runs fastest. At most one move every
 /// `limits::driver_move_interval_ms`.
@@ -552,7 +553,11 @@ impl Follow {
 
     /// Takes note of one batch's origins (the cores of its writes' clients;
     /// None for the member's own); the core to move to, if the driver,
-    /// running on `here`, should move now.
+    /// running on `here`, should move now. A batch of more than
+    /// `limits::driver_follow_entries_max` writes counts as from several
+    /// cores: one busy core (a pipelining client, many connections placed
+    /// on one core) gains more from the driver on another CPU than from
+    /// saving hops.
     pub fn observe(
         &mut self,
         origins: impl IntoIterator<Item = Option<usize>>,
@@ -561,7 +566,11 @@ impl Follow {
     ) -> Option<usize> {
         let mut one = None;
         let mut several = false;
-        for origin in origins.into_iter().flatten() {
+        for (n, origin) in origins.into_iter().flatten().enumerate() {
+            if n >= limits::driver_follow_entries_max {
+                several = true;
+                break;
+            }
             match one {
                 None => one = Some(origin),
                 Some(core) if core != origin => {
@@ -603,6 +612,9 @@ pub struct Parked {
     pub proposals: async_channel::Receiver<Proposal>,
     pub checkpoints: Checkpoints,
     pub follow: Follow,
+    /// The core it left, to go back to if the WAL cannot be opened where it
+    /// goes (None: nowhere to go back to).
+    pub from: Option<usize>,
 }
 
 pub struct Driver<D: LogDisk> {
@@ -618,10 +630,19 @@ pub struct Driver<D: LogDisk> {
 
 impl<D: LogDisk> Driver<D> {
     /// Takes up a parked driver on core `here`: reopens the WAL on it.
-    pub async fn resume(disk: D, parked: Parked, here: usize) -> std::io::Result<Driver<D>> {
-        let Parked { shared, store, wal, proposals, checkpoints, follow } = parked;
-        let wal = WalWriter::resume(disk, wal).await?;
-        Ok(Driver { shared, store, wal, proposals, checkpoints, follow, here })
+    /// If the WAL's file cannot be opened here, the driver is handed back.
+    pub async fn resume(
+        disk: D,
+        parked: Parked,
+        here: usize,
+    ) -> Result<Driver<D>, (std::io::Error, Parked)> {
+        let Parked { shared, store, wal, proposals, checkpoints, follow, from } = parked;
+        match WalWriter::resume(disk, wal).await {
+            Ok(wal) => Ok(Driver { shared, store, wal, proposals, checkpoints, follow, here }),
+            Err((e, wal)) => {
+                Err((e, Parked { shared, store, wal, proposals, checkpoints, follow, from }))
+            }
+        }
     }
 
     /// Runs until the proposal queue closes (None), or until the writes come
@@ -672,7 +693,7 @@ impl<D: LogDisk> Driver<D> {
 
     /// Closes the WAL's file (nothing is in flight between batches).
     async fn park(self) -> Parked {
-        let Driver { shared, store, wal, proposals, checkpoints, follow, here: _ } = self;
+        let Driver { shared, store, wal, proposals, checkpoints, follow, here } = self;
         let wal = match wal.suspend().await {
             Ok(wal) => wal,
             Err(e) => {
@@ -680,7 +701,7 @@ impl<D: LogDisk> Driver<D> {
                 std::process::exit(70);
             }
         };
-        Parked { shared, store, wal, proposals, checkpoints, follow }
+        Parked { shared, store, wal, proposals, checkpoints, follow, from: Some(here) }
     }
 
     /// Takes up a finished warm-up (`WarmUp`) and publishes the store in
@@ -853,12 +874,32 @@ mod tests {
         let carried = 1999 % (need / 2) + 1;
         let moves = feed(&mut follow, &mut here, &[Some(1)], need, later, ms);
         assert_eq!(moves, vec![(need - 1 - carried, 1)], "the streak of core 1 went on");
-        // Straight after a move, a new lone writer elsewhere waits a second.
+        // Straight after a move, a new lone writer elsewhere waits until a
+        // whole interval has passed since it.
+        let moved_at = later + ms * (need - 1 - carried);
         let soon = later + ms * need;
         let moves = feed(&mut follow, &mut here, &[Some(0)], 3000, soon, ms);
-        assert_eq!(moves.len(), 1);
-        let (n, to) = moves[0];
-        assert_eq!(to, 0);
-        assert!(ms * n + ms * need >= Duration::from_millis(limits::driver_move_interval_ms));
+        let interval = Duration::from_millis(limits::driver_move_interval_ms);
+        let first_allowed = ((moved_at + interval) - soon).as_millis() as u32;
+        assert_eq!(moves, vec![(first_allowed, 0)]);
+    }
+
+    #[test]
+    fn large_batches_from_one_core_count_as_several() {
+        let (mut follow, mut here, start) = (Follow::new(1), 1, Instant::now());
+        let ms = Duration::from_millis(1);
+        let need = limits::driver_follow_batches;
+        // One pipelining client (or every connection on core 0): batches
+        // larger than a lone writer's keep the driver home.
+        let busy = vec![Some(0); limits::driver_follow_entries_max + 1];
+        assert!(feed(&mut follow, &mut here, &busy, 1000, start, ms).is_empty());
+        // Up to the limit, they are a lone writer's.
+        let lone = vec![Some(0); limits::driver_follow_entries_max];
+        let moves = feed(&mut follow, &mut here, &lone, need, start + ms * 1000, ms);
+        assert_eq!(moves, vec![(need - 1, 0)]);
+        // And once the driver is there, large batches take it back home.
+        let later = start + Duration::from_secs(5);
+        let moves = feed(&mut follow, &mut here, &busy, need, later, ms);
+        assert_eq!(moves, vec![(need - 1, 1)]);
     }
 }

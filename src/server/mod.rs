@@ -2,8 +2,10 @@
 //!
 //! Start-up, in order: lock the data dir; check the ports are free (glommio's
 //! bind sets SO_REUSEPORT, which would silently share a port with a stale
-//! server); replay the WAL into the store; start one executor per core. Core
-//! 0 also runs the log driver; every core accepts clients on the client port.
+//! server); replay the WAL into the store; start one executor per core. The
+//! log driver starts on its home core (the disk interrupt's, else core 0)
+//! and may move to any core's seat (`driver_seat`); every core accepts
+//! clients on the client port.
 
 pub mod config;
 mod connection;
@@ -501,11 +503,22 @@ pub fn run(config: Resolved) -> Result<(), String> {
                 std::process::exit(1);
             }
             let arrivals = arrivals.lock().unwrap()[core].take().expect("one seat per core");
-            runtime::spawn(driver_seat(core, arrivals, seats.clone()));
+            let mut first = None;
             if core == driver_core {
                 let parts = driver_parts.lock().unwrap().take().expect("the driver starts once");
                 let parked = parked_driver(&config, shared.clone(), parts, driver_core);
-                assert!(seats[core].try_send(parked).is_ok(), "the seat is empty");
+                // Opened before this core serves clients: a WAL that cannot
+                // be written stops the start-up.
+                match Driver::resume(DmaDisk, parked, core).await {
+                    Ok(driver) => first = Some(driver),
+                    Err((e, _)) => {
+                        eprintln!("corekv: fatal: cannot open the WAL for writing: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            runtime::spawn(driver_seat(core, first, arrivals, seats.clone()));
+            if core == driver_core {
                 runtime::spawn(lessor::run(shared.clone()));
                 for address in &config.peer_addresses {
                     runtime::spawn(refuse_peers(*address));
@@ -544,30 +557,58 @@ fn parked_driver(
     );
     let checkpoints =
         driver::Checkpoints::new(config, shared.clone(), history, rewrite, base_index, warm_up);
-    Parked { shared, store, wal, proposals, checkpoints, follow: driver::Follow::new(home) }
+    let follow = driver::Follow::new(home);
+    Parked { shared, store, wal, proposals, checkpoints, follow, from: None }
 }
 
-/// Core `core`'s seat for the log driver: runs it whenever it moves here,
-/// and hands it on to the core it moves to next.
+/// Core `core`'s seat for the log driver: runs it (`first`, then whenever
+/// it moves here), and hands it on to the core it moves to next. If the
+/// WAL cannot be opened here (out of file descriptors, say), the driver
+/// goes back to the core it came from; if it cannot be opened there
+/// either, the member stops.
 async fn driver_seat(
     core: usize,
+    mut first: Option<Driver<DmaDisk>>,
     arrivals: async_channel::Receiver<Parked>,
     seats: Arc<Vec<async_channel::Sender<Parked>>>,
 ) {
-    while let Ok(parked) = arrivals.recv().await {
-        let driver = match Driver::resume(DmaDisk, parked, core).await {
-            Ok(driver) => driver,
-            Err(e) => {
-                eprintln!("corekv: fatal: cannot open the WAL for writing on core {core}: {e}");
-                std::process::exit(70);
+    loop {
+        let driver = match first.take() {
+            Some(driver) => driver,
+            None => {
+                let Ok(parked) = arrivals.recv().await else { return };
+                match Driver::resume(DmaDisk, parked, core).await {
+                    Ok(driver) => driver,
+                    Err((e, mut parked)) => {
+                        let Some(from) = parked.from.take() else {
+                            eprintln!(
+                                "corekv: fatal: cannot open the WAL for writing on core {core}: \
+                                 {e}; stopping"
+                            );
+                            std::process::exit(70);
+                        };
+                        eprintln!(
+                            "corekv: cannot open the WAL for writing on core {core}: {e}; \
+                             the log driver goes back to core {from}"
+                        );
+                        hand_over(&seats, from, parked);
+                        continue;
+                    }
+                }
             }
         };
         let Some((parked, to)) = driver.run().await else { return };
         eprintln!("corekv: log driver moves from core {core} to core {to}, following its writes");
-        if seats[to].try_send(parked).is_err() {
-            eprintln!("corekv: fatal: core {to} cannot take the log driver; stopping");
-            std::process::exit(70);
-        }
+        hand_over(&seats, to, parked);
+    }
+}
+
+/// Seats the parked driver on core `to` (its seat is empty: there is one
+/// driver).
+fn hand_over(seats: &[async_channel::Sender<Parked>], to: usize, parked: Parked) {
+    if seats[to].try_send(parked).is_err() {
+        eprintln!("corekv: fatal: core {to} cannot take the log driver; stopping");
+        std::process::exit(70);
     }
 }
 

@@ -97,11 +97,21 @@ impl<D: LogDisk> WalWriter<D> {
         last_index: u64,
         tail: Tail,
     ) -> io::Result<Self> {
-        Self::resume(disk, Suspended::at_tail(dir, segment_bytes, last_index, tail)).await
+        let suspended = Suspended::at_tail(dir, segment_bytes, last_index, tail);
+        Self::resume(disk, suspended).await.map_err(|(e, _)| e)
     }
 
-    /// Opens the writer where `suspended` left it, on this thread's disk.
-    pub async fn resume(disk: D, suspended: Suspended) -> io::Result<Self> {
+    /// Opens the writer where `suspended` left it, on this thread's disk; if
+    /// the file cannot be opened, hands `suspended` back with the error.
+    pub async fn resume(disk: D, suspended: Suspended) -> Result<Self, (io::Error, Suspended)> {
+        assert_eq!(
+            suspended.staging.len() as u64,
+            suspended.write_offset - page_start(suspended.write_offset)
+        );
+        let file = match disk.open_for_append(&suspended.path).await {
+            Ok(file) => file,
+            Err(e) => return Err((e, suspended)),
+        };
         let Suspended {
             dir,
             segment_bytes,
@@ -115,8 +125,6 @@ impl<D: LogDisk> WalWriter<D> {
             bytes_written,
             syncs,
         } = suspended;
-        assert_eq!(staging.len() as u64, write_offset - page_start(write_offset));
-        let file = disk.open_for_append(&path).await?;
         let mut writer = WalWriter {
             disk,
             dir,
