@@ -730,7 +730,7 @@ impl<D: LogDisk> Driver<D> {
                 payload: &p.payload,
             })
             .collect();
-        let (bytes_before, syncs_before) = (self.wal.bytes_written, self.wal.syncs);
+        let (bytes_before, syncs_before) = (self.wal.bytes_written(), self.wal.syncs());
         if let Err(e) = self.wal.append(&entries).await {
             // Never retry an fsync: the page cache state is unknown after a failure.
             eprintln!("corekv: fatal: WAL append failed: {e}; stopping the member");
@@ -739,8 +739,8 @@ impl<D: LogDisk> Driver<D> {
         let log = &self.shared.metrics.log;
         add(&log.batches, 1);
         add(&log.entries, batch.len() as u64);
-        add(&log.wal_bytes, self.wal.bytes_written - bytes_before);
-        add(&log.wal_syncs, self.wal.syncs - syncs_before);
+        add(&log.wal_bytes, self.wal.bytes_written() - bytes_before);
+        add(&log.wal_syncs, self.wal.syncs() - syncs_before);
         // 2. Commit: a single voter's durable entries are committed.
         let commit_index = self.wal.last_index();
         // 3. Apply in log order; each reply carries the revision after its entry.

@@ -27,9 +27,17 @@ pub struct EntryRef<'a> {
 
 pub struct WalWriter<D: LogDisk> {
     disk: D,
+    /// The open segment, `end.path`.
+    file: Option<D::File>,
+    end: Suspended,
+}
+
+/// Where the log ends, and everything a writer keeps but its open file
+/// (which belongs to the core that opened it): what a suspended writer
+/// hands to another thread. Moves between threads.
+pub struct Suspended {
     dir: PathBuf,
     segment_bytes: u64,
-    file: Option<D::File>,
     /// The open segment's file.
     path: PathBuf,
     sequence: u64,
@@ -41,22 +49,6 @@ pub struct WalWriter<D: LogDisk> {
     last_index: u64,
     next_segment: Option<JoinHandle<io::Result<PathBuf>>>,
     /// Bytes written in total (for metrics and benches).
-    pub bytes_written: u64,
-    pub syncs: u64,
-}
-
-/// Where a suspended writer's log ends: everything but the open file (which
-/// belongs to the core that opened it). Moves between threads.
-pub struct Suspended {
-    dir: PathBuf,
-    segment_bytes: u64,
-    path: PathBuf,
-    sequence: u64,
-    capacity: u64,
-    write_offset: u64,
-    staging: Vec<u8>,
-    last_index: u64,
-    next_segment: Option<JoinHandle<io::Result<PathBuf>>>,
     bytes_written: u64,
     syncs: u64,
 }
@@ -112,35 +104,8 @@ impl<D: LogDisk> WalWriter<D> {
             Ok(file) => file,
             Err(e) => return Err((e, suspended)),
         };
-        let Suspended {
-            dir,
-            segment_bytes,
-            path,
-            sequence,
-            capacity,
-            write_offset,
-            staging,
-            last_index,
-            next_segment,
-            bytes_written,
-            syncs,
-        } = suspended;
-        let mut writer = WalWriter {
-            disk,
-            dir,
-            segment_bytes,
-            file: Some(file),
-            path,
-            sequence,
-            capacity,
-            write_offset,
-            staging,
-            last_index,
-            next_segment,
-            bytes_written,
-            syncs,
-        };
-        if writer.next_segment.is_none() {
+        let mut writer = WalWriter { disk, file: Some(file), end: suspended };
+        if writer.end.next_segment.is_none() {
             writer.start_preparing_next();
         }
         Ok(writer)
@@ -154,35 +119,33 @@ impl<D: LogDisk> WalWriter<D> {
         if let Some(file) = self.file.take() {
             file.close().await?;
         }
-        Ok(Suspended {
-            dir: self.dir,
-            segment_bytes: self.segment_bytes,
-            path: self.path,
-            sequence: self.sequence,
-            capacity: self.capacity,
-            write_offset: self.write_offset,
-            staging: self.staging,
-            last_index: self.last_index,
-            next_segment: self.next_segment,
-            bytes_written: self.bytes_written,
-            syncs: self.syncs,
-        })
+        Ok(self.end)
     }
 
     /// Bytes the log occupies on disk (segments are preallocated), given the
     /// oldest segment left after purging.
     pub fn disk_bytes(&self, first_sequence: u64) -> u64 {
-        (self.sequence + 1).saturating_sub(first_sequence) * self.segment_bytes
+        (self.end.sequence + 1).saturating_sub(first_sequence) * self.end.segment_bytes
     }
 
     pub fn last_index(&self) -> u64 {
-        self.last_index
+        self.end.last_index
+    }
+
+    /// Bytes written in total (for metrics and benches).
+    pub fn bytes_written(&self) -> u64 {
+        self.end.bytes_written
+    }
+
+    /// Writes made durable in total.
+    pub fn syncs(&self) -> u64 {
+        self.end.syncs
     }
 
     fn start_preparing_next(&mut self) {
-        let path = segment_path(&self.dir, self.sequence + 1).with_extension("next");
-        let bytes = self.segment_bytes;
-        self.next_segment = Some(
+        let path = segment_path(&self.end.dir, self.end.sequence + 1).with_extension("next");
+        let bytes = self.end.segment_bytes;
+        self.end.next_segment = Some(
             std::thread::Builder::new()
                 .name("wal-prepare".into())
                 .spawn(move || prepare_segment_file(&path, bytes).map(|_| path))
@@ -195,25 +158,26 @@ impl<D: LogDisk> WalWriter<D> {
     pub async fn append(&mut self, entries: &[EntryRef<'_>]) -> io::Result<()> {
         let mut rest = entries;
         while !rest.is_empty() {
-            let mut end = self.write_offset as usize + (self.staging.len() - self.page_len());
+            let mut end =
+                self.end.write_offset as usize + (self.end.staging.len() - self.page_len());
             let mut taken = 0;
             for entry in rest {
                 assert_eq!(
                     entry.index,
-                    self.last_index + 1 + taken as u64,
+                    self.end.last_index + 1 + taken as u64,
                     "WAL indexes are consecutive"
                 );
                 let bytes = format::record_bytes(entry.payload.len());
                 // Keep 32 zero bytes after the last record when possible, so the
                 // end of the data is explicit.
-                if end + bytes > self.capacity as usize {
+                if end + bytes > self.end.capacity as usize {
                     break;
                 }
                 // Its place in this write: recovery tells a torn last write
                 // (records of it after the damage) from damage before.
                 let position = taken as u32;
                 format::encode_record(
-                    &mut self.staging,
+                    &mut self.end.staging,
                     entry.term,
                     entry.index,
                     position,
@@ -224,12 +188,12 @@ impl<D: LogDisk> WalWriter<D> {
             }
             if taken > 0 {
                 self.flush().await?;
-                self.last_index += taken as u64;
+                self.end.last_index += taken as u64;
                 rest = &rest[taken..];
             }
             if !rest.is_empty() {
                 assert!(
-                    taken > 0 || self.write_offset > format::segment_header_bytes as u64,
+                    taken > 0 || self.end.write_offset > format::segment_header_bytes as u64,
                     "a record larger than a whole segment"
                 );
                 self.roll_over().await?;
@@ -239,48 +203,48 @@ impl<D: LogDisk> WalWriter<D> {
     }
 
     fn page_len(&self) -> usize {
-        (self.write_offset - page_start(self.write_offset)) as usize
+        (self.end.write_offset - page_start(self.end.write_offset)) as usize
     }
 
     /// Writes the staging buffer at the tail page and syncs.
     async fn flush(&mut self) -> io::Result<()> {
-        let start = page_start(self.write_offset);
-        let data_end = start + self.staging.len() as u64;
-        let padded = self.staging.len().next_multiple_of(limits::io_alignment_bytes);
-        self.staging.resize(padded, 0);
+        let start = page_start(self.end.write_offset);
+        let data_end = start + self.end.staging.len() as u64;
+        let padded = self.end.staging.len().next_multiple_of(limits::io_alignment_bytes);
+        self.end.staging.resize(padded, 0);
         let file = self.file.as_ref().expect("an open segment");
-        file.write_at(start, &self.staging).await?;
+        file.write_at(start, &self.end.staging).await?;
         file.sync_data().await?;
-        self.bytes_written += padded as u64;
-        self.syncs += 1;
+        self.end.bytes_written += padded as u64;
+        self.end.syncs += 1;
         // Keep only the new partial tail page.
         let new_page_start = page_start(data_end);
         let keep = (data_end - new_page_start) as usize;
         let from = (new_page_start - start) as usize;
-        self.staging.copy_within(from..from + keep, 0);
-        self.staging.truncate(keep);
-        self.write_offset = data_end;
+        self.end.staging.copy_within(from..from + keep, 0);
+        self.end.staging.truncate(keep);
+        self.end.write_offset = data_end;
         Ok(())
     }
 
     async fn roll_over(&mut self) -> io::Result<()> {
-        let prepared = self.next_segment.take().expect("a segment is always being prepared");
+        let prepared = self.end.next_segment.take().expect("a segment is always being prepared");
         let prepared = prepared.join().expect("segment preparer panicked")?;
-        let sequence = self.sequence + 1;
-        let path = segment_path(&self.dir, sequence);
+        let sequence = self.end.sequence + 1;
+        let path = segment_path(&self.end.dir, sequence);
         std::fs::rename(&prepared, &path)?;
-        sync_dir(&self.dir)?;
+        sync_dir(&self.end.dir)?;
         let file = self.disk.open_for_append(&path).await?;
         if let Some(old) = self.file.replace(file) {
             old.close().await?;
         }
-        self.path = path;
-        self.sequence = sequence;
-        self.capacity = self.segment_bytes;
-        let header = SegmentHeader { sequence, first_index: self.last_index + 1 };
-        self.staging.clear();
-        self.staging.extend_from_slice(&header.encode());
-        self.write_offset = format::segment_header_bytes as u64;
+        self.end.path = path;
+        self.end.sequence = sequence;
+        self.end.capacity = self.end.segment_bytes;
+        let header = SegmentHeader { sequence, first_index: self.end.last_index + 1 };
+        self.end.staging.clear();
+        self.end.staging.extend_from_slice(&header.encode());
+        self.end.write_offset = format::segment_header_bytes as u64;
         self.start_preparing_next();
         Ok(())
     }
@@ -289,7 +253,7 @@ impl<D: LogDisk> WalWriter<D> {
         if let Some(file) = self.file.take() {
             file.close().await?;
         }
-        if let Some(next) = self.next_segment.take() {
+        if let Some(next) = self.end.next_segment.take() {
             let _ = next.join();
         }
         Ok(())
