@@ -1,7 +1,8 @@
 //! The log driver: propose → append to the log → commit → apply → publish →
-//! reply, on one core at a time (it follows a lone writer's core: `Follow`). With a single voter an entry is committed once it is
-//! durable in the local log; the Raft core (its own module, later) takes the
-//! commit decision without changing the shape of this loop.
+//! reply, on one core at a time (it follows a lone writer's core: `Follow`).
+//! With a single voter an entry is committed once it is durable in the
+//! local log; the Raft core (its own module, later) takes the commit
+//! decision without changing the shape of this loop.
 //!
 //! Group commit: while one batch is being written and synced, proposals queue
 //! up in the channel; the next batch takes all of them (up to the limits).
@@ -534,9 +535,9 @@ fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
 /// `limits::driver_follow_batches` batches in a row came from one core, in
 /// small batches (`limits::driver_follow_entries_max`), the driver moves
 /// there (a lone client's writes then never leave its core); when they
-/// come from several, or in larger batches, it moves back home, the core whose CPU
-/// takes the WAL disk's interrupts (`runtime::disk_interrupt_cpu`), where
-/// group commit under many clients runs fastest. At most one move every
+/// come from several, or in larger batches, it moves back home, the core
+/// whose CPU takes the WAL disk's interrupts (`runtime::disk_interrupt_cpu`),
+/// where group commit under many clients runs fastest. At most one move every
 /// `limits::driver_move_interval_ms`.
 #[derive(Debug)]
 pub struct Follow {
