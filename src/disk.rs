@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
 
 /// A file the WAL appends to. Positions and lengths given to `write_at` are
 /// multiples of `limits::io_alignment_bytes`.
@@ -15,6 +16,10 @@ pub trait LogFile {
     /// fdatasync: when it returns Ok, everything written before is durable.
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
     fn close(self) -> impl Future<Output = io::Result<()>>;
+    /// From now on, wait for each write by polling for up to `spin` before
+    /// sleeping (zero: sleep at once), where the file supports it
+    /// (`runtime::DmaLogFile`).
+    fn set_write_spin(&self, _spin: Duration) {}
 }
 
 pub trait LogDisk {

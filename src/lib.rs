@@ -24,4 +24,5 @@ pub mod server;
 pub mod sim;
 pub mod snapshot;
 pub mod types;
+pub mod uring;
 pub mod wal;

@@ -85,6 +85,10 @@ pub const driver_follow_entries_max: usize = 4;
 pub const driver_move_interval_ms: u64 = 1000;
 /// Default size of a WAL segment file.
 pub const wal_segment_bytes_default: u64 = 64 * 1024 * 1024;
+/// `--experimental-wal-spin-us`: longer than nearly every WAL write on the
+/// development VMs (fdatasync p99 0.3–1 ms), short enough that a disk
+/// gone slow costs little CPU before the driver sleeps instead.
+pub const wal_spin_us_default: u64 = 1000;
 /// Smallest WAL segment a member accepts (tests use small ones).
 pub const wal_segment_bytes_min: u64 = 4 * 1024 * 1024;
 /// O_DIRECT alignment used for every WAL write (the disk needs 512, see PLATFORM).

@@ -30,16 +30,16 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::Duration;
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::IoUring;
 
 use super::file::{PageFile, PageRead};
 use super::{page_bytes, PageId};
+use crate::uring::{ring_entries, run_ops, Op};
 
 /// Pages staged before a batch goes out (4 MiB).
 const staged_pages_max: usize = 1024;
-/// Reads or writes in flight at once.
-const ring_entries: u32 = 64;
 /// Pages in one read or write (1 MiB).
 const run_pages_max: usize = 256;
 
@@ -104,79 +104,6 @@ impl std::fmt::Debug for AlignedPages {
     }
 }
 
-/// One read or write of a run of pages: a single buffer, or one iovec per page.
-enum Op {
-    Read { buf: *mut u8, len: usize, offset: u64 },
-    Writev { iovecs: *const libc::iovec, count: usize, len: usize, offset: u64 },
-}
-
-/// Runs `ops` with up to `ring_entries` in flight; each must move all its
-/// bytes. Never returns while the kernel still holds one of their buffers:
-/// after a failed op it stops submitting and waits for those in flight; a
-/// wait interrupted by a signal is retried; if waiting itself fails with
-/// ops in flight the process aborts (returning would let the kernel write
-/// into memory already freed).
-fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op]) -> io::Result<()> {
-    let mut next = 0;
-    let mut in_flight = 0;
-    let mut failure: Option<io::Error> = None;
-    while next < ops.len() || in_flight > 0 {
-        while next < ops.len() && in_flight < ring_entries as usize && failure.is_none() {
-            let entry = match ops[next] {
-                Op::Read { buf, len, offset } => {
-                    opcode::Read::new(types::Fd(fd), buf, len as u32).offset(offset).build()
-                }
-                Op::Writev { iovecs, count, offset, .. } => {
-                    opcode::Writev::new(types::Fd(fd), iovecs, count as u32).offset(offset).build()
-                }
-            };
-            // SAFETY: the buffers and iovecs outlive the call, which waits for
-            // every pushed entry to complete before returning.
-            if unsafe { ring.submission().push(&entry.user_data(next as u64)) }.is_err() {
-                // Cannot happen (at most ring_entries are pushed); wait out
-                // those in flight and report it.
-                failure.get_or_insert(io::Error::other("io_uring submission queue full"));
-                break;
-            }
-            next += 1;
-            in_flight += 1;
-        }
-        if in_flight == 0 {
-            break;
-        }
-        // EINTR (a signal), EAGAIN or EBUSY (completions to reap first): reap
-        // what has completed, then submit and wait again (the outer loop).
-        if let Err(e) = ring.submit_and_wait(1) {
-            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) {
-                eprintln!(
-                    "corekv: fatal: io_uring wait failed with {in_flight} reads or writes \
-                     in flight: {e}"
-                );
-                std::process::abort();
-            }
-        }
-        for cqe in ring.completion() {
-            in_flight -= 1;
-            let op = &ops[cqe.user_data() as usize];
-            let (wanted, offset) = match *op {
-                Op::Read { len, offset, .. } => (len, offset),
-                Op::Writev { len, offset, .. } => (len, offset),
-            };
-            let result = cqe.result();
-            if result < 0 {
-                failure.get_or_insert(io::Error::from_raw_os_error(-result));
-            } else if result as usize != wanted {
-                let what = if matches!(op, Op::Read { .. }) { "read" } else { "write" };
-                failure.get_or_insert(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("short {what} at byte {offset}: {result} of {wanted} bytes"),
-                ));
-            }
-        }
-    }
-    failure.map_or(Ok(()), Err)
-}
-
 thread_local! {
     /// One ring per thread for reads (readers run on every core).
     static read_ring: RefCell<Option<IoUring>> = const { RefCell::new(None) };
@@ -238,7 +165,7 @@ fn read_batch(file: &File, ids: &[PageId], out: &mut AlignedPages) -> io::Result
             offset: ids[start].offset_bytes(),
         });
     }
-    with_read_ring(|ring| run_ops(ring, file.as_raw_fd(), &ops))
+    with_read_ring(|ring| run_ops(ring, file.as_raw_fd(), &ops, Duration::ZERO))
 }
 
 /// The page file, O_DIRECT where the file system allows it.
@@ -343,7 +270,7 @@ impl DirectPageFile {
                 offset: PageId(staged[start].0).offset_bytes(),
             });
         }
-        run_ops(&mut self.ring, self.file.as_raw_fd(), &ops)?;
+        run_ops(&mut self.ring, self.file.as_raw_fd(), &ops, Duration::ZERO)?;
         // Only now: until the writes are done, reads are served from here.
         self.slots.clear();
         Ok(())

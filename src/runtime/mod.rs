@@ -6,17 +6,21 @@
 //! placement bounded by the CPUs actually available, SO_REUSEPORT on every
 //! bind (callers check the port is free first).
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::{LocalExecutorBuilder, Placement};
+use io_uring::IoUring;
 
 use crate::disk::{LogDisk, LogFile};
+use crate::uring;
 
 pub type Stream = glommio::net::TcpStream;
 
@@ -205,7 +209,6 @@ impl Listener {
 /// sending client's CPU; over a NIC, the CPU taking the connection's
 /// receive queue.
 pub fn incoming_cpu(stream: &Stream) -> Option<usize> {
-    use std::os::fd::AsRawFd;
     let mut cpu: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `cpu`.
@@ -230,7 +233,7 @@ impl HandedStream {
     /// Takes `stream` off this core (or gives it back if its descriptor
     /// cannot be duplicated: out of descriptors).
     pub fn new(stream: Stream) -> Result<HandedStream, Stream> {
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::fd::FromRawFd;
         // SAFETY: duplicates a descriptor `stream` holds open; the copy is
         // owned below, and closing the original leaves the socket open.
         let copy = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -281,13 +284,47 @@ pub async fn probe_dma_reads(dir: &Path, core: usize) -> io::Result<()> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DmaDisk;
 
-pub struct DmaLogFile(Rc<DmaFile>);
+pub struct DmaLogFile {
+    file: Rc<DmaFile>,
+    /// `LogFile::set_write_spin`.
+    spin: Cell<Duration>,
+}
+
+thread_local! {
+    /// This thread's own ring for spinning WAL writes; made at the first,
+    /// None if it could not be (then glommio's ring is used).
+    static wal_spin_ring: RefCell<Option<Option<IoUring>>> = const { RefCell::new(None) };
+}
 
 impl LogFile for DmaLogFile {
+    /// With a spin set (`set_write_spin`), the write goes through this
+    /// thread's own ring and the executor polls for its completion instead
+    /// of sleeping: nothing else runs on this core meanwhile. The log
+    /// driver asks for that only when following a lone writer to a CPU
+    /// other than the one taking the disk's interrupts (`driver::Follow`),
+    /// where the sleep and the wake-up by the other CPU cost a lone put
+    /// ~60 µs (docs/performance.md).
     async fn write_at(&self, position: u64, data: &[u8]) -> io::Result<()> {
-        let mut buffer = self.0.alloc_dma_buffer(data.len());
+        let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
-        let written = self.0.write_at(buffer, position).await.map_err(io::Error::from)?;
+        let spin = self.spin.get();
+        if !spin.is_zero() {
+            let fd = self.file.as_raw_fd();
+            let op = uring::Op::Write {
+                buf: buffer.as_bytes().as_ptr(),
+                len: data.len(),
+                offset: position,
+            };
+            let spun = wal_spin_ring.with(|ring| {
+                let mut ring = ring.borrow_mut();
+                let ring = ring.get_or_insert_with(|| IoUring::new(2).ok()).as_mut()?;
+                Some(uring::run_ops(ring, fd, &[op], spin))
+            });
+            if let Some(result) = spun {
+                return result;
+            }
+        }
+        let written = self.file.write_at(buffer, position).await.map_err(io::Error::from)?;
         if written != data.len() {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "short DMA write"));
         }
@@ -303,7 +340,11 @@ impl LogFile for DmaLogFile {
     }
 
     async fn close(self) -> io::Result<()> {
-        self.0.close_rc().await.map(|_| ()).map_err(io::Error::from)
+        self.file.close_rc().await.map(|_| ()).map_err(io::Error::from)
+    }
+
+    fn set_write_spin(&self, spin: Duration) {
+        self.spin.set(spin);
     }
 }
 
@@ -317,7 +358,7 @@ impl LogDisk for DmaDisk {
             .dma_open(path)
             .await
             .map_err(io::Error::from)?;
-        Ok(DmaLogFile(Rc::new(file)))
+        Ok(DmaLogFile { file: Rc::new(file), spin: Cell::new(Duration::ZERO) })
     }
 }
 

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::disk::LogDisk;
 use crate::limits;
@@ -542,14 +542,35 @@ fn reopen(path: &Path, cache_bytes: usize) -> Result<History, String> {
 #[derive(Debug)]
 pub struct Follow {
     home: usize,
+    /// How long a WAL write is waited for by polling away from home
+    /// (`write_spin`).
+    spin_away: Duration,
     wanted: usize,
     streak: u32,
     last_move: Option<Instant>,
 }
 
 impl Follow {
-    pub fn new(home: usize) -> Follow {
-        Follow { home, wanted: home, streak: 0, last_move: None }
+    /// `spin_away`: zero unless home is the core whose CPU takes the
+    /// disk's interrupts (`write_spin`).
+    pub fn new(home: usize, spin_away: Duration) -> Follow {
+        Follow { home, spin_away, wanted: home, streak: 0, last_move: None }
+    }
+
+    /// How long the driver, on core `here`, waits for each WAL write by
+    /// polling before it sleeps (`WalWriter::set_write_spin`). Away from
+    /// home, the lone writer it follows waits for the reply, so the core
+    /// has little else to do, and the write's completion, raised on the
+    /// home CPU, would otherwise wake this one from sleep (~60 µs on the
+    /// VMs of docs/performance.md). At home, the driver never polls: the
+    /// completion is finished by a kernel worker on that same CPU, which a
+    /// polling executor would hold off until the scheduler's next tick.
+    pub fn write_spin(&self, here: usize) -> Duration {
+        if here == self.home {
+            Duration::ZERO
+        } else {
+            self.spin_away
+        }
     }
 
     /// Takes note of one batch's origins (the cores of its writes' clients;
@@ -639,7 +660,10 @@ impl<D: LogDisk> Driver<D> {
     ) -> Result<Driver<D>, (std::io::Error, Parked)> {
         let Parked { shared, store, wal, proposals, checkpoints, follow, from } = parked;
         match WalWriter::resume(disk, wal).await {
-            Ok(wal) => Ok(Driver { shared, store, wal, proposals, checkpoints, follow, here }),
+            Ok(mut wal) => {
+                wal.set_write_spin(follow.write_spin(here));
+                Ok(Driver { shared, store, wal, proposals, checkpoints, follow, here })
+            }
             Err((e, wal)) => {
                 Err((e, Parked { shared, store, wal, proposals, checkpoints, follow, from }))
             }
@@ -840,7 +864,7 @@ mod tests {
 
     #[test]
     fn the_driver_follows_one_core_and_goes_home_when_writes_come_from_several() {
-        let (mut follow, mut here, start) = (Follow::new(1), 1, Instant::now());
+        let (mut follow, mut here, start) = (Follow::new(1, Duration::ZERO), 1, Instant::now());
         let ms = Duration::from_millis(1);
         let need = limits::driver_follow_batches;
         // A lone writer on core 0: the driver moves there after `need` batches.
@@ -858,7 +882,7 @@ mod tests {
 
     #[test]
     fn a_streak_broken_by_other_cores_or_too_soon_after_a_move_does_not_move() {
-        let (mut follow, mut here, start) = (Follow::new(0), 0, Instant::now());
+        let (mut follow, mut here, start) = (Follow::new(0, Duration::ZERO), 0, Instant::now());
         let ms = Duration::from_millis(1);
         let need = limits::driver_follow_batches;
         // Alternating lone writers: never `need` in a row from one core.
@@ -887,7 +911,7 @@ mod tests {
 
     #[test]
     fn large_batches_from_one_core_count_as_several() {
-        let (mut follow, mut here, start) = (Follow::new(1), 1, Instant::now());
+        let (mut follow, mut here, start) = (Follow::new(1, Duration::ZERO), 1, Instant::now());
         let ms = Duration::from_millis(1);
         let need = limits::driver_follow_batches;
         // One pipelining client (or every connection on core 0): batches

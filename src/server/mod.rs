@@ -482,13 +482,13 @@ pub fn run(config: Resolved) -> Result<(), String> {
     // (`disk_interrupt_cpu`); the driver follows a lone writer elsewhere.
     let interrupt_cpu = runtime::disk_interrupt_cpu(&config.data_dir.join("wal"));
     let driver_core = interrupt_cpu.and_then(|cpu| runtime::core_on_cpu(config.cores, cpu));
-    let driver_core = driver_core.unwrap_or(0);
-    match interrupt_cpu {
-        Some(cpu) if driver_core != 0 => eprintln!(
-            "corekv: log driver on core {driver_core} (CPU {cpu} takes the WAL disk's interrupts)"
-        ),
-        _ => {}
+    // Away from home, the driver polls for its WAL writes only if home is
+    // where they complete (`Follow::write_spin`).
+    let spin_away = if driver_core.is_some() { config.wal_spin } else { std::time::Duration::ZERO };
+    if let (Some(core), Some(cpu)) = (driver_core, interrupt_cpu) {
+        eprintln!("corekv: log driver on core {core} (CPU {cpu} takes the WAL disk's interrupts)");
     }
+    let driver_core = driver_core.unwrap_or(0);
     // Every core has a seat the log driver can move to (`driver::Follow`).
     let (seats, arrivals): (Vec<_>, Vec<_>) =
         (0..config.cores).map(|_| async_channel::bounded::<Parked>(1)).unzip();
@@ -506,7 +506,7 @@ pub fn run(config: Resolved) -> Result<(), String> {
             let mut first = None;
             if core == driver_core {
                 let parts = driver_parts.lock().unwrap().take().expect("the driver starts once");
-                let parked = parked_driver(&config, shared.clone(), parts, driver_core);
+                let parked = parked_driver(&config, shared.clone(), parts, driver_core, spin_away);
                 // Opened before this core serves clients: a WAL that cannot
                 // be written stops the start-up.
                 match Driver::resume(DmaDisk, parked, core).await {
@@ -547,6 +547,7 @@ fn parked_driver(
     shared: Arc<Shared>,
     (store, proposals, recovered, history, rewrite, base_index, warm_up): DriverParts,
     home: usize,
+    spin_away: std::time::Duration,
 ) -> Parked {
     let wal_dir = config.data_dir.join("wal");
     let wal = wal::Suspended::at_tail(
@@ -557,7 +558,7 @@ fn parked_driver(
     );
     let checkpoints =
         driver::Checkpoints::new(config, shared.clone(), history, rewrite, base_index, warm_up);
-    let follow = driver::Follow::new(home);
+    let follow = driver::Follow::new(home, spin_away);
     Parked { shared, store, wal, proposals, checkpoints, follow, from: None }
 }
 
@@ -598,7 +599,15 @@ async fn driver_seat(
             }
         };
         let Some((parked, to)) = driver.run().await else { return };
-        eprintln!("corekv: log driver moves from core {core} to core {to}, following its writes");
+        let spin = parked.follow.write_spin(to);
+        let polls = if spin.is_zero() {
+            String::new()
+        } else {
+            format!(" (polling up to {} µs for each WAL write)", spin.as_micros())
+        };
+        eprintln!(
+            "corekv: log driver moves from core {core} to core {to}, following its writes{polls}"
+        );
         hand_over(&seats, to, parked);
     }
 }

@@ -12,6 +12,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::format::{self, SegmentHeader};
 use super::recovery::{prepare_segment_file, segment_path, sync_dir, Tail};
@@ -30,6 +31,8 @@ pub struct WalWriter<D: LogDisk> {
     /// The open segment, `end.path`.
     file: Option<D::File>,
     end: Suspended,
+    /// How long a write is waited for by polling (`set_write_spin`).
+    spin: Duration,
 }
 
 /// Where the log ends, and everything a writer keeps but its open file
@@ -104,7 +107,7 @@ impl<D: LogDisk> WalWriter<D> {
             Ok(file) => file,
             Err(e) => return Err((e, suspended)),
         };
-        let mut writer = WalWriter { disk, file: Some(file), end: suspended };
+        let mut writer = WalWriter { disk, file: Some(file), end: suspended, spin: Duration::ZERO };
         if writer.end.next_segment.is_none() {
             writer.start_preparing_next();
         }
@@ -120,6 +123,16 @@ impl<D: LogDisk> WalWriter<D> {
             file.close().await?;
         }
         Ok(self.end)
+    }
+
+    /// Waits for each write by polling for up to `spin` before sleeping
+    /// (`LogFile::set_write_spin`), in this segment and the next ones, until
+    /// set again or suspended.
+    pub fn set_write_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+        if let Some(file) = &self.file {
+            file.set_write_spin(spin);
+        }
     }
 
     /// Bytes the log occupies on disk (segments are preallocated), given the
@@ -235,6 +248,7 @@ impl<D: LogDisk> WalWriter<D> {
         std::fs::rename(&prepared, &path)?;
         sync_dir(&self.end.dir)?;
         let file = self.disk.open_for_append(&path).await?;
+        file.set_write_spin(self.spin);
         if let Some(old) = self.file.replace(file) {
             old.close().await?;
         }
