@@ -4,7 +4,7 @@
 //! (and on which CPU) is fastest tells where corekv's WAL append can go.
 //! Usage: cargo run --release --example put1_floor -- DIR MODE [SERVER_CPU] [CLIENT_CPU]
 //! MODE: none | sync (pwrite + fdatasync) | dsync (O_DSYNC pwrite) |
-//! uring-dsync (O_DSYNC write through io_uring, `corekv::uring::run_ops`) |
+//! uring-dsync (O_DSYNC write through io_uring, `corekv::uring::PolledWrite`) |
 //! uring-dsync-spin (the same, polling for the completion for up to 1 ms,
 //! as the log driver does away from the disk's interrupt CPU). CLIENT_CPU
 //! "-" runs the disk step alone on SERVER_CPU, with no client.
@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 use corekv::runtime::pin_current_thread as pin;
-use corekv::uring::{run_ops, Op};
+use corekv::uring::PolledWrite;
 use io_uring::IoUring;
 
 const COUNT: usize = 3000;
@@ -24,7 +24,7 @@ const COUNT: usize = 3000;
 struct Disk {
     mode: String,
     file: std::fs::File,
-    ring: IoUring,
+    ring: Option<IoUring>,
     page: &'static mut [u8],
     at: u64,
 }
@@ -40,7 +40,7 @@ impl Disk {
         let layout = Layout::from_size_align(4096, 4096).unwrap();
         // SAFETY: a 4096-aligned, 4096-byte zeroed allocation, never freed.
         let page = unsafe { std::slice::from_raw_parts_mut(alloc_zeroed(layout), 4096) };
-        Disk { mode: mode.to_string(), file, ring: IoUring::new(8).unwrap(), page, at: 0 }
+        Disk { mode: mode.to_string(), file, ring: Some(IoUring::new(2).unwrap()), page, at: 0 }
     }
 
     fn step(&mut self) {
@@ -60,8 +60,17 @@ impl Disk {
                 } else {
                     Duration::ZERO
                 };
-                let op = Op::Write { buf: self.page.as_ptr(), len: 4096, offset: at };
-                run_ops(&mut self.ring, self.file.as_raw_fd(), &[op], spin).unwrap();
+                let ring = self.ring.take().expect("a ring");
+                let fd = self.file.as_raw_fd();
+                // SAFETY: the page outlives the write, reaped below.
+                let mut write =
+                    unsafe { PolledWrite::submit(ring, fd, self.page.as_ptr(), 4096, at) }.unwrap();
+                let (result, ring) = match write.spin(spin) {
+                    Some(done) => done,
+                    None => write.wait(),
+                };
+                result.unwrap();
+                self.ring = Some(ring);
             }
             other => panic!("unknown mode {other}"),
         }
@@ -90,7 +99,14 @@ fn main() {
                 t.elapsed().as_micros() as u64
             })
             .collect();
-        return report(&format!("{mode} alone on cpu {scpu}"), v);
+        // SAFETY: getrusage fills the struct passed.
+        let cpu = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            let t = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+            t(usage.ru_utime) + t(usage.ru_stime)
+        };
+        return report(&format!("{mode} alone on cpu {scpu}, cpu/op {} µs", cpu / COUNT as u64), v);
     }
     let ccpu: usize = ccpu.parse().unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

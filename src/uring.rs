@@ -1,13 +1,12 @@
-//! Synchronous reads and writes through an io_uring of the caller's own,
-//! for code that owns its thread for the duration of the call: the page
-//! store (`pagestore::direct`) and the log driver's spinning WAL writes
-//! (`runtime::DmaLogFile`, `--experimental-wal-spin-us`).
-//!
-//! `run_ops` may spin: poll the completion queue, which the kernel fills in
-//! shared memory, for a while before sleeping in `io_uring_enter`. On the
-//! VMs of docs/performance.md a sleeping CPU woken by another CPU's
-//! interrupt costs ~50–100 µs; a CPU that is still running sees the
-//! completion at once.
+//! Reads and writes through an io_uring of the caller's own, outside
+//! glommio's rings: `run_ops` (synchronous batches, for the page store,
+//! `pagestore::direct`) and `PolledWrite` (one write whose completion the
+//! caller polls for, reading the completion queue the kernel fills in
+//! shared memory without a system call: the log driver's WAL writes away
+//! from the disk's interrupt CPU, `runtime::DmaLogFile`). On the VMs of
+//! docs/performance.md a sleeping CPU woken by another CPU's interrupt
+//! costs ~50–100 µs; a CPU that is still running sees the completion at
+//! once.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -20,7 +19,6 @@ pub const ring_entries: u32 = 64;
 /// One read or write: a single buffer, or one iovec per page.
 pub enum Op {
     Read { buf: *mut u8, len: usize, offset: u64 },
-    Write { buf: *const u8, len: usize, offset: u64 },
     Writev { iovecs: *const libc::iovec, count: usize, len: usize, offset: u64 },
 }
 
@@ -35,9 +33,8 @@ fn try_again(e: &io::Error) -> bool {
 /// after a failed op it stops submitting and waits for those in flight; a
 /// wait interrupted by a signal is retried; if waiting itself fails with
 /// ops in flight the process aborts (returning would let the kernel write
-/// into memory already freed). With a non-zero `spin`, each wait first
-/// polls the completion queue for up to `spin` without a system call.
-pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op], spin: Duration) -> io::Result<()> {
+/// into memory already freed).
+pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op]) -> io::Result<()> {
     let mut next = 0;
     let mut in_flight = 0;
     let mut failure: Option<io::Error> = None;
@@ -46,9 +43,6 @@ pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op], spin: Duration) -> io::R
             let entry = match ops[next] {
                 Op::Read { buf, len, offset } => {
                     opcode::Read::new(types::Fd(fd), buf, len as u32).offset(offset).build()
-                }
-                Op::Write { buf, len, offset } => {
-                    opcode::Write::new(types::Fd(fd), buf, len as u32).offset(offset).build()
                 }
                 Op::Writev { iovecs, count, offset, .. } => {
                     opcode::Writev::new(types::Fd(fd), iovecs, count as u32).offset(offset).build()
@@ -68,25 +62,11 @@ pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op], spin: Duration) -> io::R
         if in_flight == 0 {
             break;
         }
-        if !spin.is_zero() {
-            match ring.submit() {
-                Ok(_) => {
-                    let start = Instant::now();
-                    while ring.completion().is_empty() && start.elapsed() < spin {
-                        std::hint::spin_loop();
-                    }
-                }
-                Err(e) if try_again(&e) => {}
-                Err(e) => wait_failed(in_flight, e),
-            }
-        }
-        // Reap what has completed; else submit and wait again (the outer
-        // loop), retrying after a "try again".
-        if ring.completion().is_empty() {
-            if let Err(e) = ring.submit_and_wait(1) {
-                if !try_again(&e) {
-                    wait_failed(in_flight, e);
-                }
+        // After a "try again": reap what has completed, then submit and
+        // wait again (the outer loop).
+        if let Err(e) = ring.submit_and_wait(1) {
+            if !try_again(&e) {
+                wait_failed(in_flight, e);
             }
         }
         for cqe in ring.completion() {
@@ -94,9 +74,7 @@ pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op], spin: Duration) -> io::R
             let op = &ops[cqe.user_data() as usize];
             let (wanted, offset, what) = match *op {
                 Op::Read { len, offset, .. } => (len, offset, "read"),
-                Op::Write { len, offset, .. } | Op::Writev { len, offset, .. } => {
-                    (len, offset, "write")
-                }
+                Op::Writev { len, offset, .. } => (len, offset, "write"),
             };
             let result = cqe.result();
             if result < 0 {
@@ -119,41 +97,194 @@ fn wait_failed(in_flight: usize, e: io::Error) -> ! {
     std::process::abort();
 }
 
+/// One write in flight on a ring the caller owns, waited for by polling
+/// (`poll`, `spin`) or by sleeping (`wait`). Dropped before it completed,
+/// it waits for it: the kernel may still be reading the buffer.
+pub struct PolledWrite {
+    ring: Option<IoUring>,
+    len: usize,
+    offset: u64,
+}
+
+impl PolledWrite {
+    /// Submits a write of `len` bytes from `buf` at `offset` of `fd` on
+    /// `ring`, which must have nothing else queued or in flight. On error
+    /// nothing is in flight, and the ring is closed (an entry left in it
+    /// unsubmitted must never go out later).
+    ///
+    /// # Safety
+    /// `buf..buf + len` must stay valid until the write is reaped: `poll`
+    /// or `spin` returned Some, `wait` returned, or the PolledWrite was
+    /// dropped.
+    pub unsafe fn submit(
+        mut ring: IoUring,
+        fd: i32,
+        buf: *const u8,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<PolledWrite> {
+        let entry = opcode::Write::new(types::Fd(fd), buf, len as u32).offset(offset).build();
+        // SAFETY: the caller keeps the buffer valid until the write is reaped.
+        if unsafe { ring.submission().push(&entry) }.is_err() {
+            return Err(io::Error::other("io_uring submission queue full"));
+        }
+        loop {
+            match ring.submit() {
+                Ok(1) => return Ok(PolledWrite { ring: Some(ring), len, offset }),
+                Ok(_) => return Err(io::Error::other("io_uring took no entry")),
+                Err(e) if try_again(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The write's result and the ring, if it has completed (no system
+    /// call).
+    pub fn poll(&mut self) -> Option<(io::Result<()>, IoUring)> {
+        let ring = self.ring.as_mut().expect("not reaped yet");
+        let cqe = ring.completion().next()?;
+        let result = cqe.result();
+        let ring = self.ring.take().expect("checked above");
+        let outcome = if result < 0 {
+            Err(io::Error::from_raw_os_error(-result))
+        } else if result as usize != self.len {
+            Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write at byte {}: {result} of {} bytes", self.offset, self.len),
+            ))
+        } else {
+            Ok(())
+        };
+        Some((outcome, ring))
+    }
+
+    /// Polls for up to `spin`.
+    pub fn spin(&mut self, spin: Duration) -> Option<(io::Result<()>, IoUring)> {
+        let start = Instant::now();
+        loop {
+            if let Some(done) = self.poll() {
+                return Some(done);
+            }
+            if start.elapsed() >= spin {
+                return None;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Sleeps in the kernel until the write completes.
+    pub fn wait(mut self) -> (io::Result<()>, IoUring) {
+        loop {
+            if let Some(done) = self.poll() {
+                return done;
+            }
+            let ring = self.ring.as_mut().expect("not reaped yet");
+            if let Err(e) = ring.submit_and_wait(1) {
+                if !try_again(&e) {
+                    wait_failed(1, e);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PolledWrite {
+    fn drop(&mut self) {
+        if self.ring.is_some() {
+            let ring = self.ring.take();
+            let _ = PolledWrite { ring, len: self.len, offset: self.offset }.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    /// Writes then reads back through one ring, waiting and spinning, and
-    /// reports a short read as an error naming the offset.
+    /// A batch of writes then reads back through one ring, and a short
+    /// read reported as an error naming the offset.
     #[test]
-    fn ops_move_their_bytes_with_and_without_spinning() {
-        let dir = std::env::temp_dir().join(format!("corekv-uring-{}", std::process::id()));
+    fn ops_move_their_bytes_or_say_which_did_not() {
+        let (dir, file) = scratch_file("ops");
+        let mut ring = IoUring::new(ring_entries).unwrap();
+        let data: Vec<u8> = (0..8192).map(|i| i as u8).collect();
+        let iovecs: Vec<libc::iovec> = data
+            .chunks(4096)
+            .map(|c| libc::iovec { iov_base: c.as_ptr() as *mut libc::c_void, iov_len: c.len() })
+            .collect();
+        let write = [Op::Writev { iovecs: iovecs.as_ptr(), count: 2, len: 8192, offset: 0 }];
+        run_ops(&mut ring, file.as_raw_fd(), &write).unwrap();
+        let mut back = vec![0u8; 8192];
+        let read = [Op::Read { buf: back.as_mut_ptr(), len: 8192, offset: 0 }];
+        run_ops(&mut ring, file.as_raw_fd(), &read).unwrap();
+        assert_eq!(back, data);
+        let past_the_end = [Op::Read { buf: back.as_mut_ptr(), len: 4096, offset: 6144 }];
+        let e = run_ops(&mut ring, file.as_raw_fd(), &past_the_end).unwrap_err();
+        assert!(e.to_string().contains("short read at byte 6144: 2048 of 4096"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Polled, spun for, waited for or dropped in flight, a write lands
+    /// whole; a failed one says why, and the ring comes back each time.
+    #[test]
+    fn a_polled_write_lands_however_it_is_waited_for() {
+        let (dir, file) = scratch_file("polled");
+        let fd = file.as_raw_fd();
+        let mut ring = IoUring::new(2).unwrap();
+        let pages: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; 4096]).collect();
+        for (i, page) in pages.iter().enumerate() {
+            let offset = i as u64 * 4096;
+            // SAFETY: `page` outlives every way the write is reaped below.
+            let mut write =
+                unsafe { PolledWrite::submit(ring, fd, page.as_ptr(), 4096, offset) }.unwrap();
+            ring = match i {
+                0 => loop {
+                    if let Some((result, ring)) = write.poll() {
+                        result.unwrap();
+                        break ring;
+                    }
+                },
+                1 => match write.spin(Duration::from_secs(5)) {
+                    Some((result, ring)) => {
+                        result.unwrap();
+                        ring
+                    }
+                    None => panic!("a 4 KiB write took over 5 s"),
+                },
+                2 => {
+                    let (result, ring) = write.wait();
+                    result.unwrap();
+                    ring
+                }
+                _ => {
+                    drop(write);
+                    IoUring::new(2).unwrap()
+                }
+            };
+        }
+        let written = std::fs::read(dir.join("file")).unwrap();
+        assert_eq!(written, pages.concat());
+        // A write on a descriptor opened read-only fails with EBADF.
+        let read_only = std::fs::File::open(dir.join("file")).unwrap();
+        // SAFETY: `pages[0]` outlives the wait.
+        let write =
+            unsafe { PolledWrite::submit(ring, read_only.as_raw_fd(), pages[0].as_ptr(), 4096, 0) };
+        let (result, _) = write.unwrap().wait();
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch_file(name: &str) -> (std::path::PathBuf, std::fs::File) {
+        let dir = std::env::temp_dir().join(format!("corekv-uring-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("file");
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
+            .open(dir.join("file"))
             .unwrap();
-        let mut ring = IoUring::new(ring_entries).unwrap();
-        for (round, spin) in [Duration::ZERO, Duration::from_millis(5)].into_iter().enumerate() {
-            let data: Vec<u8> = (0..8192).map(|i| (i + round) as u8).collect();
-            let ops = [
-                Op::Write { buf: data.as_ptr(), len: 4096, offset: 0 },
-                Op::Write { buf: data[4096..].as_ptr(), len: 4096, offset: 4096 },
-            ];
-            run_ops(&mut ring, file.as_raw_fd(), &ops, spin).unwrap();
-            let mut back = vec![0u8; 8192];
-            let read = [Op::Read { buf: back.as_mut_ptr(), len: 8192, offset: 0 }];
-            run_ops(&mut ring, file.as_raw_fd(), &read, spin).unwrap();
-            assert_eq!(back, data, "spin {spin:?}");
-            let past_the_end = [Op::Read { buf: back.as_mut_ptr(), len: 4096, offset: 6144 }];
-            let e = run_ops(&mut ring, file.as_raw_fd(), &past_the_end, spin).unwrap_err();
-            assert!(e.to_string().contains("short read at byte 6144: 2048 of 4096"), "{e}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        (dir, file)
     }
 }

@@ -140,9 +140,9 @@ fn a_writer_suspended_and_resumed_on_another_thread_after_every_batch_loses_noth
 }
 
 /// The WAL through DMA files on an executor, as a member writes it, with
-/// every other batch waited for by polling (`WalWriter::set_write_spin`,
-/// the log driver away from the disk's interrupt CPU) and the rest by
-/// sleeping: every entry is there, across segment roll-overs.
+/// batches waited for by polling (`WalWriter::set_write_spin`, the log
+/// driver away from the disk's interrupt CPU: spinning, then on a timer)
+/// or by sleeping: every entry is there, across segment roll-overs.
 #[test]
 fn dma_writes_waited_for_by_polling_or_by_sleeping_lose_nothing() {
     let dir = temp_dir("dma-spin");
@@ -156,7 +156,10 @@ fn dma_writes_waited_for_by_polling_or_by_sleeping_lose_nothing() {
             let mut writer = WalWriter::open(DmaDisk, &dir, SEGMENT, 0, tail).await.unwrap();
             let (mut rng, mut next, mut round) = (Rng(11), 1, 0);
             while next <= count {
-                let spin = if round % 2 == 0 { Duration::from_millis(1) } else { Duration::ZERO };
+                // Polled (the spin outlasting the write, or not: then on a
+                // timer), or slept for.
+                let spins = [Duration::from_millis(1), Duration::ZERO, Duration::from_micros(1)];
+                let spin = spins[round % spins.len()];
                 writer.set_write_spin(spin);
                 let batch = (rng.below(40) + 1).min(count - next + 1);
                 let payloads: Vec<_> = (next..next + batch).map(payload).collect();

@@ -30,7 +30,6 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::Duration;
 
 use io_uring::IoUring;
 
@@ -165,7 +164,7 @@ fn read_batch(file: &File, ids: &[PageId], out: &mut AlignedPages) -> io::Result
             offset: ids[start].offset_bytes(),
         });
     }
-    with_read_ring(|ring| run_ops(ring, file.as_raw_fd(), &ops, Duration::ZERO))
+    with_read_ring(|ring| run_ops(ring, file.as_raw_fd(), &ops))
 }
 
 /// The page file, O_DIRECT where the file system allows it.
@@ -270,7 +269,7 @@ impl DirectPageFile {
                 offset: PageId(staged[start].0).offset_bytes(),
             });
         }
-        run_ops(&mut self.ring, self.file.as_raw_fd(), &ops, Duration::ZERO)?;
+        run_ops(&mut self.ring, self.file.as_raw_fd(), &ops)?;
         // Only now: until the writes are done, reads are served from here.
         self.slots.clear();
         Ok(())

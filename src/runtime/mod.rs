@@ -291,38 +291,43 @@ pub struct DmaLogFile {
 }
 
 thread_local! {
-    /// This thread's own ring for spinning WAL writes; made at the first,
-    /// None if it could not be (then glommio's ring is used).
-    static wal_spin_ring: RefCell<Option<Option<IoUring>>> = const { RefCell::new(None) };
+    /// This thread's own ring for polled WAL writes, while no write holds
+    /// it; `Err` once it could not be made (glommio's ring is used then).
+    static wal_poll_ring: RefCell<Option<Result<IoUring, ()>>> = const { RefCell::new(None) };
 }
+
+/// How often a polled WAL write that outlasted its spin is checked, while
+/// the core's other tasks run.
+const wal_poll_nap: Duration = Duration::from_micros(100);
 
 impl LogFile for DmaLogFile {
     /// With a spin set (`set_write_spin`), the write goes through this
-    /// thread's own ring and the executor polls for its completion instead
-    /// of sleeping: nothing else runs on this core meanwhile. The log
-    /// driver asks for that only when following a lone writer to a CPU
-    /// other than the one taking the disk's interrupts (`driver::Follow`),
-    /// where the sleep and the wake-up by the other CPU cost a lone put
-    /// ~60 µs (docs/performance.md).
+    /// thread's own ring and the executor polls for its completion for up
+    /// to the spin instead of sleeping (nothing else runs on this core
+    /// meanwhile); then every `wal_poll_nap`, on a timer, while the core's
+    /// other tasks run. The log driver asks for that only when following a
+    /// lone writer to a CPU other than the one taking the disk's interrupts
+    /// (`driver::Follow`), where the sleep and the wake-up by the other CPU
+    /// cost a lone put ~60 µs (docs/performance.md).
     async fn write_at(&self, position: u64, data: &[u8]) -> io::Result<()> {
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
         let spin = self.spin.get();
-        if !spin.is_zero() {
-            let fd = self.file.as_raw_fd();
-            let op = uring::Op::Write {
-                buf: buffer.as_bytes().as_ptr(),
-                len: data.len(),
-                offset: position,
-            };
-            let spun = wal_spin_ring.with(|ring| {
-                let mut ring = ring.borrow_mut();
-                let ring = ring.get_or_insert_with(|| IoUring::new(2).ok()).as_mut()?;
-                Some(uring::run_ops(ring, fd, &[op], spin))
-            });
-            if let Some(result) = spun {
-                return result;
+        let ring = if spin.is_zero() { None } else { take_wal_poll_ring() };
+        if let Some(ring) = ring {
+            let (fd, buf) = (self.file.as_raw_fd(), buffer.as_bytes().as_ptr());
+            // SAFETY: `buffer` outlives `write`: declared before it, it is
+            // dropped after it, and dropping `write` in flight waits for it.
+            let mut write =
+                unsafe { uring::PolledWrite::submit(ring, fd, buf, data.len(), position) }?;
+            let mut done = write.spin(spin);
+            while done.is_none() {
+                sleep(wal_poll_nap).await;
+                done = write.poll();
             }
+            let (result, ring) = done.expect("polled until done");
+            wal_poll_ring.with(|slot| *slot.borrow_mut() = Some(Ok(ring)));
+            return result;
         }
         let written = self.file.write_at(buffer, position).await.map_err(io::Error::from)?;
         if written != data.len() {
@@ -346,6 +351,29 @@ impl LogFile for DmaLogFile {
     fn set_write_spin(&self, spin: Duration) {
         self.spin.set(spin);
     }
+}
+
+/// This thread's ring for polled WAL writes, made at the first call (or
+/// anew while another write holds it); None if one could not be made.
+fn take_wal_poll_ring() -> Option<IoUring> {
+    wal_poll_ring.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match slot.take() {
+            Some(Ok(ring)) => Some(ring),
+            Some(Err(())) => {
+                *slot = Some(Err(()));
+                None
+            }
+            None => match IoUring::new(2) {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    eprintln!("corekv: cannot make an io_uring for polled WAL writes ({e}); the log driver sleeps for them instead");
+                    *slot = Some(Err(()));
+                    None
+                }
+            },
+        }
+    })
 }
 
 impl LogDisk for DmaDisk {
