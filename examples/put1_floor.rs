@@ -3,11 +3,17 @@
 //! durable in a pre-zeroed file and answers. Which way of making it durable
 //! (and on which CPU) is fastest tells where corekv's WAL append can go.
 //! Usage: cargo run --release --example put1_floor -- DIR MODE [SERVER_CPU] [CLIENT_CPU]
-//! MODE: none | sync (pwrite + fdatasync) | dsync (O_DSYNC pwrite) |
-//! uring-dsync (O_DSYNC write through io_uring, `corekv::uring::PolledWrite`) |
-//! uring-dsync-spin (the same, polling for the completion for up to 1 ms,
-//! as the log driver does away from the disk's interrupt CPU). CLIENT_CPU
-//! "-" runs the disk step alone on SERVER_CPU, with no client.
+//! MODE:
+//! - none: the loopback round trip alone (compare "1 0" with "0 0" for
+//!   what waking a second CPU costs);
+//! - sync: pwrite + fdatasync; dsync: an O_DSYNC pwrite;
+//! - uring-dsync: an O_DSYNC write through io_uring
+//!   (`corekv::uring::PolledWrite`), slept for;
+//! - uring-dsync-spin: the same, polled for up to 1 ms (then slept for),
+//!   as the log driver polls away from the disk's interrupt CPU.
+//!
+//! CLIENT_CPU "-" runs the disk step alone on SERVER_CPU, with no client,
+//! and also prints the process's CPU time per step.
 use std::alloc::{alloc_zeroed, Layout};
 use std::fs::OpenOptions;
 use std::io::{Read, Write};

@@ -23,6 +23,14 @@ machine=$(printf '%s, %s cores, %s GiB, kernel %s' \
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$(nproc)" \
   "$(awk '/MemTotal/ {printf "%d", $2/1048576}' /proc/meminfo)" "$(uname -r)")
 fsync=$(target/release/examples/fsync_latency perf/tmp 2000)
+# The same probe pinned to loadgen's first CPU, where put1's one client runs
+# (its disk completions may be raised on another CPU).
+first_cpu=$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')
+fsync_pinned=$(taskset -c "$first_cpu" target/release/examples/fsync_latency perf/tmp 2000)
+fsync=$(python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+d.update(pinned_cpu=int(sys.argv[3]), pinned_p50_us=json.loads(sys.argv[2])["fdatasync_4k_p50_us"])
+print(json.dumps(d))' "$fsync" "$fsync_pinned" "$first_cpu")
 
 ck_port=23791; etcd_port=23792
 # shellcheck disable=SC2086

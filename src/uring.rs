@@ -97,6 +97,9 @@ fn wait_failed(in_flight: usize, e: io::Error) -> ! {
     std::process::abort();
 }
 
+/// `PolledWrite`'s completion, told from any other.
+const polled_write_tag: u64 = 0x706f6c6c; // "poll"
+
 /// One write in flight on a ring the caller owns, waited for by polling
 /// (`poll`, `spin`) or by sleeping (`wait`). Dropped before it completed,
 /// it waits for it: the kernel may still be reading the buffer.
@@ -108,14 +111,16 @@ pub struct PolledWrite {
 
 impl PolledWrite {
     /// Submits a write of `len` bytes from `buf` at `offset` of `fd` on
-    /// `ring`, which must have nothing else queued or in flight. On error
-    /// nothing is in flight, and the ring is closed (an entry left in it
-    /// unsubmitted must never go out later).
+    /// `ring`. On error nothing is in flight, and the ring is closed (an
+    /// entry left in it unsubmitted must never go out later).
     ///
     /// # Safety
-    /// `buf..buf + len` must stay valid until the write is reaped: `poll`
-    /// or `spin` returned Some, `wait` returned, or the PolledWrite was
-    /// dropped.
+    /// - `buf..buf + len` must stay valid until the write is reaped: `poll`
+    ///   or `spin` returned Some, `wait` returned, or the PolledWrite was
+    ///   dropped.
+    /// - `ring` must have nothing else queued or in flight (`poll` takes
+    ///   only this write's completion, but another buffer's write could
+    ///   still be in flight when this one is reaped).
     pub unsafe fn submit(
         mut ring: IoUring,
         fd: i32,
@@ -123,12 +128,15 @@ impl PolledWrite {
         len: usize,
         offset: u64,
     ) -> io::Result<PolledWrite> {
-        let entry = opcode::Write::new(types::Fd(fd), buf, len as u32).offset(offset).build();
+        let entry = opcode::Write::new(types::Fd(fd), buf, len as u32)
+            .offset(offset)
+            .build()
+            .user_data(polled_write_tag);
         // SAFETY: the caller keeps the buffer valid until the write is reaped.
         if unsafe { ring.submission().push(&entry) }.is_err() {
             return Err(io::Error::other("io_uring submission queue full"));
         }
-        loop {
+        for _ in 0..3 {
             match ring.submit() {
                 Ok(1) => return Ok(PolledWrite { ring: Some(ring), len, offset }),
                 Ok(_) => return Err(io::Error::other("io_uring took no entry")),
@@ -136,13 +144,15 @@ impl PolledWrite {
                 Err(e) => return Err(e),
             }
         }
+        Err(io::Error::other("io_uring kept refusing the entry (try again)"))
     }
 
     /// The write's result and the ring, if it has completed (no system
     /// call).
     pub fn poll(&mut self) -> Option<(io::Result<()>, IoUring)> {
         let ring = self.ring.as_mut().expect("not reaped yet");
-        let cqe = ring.completion().next()?;
+        // Anything else is not ours (none, as `submit` requires): skipped.
+        let cqe = ring.completion().find(|cqe| cqe.user_data() == polled_write_tag)?;
         let result = cqe.result();
         let ring = self.ring.take().expect("checked above");
         let outcome = if result < 0 {

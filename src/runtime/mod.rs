@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use glommio::io::{DmaFile, OpenOptions};
@@ -300,15 +301,27 @@ thread_local! {
 /// the core's other tasks run.
 const wal_poll_nap: Duration = Duration::from_micros(100);
 
+/// Polled WAL writes so far, in this process: done within their spin, and
+/// done later (found on a timer). For tests, and metrics later.
+static wal_writes_spun: AtomicU64 = AtomicU64::new(0);
+static wal_writes_napped: AtomicU64 = AtomicU64::new(0);
+
+/// (polled WAL writes done within their spin, done later on a timer).
+pub fn polled_wal_writes() -> (u64, u64) {
+    (wal_writes_spun.load(Ordering::Relaxed), wal_writes_napped.load(Ordering::Relaxed))
+}
+
 impl LogFile for DmaLogFile {
     /// With a spin set (`set_write_spin`), the write goes through this
     /// thread's own ring and the executor polls for its completion for up
-    /// to the spin instead of sleeping (nothing else runs on this core
-    /// meanwhile); then every `wal_poll_nap`, on a timer, while the core's
-    /// other tasks run. The log driver asks for that only when following a
-    /// lone writer to a CPU other than the one taking the disk's interrupts
-    /// (`driver::Follow`), where the sleep and the wake-up by the other CPU
-    /// cost a lone put ~60 µs (docs/performance.md).
+    /// to the spin (nothing else runs on this core meanwhile); then every
+    /// `wal_poll_nap`, on a timer, while the core's other tasks run (a
+    /// completion is then seen up to that much late). The log driver asks
+    /// for that only when following a lone writer to a CPU other than the
+    /// one taking the disk's interrupts (`driver::Follow`), where the sleep
+    /// and the wake-up by the other CPU cost a lone put ~60 µs
+    /// (docs/performance.md). If the write cannot be submitted there
+    /// (nothing went out), it goes through glommio's ring.
     async fn write_at(&self, position: u64, data: &[u8]) -> io::Result<()> {
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
@@ -318,16 +331,24 @@ impl LogFile for DmaLogFile {
             let (fd, buf) = (self.file.as_raw_fd(), buffer.as_bytes().as_ptr());
             // SAFETY: `buffer` outlives `write`: declared before it, it is
             // dropped after it, and dropping `write` in flight waits for it.
-            let mut write =
-                unsafe { uring::PolledWrite::submit(ring, fd, buf, data.len(), position) }?;
-            let mut done = write.spin(spin);
-            while done.is_none() {
-                sleep(wal_poll_nap).await;
-                done = write.poll();
+            match unsafe { uring::PolledWrite::submit(ring, fd, buf, data.len(), position) } {
+                Ok(mut write) => {
+                    let mut done = write.spin(spin);
+                    let counter =
+                        if done.is_some() { &wal_writes_spun } else { &wal_writes_napped };
+                    while done.is_none() {
+                        sleep(wal_poll_nap).await;
+                        done = write.poll();
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let (result, ring) = done.expect("polled until done");
+                    wal_poll_ring.with(|slot| *slot.borrow_mut() = Some(Ok(ring)));
+                    return result;
+                }
+                Err(e) => eprintln!(
+                    "corekv: cannot submit a polled WAL write ({e}); writing it through glommio"
+                ),
             }
-            let (result, ring) = done.expect("polled until done");
-            wal_poll_ring.with(|slot| *slot.borrow_mut() = Some(Ok(ring)));
-            return result;
         }
         let written = self.file.write_at(buffer, position).await.map_err(io::Error::from)?;
         if written != data.len() {
@@ -397,13 +418,10 @@ impl LogDisk for DmaDisk {
 /// p50 fell ~100 µs, docs/performance.md). None when the disk's busiest
 /// interrupt is spread over several CPUs or the device cannot be found
 /// (tmpfs, containers without /sys). (On NVMe, a queue per CPU, it names
-/// the CPU whose queue was busiest: harmless, each CPU's writes complete on
-/// its own queue.)
+/// the CPU whose queue was busiest: harmless for the driver's home, as each
+/// CPU's writes complete on its own queue; but see `disk_queues`.)
 pub fn disk_interrupt_cpu(path: &Path) -> Option<usize> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(path).ok()?.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let device = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let device = disk_device(path)?;
     // The device's MSI interrupts are listed by its PCI function, above the
     // block device (and the partition) in the tree.
     let irqs: Vec<u32> = device.ancestors().find_map(|dir| {
@@ -418,6 +436,25 @@ pub fn disk_interrupt_cpu(path: &Path) -> Option<usize> {
         [cpu] => Some(*cpu),
         _ => None,
     }
+}
+
+/// The /sys directory of the block device holding `path` (a partition's,
+/// if on one).
+fn disk_device(path: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()
+}
+
+/// How many hardware queues the disk holding `path` has (blk-mq's `mq/`
+/// entries of the disk, above a partition), if it can be told. With one,
+/// every write completes on the CPU `disk_interrupt_cpu` names; with a
+/// queue per CPU (NVMe), each CPU's writes complete on that CPU.
+pub fn disk_queues(path: &Path) -> Option<usize> {
+    let device = disk_device(path)?;
+    let queues = device.ancestors().find_map(|dir| std::fs::read_dir(dir.join("mq")).ok())?;
+    Some(queues.filter(|entry| entry.is_ok()).count())
 }
 
 /// Of `irqs`, the one with the most interrupts so far (all CPUs) in
@@ -565,5 +602,22 @@ mod tests {
     fn a_path_on_no_disk_has_no_interrupt_cpu() {
         assert_eq!(disk_interrupt_cpu(Path::new("/nonexistent/x")), None);
         assert_eq!(disk_interrupt_cpu(Path::new("/proc/self")), None);
+        assert_eq!(disk_queues(Path::new("/nonexistent/x")), None);
+        assert_eq!(disk_queues(Path::new("/proc/self")), None);
+    }
+
+    /// The temporary directory's disk (where the tests' members keep their
+    /// data: a real disk on the development and CI machines) has as many
+    /// hardware queues as /sys/block lists.
+    #[test]
+    fn a_real_disk_has_its_queues_counted() {
+        let tmp = std::env::temp_dir();
+        let queues = disk_queues(&tmp).expect("the temporary directory is on a blk-mq disk");
+        assert!(queues >= 1);
+        let device = disk_device(&tmp).unwrap();
+        let disk = device.ancestors().find(|dir| dir.join("mq").is_dir()).unwrap();
+        let name = disk.file_name().unwrap();
+        let listed = std::fs::read_dir(Path::new("/sys/block").join(name).join("mq")).unwrap();
+        assert_eq!(listed.count(), queues);
     }
 }

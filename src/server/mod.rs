@@ -483,8 +483,14 @@ pub fn run(config: Resolved) -> Result<(), String> {
     let interrupt_cpu = runtime::disk_interrupt_cpu(&config.data_dir.join("wal"));
     let driver_core = interrupt_cpu.and_then(|cpu| runtime::core_on_cpu(config.cores, cpu));
     // Away from home, the driver polls for its WAL writes only if home is
-    // where they complete (`Follow::write_spin`).
-    let spin_away = if driver_core.is_some() { config.wal_spin } else { std::time::Duration::ZERO };
+    // where they all complete: the disk has one hardware queue, whose
+    // interrupt a core's CPU takes (`Follow::write_spin`).
+    let one_queue = runtime::disk_queues(&config.data_dir.join("wal")) == Some(1);
+    let spin_away = if driver_core.is_some() && one_queue {
+        config.wal_spin
+    } else {
+        std::time::Duration::ZERO
+    };
     if let (Some(core), Some(cpu)) = (driver_core, interrupt_cpu) {
         eprintln!("corekv: log driver on core {core} (CPU {cpu} takes the WAL disk's interrupts)");
     }
@@ -598,16 +604,15 @@ async fn driver_seat(
                 }
             }
         };
+        let spin = driver.wal.write_spin();
+        if !spin.is_zero() {
+            eprintln!(
+                "corekv: log driver on core {core} polls up to {} µs for each WAL write",
+                spin.as_micros()
+            );
+        }
         let Some((parked, to)) = driver.run().await else { return };
-        let spin = parked.follow.write_spin(to);
-        let polls = if spin.is_zero() {
-            String::new()
-        } else {
-            format!(" (polling up to {} µs for each WAL write)", spin.as_micros())
-        };
-        eprintln!(
-            "corekv: log driver moves from core {core} to core {to}, following its writes{polls}"
-        );
+        eprintln!("corekv: log driver moves from core {core} to core {to}, following its writes");
         hand_over(&seats, to, parked);
     }
 }

@@ -135,6 +135,10 @@ impl<D: LogDisk> WalWriter<D> {
         }
     }
 
+    pub fn write_spin(&self) -> Duration {
+        self.spin
+    }
+
     /// Bytes the log occupies on disk (segments are preallocated), given the
     /// oldest segment left after purging.
     pub fn disk_bytes(&self, first_sequence: u64) -> u64 {
