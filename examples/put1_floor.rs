@@ -22,7 +22,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 use corekv::runtime::pin_current_thread as pin;
-use corekv::uring::PolledWrite;
+use corekv::uring::{polling_ring, PolledWrite};
 use io_uring::IoUring;
 
 const COUNT: usize = 3000;
@@ -46,7 +46,7 @@ impl Disk {
         let layout = Layout::from_size_align(4096, 4096).unwrap();
         // SAFETY: a 4096-aligned, 4096-byte zeroed allocation, never freed.
         let page = unsafe { std::slice::from_raw_parts_mut(alloc_zeroed(layout), 4096) };
-        Disk { mode: mode.to_string(), file, ring: Some(IoUring::new(2).unwrap()), page, at: 0 }
+        Disk { mode: mode.to_string(), file, ring: Some(polling_ring(2).unwrap()), page, at: 0 }
     }
 
     fn step(&mut self) {

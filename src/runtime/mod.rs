@@ -385,7 +385,7 @@ fn take_wal_poll_ring() -> Option<IoUring> {
                 *slot = Some(Err(()));
                 None
             }
-            None => match IoUring::new(2) {
+            None => match uring::polling_ring(2) {
                 Ok(ring) => Some(ring),
                 Err(e) => {
                     eprintln!("corekv: cannot make an io_uring for polled WAL writes ({e}); the log driver sleeps for them instead");
