@@ -64,11 +64,7 @@ pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op]) -> io::Result<()> {
         }
         // After a "try again": reap what has completed, then submit and
         // wait again (the outer loop).
-        if let Err(e) = ring.submit_and_wait(1) {
-            if !try_again(&e) {
-                wait_failed(in_flight, e);
-            }
-        }
+        enter(ring, 1, in_flight);
         for cqe in ring.completion() {
             in_flight -= 1;
             let op = &ops[cqe.user_data() as usize];
@@ -90,11 +86,19 @@ pub fn run_ops(ring: &mut IoUring, fd: i32, ops: &[Op]) -> io::Result<()> {
     failure.map_or(Ok(()), Err)
 }
 
-fn wait_failed(in_flight: usize, e: io::Error) -> ! {
-    eprintln!(
-        "corekv: fatal: io_uring wait failed with {in_flight} reads or writes in flight: {e}"
-    );
-    std::process::abort();
+/// Submits what is queued and waits for `want` completions (0: none),
+/// with `in_flight` operations out; a "try again" returns at once (the
+/// caller reaps and comes back). Any other failure aborts the process:
+/// returning would let the kernel use buffers already freed.
+fn enter(ring: &mut IoUring, want: usize, in_flight: usize) {
+    if let Err(e) = ring.submit_and_wait(want) {
+        if !try_again(&e) {
+            eprintln!(
+                "corekv: fatal: io_uring wait failed with {in_flight} reads or writes in flight: {e}"
+            );
+            std::process::abort();
+        }
+    }
 }
 
 /// A ring for `PolledWrite`s: where the kernel allows (5.19 and later),
@@ -169,11 +173,7 @@ impl PolledWrite {
     pub fn poll(&mut self) -> Option<(io::Result<()>, IoUring)> {
         let ring = self.ring.as_mut().expect("not reaped yet");
         if ring.completion().is_empty() && ring.submission().taskrun() {
-            if let Err(e) = ring.submit() {
-                if !try_again(&e) {
-                    wait_failed(1, e);
-                }
-            }
+            enter(ring, 0, 1);
         }
         // Anything else is not ours (none, as `submit` requires): skipped.
         let cqe = ring.completion().find(|cqe| cqe.user_data() == polled_write_tag)?;
@@ -208,16 +208,15 @@ impl PolledWrite {
 
     /// Sleeps in the kernel until the write completes.
     pub fn wait(mut self) -> (io::Result<()>, IoUring) {
+        self.sleep_until_done()
+    }
+
+    fn sleep_until_done(&mut self) -> (io::Result<()>, IoUring) {
         loop {
             if let Some(done) = self.poll() {
                 return done;
             }
-            let ring = self.ring.as_mut().expect("not reaped yet");
-            if let Err(e) = ring.submit_and_wait(1) {
-                if !try_again(&e) {
-                    wait_failed(1, e);
-                }
-            }
+            enter(self.ring.as_mut().expect("not reaped yet"), 1, 1);
         }
     }
 }
@@ -225,8 +224,8 @@ impl PolledWrite {
 impl Drop for PolledWrite {
     fn drop(&mut self) {
         if self.ring.is_some() {
-            let ring = self.ring.take();
-            let _ = PolledWrite { ring, len: self.len, offset: self.offset }.wait();
+            // Nobody is left to tell how it went: only wait it out.
+            let _ = self.sleep_until_done();
         }
     }
 }
