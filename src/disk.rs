@@ -17,7 +17,7 @@ pub trait LogFile {
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
     fn close(self) -> impl Future<Output = io::Result<()>>;
     /// From now on, wait for each write by polling for up to `spin` before
-    /// sleeping (zero: sleep at once), where the file supports it
+    /// waiting the usual way (zero: at once), where the file supports it
     /// (`runtime::DmaLogFile`).
     fn set_write_spin(&self, _spin: Duration) {}
 }

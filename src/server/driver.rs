@@ -552,7 +552,7 @@ pub struct Follow {
 
 impl Follow {
     /// `spin_away`: zero unless home is the core whose CPU takes the
-    /// disk's interrupts (`write_spin`).
+    /// interrupts of a disk with one queue (`write_spin`).
     pub fn new(home: usize, spin_away: Duration) -> Follow {
         Follow { home, spin_away, wanted: home, streak: 0, last_move: None }
     }

@@ -480,12 +480,13 @@ pub fn run(config: Resolved) -> Result<(), String> {
     // The log driver's home (and the lessor's core) is the core whose CPU
     // takes the WAL disk's completion interrupts, if one does
     // (`disk_interrupt_cpu`); the driver follows a lone writer elsewhere.
-    let interrupt_cpu = runtime::disk_interrupt_cpu(&config.data_dir.join("wal"));
+    let wal_dir = config.data_dir.join("wal");
+    let interrupt_cpu = runtime::disk_interrupt_cpu(&wal_dir);
     let driver_core = interrupt_cpu.and_then(|cpu| runtime::core_on_cpu(config.cores, cpu));
     // Away from home, the driver polls for its WAL writes only if home is
     // where they all complete: the disk has one hardware queue, whose
     // interrupt a core's CPU takes (`Follow::write_spin`).
-    let one_queue = runtime::disk_queues(&config.data_dir.join("wal")) == Some(1);
+    let one_queue = runtime::disk_queues(&wal_dir) == Some(1);
     let spin_away = if driver_core.is_some() && one_queue {
         config.wal_spin
     } else {
